@@ -1,0 +1,47 @@
+# The two commands of the README: `make demo` and `make test`.
+# Everything they need is installed from here: Python packages into .venv,
+# and (when run as root on Debian) the capture and network tools.
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+# command:package pairs; installed together when any is missing
+SYSTEM_TOOLS = tshark:tshark dumpcap:wireshark-common tcpdump:tcpdump nft:nftables \
+               ethtool:ethtool ip:iproute2
+
+.PHONY: test demo venv system-deps bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing:$$missing"; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \
+	  apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "note: missing$$missing (run 'make test' as root on Debian to install them; tests that need them are skipped with a reason)"; \
+	fi
+
+test: venv system-deps
+	$(PY) -m pytest -q
+
+demo: venv system-deps
+	$(VENV)/bin/labkit demo
+
+bench: venv system-deps
+	$(PY) benchmarks/analyze_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
