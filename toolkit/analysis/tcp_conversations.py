@@ -1,0 +1,383 @@
+"""One row per TCP conversation: who, how much, how it opened and closed, what went wrong.
+
+Theory of operation
+-------------------
+The per-segment pass (tcp_sequence) has numbered the conversations. Here:
+- sums per conversation and direction are bincounts over the stream numbers;
+- the originator ("A") is the sender of the first SYN without ACK; failing that, the
+  receiver of the first SYN-ACK; failing that, the sender of the first segment seen;
+- one more compiled walk over the segments builds what is order-dependent: the handshake
+  times, the Zeek-style history string and conn_state, zero-window time, and each
+  endpoint's TCP state (RFC 9293 section 3.3.2) as inferred from the segments seen.
+
+The state of an endpoint is inferred from this vantage point: a segment changes its
+sender's state when it is seen, and its receiver's state at the same moment (the capture
+cannot see the receiver's own clock). A conversation first seen mid-stream starts with
+both endpoints ESTABLISHED.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from . import verdicts as V
+from .addresses import addresses_text
+from .tcp import TcpSegments
+
+SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
+M32 = 0xFFFFFFFF
+
+# RFC 9293 section 3.3.2 states, in the order of the state diagram
+STATES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+          "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
+(CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
+ CLOSING, LAST_ACK, TIME_WAIT) = range(len(STATES))
+
+# Zeek conn.log history letters; upper case for the originator.
+HISTORY = "SHADFRTW"
+H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_RETX, H_ZWIN = range(8)
+MAX_HISTORY = 40
+
+
+@njit(cache=True)
+def _originators(stream, flow, flags, n_conv):
+    orig = np.full(n_conv, -1, np.int64)
+    first = np.full(n_conv, -1, np.int64)
+    synack = np.full(n_conv, -1, np.int64)
+    for k in range(stream.shape[0]):
+        c = stream[k]
+        if first[c] < 0:
+            first[c] = flow[k]
+        f = flags[k] & (SYN | ACK)
+        if f == SYN and orig[c] < 0:
+            orig[c] = flow[k]
+        elif f == (SYN | ACK) and synack[c] < 0:
+            synack[c] = 1 - flow[k]
+    for c in range(n_conv):
+        if orig[c] < 0:
+            orig[c] = synack[c] if synack[c] >= 0 else first[c]
+    return orig
+
+
+@njit(cache=True)
+def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv):
+    n = stream.shape[0]
+    syn_t = np.full(n_conv, -1, np.int64)
+    synack_t = np.full(n_conv, -1, np.int64)
+    ack_t = np.full(n_conv, -1, np.int64)
+    hist = np.full((n_conv, MAX_HISTORY), -1, np.int8)
+    hlen = np.zeros(n_conv, np.int64)
+    seen = np.zeros((n_conv, 2), np.int64)          # bitmask of letters seen per side
+    retx_n = np.zeros((n_conv, 2), np.int64)
+    zwin_n = np.zeros((n_conv, 2), np.int64)
+    zw_since = np.full((n_conv, 2), -1, np.int64)
+    zw_time = np.zeros(n_conv, np.int64)
+    first_fin = np.full(n_conv, -1, np.int64)       # side (0 = A, 1 = B)
+    rst_from = np.zeros(n_conv, np.int64)           # bit 1 = A, bit 2 = B
+    cflags = np.zeros((n_conv, 2), np.int64)        # per side: 1 SYN, 2 SYN-ACK, 4 FIN, 8 RST
+    state = np.full((n_conv, 2), -1, np.int64)
+    fin_end = np.full((n_conv, 2), -1, np.int64)    # seq just past a side's FIN
+    # state transitions: conversation, side, row, new state
+    tr_c = np.empty(16, np.int64)
+    tr_s = np.empty(16, np.int64)
+    tr_k = np.empty(16, np.int64)
+    tr_v = np.empty(16, np.int64)
+    nt = 0
+
+    for k in range(n):
+        c = stream[k]
+        side = 0 if flow[k] == orig[c] else 1
+        other = 1 - side
+        f = flags[k]
+        now = ts[k]
+
+        # handshake times
+        if (f & (SYN | ACK)) == SYN and side == 0 and syn_t[c] < 0:
+            syn_t[c] = now
+        elif (f & (SYN | ACK)) == (SYN | ACK) and side == 1 and synack_t[c] < 0:
+            synack_t[c] = now
+        elif ((f & (SYN | ACK)) == ACK and side == 0 and synack_t[c] >= 0 and ack_t[c] < 0):
+            ack_t[c] = now
+
+        # history letters: each once per side, retransmissions and zero windows again
+        # at the 10th, 100th, ... occurrence (Zeek's logarithmic repeats)
+        for code in range(8):
+            hit = False
+            if code == H_SYN:
+                hit = (f & (SYN | ACK)) == SYN
+            elif code == H_SYNACK:
+                hit = (f & (SYN | ACK)) == (SYN | ACK)
+            elif code == H_ACK:
+                hit = (f & (SYN | FIN | RST | ACK)) == ACK and paylen[k] == 0
+            elif code == H_DATA:
+                hit = paylen[k] > 0
+            elif code == H_FIN:
+                hit = (f & FIN) != 0
+            elif code == H_RST:
+                hit = (f & RST) != 0
+            elif code == H_RETX:
+                hit = (bits[k] & V.ANY_RETRANSMISSION) != 0
+            else:
+                hit = wins[k] == 0 and (f & (SYN | FIN | RST)) == 0
+            if not hit:
+                continue
+            add = (seen[c, side] & (1 << code)) == 0
+            if code == H_RETX or code == H_ZWIN:
+                cnt = retx_n if code == H_RETX else zwin_n
+                cnt[c, side] += 1
+                m = cnt[c, side]
+                while m % 10 == 0 and m > 1:
+                    m //= 10
+                add = add or (m == 1 and cnt[c, side] > 1)
+            if add:
+                seen[c, side] |= 1 << code
+                if hlen[c] < MAX_HISTORY:
+                    hist[c, hlen[c]] = code + (0 if side == 0 else 8)
+                    hlen[c] += 1
+
+        # zero-window time: from a zero window until that side opens it again
+        if (f & (SYN | FIN | RST)) == 0:
+            if wins[k] == 0:
+                if zw_since[c, side] < 0:
+                    zw_since[c, side] = now
+            elif zw_since[c, side] >= 0:
+                zw_time[c] += now - zw_since[c, side]
+                zw_since[c, side] = -1
+
+        # conn_state ingredients
+        if (f & (SYN | ACK)) == SYN:
+            cflags[c, side] |= 1
+        if (f & (SYN | ACK)) == (SYN | ACK):
+            cflags[c, side] |= 2
+        if f & FIN:
+            cflags[c, side] |= 4
+            if first_fin[c] < 0:
+                first_fin[c] = side
+        if f & RST:
+            cflags[c, side] |= 8
+            rst_from[c] |= 1 << side
+
+        # RFC 9293 states of both endpoints, as this segment shows them
+        s_old = state[c, side]
+        o_old = state[c, other]
+        if s_old < 0:
+            # first segment of the conversation: a SYN starts from CLOSED/LISTEN,
+            # anything else is a conversation joined mid-stream
+            if (f & (SYN | ACK)) == SYN:
+                s_old, o_old = CLOSED, LISTEN
+            elif (f & (SYN | ACK)) == (SYN | ACK):
+                s_old, o_old = LISTEN, SYN_SENT
+            else:
+                s_old, o_old = ESTABLISHED, ESTABLISHED
+        s_new, o_new = s_old, o_old
+        if f & RST:
+            s_new, o_new = CLOSED, CLOSED
+        else:
+            if (f & (SYN | ACK)) == SYN:
+                s_new = SYN_SENT
+                if o_new == CLOSED:
+                    o_new = LISTEN
+            elif (f & (SYN | ACK)) == (SYN | ACK):
+                s_new = SYN_RECEIVED
+                o_new = ESTABLISHED if o_new in (SYN_SENT, LISTEN, CLOSED) else o_new
+            elif f & ACK:
+                if s_new == SYN_SENT:
+                    s_new = ESTABLISHED
+                if o_new == SYN_RECEIVED:
+                    o_new = ESTABLISHED
+                # the ACK covers the other side's FIN
+                fe = fin_end[c, other]
+                if fe >= 0 and ((acks[k] - fe) & M32) < (1 << 31):
+                    if o_new == FIN_WAIT_1:
+                        o_new = FIN_WAIT_2
+                    elif o_new == CLOSING:
+                        o_new = TIME_WAIT
+                    elif o_new == LAST_ACK:
+                        o_new = CLOSED
+            if f & FIN:
+                fin_end[c, side] = (seqs[k] + paylen[k] + 1) & M32
+                if s_new in (ESTABLISHED, SYN_RECEIVED):
+                    s_new = FIN_WAIT_1
+                elif s_new == CLOSE_WAIT:
+                    s_new = LAST_ACK
+                if o_new == ESTABLISHED:
+                    o_new = CLOSE_WAIT
+                elif o_new == FIN_WAIT_1:
+                    o_new = CLOSING
+                elif o_new == FIN_WAIT_2:
+                    o_new = TIME_WAIT
+        for sd, old, new in ((side, state[c, side], s_new), (other, state[c, other], o_new)):
+            if old != new:
+                if nt == tr_c.shape[0]:
+                    tr_c = _grow(tr_c, 2 * nt)
+                    tr_s = _grow(tr_s, 2 * nt)
+                    tr_k = _grow(tr_k, 2 * nt)
+                    tr_v = _grow(tr_v, 2 * nt)
+                tr_c[nt] = c
+                tr_s[nt] = sd
+                tr_k[nt] = k
+                tr_v[nt] = new
+                nt += 1
+                state[c, sd] = new
+    # windows still closed at the end of the capture count until the last segment
+    return (syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from,
+            cflags, tr_c[:nt], tr_s[:nt], tr_k[:nt], tr_v[:nt])
+
+
+@njit(cache=True)
+def _grow(a, n):
+    b = np.empty(n, a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+def _conn_state(cf: np.ndarray) -> list[str]:
+    """Zeek's conn_state from per-side flags (1 SYN, 2 SYN-ACK, 4 FIN, 8 RST)."""
+    out = []
+    for o, r in cf.tolist():
+        syn, synack = bool(o & 1), bool(r & 2)
+        fin_o, fin_r, rst_o, rst_r = bool(o & 4), bool(r & 4), bool(o & 8), bool(r & 8)
+        if syn and synack:
+            s = ("RSTO" if rst_o else "RSTR" if rst_r else "SF" if fin_o and fin_r
+                 else "S2" if fin_o else "S3" if fin_r else "S1")
+        elif syn:
+            s = "RSTOS0" if rst_o else "SH" if fin_o else "REJ" if rst_r else "S0"
+        elif synack:
+            s = "RSTRH" if rst_r else "SHR" if fin_r else "OTH"
+        else:
+            s = "OTH"
+        out.append(s)
+    return out
+
+
+def _history_text(hist: np.ndarray, hlen: np.ndarray) -> list[str]:
+    letters = HISTORY + HISTORY.lower()
+    return ["".join(letters[x] for x in row[:m]) for row, m in zip(hist.tolist(), hlen.tolist())]
+
+
+def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per TCP conversation, the endpoints' state transitions)."""
+    n_conv = seg.n_streams
+    rows = seg.rows
+    stream = seg.stream.astype(np.int64)
+    flow = seg.flow.astype(np.int64)
+    flags = cols["tcp_flags"][rows].astype(np.int64)
+    ts = cols["ts_ns"][rows]
+    paylen = cols["paylen"][rows].astype(np.int64)
+    wins = cols["win"][rows].astype(np.int64)
+    seqs = cols["seq"][rows].astype(np.int64)
+    acks = cols["ack"][rows].astype(np.int64)
+    orig = _originators(stream, flow, flags, n_conv)
+    side = (flow != orig[stream]).astype(np.int64)          # 0 = from A, 1 = from B
+    (syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from, cflags,
+     tr_c, tr_s, tr_k, tr_v) = _walk(stream, flow, ts, flags, seqs, acks, paylen, wins,
+                                     seg.analysis, orig, n_conv)
+
+    def per_side(weights=None, mask=None):
+        w = weights if mask is None else np.where(mask, weights if weights is not None else 1, 0)
+        key = stream * 2 + side
+        return np.bincount(key, weights=w, minlength=2 * n_conv).reshape(n_conv, 2)
+
+    def per_conv(mask):
+        return np.bincount(stream, weights=mask.astype(np.int64), minlength=n_conv).astype(np.int64)
+
+    first_k = np.full(n_conv, len(rows), np.int64)
+    np.minimum.at(first_k, stream, np.arange(len(rows)))
+    last_ts = np.full(n_conv, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(last_ts, stream, ts)
+    first_ts = np.full(n_conv, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first_ts, stream, ts)
+    # the A side's address: the first segment's source if A sent it, else its destination
+    fr = rows[np.minimum(first_k, len(rows) - 1)] if len(rows) else rows
+    a_is_src = side[np.minimum(first_k, len(rows) - 1)] == 0 if len(rows) else np.zeros(0, bool)
+    pick = (lambda s, d: np.where(a_is_src, cols[s][fr], cols[d][fr]))
+    a_hi, a_lo, a_port = pick("src_hi", "dst_hi"), pick("src_lo", "dst_lo"), pick("sport", "dport")
+    b_hi, b_lo, b_port = pick("dst_hi", "src_hi"), pick("dst_lo", "src_lo"), pick("dport", "sport")
+
+    pkts = per_side()
+    frame_bytes = per_side(cols["wirelen"][rows].astype(np.float64))
+    payload = per_side(paylen.astype(np.float64))
+    fresh = (seg.analysis & V.ANY_RETRANSMISSION) == 0
+    fresh_payload = per_side(paylen.astype(np.float64), fresh)
+    dur_ns = np.maximum(last_ts - first_ts, 0)
+    dur_s = dur_ns / 1e9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        goodput = np.where(dur_ns[:, None] > 0, fresh_payload * 8 / dur_s[:, None], np.nan)
+
+    # options from each side's SYN (or SYN-ACK)
+    syn_mask = (flags & SYN) != 0
+    opt = {}
+    for name, col, absent in (("mss", "opt_mss", -1), ("wscale", "opt_wscale", -1)):
+        v = np.full((n_conv, 2), absent, np.int64)
+        kk = np.flatnonzero(syn_mask)[::-1]          # first SYN wins: assign in reverse
+        v[stream[kk], side[kk]] = cols[col][rows[kk]]
+        opt[name] = v
+    for name, col in (("sack", "opt_sackperm"), ("ts", "has_ts")):
+        v = np.zeros((n_conv, 2), bool)
+        kk = np.flatnonzero(syn_mask)[::-1]
+        v[stream[kk], side[kk]] = cols[col][rows[kk]] != 0
+        opt[name] = v
+    isn = np.full((n_conv, 2), -1, np.int64)
+    kk = np.flatnonzero(syn_mask)[::-1]
+    isn[stream[kk], side[kk]] = seqs[kk]
+
+    def rel(t):
+        return np.where(t >= 0, (t - t0_ns) / 1e9, np.nan)
+
+    zw_open = np.where(zw_since >= 0, last_ts[:, None] - zw_since, 0).sum(axis=1)
+    bits = seg.analysis
+    close = []
+    side_name = ("A", "B")
+    for ff, rf, cs in zip(first_fin.tolist(), rst_from.tolist(), cflags.tolist()):
+        if rf:
+            close.append("RST by " + "/".join(side_name[i] for i in (0, 1) if rf & (1 << i)))
+        elif ff >= 0:
+            both = (cs[0] & 4) and (cs[1] & 4)
+            close.append(f"FIN by {side_name[ff]} first" + ("" if both else ", half-closed"))
+        else:
+            close.append("open")
+    hs_rtt = np.where((syn_t >= 0) & (ack_t >= 0), (ack_t - syn_t) / 1e6, np.nan)
+
+    df = pd.DataFrame({
+        "stream": np.arange(n_conv),
+        "a_addr": addresses_text(a_hi, a_lo), "a_port": a_port.astype(np.int64),
+        "b_addr": addresses_text(b_hi, b_lo), "b_port": b_port.astype(np.int64),
+        "start": rel(first_ts), "duration": dur_s,
+        "packets_a_to_b": pkts[:, 0].astype(np.int64), "packets_b_to_a": pkts[:, 1].astype(np.int64),
+        "bytes_a_to_b": frame_bytes[:, 0].astype(np.int64),
+        "bytes_b_to_a": frame_bytes[:, 1].astype(np.int64),
+        "payload_a_to_b": payload[:, 0].astype(np.int64),
+        "payload_b_to_a": payload[:, 1].astype(np.int64),
+        "goodput_a_to_b_bps": goodput[:, 0], "goodput_b_to_a_bps": goodput[:, 1],
+        "syn_time": rel(syn_t), "synack_time": rel(synack_t), "ack_time": rel(ack_t),
+        "handshake_rtt_ms": hs_rtt,
+        "isn_a": isn[:, 0], "isn_b": isn[:, 1],
+        "mss_a": opt["mss"][:, 0], "mss_b": opt["mss"][:, 1],
+        "wscale_a": opt["wscale"][:, 0], "wscale_b": opt["wscale"][:, 1],
+        "sack_permitted": opt["sack"][:, 0] & opt["sack"][:, 1],
+        "timestamps": opt["ts"][:, 0] & opt["ts"][:, 1],
+        "retransmissions": per_conv((bits & V.ANY_RETRANSMISSION) != 0),
+        "fast_retransmissions": per_conv((bits & V.FAST_RETRANSMISSION) != 0),
+        "spurious_retransmissions": per_conv((bits & V.SPURIOUS_RETRANSMISSION) != 0),
+        "out_of_order": per_conv((bits & V.OUT_OF_ORDER) != 0),
+        "lost_segments": per_conv((bits & V.LOST_SEGMENT) != 0),
+        "ack_lost_segments": per_conv((bits & V.ACK_LOST_SEGMENT) != 0),
+        "duplicate_acks": per_conv((bits & V.DUPLICATE_ACK) != 0),
+        "zero_windows": per_conv((bits & V.ZERO_WINDOW) != 0),
+        "zero_window_time": (zw_time + zw_open) / 1e9,
+        "keep_alives": per_conv((bits & V.KEEP_ALIVE) != 0),
+        "close": close,
+        "history": _history_text(hist, hlen),
+        "conn_state": _conn_state(cflags),
+    })
+    states = pd.DataFrame({
+        "stream": tr_c,
+        "endpoint": np.where(tr_s == 0, "A", "B"),
+        "frame": rows[tr_k] + 1 if len(tr_k) else np.zeros(0, np.int64),
+        "time": (ts[tr_k] - t0_ns) / 1e9 if len(tr_k) else np.zeros(0),
+        "state": [STATES[v] for v in tr_v.tolist()],
+    })
+    return df, states
