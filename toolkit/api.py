@@ -1,0 +1,205 @@
+"""`toolkit.analyze(path)`: a capture file in, DataFrames and files out.
+
+The reader decodes the capture into columns once; the TCP and UDP analyses run over the
+columns; the per-packet table is built only when asked for (it is the one large object).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .analysis import verdicts as V
+from .analysis.addresses import address_text
+from .analysis.tcp import TcpSegments, analyze_segments
+from .analysis.tcp_conversations import conversations as tcp_conversations
+from .pcap import Capture, CaptureError, read_capture
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Analysis:
+    """What the analyzer found in one capture file."""
+
+    path: str
+    capture: Capture
+    segments: TcpSegments
+    tcp: pd.DataFrame                 # one row per TCP conversation (tcp.stream)
+    tcp_states: pd.DataFrame          # endpoint TCP state transitions
+    udp: pd.DataFrame                 # one row per UDP conversation (udp.stream)
+    udp_stream: np.ndarray            # per frame, -1 when not UDP
+    udp_flows: pd.DataFrame | None = None   # lab-header flows (loss, reordering, delay)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def error(self) -> CaptureError | None:
+        """Damage found in the file; everything before it was analyzed."""
+        return self.capture.error
+
+    def __len__(self) -> int:
+        return len(self.capture.cols["ts_ns"])
+
+    @cached_property
+    def packets(self) -> pd.DataFrame:
+        """One row per frame: addresses, ports, streams, flags and every TCP verdict."""
+        return packet_table(self)
+
+    def summary(self) -> dict:
+        cols = self.capture.cols
+        n = len(self)
+        ts = cols["ts_ns"]
+        return {
+            "file": self.path,
+            "format": self.capture.file_format,
+            "compressed": self.capture.compressed,
+            "frames": n,
+            "first_time": float(ts[0]) / 1e9 if n else None,
+            "duration": float(ts.max() - ts.min()) / 1e9 if n else 0.0,
+            "tcp_segments": len(self.segments),
+            "tcp_conversations": len(self.tcp),
+            "udp_conversations": len(self.udp),
+            "error": str(self.error) if self.error else None,
+        }
+
+    def to_json(self, packets: bool = False, stream: int | None = None) -> dict:
+        """A JSON-ready dict (format_version, summary, tables)."""
+        tcp, pk = self.tcp, None
+        if stream is not None:
+            tcp = tcp[tcp["stream"] == stream]
+        doc = {"format_version": FORMAT_VERSION, "summary": self.summary(),
+               "tcp_conversations": _records(tcp),
+               "udp_conversations": _records(self.udp if stream is None else self.udp.iloc[0:0])}
+        if self.udp_flows is not None and stream is None:
+            doc["udp_flows"] = _records(self.udp_flows)
+        if packets:
+            pk = self.packets
+            if stream is not None:
+                pk = pk[pk["tcp_stream"] == stream]
+            doc["packets"] = _records(pk)
+        return doc
+
+    def write(self, out: str | os.PathLike, fmt: str, packets: bool = False) -> list[Path]:
+        """Write the tables: json -> one file, csv/parquet -> a directory of tables."""
+        out = Path(out)
+        if fmt == "json":
+            out.write_text(json.dumps(self.to_json(packets=packets), indent=1, default=_jsonable))
+            return [out]
+        out.mkdir(parents=True, exist_ok=True)
+        tables = {"tcp_conversations": self.tcp, "udp_conversations": self.udp,
+                  "tcp_states": self.tcp_states}
+        if self.udp_flows is not None:
+            tables["udp_flows"] = self.udp_flows
+        if packets:
+            tables["packets"] = self.packets
+        written = []
+        for name, df in tables.items():
+            p = out / f"{name}.{fmt}"
+            if fmt == "csv":
+                df.to_csv(p, index=False)
+            elif fmt == "parquet":
+                df.to_parquet(p, index=False)
+            else:
+                raise ValueError(f"unknown format {fmt!r}")
+            written.append(p)
+        return written
+
+
+def _jsonable(x):
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return None if np.isnan(x) else float(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return str(x)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    # NaN is not JSON: missing values become null
+    return json.loads(df.to_json(orient="records", double_precision=15))
+
+
+def analyze(path: str | os.PathLike, progress=None) -> Analysis:
+    """Read and analyze one capture file (pcap, pcapng, optionally gzip-compressed).
+
+    A damaged file is analyzed up to the damage; `Analysis.error` says where it is.
+    Raises CaptureError only when nothing can be read at all.
+    """
+    from .analysis.udp import analyze_udp
+
+    cap = read_capture(path, progress=progress)
+    cols = cap.cols
+    seg = analyze_segments(cols)
+    t0 = int(cols["ts_ns"][0]) if len(cols["ts_ns"]) else 0
+    tcp, states = tcp_conversations(cols, seg, t0)
+    udp = analyze_udp(cols)
+    return Analysis(path=str(path), capture=cap, segments=seg, tcp=tcp, tcp_states=states,
+                    udp=udp.conversations, udp_stream=udp.stream,
+                    udp_flows=getattr(udp, "flows", None))
+
+
+def _address_column(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pd.Categorical:
+    """Address text per row via the (few) distinct addresses: one conversion each."""
+    pairs = np.stack([hi, lo], axis=1)
+    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+    names = [address_text(h, v) for h, v in uniq.tolist()]
+    codes = np.where(valid, inv.reshape(-1), -1)
+    return pd.Categorical.from_codes(codes, categories=names)
+
+
+def packet_table(a: Analysis) -> pd.DataFrame:
+    cols = a.capture.cols
+    n = len(a)
+    seg = a.segments
+    ip = cols["l3"] != 0
+    t0 = int(cols["ts_ns"][0]) if n else 0
+    proto = np.full(n, "", object)
+    proto[cols["l4"] == 6] = "TCP"
+    proto[cols["l4"] == 17] = "UDP"
+    tcp_stream = np.full(n, -1, np.int64)
+    tcp_stream[seg.rows] = seg.stream
+    df = pd.DataFrame({
+        "frame": np.arange(1, n + 1),
+        "time": (cols["ts_ns"] - t0) / 1e9,
+        "length": cols["wirelen"],
+        "src": _address_column(cols["src_hi"], cols["src_lo"], ip),
+        "dst": _address_column(cols["dst_hi"], cols["dst_lo"], ip),
+        "proto": pd.Categorical(proto),
+        "sport": np.where(cols["l4"] != 0, cols["sport"], 0),
+        "dport": np.where(cols["l4"] != 0, cols["dport"], 0),
+        "tcp_stream": tcp_stream,
+        "udp_stream": a.udp_stream,
+    })
+    is_tcp = np.zeros(n, bool)
+    is_tcp[seg.rows] = True
+
+    def scatter(values, fill, dtype):
+        out = np.full(n, fill, dtype)
+        out[seg.rows] = values
+        return out
+
+    df["tcp_flags"] = np.where(is_tcp, cols["tcp_flags"], 0)
+    df["seq"] = scatter(seg.rel_seq, 0, np.int64)
+    df["ack"] = scatter(seg.rel_ack, 0, np.int64)
+    df["seq_raw"] = np.where(is_tcp, cols["seq"], 0)
+    df["ack_raw"] = np.where(is_tcp, cols["ack"], 0)
+    df["tcp_len"] = np.where(is_tcp, cols["paylen"], 0)
+    df["window"] = scatter(seg.window, 0, np.int64)
+    for name in V.VERDICTS:
+        df[name] = scatter(V.verdict_column(seg.analysis, name), 0, np.uint8)
+    df["duplicate_ack_num"] = scatter(seg.dupack_num, 0, np.int64)
+    df["acks_frame"] = scatter(seg.acked_frame, 0, np.int64)
+    rtt = np.where(seg.has_ack_rtt(), seg.ack_rtt_ns / 1e9, np.nan)
+    df["ack_rtt"] = scatter(rtt, np.nan, np.float64)
+    df["bytes_in_flight"] = scatter(seg.bytes_in_flight, 0, np.int64)
+    return df
+
+
+__all__ = ["Analysis", "analyze", "CaptureError", "FORMAT_VERSION"]

@@ -1,0 +1,199 @@
+"""The `labkit` command: parses arguments and calls the public API. Nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str, stream=sys.stderr, min_bytes: int = 8 << 20):
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.min_bytes = min_bytes
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < self.min_bytes:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        frac = done / total if total else 1.0
+        width = 30
+        bar = "#" * int(frac * width)
+        rate = done / max(now - self.start, 1e-9) / 1e6
+        self.stream.write(f"\r{self.label}: [{bar:<{width}}] {frac:5.1%} {rate:6.1f} MB/s")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * 70 + "\r")
+            self.stream.flush()
+
+
+def _err(msg: str) -> None:
+    print(f"labkit: {msg}", file=sys.stderr)
+
+
+def cmd_analyze(args) -> int:
+    from . import api, report
+    from .pcap import CaptureError
+
+    if args.format == "parquet" and not args.output:
+        _err("--format parquet writes files: give --output DIR")
+        return EXIT_INPUT
+    status = EXIT_OK
+    docs = []
+    csv_tables = []
+    for path in args.files:
+        if not os.path.exists(path):
+            _err(f"{path}: no such file")
+            status = EXIT_INPUT
+            continue
+        if os.path.isdir(path):
+            _err(f"{path}: is a directory, not a capture file")
+            status = EXIT_INPUT
+            continue
+        bar = Progress(f"reading {os.path.basename(path)}")
+        try:
+            a = api.analyze(path, progress=bar)
+        except CaptureError as e:
+            bar.close()
+            _err(str(e))
+            status = EXIT_INPUT
+            continue
+        except OSError as e:
+            bar.close()
+            _err(f"{path}: {e.strerror or e}")
+            status = EXIT_INPUT
+            continue
+        bar.close()
+        if args.stream is not None and args.stream not in set(a.tcp["stream"].tolist()):
+            _err(f"{path}: --stream {args.stream}: no such TCP stream "
+                 f"(this file has {len(a.tcp)}: 0 to {len(a.tcp) - 1})")
+            status = EXIT_INPUT
+            continue
+        if args.format == "table":
+            print(report.text_report(a, stream=args.stream, packets=args.packets))
+            print()
+        elif args.format == "json":
+            docs.append(a.to_json(packets=args.packets, stream=args.stream))
+        elif args.format == "csv":
+            csv_tables.append((path, _csv_table(a, args)))
+        elif args.format == "parquet":
+            out = Path(args.output)
+            if len(args.files) > 1:
+                out = out / Path(path).name
+            a.write(out, "parquet", packets=args.packets)
+        if a.error is not None:
+            # the results above cover every packet before the damage
+            _err(f"{a.error} (analyzed the {len(a)} frames before it)")
+            status = EXIT_INPUT
+    if args.format == "json" and docs:
+        text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=1)
+        _emit(text, args.output)
+    elif args.format == "csv" and csv_tables:
+        import pandas as pd
+
+        if len(csv_tables) == 1:
+            df = csv_tables[0][1]
+        else:
+            df = pd.concat([t.assign(file=p) for p, t in csv_tables], ignore_index=True)
+        _emit(df.to_csv(index=False), args.output)
+    return status
+
+
+def _csv_table(a, args):
+    import pandas as pd
+
+    if args.packets:
+        pk = a.packets
+        return pk if args.stream is None else pk[pk["tcp_stream"] == args.stream]
+    tcp = a.tcp if args.stream is None else a.tcp[a.tcp["stream"] == args.stream]
+    parts = [tcp.assign(proto="tcp")]
+    if args.stream is None and len(a.udp):
+        parts.append(a.udp.assign(proto="udp"))
+    df = pd.concat(parts, ignore_index=True)
+    return df[["proto"] + [c for c in df.columns if c != "proto"]]
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        tmp = Path(output).with_name(Path(output).name + ".part")
+        tmp.write_text(text)
+        os.replace(tmp, output)   # never leave a half-written result behind
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    return run_demo(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="labkit",
+        description="TCP-vs-UDP lab kit: run captured experiments and analyze captures.")
+    p.add_argument("--version", action="version", version=f"labkit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    an = sub.add_parser("analyze", help="analyze pcap/pcapng files (Wireshark-equal verdicts)",
+                        description="Per-conversation tables (default) or per-frame verdicts "
+                                    "(--packets) of pcap, pcapng and gzip-compressed captures.")
+    an.add_argument("files", nargs="+", metavar="FILE")
+    an.add_argument("--format", choices=["table", "json", "csv", "parquet"], default="table")
+    an.add_argument("--packets", action="store_true",
+                    help="one row per frame with tcp_stream, udp_stream and every verdict")
+    an.add_argument("--stream", type=int, metavar="N", help="only TCP stream N (tcp.stream)")
+    an.add_argument("-o", "--output", metavar="PATH",
+                    help="write to PATH (a file for json/csv, a directory for parquet)")
+    an.set_defaults(func=cmd_analyze)
+
+    de = sub.add_parser("demo", help="record a short TCP and UDP exchange on loopback and "
+                                     "analyze it (needs capture rights)")
+    de.add_argument("--out", metavar="DIR", help="run directory (default runs/demo-TIME)")
+    de.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # `labkit analyze ... | head`: the reader left; not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Readable text for people: conversation tables and a tshark-like packet list."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .analysis import verdicts as V
+
+# the labels Wireshark puts in the Info column, most telling first
+LABELS = [
+    ("reused_ports", "TCP Port numbers reused"),
+    ("spurious_retransmission", "TCP Spurious Retransmission"),
+    ("fast_retransmission", "TCP Fast Retransmission"),
+    ("retransmission", "TCP Retransmission"),
+    ("out_of_order", "TCP Out-Of-Order"),
+    ("lost_segment", "TCP Previous segment not captured"),
+    ("ack_lost_segment", "TCP ACKed unseen segment"),
+    ("window_update", "TCP Window Update"),
+    ("window_full", "TCP Window Full"),
+    ("keep_alive", "TCP Keep-Alive"),
+    ("keep_alive_ack", "TCP Keep-Alive ACK"),
+    ("duplicate_ack", "TCP Dup ACK"),
+    ("zero_window_probe", "TCP ZeroWindowProbe"),
+    ("zero_window", "TCP ZeroWindow"),
+    ("zero_window_probe_ack", "TCP ZeroWindowProbeAck"),
+]
+FLAG_NAMES = [(0x02, "SYN"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"),
+              (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"), (0x100, "AE")]
+
+
+def endpoint(addr: str, port) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def human_rate(bps: float) -> str:
+    if bps is None or (isinstance(bps, float) and math.isnan(bps)):
+        return "-"
+    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s"):
+        if abs(bps) < 1000 or unit == "Gbit/s":
+            return f"{bps:.1f} {unit}"
+        bps /= 1000
+    return str(bps)
+
+
+def _ms(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line.rstrip(), "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(out)
+
+
+def tcp_table(df: pd.DataFrame) -> str:
+    header = ["#", "A", "B", "pkts A>B/B>A", "payload A>B/B>A", "duration", "hs rtt ms",
+              "retx", "dupack", "ooo", "lost", "zwin", "close", "history", "state"]
+    rows = []
+    for r in df.itertuples(index=False):
+        rows.append([
+            str(r.stream), endpoint(r.a_addr, r.a_port), endpoint(r.b_addr, r.b_port),
+            f"{r.packets_a_to_b}/{r.packets_b_to_a}",
+            f"{human_bytes(r.payload_a_to_b)}/{human_bytes(r.payload_b_to_a)}",
+            f"{r.duration:.3f} s", _ms(r.handshake_rtt_ms), str(r.retransmissions),
+            str(r.duplicate_acks), str(r.out_of_order), str(r.lost_segments),
+            str(r.zero_windows), r.close, r.history, r.conn_state])
+    return _table(rows, header)
+
+
+def udp_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(none)"
+    cols = list(df.columns)
+
+    def get(r, *names, default="-"):
+        for name in names:
+            if name in cols and not (isinstance(r[name], float) and math.isnan(r[name])):
+                return r[name]
+        return default
+
+    header = ["#", "A", "B", "dgrams A>B/B>A", "bytes A>B/B>A", "duration", "jitter ms A>B/B>A"]
+    rows = []
+    for _, r in df.iterrows():
+        rows.append([
+            str(get(r, "stream")),
+            endpoint(get(r, "a_addr"), get(r, "a_port")),
+            endpoint(get(r, "b_addr"), get(r, "b_port")),
+            f"{get(r, 'datagrams_a_to_b', 'packets_a_to_b')}/"
+            f"{get(r, 'datagrams_b_to_a', 'packets_b_to_a')}",
+            f"{get(r, 'bytes_a_to_b')}/{get(r, 'bytes_b_to_a')}",
+            f"{float(get(r, 'duration', default=0.0)):.3f} s",
+            f"{_fmt(get(r, 'jitter_ms_a_to_b'))}/{_fmt(get(r, 'jitter_ms_b_to_a'))}",
+        ])
+    return _table(rows, header)
+
+
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def flags_text(f: int) -> str:
+    return ", ".join(name for bit, name in FLAG_NAMES if f & bit)
+
+
+def packet_lines(pk: pd.DataFrame) -> str:
+    """One line per frame, in the spirit of tshark's default output."""
+    out = []
+    for r in pk.itertuples(index=False):
+        src = "" if pd.isna(r.src) else endpoint(r.src, r.sport) if r.proto else r.src
+        dst = "" if pd.isna(r.dst) else endpoint(r.dst, r.dport) if r.proto else r.dst
+        info = ""
+        if r.proto == "TCP":
+            labels = [label for name, label in LABELS if getattr(r, name)]
+            if r.duplicate_ack:
+                labels = [f"TCP Dup ACK {r.acks_frame or ''}#{r.duplicate_ack_num}"
+                          if lab == "TCP Dup ACK" else lab for lab in labels]
+            info = "".join(f"[{lab}] " for lab in labels)
+            info += f"[{flags_text(r.tcp_flags)}] Seq={r.seq} Ack={r.ack} Win={r.window} Len={r.tcp_len}"
+            if not math.isnan(r.ack_rtt):
+                info += f"  rtt={r.ack_rtt * 1000:.3f}ms"
+        elif r.proto == "UDP":
+            info = f"UDP stream {r.udp_stream}"
+        stream = f"tcp.stream={r.tcp_stream}" if r.tcp_stream >= 0 else ""
+        out.append(f"{r.frame:>7} {r.time:12.6f} {src:>24} -> {dst:<24} {r.proto:<4} "
+                   f"{r.length:>6} {info} {stream}".rstrip())
+    return "\n".join(out)
+
+
+def text_report(a, stream: int | None = None, packets: bool = False) -> str:
+    s = a.summary()
+    parts = [f"{s['file']}: {s['format']}{' (gzip)' if s['compressed'] else ''}, "
+             f"{s['frames']} frames over {s['duration']:.3f} s; "
+             f"{s['tcp_conversations']} TCP and {s['udp_conversations']} UDP conversations"]
+    tcp = a.tcp if stream is None else a.tcp[a.tcp["stream"] == stream]
+    parts += ["", "TCP conversations (A = the side that opened; history: Zeek letters, "
+              "upper case from A)", tcp_table(tcp) if len(tcp) else "(none)"]
+    if stream is None:
+        parts += ["", "UDP conversations", udp_table(a.udp)]
+    if packets:
+        pk = a.packets if stream is None else a.packets[a.packets["tcp_stream"] == stream]
+        parts += ["", "Packets", packet_lines(pk)]
+    verdict_totals = {name: int(a.packets[name].sum()) for name in V.VERDICTS} if packets else {}
+    if any(verdict_totals.values()):
+        parts += ["", "Verdicts: " + ", ".join(f"{k} {v}" for k, v in verdict_totals.items() if v)]
+    return "\n".join(parts)
