@@ -1,10 +1,10 @@
 """Group packets by the unordered pair of endpoints (address, port) they travel between.
 
-Wireshark keys a TCP or UDP conversation by both endpoints, in either direction. Here each
-packet's pair is put in a canonical order (the smaller endpoint first), hashed to 64 bits,
-and the hashes are numbered with one sort. Hash collisions are checked for, not assumed
-away: every packet's full key is compared with its group's first key, and on any mismatch
-the exact (slower) grouping on all six key columns is used instead.
+Wireshark keys a TCP or UDP conversation by both endpoints, in either direction. Each
+packet's pair is put in a canonical order (the smaller endpoint first) and looked up in an
+open-addressing hash table; a new pair gets the next id, so ids come out in order of first
+appearance, the order tshark numbers its streams in. Lookups compare the full key, not only
+the hash, so two pairs can never be merged by a hash collision.
 """
 
 from __future__ import annotations
@@ -34,64 +34,69 @@ def _pair(r, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
     return a, b
 
 
+@njit(inline="always")
+def _hash(a, b):
+    h = np.uint64(0)
+    h = _mix(h, a[0])
+    h = _mix(h, a[1])
+    h = _mix(h, a[2])
+    h = _mix(h, b[0])
+    h = _mix(h, b[1])
+    h = _mix(h, b[2])
+    return h
+
+
 @njit(cache=True)
-def _canonical_hash(rows, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
+def _pair_ids(rows, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
     n = rows.shape[0]
-    out = np.empty(n, np.uint64)
+    out = np.empty(n, np.int64)
+    cap = 1 << 10
+    table = np.full(cap, -1, np.int64)
+    id_row = np.empty(cap // 2, np.int64)     # a row that has this pair: the full key
+    id_hash = np.empty(cap // 2, np.uint64)
+    n_ids = 0
     for k in range(n):
-        a, b = _pair(rows[k], src_hi, src_lo, dst_hi, dst_lo, sport, dport)
-        h = np.uint64(0)
-        h = _mix(h, a[0])
-        h = _mix(h, a[1])
-        h = _mix(h, a[2])
-        h = _mix(h, b[0])
-        h = _mix(h, b[1])
-        h = _mix(h, b[2])
-        out[k] = h
-    return out
-
-
-@njit(cache=True)
-def _same_pairs(rows, sample, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
-    for k in range(rows.shape[0]):
-        if (_pair(rows[k], src_hi, src_lo, dst_hi, dst_lo, sport, dport)
-                != _pair(sample[k], src_hi, src_lo, dst_hi, dst_lo, sport, dport)):
-            return False
-    return True
-
-
-def _canonical_keys(cols, rows):
-    a = np.stack([cols["src_hi"][rows], cols["src_lo"][rows],
-                  cols["sport"][rows].astype(np.uint64)], axis=1)
-    b = np.stack([cols["dst_hi"][rows], cols["dst_lo"][rows],
-                  cols["dport"][rows].astype(np.uint64)], axis=1)
-    # lexicographic a > b, decided by the first differing column
-    diff = a != b
-    first = np.argmax(diff, axis=1)
-    idx = np.arange(len(rows))
-    swap = diff[idx, first] & (a[idx, first] > b[idx, first])
-    lo = np.where(swap[:, None], b, a)
-    hi = np.where(swap[:, None], a, b)
-    return np.concatenate([lo, hi], axis=1)
+        r = rows[k]
+        a, b = _pair(r, src_hi, src_lo, dst_hi, dst_lo, sport, dport)
+        h = _hash(a, b)
+        slot = np.int64(h & np.uint64(cap - 1))
+        while True:
+            e = table[slot]
+            if e < 0:
+                e = n_ids
+                n_ids += 1
+                id_row[e] = r
+                id_hash[e] = h
+                table[slot] = e
+                break
+            if id_hash[e] == h and _pair(id_row[e], src_hi, src_lo, dst_hi, dst_lo,
+                                         sport, dport) == (a, b):
+                break
+            slot = (slot + 1) & (cap - 1)
+        out[k] = e
+        if 2 * n_ids >= cap:
+            # keep the load factor under 1/2: double and re-insert
+            cap *= 2
+            table = np.full(cap, -1, np.int64)
+            for i in range(n_ids):
+                s = np.int64(id_hash[i] & np.uint64(cap - 1))
+                while table[s] >= 0:
+                    s = (s + 1) & (cap - 1)
+                table[s] = i
+            grown_row = np.empty(cap // 2, np.int64)
+            grown_row[:n_ids] = id_row[:n_ids]
+            id_row = grown_row
+            grown_hash = np.empty(cap // 2, np.uint64)
+            grown_hash[:n_ids] = id_hash[:n_ids]
+            id_hash = grown_hash
+    return out, n_ids
 
 
 def pair_ids(cols: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, int]:
-    """Number the endpoint pairs of `rows`: (id per row, number of pairs).
+    """Number the endpoint pairs of `rows` in order of first appearance.
 
-    Ids are dense but in no particular order; callers that need first-appearance order
-    (tcp.stream, udp.stream) renumber in their own pass.
+    Returns (id per row, number of pairs).
     """
-    if len(rows) == 0:
-        return np.zeros(0, np.int64), 0
-    h = _canonical_hash(rows, cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
-                        cols["sport"], cols["dport"])
-    uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    # collision check: a pair that hashes like another must also equal it
-    same = _same_pairs(rows, rows[first[inverse]], cols["src_hi"], cols["src_lo"],
-                       cols["dst_hi"], cols["dst_lo"], cols["sport"], cols["dport"])
-    if same:
-        return inverse.astype(np.int64), len(uniq)
-    keys = _canonical_keys(cols, rows)
-    _, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return inverse.astype(np.int64), int(inverse.max()) + 1
+    ids, n = _pair_ids(rows, cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
+                       cols["sport"], cols["dport"])
+    return ids, int(n)

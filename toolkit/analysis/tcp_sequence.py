@@ -37,6 +37,27 @@ MAX_UNACKED = 10000           # Wireshark stops tracking beyond this many unacke
 FAST_RTX_WINDOW_NS = 20_000_000   # a fast retransmission follows the last dup ACK within 20 ms
 OOO_DEFAULT_NS = 3_000_000        # out-of-order threshold before the first RTT is known
 
+# columns of the per-flow state table
+BASE_SEQ = 0
+SFLAGS = 1
+WIN_SCALE = 2
+WINDOW = 3
+FIRST_ACK = 4
+VALID_BIF = 5
+LASTSEGFLAGS = 6
+NEXTSEQ = 7
+NEXTSEQFRAME = 8
+NEXTSEQTIME = 9
+LASTACK = 10
+LASTACKTIME = 11
+LASTNONDUPACK = 12
+DUPACKNUM = 13
+MAXSEQTOBEACKED = 14
+SEG_COUNT = 15
+SEG_HEAD = 16
+NSACK = 17
+N_FIELDS = 18
+
 # flow static flags
 BASE_SEQ_SET, SAW_SYN, SAW_SYNACK = 1, 2, 4
 
@@ -95,25 +116,13 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
 
     conv_of_tuple = np.full(n_tuples, -1, np.int32)
     nf = 2 * conv_cap
-    # per-flow state (Wireshark's tcp_flow_t and tcp_analyze_seq_flow_info_t)
-    base_seq = np.zeros(nf, np.int64)
-    sflags = np.zeros(nf, np.int64)
-    win_scale = np.full(nf, -1, np.int64)
-    window = np.full(nf, M32, np.int64)
-    first_ack = np.zeros(nf, np.int64)
-    valid_bif = np.ones(nf, np.int64)
-    lastsegflags = np.zeros(nf, np.int64)
-    nextseq = np.zeros(nf, np.int64)
-    nextseqframe = np.zeros(nf, np.int64)
-    nextseqtime = np.zeros(nf, np.int64)
-    lastack = np.zeros(nf, np.int64)
-    lastacktime = np.zeros(nf, np.int64)
-    lastnondupack = np.zeros(nf, np.int64)
-    dupacknum = np.zeros(nf, np.int64)
-    maxseqtobeacked = np.zeros(nf, np.int64)
-    seg_count = np.zeros(nf, np.int64)
-    seg_head = np.full(nf, -1, np.int64)
-    nsack = np.zeros(nf, np.int64)
+    # per-flow state (Wireshark's tcp_flow_t and tcp_analyze_seq_flow_info_t), one row
+    # per flow so that a segment's state sits in a few cache lines
+    st = np.zeros((nf, N_FIELDS), np.int64)
+    st[:, WIN_SCALE] = -1
+    st[:, WINDOW] = M32
+    st[:, VALID_BIF] = 1
+    st[:, SEG_HEAD] = -1
     sack_l = np.zeros((nf, 4), np.int64)
     sack_r = np.zeros((nf, 4), np.int64)
     # per-conversation state
@@ -160,8 +169,8 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
         rv = 2 * c + (1 - fdir)
 
         # A SYN with another ISN on a known pair opens a new conversation (port reuse).
-        if (flags & (SYN | ACK)) == SYN and (sflags[fw] & BASE_SEQ_SET):
-            if seq != base_seq[fw]:
+        if (flags & (SYN | ACK)) == SYN and (st[fw, SFLAGS] & BASE_SEQ_SET):
+            if seq != st[fw, BASE_SEQ]:
                 c = n_conv
                 n_conv += 1
                 conv_of_tuple[t] = c
@@ -171,113 +180,113 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
             else:
                 # same SYN again: restore nextseq (a RST may carry SEQ = the ACK received,
                 # RFC 9293 section 3.10.7.3), so the SYN is judged a retransmission
-                nextseq[fw] = maxseqtobeacked[fw]
+                st[fw, NEXTSEQ] = st[fw, MAXSEQTOBEACKED]
         if (flags & (SYN | ACK)) == (SYN | ACK):
-            if (sflags[fw] & BASE_SEQ_SET) and seq != base_seq[fw]:
-                base_seq[fw] = seq
+            if (st[fw, SFLAGS] & BASE_SEQ_SET) and seq != st[fw, BASE_SEQ]:
+                st[fw, BASE_SEQ] = seq
                 bits |= V.REUSED_PORTS
 
         out_stream[k] = c
         out_flow[k] = fdir
-        nsack[fw] = 0
+        st[fw, NSACK] = 0
 
         # base sequence numbers, for relative numbers
-        if not (sflags[fw] & BASE_SEQ_SET):
+        if not (st[fw, SFLAGS] & BASE_SEQ_SET):
             if flags & SYN:
-                base_seq[fw] = seq
-                sflags[fw] |= SAW_SYNACK if (flags & ACK) else SAW_SYN
+                st[fw, BASE_SEQ] = seq
+                st[fw, SFLAGS] |= SAW_SYNACK if (flags & ACK) else SAW_SYN
             else:
-                base_seq[fw] = (seq - 1) & M32
-            sflags[fw] |= BASE_SEQ_SET
-        if not (sflags[rv] & BASE_SEQ_SET) and (flags & ACK):
-            base_seq[rv] = (ack - 1) & M32
-            sflags[rv] |= BASE_SEQ_SET
+                st[fw, BASE_SEQ] = (seq - 1) & M32
+            st[fw, SFLAGS] |= BASE_SEQ_SET
+        if not (st[rv, SFLAGS] & BASE_SEQ_SET) and (flags & ACK):
+            st[rv, BASE_SEQ] = (ack - 1) & M32
+            st[rv, SFLAGS] |= BASE_SEQ_SET
 
         # ---- tcp_analyze_sequence_number -------------------------------------------
         if flags & ACK:
-            valid_bif[rv] = 1
+            st[rv, VALID_BIF] = 1
         skip_to_fwd_end = False
         # zero window probe: next expected seq, 1 byte, peer's window is 0
-        if seglen == 1 and seq == nextseq[fw] and window[rv] == 0:
+        if seglen == 1 and seq == st[fw, NEXTSEQ] and st[rv, WINDOW] == 0:
             bits |= V.ZERO_WINDOW_PROBE
             skip_to_fwd_end = True
         if not skip_to_fwd_end:
             if win == 0 and (flags & (RST | FIN | SYN)) == 0:
                 bits |= V.ZERO_WINDOW
             # previous segment not captured
-            if nextseq[fw] != 0 and _gt(seq, nextseq[fw]) and (flags & RST) == 0:
+            if st[fw, NEXTSEQ] != 0 and _gt(seq, st[fw, NEXTSEQ]) and (flags & RST) == 0:
                 bits |= V.LOST_SEGMENT
-                valid_bif[fw] = 0
+                st[fw, VALID_BIF] = 0
             # keep-alive: 0 or 1 byte at nextseq - 1 (RFC 9293 section 3.8.4)
-            if ((seglen == 0 or seglen == 1) and seq == ((nextseq[fw] - 1) & M32)
+            if ((seglen == 0 or seglen == 1) and seq == ((st[fw, NEXTSEQ] - 1) & M32)
                     and (flags & (SYN | FIN | RST)) == 0):
                 bits |= V.KEEP_ALIVE
-            plain = ((flags & (SYN | FIN | RST)) == 0 and seq == nextseq[fw]
-                     and ack == lastack[fw])
-            if seglen == 0 and win != 0 and win != window[fw] and plain:
+            plain = ((flags & (SYN | FIN | RST)) == 0 and seq == st[fw, NEXTSEQ]
+                     and ack == st[fw, LASTACK])
+            if seglen == 0 and win != 0 and win != st[fw, WINDOW] and plain:
                 bits |= V.WINDOW_UPDATE
             # window full: the segment reaches the right edge of the peer's window
-            if seglen > 0 and win_scale[rv] != -1 and (flags & (SYN | FIN | RST)) == 0:
+            if seglen > 0 and st[rv, WIN_SCALE] != -1 and (flags & (SYN | FIN | RST)) == 0:
                 sh = 0
-                if first_ack[rv] == 0 and win_scale[rv] != -2:
-                    sh = win_scale[rv]
-                edge = (lastack[rv] + ((window[rv] << sh) & M32)) & M32
+                if st[rv, FIRST_ACK] == 0 and st[rv, WIN_SCALE] != -2:
+                    sh = st[rv, WIN_SCALE]
+                edge = (st[rv, LASTACK] + ((st[rv, WINDOW] << sh) & M32)) & M32
                 if ((seq + seglen) & M32) == edge:
                     bits |= V.WINDOW_FULL
-            if (seglen == 0 and win != 0 and win == window[fw] and plain
-                    and (lastsegflags[rv] & V.KEEP_ALIVE)):
+            if (seglen == 0 and win != 0 and win == st[fw, WINDOW] and plain
+                    and (st[rv, LASTSEGFLAGS] & V.KEEP_ALIVE)):
                 bits |= V.KEEP_ALIVE_ACK
                 skip_to_fwd_end = True
-            elif (seglen == 0 and win == 0 and win == window[fw] and plain
-                    and (lastsegflags[rv] & V.ZERO_WINDOW_PROBE)):
+            elif (seglen == 0 and win == 0 and win == st[fw, WINDOW] and plain
+                    and (st[rv, LASTSEGFLAGS] & V.ZERO_WINDOW_PROBE)):
                 bits |= V.ZERO_WINDOW_PROBE_ACK
                 skip_to_fwd_end = True
-            elif seglen == 0 and win != 0 and win == window[fw] and plain:
+            elif seglen == 0 and win != 0 and win == st[fw, WINDOW] and plain:
                 # duplicate ACK (RFC 5681 section 2 definition, as Wireshark applies it)
-                if dupacknum[fw] == -1:
-                    dupacknum[fw] = 1
+                if st[fw, DUPACKNUM] == -1:
+                    st[fw, DUPACKNUM] = 1
                 else:
-                    dupacknum[fw] += 1
+                    st[fw, DUPACKNUM] += 1
                 bits |= V.DUPLICATE_ACK
-                out_dupnum[k] = dupacknum[fw]
-                out_dupframe[k] = lastnondupack[fw]
+                out_dupnum[k] = st[fw, DUPACKNUM]
+                out_dupframe[k] = st[fw, LASTNONDUPACK]
         # finished_fwd:
-        if ack != lastack[fw]:
-            lastnondupack[fw] = frame
-            dupacknum[fw] = 0
+        if ack != st[fw, LASTACK]:
+            st[fw, LASTNONDUPACK] = frame
+            st[fw, DUPACKNUM] = 0
 
         # ACKed unseen segment: this ACK covers bytes never seen going the other way
-        if maxseqtobeacked[rv] != 0 and _gt(ack, maxseqtobeacked[rv]) and (flags & ACK):
-            if _lt(maxseqtobeacked[rv], nextseq[rv]):
-                maxseqtobeacked[rv] = nextseq[rv]
+        if st[rv, MAXSEQTOBEACKED] != 0 and _gt(ack, st[rv, MAXSEQTOBEACKED]) and (flags & ACK):
+            if _lt(st[rv, MAXSEQTOBEACKED], st[rv, NEXTSEQ]):
+                st[rv, MAXSEQTOBEACKED] = st[rv, NEXTSEQ]
                 bits |= V.ACK_LOST_SEGMENT
             else:
-                if dupacknum[rv] == 0:
+                if st[rv, DUPACKNUM] == 0:
                     bits |= V.ACK_LOST_SEGMENT
-                dupacknum[rv] = -1
+                st[rv, DUPACKNUM] = -1
 
         # retransmission / fast retransmission / spurious / out-of-order
         if (seglen > 0 or (flags & (SYN | FIN))) and not (bits & V.KEEP_ALIVE):
-            not_advanced = nextseq[fw] != 0 and _lt(seq, nextseq[fw])
-            if seglen > 1 and ((nextseq[fw] - 1) & M32) == seq:
+            not_advanced = st[fw, NEXTSEQ] != 0 and _lt(seq, st[fw, NEXTSEQ])
+            if seglen > 1 and ((st[fw, NEXTSEQ] - 1) & M32) == seq:
                 not_advanced = False
-            if seglen > 0 and lastack[rv] != 0 and _le(seq + seglen, lastack[rv]):
+            if seglen > 0 and st[rv, LASTACK] != 0 and _le(seq + seglen, st[rv, LASTACK]):
                 bits |= V.SPURIOUS_RETRANSMISSION
             else:
                 done = False
                 # fast retransmission: >= 2 dup ACKs, matching seq, within 20 ms
                 # (Wireshark computes the gap unsigned: a negative gap never qualifies)
-                gap = now - lastacktime[rv]
-                if (not_advanced and dupacknum[rv] >= 2 and lastack[rv] == seq
+                gap = now - st[rv, LASTACKTIME]
+                if (not_advanced and st[rv, DUPACKNUM] >= 2 and st[rv, LASTACK] == seq
                         and 0 <= gap < FAST_RTX_WINDOW_NS):
                     bits |= V.FAST_RETRANSMISSION
                     done = True
                 if not done:
                     thres = OOO_DEFAULT_NS if ts_first_rtt[c] == 0 else ts_first_rtt[c]
                     end = (seq + seglen + (1 if (flags & (SYN | FIN)) else 0)) & M32
-                    gap = now - nextseqtime[fw]
+                    gap = now - st[fw, NEXTSEQTIME]
                     if (not_advanced and 0 <= gap < thres
-                            and nextseq[fw] != end):
+                            and st[fw, NEXTSEQ] != end):
                         bits |= V.OUT_OF_ORDER
                         done = True
                 if not done and not_advanced:
@@ -288,7 +297,7 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
         if seglen or (flags & (SYN | FIN)):
             if flags & (SYN | FIN):
                 nxt = (nxt + 1) & M32
-            if seg_count[fw] < MAX_UNACKED:
+            if st[fw, SEG_COUNT] < MAX_UNACKED:
                 if free >= 0:
                     node = free
                     free = nd_link[node]
@@ -306,24 +315,24 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                 nd_next[node] = nxt
                 nd_frame[node] = frame
                 nd_ts[node] = now
-                nd_link[node] = seg_head[fw]
-                seg_head[fw] = node
-                seg_count[fw] += 1
+                nd_link[node] = st[fw, SEG_HEAD]
+                st[fw, SEG_HEAD] = node
+                st[fw, SEG_COUNT] += 1
         is_zwp = (bits & V.ZERO_WINDOW_PROBE) != 0
-        if (_gt(nxt, nextseq[fw]) or nextseq[fw] == 0) and not is_zwp:
-            nextseq[fw] = nxt
-            nextseqframe[fw] = frame
-            nextseqtime[fw] = now
-        if (seq == maxseqtobeacked[fw] or maxseqtobeacked[fw] == 0) and not is_zwp:
-            maxseqtobeacked[fw] = nextseq[fw]
-        window[fw] = win
-        lastack[fw] = ack
-        lastacktime[fw] = now
-        lastsegflags[fw] = bits
+        if (_gt(nxt, st[fw, NEXTSEQ]) or st[fw, NEXTSEQ] == 0) and not is_zwp:
+            st[fw, NEXTSEQ] = nxt
+            st[fw, NEXTSEQFRAME] = frame
+            st[fw, NEXTSEQTIME] = now
+        if (seq == st[fw, MAXSEQTOBEACKED] or st[fw, MAXSEQTOBEACKED] == 0) and not is_zwp:
+            st[fw, MAXSEQTOBEACKED] = st[fw, NEXTSEQ]
+        st[fw, WINDOW] = win
+        st[fw, LASTACK] = ack
+        st[fw, LASTACKTIME] = now
+        st[fw, LASTSEGFLAGS] = bits
 
         # drop the peer's segments this ACK covers; an exact match gives the ACK RTT
         prev = -1
-        node = seg_head[rv]
+        node = st[rv, SEG_HEAD]
         while node >= 0:
             if ack == nd_next[node]:
                 out_acked[k] = nd_frame[node]
@@ -337,18 +346,18 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                 continue
             nxt_node = nd_link[node]
             if prev < 0:
-                seg_head[rv] = nxt_node
+                st[rv, SEG_HEAD] = nxt_node
             else:
                 nd_link[prev] = nxt_node
             nd_link[node] = free
             free = node
             node = nxt_node
-            seg_count[rv] -= 1
+            st[rv, SEG_COUNT] -= 1
 
         # bytes in flight: span of this flow's unacked segments less the peer's SACKs
-        if seglen != 0 and seg_head[fw] >= 0 and valid_bif[fw]:
-            node = seg_head[fw]
-            b = base_seq[fw]
+        if seglen != 0 and st[fw, SEG_HEAD] >= 0 and st[fw, VALID_BIF]:
+            node = st[fw, SEG_HEAD]
+            b = st[fw, BASE_SEQ]
             first = (nd_seq[node] - b) & M32
             last = (nd_next[node] - b) & M32
             while node >= 0:
@@ -360,7 +369,7 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                     first = lo
                 node = nd_link[node]
             inflight = (last - first) & M32
-            for i in range(nsack[rv]):
+            for i in range(st[rv, NSACK]):
                 inflight = (inflight - (sack_r[rv, i] - sack_l[rv, i])) & M32
             if inflight > 0 and inflight < 2000000000:
                 if flags & (SYN | FIN):
@@ -369,7 +378,7 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
 
         # ---- after the analysis: options, then SYN bookkeeping ------------------------
         if wscale[r] >= 0:
-            win_scale[fw] = min(np.int64(wscale[r]), 14)   # RFC 7323 section 2.3: at most 14
+            st[fw, WIN_SCALE] = min(np.int64(wscale[r]), 14)   # RFC 7323 section 2.3: at most 14
         p = sack_pos[r]
         if p >= 0:
             # Wireshark keeps at most 3 SACK blocks per flow for bytes in flight
@@ -377,27 +386,27 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
             for i in range(m):
                 sack_l[fw, i] = sack_le[p, i]
                 sack_r[fw, i] = sack_re[p, i]
-            nsack[fw] = m
+            st[fw, NSACK] = m
         if flags & SYN:
             # window scaling is used only if both SYNs carry the option (RFC 7323 2.2)
-            if win_scale[fw] == -1:
-                win_scale[fw] = -2
-                win_scale[rv] = -2
-            elif (flags & ACK) and win_scale[rv] == -2:
-                win_scale[fw] = -2
+            if st[fw, WIN_SCALE] == -1:
+                st[fw, WIN_SCALE] = -2
+                st[rv, WIN_SCALE] = -2
+            elif (flags & ACK) and st[rv, WIN_SCALE] == -2:
+                st[fw, WIN_SCALE] = -2
             if not (flags & ACK):
                 ts_mru_syn[c] = now
-            first_ack[fw] = 1
+            st[fw, FIRST_ACK] = 1
         if (flags & (SYN | ACK)) == ACK:
             if ts_mru_syn[c] != 0 and ts_first_rtt[c] == 0:
                 ts_first_rtt[c] = now - ts_mru_syn[c]
-            first_ack[fw] = 0
+            st[fw, FIRST_ACK] = 0
 
         out_bits[k] = bits
-        out_relseq[k] = (seq - base_seq[fw]) & M32
-        out_relack[k] = ((ack - base_seq[rv]) & M32) if (flags & ACK) else ack
-        if not (flags & SYN) and win_scale[fw] >= 0:
-            out_win[k] = win << win_scale[fw]
+        out_relseq[k] = (seq - st[fw, BASE_SEQ]) & M32
+        out_relack[k] = ((ack - st[rv, BASE_SEQ]) & M32) if (flags & ACK) else ack
+        if not (flags & SYN) and st[fw, WIN_SCALE] >= 0:
+            out_win[k] = win << st[fw, WIN_SCALE]
         else:
             out_win[k] = win
     return (out_stream, out_flow, out_bits, out_dupnum, out_dupframe, out_acked, out_rtt,
