@@ -24,7 +24,8 @@ from .columns import PACKET_COLUMNS, UDP_HEAD
 _NAMES = list(PACKET_COLUMNS) + ["sack_rows", "sack_le", "sack_re", "udp_rows", "udp_head",
                                  "udp_head_len"]
 OUT = {name: i for i, name in enumerate(_NAMES)}
-(TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, L4,
+(TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, IP_ID,
+ FRAG_OFF, FRAG_LEN, FRAG_MORE, L4,
  L4_TRUNC, SPORT, DPORT, SEQ, ACK, TCP_FLAGS, WIN, TCP_HLEN, PAYLEN, OPT_MSS, OPT_WSCALE,
  OPT_SACKPERM, HAS_TS, TSVAL, TSECR, SACK_N, SACK_ROWS, SACK_LE, SACK_RE, UDP_ROWS,
  UDP_HEAD_COL, UDP_HEAD_LEN) = range(len(_NAMES))
@@ -42,6 +43,8 @@ MAPPED = np.uint64(0xFFFF << 32)   # ::ffff:0:0/96, IPv4-mapped (RFC 4291 2.5.5.
 def alloc(rows: int) -> tuple:
     """Output arrays for up to `rows` frames."""
     out = [np.zeros(rows, dtype=dt) for dt, _ in PACKET_COLUMNS.values()]
+    out[OPT_MSS][:] = -1           # options absent until a frame carries them
+    out[OPT_WSCALE][:] = -1
     out += [np.zeros(rows, np.int64), np.zeros((rows, 4), np.uint32),
             np.zeros((rows, 4), np.uint32), np.zeros(rows, np.int64),
             np.zeros((rows, UDP_HEAD), np.uint8), np.zeros(rows, np.uint8)]
@@ -145,11 +148,17 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
                 o[DST_LO][row] = MAPPED | np.uint64(_be32(b, off + 16))
                 proto = b[off + 9]
                 o[IP_PROTO][row] = proto
-                if frag & 0x1FFF:
-                    o[IP_FRAG][row] = 2
-                    proto = -1
-                elif frag & 0x2000:
-                    o[IP_FRAG][row] = 1
+                if frag & 0x3FFF:
+                    # a fragment (RFC 791): remember where it fits for reassembly
+                    o[IP_ID][row] = _be16(b, off + 4)
+                    o[FRAG_OFF][row] = (frag & 0x1FFF) * 8
+                    o[FRAG_LEN][row] = tot - ihl
+                    o[FRAG_MORE][row] = 1 if frag & 0x2000 else 0
+                    if frag & 0x1FFF:
+                        o[IP_FRAG][row] = 2
+                        proto = -1
+                    else:
+                        o[IP_FRAG][row] = 1
                 l4off = off + ihl
                 l4len = tot - ihl
     elif etype == 0x86DD:
@@ -181,8 +190,12 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
                         break
                     fo = _be16(b, q + 2)
                     nh = b[q]
+                    o[IP_ID][row] = _be32(b, q + 4)
                     q += 8
                     left -= 8
+                    o[FRAG_OFF][row] = (fo >> 3) * 8
+                    o[FRAG_LEN][row] = max(left, 0)
+                    o[FRAG_MORE][row] = fo & 1
                     if fo >> 3:
                         o[IP_FRAG][row] = 2
                         o[IP_PROTO][row] = nh

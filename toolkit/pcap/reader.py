@@ -22,7 +22,6 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from . import decode as K
 from . import formats as F
 from .columns import PACKET_COLUMNS
 from .errors import CaptureError
+from .fragments import reassemble
 
 CHUNK = 4 << 20
 ROWS = CHUNK // 16 + 1          # the most records a chunk can hold (16-byte pcap minimum)
@@ -186,6 +186,7 @@ def read_capture(path: str | os.PathLike, progress=None) -> Capture:
             cap = _read_pcapng(src, compressed)
         else:
             raise CaptureError(path, 0, f"not a pcap or pcapng file (starts with {head.hex(' ')})")
+    reassemble(cap.cols)
     if getattr(src, "gzip_error", None) and cap.error is None:
         cap.error = CaptureError(path, src.base + src.filled,
                                  f"gzip stream damaged: {src.gzip_error} "
