@@ -195,6 +195,8 @@ def packet_table(a: Analysis) -> pd.DataFrame:
     for name in V.VERDICTS:
         df[name] = scatter(V.verdict_column(seg.analysis, name), 0, np.uint8)
     df["duplicate_ack_num"] = scatter(seg.dupack_num, 0, np.int64)
+    df["duplicate_ack_frame"] = scatter(np.where(seg.dupack_num > 0, seg.dupack_frame, 0), 0,
+                                        np.int64)
     df["acks_frame"] = scatter(seg.acked_frame, 0, np.int64)
     rtt = np.where(seg.has_ack_rtt(), seg.ack_rtt_ns / 1e9, np.nan)
     df["ack_rtt"] = scatter(rtt, np.nan, np.float64)

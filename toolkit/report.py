@@ -126,10 +126,11 @@ def packet_lines(pk: pd.DataFrame) -> str:
         if r.proto == "TCP":
             labels = [label for name, label in LABELS if getattr(r, name)]
             if r.duplicate_ack:
-                labels = [f"TCP Dup ACK {r.acks_frame or ''}#{r.duplicate_ack_num}"
+                labels = [f"TCP Dup ACK {r.duplicate_ack_frame}#{r.duplicate_ack_num}"
                           if lab == "TCP Dup ACK" else lab for lab in labels]
             info = "".join(f"[{lab}] " for lab in labels)
-            info += f"[{flags_text(r.tcp_flags)}] Seq={r.seq} Ack={r.ack} Win={r.window} Len={r.tcp_len}"
+            info += (f"[{flags_text(r.tcp_flags)}] Seq={r.seq} Ack={r.ack} Win={r.window} "
+                     f"Len={r.tcp_len}")
             if not math.isnan(r.ack_rtt):
                 info += f"  rtt={r.ack_rtt * 1000:.3f}ms"
         elif r.proto == "UDP":
