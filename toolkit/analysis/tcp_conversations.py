@@ -233,6 +233,56 @@ def _grow(a, n):
     return b
 
 
+COUNTED = [("retransmissions", V.ANY_RETRANSMISSION),
+           ("fast_retransmissions", V.FAST_RETRANSMISSION),
+           ("spurious_retransmissions", V.SPURIOUS_RETRANSMISSION),
+           ("out_of_order", V.OUT_OF_ORDER), ("lost_segments", V.LOST_SEGMENT),
+           ("ack_lost_segments", V.ACK_LOST_SEGMENT), ("duplicate_acks", V.DUPLICATE_ACK),
+           ("zero_windows", V.ZERO_WINDOW), ("keep_alives", V.KEEP_ALIVE)]
+COUNT_BITS = np.array([b for _, b in COUNTED], np.int64)
+
+
+@njit(cache=True)
+def _totals(rows, stream, side, ts, wirelen, paylen, bits, flags, seqs, mss, wscale, sackperm,
+            has_ts, count_bits, n_conv):
+    """Sums per conversation and side, verdict counts, and each side's first SYN options."""
+    pk = np.zeros((n_conv, 2), np.int64)
+    fb = np.zeros((n_conv, 2), np.int64)
+    pl = np.zeros((n_conv, 2), np.int64)
+    fresh = np.zeros((n_conv, 2), np.int64)
+    counts = np.zeros((n_conv, count_bits.shape[0]), np.int64)
+    first_ts = np.full(n_conv, np.iinfo(np.int64).max, np.int64)
+    last_ts = np.full(n_conv, np.iinfo(np.int64).min, np.int64)
+    first_k = np.full(n_conv, -1, np.int64)
+    syn = np.zeros((n_conv, 2), np.int64)       # 1 once a side's first SYN was seen
+    opts = np.full((n_conv, 2, 5), -1, np.int64)  # isn, mss, wscale, sackperm, timestamps
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        c = stream[k]
+        sd = side[k]
+        t = ts[r]
+        pk[c, sd] += 1
+        fb[c, sd] += wirelen[r]
+        pl[c, sd] += paylen[r]
+        if (bits[k] & V.ANY_RETRANSMISSION) == 0:
+            fresh[c, sd] += paylen[r]
+        for j in range(count_bits.shape[0]):
+            if bits[k] & count_bits[j]:
+                counts[c, j] += 1
+        first_ts[c] = min(first_ts[c], t)
+        last_ts[c] = max(last_ts[c], t)
+        if first_k[c] < 0:
+            first_k[c] = k
+        if (flags[r] & SYN) and syn[c, sd] == 0:
+            syn[c, sd] = 1
+            opts[c, sd, 0] = seqs[r]
+            opts[c, sd, 1] = mss[r]
+            opts[c, sd, 2] = wscale[r]
+            opts[c, sd, 3] = sackperm[r]
+            opts[c, sd, 4] = has_ts[r]
+    return pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts
+
+
 def _conn_state(cf: np.ndarray) -> list[str]:
     """Zeek's conn_state from per-side flags (1 SYN, 2 SYN-ACK, 4 FIN, 8 RST)."""
     out = []
@@ -264,71 +314,43 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
     rows = seg.rows
     stream = seg.stream.astype(np.int64)
     flow = seg.flow.astype(np.int64)
-    flags = cols["tcp_flags"][rows].astype(np.int64)
+    flags = cols["tcp_flags"][rows]
     ts = cols["ts_ns"][rows]
-    paylen = cols["paylen"][rows].astype(np.int64)
-    wins = cols["win"][rows].astype(np.int64)
-    seqs = cols["seq"][rows].astype(np.int64)
-    acks = cols["ack"][rows].astype(np.int64)
+    paylen = cols["paylen"][rows]
+    wins = cols["win"][rows]
+    seqs = cols["seq"][rows]
+    acks = cols["ack"][rows]
     orig = _originators(stream, flow, flags, n_conv)
     side = (flow != orig[stream]).astype(np.int64)          # 0 = from A, 1 = from B
     (syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from, cflags,
      tr_c, tr_s, tr_k, tr_v) = _walk(stream, flow, ts, flags, seqs, acks, paylen, wins,
                                      seg.analysis, orig, n_conv)
 
-    def per_side(weights=None, mask=None):
-        w = weights if mask is None else np.where(mask, weights if weights is not None else 1, 0)
-        key = stream * 2 + side
-        return np.bincount(key, weights=w, minlength=2 * n_conv).reshape(n_conv, 2)
-
-    def per_conv(mask):
-        return np.bincount(stream, weights=mask.astype(np.int64), minlength=n_conv).astype(np.int64)
-
-    first_k = np.full(n_conv, len(rows), np.int64)
-    np.minimum.at(first_k, stream, np.arange(len(rows)))
-    last_ts = np.full(n_conv, np.iinfo(np.int64).min, np.int64)
-    np.maximum.at(last_ts, stream, ts)
-    first_ts = np.full(n_conv, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first_ts, stream, ts)
+    pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts = _totals(
+        rows, stream, side, cols["ts_ns"], cols["wirelen"], cols["paylen"], seg.analysis,
+        cols["tcp_flags"], cols["seq"], cols["opt_mss"], cols["opt_wscale"],
+        cols["opt_sackperm"], cols["has_ts"], COUNT_BITS, n_conv)
     # the A side's address: the first segment's source if A sent it, else its destination
-    fr = rows[np.minimum(first_k, len(rows) - 1)] if len(rows) else rows
-    a_is_src = side[np.minimum(first_k, len(rows) - 1)] == 0 if len(rows) else np.zeros(0, bool)
-    pick = (lambda s, d: np.where(a_is_src, cols[s][fr], cols[d][fr]))
+    fr = rows[np.maximum(first_k, 0)]
+    a_is_src = side[np.maximum(first_k, 0)] == 0
+
+    def pick(src, dst):
+        return np.where(a_is_src, cols[src][fr], cols[dst][fr])
+
     a_hi, a_lo, a_port = pick("src_hi", "dst_hi"), pick("src_lo", "dst_lo"), pick("sport", "dport")
     b_hi, b_lo, b_port = pick("dst_hi", "src_hi"), pick("dst_lo", "src_lo"), pick("dport", "sport")
-
-    pkts = per_side()
-    frame_bytes = per_side(cols["wirelen"][rows].astype(np.float64))
-    payload = per_side(paylen.astype(np.float64))
-    fresh = (seg.analysis & V.ANY_RETRANSMISSION) == 0
-    fresh_payload = per_side(paylen.astype(np.float64), fresh)
     dur_ns = np.maximum(last_ts - first_ts, 0)
     dur_s = dur_ns / 1e9
     with np.errstate(divide="ignore", invalid="ignore"):
-        goodput = np.where(dur_ns[:, None] > 0, fresh_payload * 8 / dur_s[:, None], np.nan)
-
-    # options from each side's SYN (or SYN-ACK)
-    syn_mask = (flags & SYN) != 0
-    opt = {}
-    for name, col, absent in (("mss", "opt_mss", -1), ("wscale", "opt_wscale", -1)):
-        v = np.full((n_conv, 2), absent, np.int64)
-        kk = np.flatnonzero(syn_mask)[::-1]          # first SYN wins: assign in reverse
-        v[stream[kk], side[kk]] = cols[col][rows[kk]]
-        opt[name] = v
-    for name, col in (("sack", "opt_sackperm"), ("ts", "has_ts")):
-        v = np.zeros((n_conv, 2), bool)
-        kk = np.flatnonzero(syn_mask)[::-1]
-        v[stream[kk], side[kk]] = cols[col][rows[kk]] != 0
-        opt[name] = v
-    isn = np.full((n_conv, 2), -1, np.int64)
-    kk = np.flatnonzero(syn_mask)[::-1]
-    isn[stream[kk], side[kk]] = seqs[kk]
+        goodput = np.where(dur_ns[:, None] > 0, fresh * 8 / dur_s[:, None], np.nan)
+    isn = opts[:, :, 0]
+    opt = {"mss": opts[:, :, 1], "wscale": opts[:, :, 2], "sack": opts[:, :, 3] == 1,
+           "ts": opts[:, :, 4] == 1}
 
     def rel(t):
         return np.where(t >= 0, (t - t0_ns) / 1e9, np.nan)
 
     zw_open = np.where(zw_since >= 0, last_ts[:, None] - zw_since, 0).sum(axis=1)
-    bits = seg.analysis
     close = []
     side_name = ("A", "B")
     for ff, rf, cs in zip(first_fin.tolist(), rst_from.tolist(), cflags.tolist()):
@@ -346,11 +368,9 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
         "a_addr": addresses_text(a_hi, a_lo), "a_port": a_port.astype(np.int64),
         "b_addr": addresses_text(b_hi, b_lo), "b_port": b_port.astype(np.int64),
         "start": rel(first_ts), "duration": dur_s,
-        "packets_a_to_b": pkts[:, 0].astype(np.int64), "packets_b_to_a": pkts[:, 1].astype(np.int64),
-        "bytes_a_to_b": frame_bytes[:, 0].astype(np.int64),
-        "bytes_b_to_a": frame_bytes[:, 1].astype(np.int64),
-        "payload_a_to_b": payload[:, 0].astype(np.int64),
-        "payload_b_to_a": payload[:, 1].astype(np.int64),
+        "packets_a_to_b": pk[:, 0], "packets_b_to_a": pk[:, 1],
+        "bytes_a_to_b": fb[:, 0], "bytes_b_to_a": fb[:, 1],
+        "payload_a_to_b": pl[:, 0], "payload_b_to_a": pl[:, 1],
         "goodput_a_to_b_bps": goodput[:, 0], "goodput_b_to_a_bps": goodput[:, 1],
         "syn_time": rel(syn_t), "synack_time": rel(synack_t), "ack_time": rel(ack_t),
         "handshake_rtt_ms": hs_rtt,
@@ -359,16 +379,8 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
         "wscale_a": opt["wscale"][:, 0], "wscale_b": opt["wscale"][:, 1],
         "sack_permitted": opt["sack"][:, 0] & opt["sack"][:, 1],
         "timestamps": opt["ts"][:, 0] & opt["ts"][:, 1],
-        "retransmissions": per_conv((bits & V.ANY_RETRANSMISSION) != 0),
-        "fast_retransmissions": per_conv((bits & V.FAST_RETRANSMISSION) != 0),
-        "spurious_retransmissions": per_conv((bits & V.SPURIOUS_RETRANSMISSION) != 0),
-        "out_of_order": per_conv((bits & V.OUT_OF_ORDER) != 0),
-        "lost_segments": per_conv((bits & V.LOST_SEGMENT) != 0),
-        "ack_lost_segments": per_conv((bits & V.ACK_LOST_SEGMENT) != 0),
-        "duplicate_acks": per_conv((bits & V.DUPLICATE_ACK) != 0),
-        "zero_windows": per_conv((bits & V.ZERO_WINDOW) != 0),
+        **{name: counts[:, j] for j, (name, _) in enumerate(COUNTED)},
         "zero_window_time": (zw_time + zw_open) / 1e9,
-        "keep_alives": per_conv((bits & V.KEEP_ALIVE) != 0),
         "close": close,
         "history": _history_text(hist, hlen),
         "conn_state": _conn_state(cflags),

@@ -56,7 +56,15 @@ MAXSEQTOBEACKED = 14
 SEG_COUNT = 15
 SEG_HEAD = 16
 NSACK = 17
-N_FIELDS = 18
+# caches that make Wireshark's list walks cheap without changing their outcome:
+SPAN_OK = 18       # SPAN_FIRST/LAST hold min/max of (seq - base) over the unacked list
+SPAN_FIRST = 19
+SPAN_LAST = 20
+SPAN_BASE = 21     # ... relative to this base_seq
+WALK_OK = 22       # the list was walked with ack WALK_ACK, and ADDED nodes came since
+WALK_ACK = 23
+ADDED = 24
+N_FIELDS = 25
 
 # flow static flags
 BASE_SEQ_SET, SAW_SYN, SAW_SYNACK = 1, 2, 4
@@ -318,6 +326,20 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                 nd_link[node] = st[fw, SEG_HEAD]
                 st[fw, SEG_HEAD] = node
                 st[fw, SEG_COUNT] += 1
+                st[fw, ADDED] += 1
+                b = st[fw, BASE_SEQ]
+                lo = (seq - b) & M32
+                hi = (nxt - b) & M32
+                if st[fw, SEG_COUNT] == 1:
+                    st[fw, SPAN_OK] = 1
+                    st[fw, SPAN_BASE] = b
+                    st[fw, SPAN_FIRST] = lo
+                    st[fw, SPAN_LAST] = hi
+                elif st[fw, SPAN_OK] and st[fw, SPAN_BASE] == b:
+                    st[fw, SPAN_FIRST] = min(st[fw, SPAN_FIRST], lo)
+                    st[fw, SPAN_LAST] = max(st[fw, SPAN_LAST], hi)
+                else:
+                    st[fw, SPAN_OK] = 0
         is_zwp = (bits & V.ZERO_WINDOW_PROBE) != 0
         if (_gt(nxt, st[fw, NEXTSEQ]) or st[fw, NEXTSEQ] == 0) and not is_zwp:
             st[fw, NEXTSEQ] = nxt
@@ -330,20 +352,36 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
         st[fw, LASTACKTIME] = now
         st[fw, LASTSEGFLAGS] = bits
 
-        # drop the peer's segments this ACK covers; an exact match gives the ACK RTT
+        # drop the peer's segments this ACK covers; an exact match gives the ACK RTT.
+        # Walking again with the ACK of the last walk changes nothing in the nodes walked
+        # then (all have seq >= ack < next), so only the nodes added since are walked.
+        if st[rv, WALK_OK] and st[rv, WALK_ACK] == ack:
+            todo = st[rv, ADDED]
+        else:
+            todo = -1                      # all of them
+        full = todo < 0
+        changed = False
         prev = -1
         node = st[rv, SEG_HEAD]
-        while node >= 0:
+        b = st[rv, BASE_SEQ]
+        lo_min = M32 + 1
+        hi_max = -1
+        while node >= 0 and todo != 0:
             if ack == nd_next[node]:
                 out_acked[k] = nd_frame[node]
                 out_rtt[k] = now - nd_ts[node]
             elif _gt(ack, nd_seq[node]) and _le(ack, nd_next[node]):
                 nd_seq[node] = ack
+                changed = True
                 continue
             elif _gt(nd_next[node], ack):
+                lo_min = min(lo_min, (nd_seq[node] - b) & M32)
+                hi_max = max(hi_max, (nd_next[node] - b) & M32)
                 prev = node
                 node = nd_link[node]
+                todo -= 1
                 continue
+            changed = True
             nxt_node = nd_link[node]
             if prev < 0:
                 st[rv, SEG_HEAD] = nxt_node
@@ -353,21 +391,37 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
             free = node
             node = nxt_node
             st[rv, SEG_COUNT] -= 1
+            todo -= 1
+        st[rv, WALK_OK] = 1
+        st[rv, WALK_ACK] = ack
+        st[rv, ADDED] = 0
+        if full:
+            # the walk saw every remaining node: the span is exact
+            st[rv, SPAN_OK] = 1 if hi_max >= 0 else 0
+            st[rv, SPAN_BASE] = b
+            st[rv, SPAN_FIRST] = lo_min
+            st[rv, SPAN_LAST] = hi_max
+        elif changed:
+            st[rv, SPAN_OK] = 0
 
         # bytes in flight: span of this flow's unacked segments less the peer's SACKs
         if seglen != 0 and st[fw, SEG_HEAD] >= 0 and st[fw, VALID_BIF]:
-            node = st[fw, SEG_HEAD]
             b = st[fw, BASE_SEQ]
-            first = (nd_seq[node] - b) & M32
-            last = (nd_next[node] - b) & M32
-            while node >= 0:
-                hi = (nd_next[node] - b) & M32
-                lo = (nd_seq[node] - b) & M32
-                if hi > last:
-                    last = hi
-                if lo < first:
-                    first = lo
-                node = nd_link[node]
+            if st[fw, SPAN_OK] and st[fw, SPAN_BASE] == b:
+                first = st[fw, SPAN_FIRST]
+                last = st[fw, SPAN_LAST]
+            else:
+                node = st[fw, SEG_HEAD]
+                first = (nd_seq[node] - b) & M32
+                last = (nd_next[node] - b) & M32
+                while node >= 0:
+                    last = max(last, (nd_next[node] - b) & M32)
+                    first = min(first, (nd_seq[node] - b) & M32)
+                    node = nd_link[node]
+                st[fw, SPAN_OK] = 1
+                st[fw, SPAN_BASE] = b
+                st[fw, SPAN_FIRST] = first
+                st[fw, SPAN_LAST] = last
             inflight = (last - first) & M32
             for i in range(st[rv, NSACK]):
                 inflight = (inflight - (sack_r[rv, i] - sack_l[rv, i])) & M32

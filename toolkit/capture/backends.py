@@ -45,7 +45,7 @@ def _command(backend, exe, interface, out, snaplen, bpf):
 READY = {"dumpcap": re.compile(r"Capturing on"), "tcpdump": re.compile(r"listening on")}
 PACKETS = re.compile(r"Packets: (\d+)")    # dumpcap's running count on stderr
 DROPS = [
-    # dumpcap: "Packets received/dropped on interface 'lo': 42/0 (pcap:0/dumpcap:0/flushed:0/ps_ifdrop:0) (100.0%)"
+    # dumpcap: "Packets received/dropped on interface 'lo': 42/0 (pcap:0/dumpcap:0/...)"
     re.compile(r"Packets received/dropped on interface .*?: (?P<received>\d+)/(?P<dropped>\d+)"),
     # tcpdump: "12 packets captured" / "0 packets dropped by kernel"
     re.compile(r"(?P<captured>\d+) packets? captured"),

@@ -20,16 +20,14 @@ from numba import njit
 
 from .columns import PACKET_COLUMNS, UDP_HEAD
 
-# Tuple positions of the output arrays: PACKET_COLUMNS in order, then the side tables.
-_NAMES = list(PACKET_COLUMNS) + ["sack_rows", "sack_le", "sack_re", "udp_rows", "udp_head",
-                                 "udp_head_len"]
-OUT = {name: i for i, name in enumerate(_NAMES)}
+# The scalar columns live side by side in one uint64 matrix M[column, row] while a chunk is
+# decoded (one array to pass around, not thirty), in PACKET_COLUMNS order; the reader casts
+# each column to its dtype when it flushes. Signed values (-1 = absent) wrap and cast back.
 (TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, IP_ID,
- FRAG_OFF, FRAG_LEN, FRAG_MORE, L4,
- L4_TRUNC, SPORT, DPORT, SEQ, ACK, TCP_FLAGS, WIN, TCP_HLEN, PAYLEN, OPT_MSS, OPT_WSCALE,
- OPT_SACKPERM, HAS_TS, TSVAL, TSECR, SACK_N, SACK_ROWS, SACK_LE, SACK_RE, UDP_ROWS,
- UDP_HEAD_COL, UDP_HEAD_LEN) = range(len(_NAMES))
-assert _NAMES[SACK_N] == "sack_n" and _NAMES[UDP_HEAD_LEN] == "udp_head_len"
+ FRAG_OFF, FRAG_LEN, FRAG_MORE, L4, L4_TRUNC, SPORT, DPORT, SEQ, ACK, TCP_FLAGS, WIN,
+ TCP_HLEN, PAYLEN, OPT_MSS, OPT_WSCALE, OPT_SACKPERM, HAS_TS, TSVAL, TSECR,
+ SACK_N) = range(len(PACKET_COLUMNS))
+assert list(PACKET_COLUMNS)[SACK_N] == "sack_n" and len(PACKET_COLUMNS) == SACK_N + 1
 
 # error codes returned by the scanners
 OK, NEED_MORE, CONTROL_BLOCK = 0, 1, 2
@@ -41,14 +39,13 @@ MAPPED = np.uint64(0xFFFF << 32)   # ::ffff:0:0/96, IPv4-mapped (RFC 4291 2.5.5.
 
 
 def alloc(rows: int) -> tuple:
-    """Output arrays for up to `rows` frames."""
-    out = [np.zeros(rows, dtype=dt) for dt, _ in PACKET_COLUMNS.values()]
-    out[OPT_MSS][:] = -1           # options absent until a frame carries them
-    out[OPT_WSCALE][:] = -1
-    out += [np.zeros(rows, np.int64), np.zeros((rows, 4), np.uint32),
+    """(M, sack_rows, sack_le, sack_re, udp_rows, udp_head, udp_head_len) for `rows` frames."""
+    m = np.zeros((len(PACKET_COLUMNS), rows), np.uint64)
+    m[OPT_MSS] = np.uint64(2**64 - 1)          # -1: options absent until a frame has them
+    m[OPT_WSCALE] = np.uint64(2**64 - 1)
+    return (m, np.zeros(rows, np.int64), np.zeros((rows, 4), np.uint32),
             np.zeros((rows, 4), np.uint32), np.zeros(rows, np.int64),
-            np.zeros((rows, UDP_HEAD), np.uint8), np.zeros(rows, np.uint8)]
-    return tuple(out)
+            np.zeros((rows, UDP_HEAD), np.uint8), np.zeros(rows, np.uint8))
 
 
 @njit(inline="always")
@@ -85,8 +82,9 @@ def _be64(b, i):
     return v
 
 
-@njit(cache=True)
-def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
+@njit(inline="always")
+def decode_packet(b, p, caplen, wirelen, lt, row, M, sack_rows, sack_le, sack_re, udp_rows,
+                  udp_head, udp_head_len, sk, uk):
     """Decode one frame at b[p:p+caplen] into row `row`. Returns the side-table counters."""
     end = p + caplen
     off = p
@@ -141,24 +139,24 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
                 tot = wire_left
             if ihl >= 20 and tot >= ihl:
                 frag = _be16(b, off + 6)
-                o[L3][row] = 4
-                o[SRC_HI][row] = 0
-                o[DST_HI][row] = 0
-                o[SRC_LO][row] = MAPPED | np.uint64(_be32(b, off + 12))
-                o[DST_LO][row] = MAPPED | np.uint64(_be32(b, off + 16))
+                M[L3, row] = 4
+                M[SRC_HI, row] = 0
+                M[DST_HI, row] = 0
+                M[SRC_LO, row] = MAPPED | np.uint64(_be32(b, off + 12))
+                M[DST_LO, row] = MAPPED | np.uint64(_be32(b, off + 16))
                 proto = b[off + 9]
-                o[IP_PROTO][row] = proto
+                M[IP_PROTO, row] = proto
                 if frag & 0x3FFF:
                     # a fragment (RFC 791): remember where it fits for reassembly
-                    o[IP_ID][row] = _be16(b, off + 4)
-                    o[FRAG_OFF][row] = (frag & 0x1FFF) * 8
-                    o[FRAG_LEN][row] = tot - ihl
-                    o[FRAG_MORE][row] = 1 if frag & 0x2000 else 0
+                    M[IP_ID, row] = _be16(b, off + 4)
+                    M[FRAG_OFF, row] = (frag & 0x1FFF) * 8
+                    M[FRAG_LEN, row] = tot - ihl
+                    M[FRAG_MORE, row] = 1 if frag & 0x2000 else 0
                     if frag & 0x1FFF:
-                        o[IP_FRAG][row] = 2
+                        M[IP_FRAG, row] = 2
                         proto = -1
                     else:
-                        o[IP_FRAG][row] = 1
+                        M[IP_FRAG, row] = 1
                 l4off = off + ihl
                 l4len = tot - ihl
     elif etype == 0x86DD:
@@ -166,11 +164,11 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
             plen = _be16(b, off + 4)
             if plen == 0 or plen > wire_left - 40:
                 plen = max(wire_left - 40, 0)
-            o[L3][row] = 6
-            o[SRC_HI][row] = _be64(b, off + 8)
-            o[SRC_LO][row] = _be64(b, off + 16)
-            o[DST_HI][row] = _be64(b, off + 24)
-            o[DST_LO][row] = _be64(b, off + 32)
+            M[L3, row] = 6
+            M[SRC_HI, row] = _be64(b, off + 8)
+            M[SRC_LO, row] = _be64(b, off + 16)
+            M[DST_HI, row] = _be64(b, off + 24)
+            M[DST_LO, row] = _be64(b, off + 32)
             nxt = b[off + 6]
             q = off + 40
             left = plen
@@ -190,24 +188,24 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
                         break
                     fo = _be16(b, q + 2)
                     nh = b[q]
-                    o[IP_ID][row] = _be32(b, q + 4)
+                    M[IP_ID, row] = _be32(b, q + 4)
                     q += 8
                     left -= 8
-                    o[FRAG_OFF][row] = (fo >> 3) * 8
-                    o[FRAG_LEN][row] = max(left, 0)
-                    o[FRAG_MORE][row] = fo & 1
+                    M[FRAG_OFF, row] = (fo >> 3) * 8
+                    M[FRAG_LEN, row] = max(left, 0)
+                    M[FRAG_MORE, row] = fo & 1
                     if fo >> 3:
-                        o[IP_FRAG][row] = 2
-                        o[IP_PROTO][row] = nh
+                        M[IP_FRAG, row] = 2
+                        M[IP_PROTO, row] = nh
                         nxt = -1
                         break
                     if fo & 1:
-                        o[IP_FRAG][row] = 1
+                        M[IP_FRAG, row] = 1
                     nxt = nh
                 else:
                     break
             if nxt >= 0:
-                o[IP_PROTO][row] = nxt
+                M[IP_PROTO, row] = nxt
                 if left >= 0:
                     proto = nxt
                     l4off = q
@@ -216,18 +214,18 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
     # ---- transport
     if proto == 6 and l4off + 20 <= end:
         hlen = (b[l4off + 12] >> 4) * 4
-        o[L4][row] = 6
-        o[SPORT][row] = _be16(b, l4off)
-        o[DPORT][row] = _be16(b, l4off + 2)
-        o[SEQ][row] = _be32(b, l4off + 4)
-        o[ACK][row] = _be32(b, l4off + 8)
-        o[TCP_FLAGS][row] = _be16(b, l4off + 12) & 0x0FFF
-        o[WIN][row] = _be16(b, l4off + 14)
-        o[TCP_HLEN][row] = hlen
-        o[PAYLEN][row] = max(l4len - hlen, 0)
+        M[L4, row] = 6
+        M[SPORT, row] = _be16(b, l4off)
+        M[DPORT, row] = _be16(b, l4off + 2)
+        M[SEQ, row] = _be32(b, l4off + 4)
+        M[ACK, row] = _be32(b, l4off + 8)
+        M[TCP_FLAGS, row] = _be16(b, l4off + 12) & 0x0FFF
+        M[WIN, row] = _be16(b, l4off + 14)
+        M[TCP_HLEN, row] = hlen
+        M[PAYLEN, row] = max(l4len - hlen, 0)
         opt_end = l4off + hlen
         if opt_end > end:
-            o[L4_TRUNC][row] = 1
+            M[L4_TRUNC, row] = 1
             opt_end = end
         q = l4off + 20
         nsack = 0
@@ -243,58 +241,59 @@ def decode_packet(b, p, caplen, wirelen, lt, row, o, sk, uk):
             ln = b[q + 1]
             if ln < 2 or q + ln > opt_end:
                 if q + 2 <= end and ln >= 2 and q + ln > end:
-                    o[L4_TRUNC][row] = 1
+                    M[L4_TRUNC, row] = 1
                 break
             if kind == 2 and ln == 4:
-                o[OPT_MSS][row] = _be16(b, q + 2)
+                M[OPT_MSS, row] = _be16(b, q + 2)
             elif kind == 3 and ln == 3:
-                o[OPT_WSCALE][row] = b[q + 2]
+                M[OPT_WSCALE, row] = b[q + 2]
             elif kind == 4 and ln == 2:
-                o[OPT_SACKPERM][row] = 1
+                M[OPT_SACKPERM, row] = 1
             elif kind == 5 and ln >= 10:
                 nb = min((ln - 2) // 8, 4)
                 for j in range(nb):
-                    o[SACK_LE][sk, j] = _be32(b, q + 2 + 8 * j)
-                    o[SACK_RE][sk, j] = _be32(b, q + 6 + 8 * j)
+                    sack_le[sk, j] = _be32(b, q + 2 + 8 * j)
+                    sack_re[sk, j] = _be32(b, q + 6 + 8 * j)
                 nsack = nb
             elif kind == 8 and ln == 10:
-                o[HAS_TS][row] = 1
-                o[TSVAL][row] = _be32(b, q + 2)
-                o[TSECR][row] = _be32(b, q + 6)
+                M[HAS_TS, row] = 1
+                M[TSVAL, row] = _be32(b, q + 2)
+                M[TSECR, row] = _be32(b, q + 6)
             q += ln
         if nsack:
-            o[SACK_N][row] = nsack
-            o[SACK_ROWS][sk] = row
+            M[SACK_N, row] = nsack
+            sack_rows[sk] = row
             sk += 1
     elif proto == 6 and l4off < end:
-        o[L4_TRUNC][row] = 1
+        M[L4_TRUNC, row] = 1
     elif proto == 17 and l4off + 8 <= end:
-        o[L4][row] = 17
-        o[SPORT][row] = _be16(b, l4off)
-        o[DPORT][row] = _be16(b, l4off + 2)
+        M[L4, row] = 17
+        M[SPORT, row] = _be16(b, l4off)
+        M[DPORT, row] = _be16(b, l4off + 2)
         ulen = _be16(b, l4off + 4)
         if ulen < 8 or ulen > l4len:               # RFC 768 length absent or bogus
             ulen = l4len
-        o[PAYLEN][row] = max(ulen - 8, 0)
+        M[PAYLEN, row] = max(ulen - 8, 0)
         q = l4off + 8
         have = min(min(end - q, ulen - 8), UDP_HEAD)
         if have < 0:
             have = 0
         for j in range(have):
-            o[UDP_HEAD_COL][uk, j] = b[q + j]
-        o[UDP_HEAD_LEN][uk] = have
-        o[UDP_ROWS][uk] = row
+            udp_head[uk, j] = b[q + j]
+        udp_head_len[uk] = have
+        udp_rows[uk] = row
         uk += 1
     elif proto == 17 and l4off < end:
-        o[L4_TRUNC][row] = 1
+        M[L4_TRUNC, row] = 1
     return sk, uk
 
 
 @njit(cache=True)
-def scan_pcap(b, pos, end, big, tick_ns, lt, at_eof, o, row0, sk, uk):
+def scan_pcap(b, pos, end, big, tick_ns, lt, at_eof, M, sack_rows, sack_le, sack_re,
+              udp_rows, udp_head, udp_head_len, row0, sk, uk):
     """Walk pcap records in b[pos:end]. Returns (pos, rows, sk, uk, status, err_pos, value)."""
     row = row0
-    cap = o[TS].shape[0]
+    cap = M.shape[1]
     while row < cap:
         if pos + 16 > end:
             return pos, row, sk, uk, NEED_MORE, pos, 0
@@ -308,24 +307,26 @@ def scan_pcap(b, pos, end, big, tick_ns, lt, at_eof, o, row0, sk, uk):
         wirelen = _u32(b, pos + 12, big)
         if wirelen < caplen:
             wirelen = caplen
-        o[TS][row] = sec * 1_000_000_000 + frac * tick_ns
-        o[CAPLEN][row] = caplen
-        o[WIRELEN][row] = wirelen
-        sk, uk = decode_packet(b, pos + 16, caplen, wirelen, lt, row, o, sk, uk)
+        M[TS, row] = sec * 1_000_000_000 + frac * tick_ns
+        M[CAPLEN, row] = caplen
+        M[WIRELEN, row] = wirelen
+        sk, uk = decode_packet(b, pos + 16, caplen, wirelen, lt, row, M, sack_rows, sack_le,
+                               sack_re, udp_rows, udp_head, udp_head_len, sk, uk)
         row += 1
         pos += 16 + caplen
     return pos, row, sk, uk, OK, pos, 0
 
 
 @njit(cache=True)
-def scan_pcapng(b, pos, end, big, if_lt, if_mul, if_div, if_shift, if_off, if_snap, if_base, o,
-                row0, sk, uk, comment_rows, comment_pos, nc, base):
+def scan_pcapng(b, pos, end, big, if_lt, if_mul, if_div, if_shift, if_off, if_snap, if_base, M,
+                sack_rows, sack_le, sack_re, udp_rows, udp_head, udp_head_len, row0, sk, uk,
+                comment_rows, comment_pos, nc, base):
     """Walk pcapng packet blocks in b[pos:end]; stop at any block Python must read.
 
     Returns (pos, rows, sk, uk, nc, status, err_pos, value).
     """
     row = row0
-    cap = o[TS].shape[0]
+    cap = M.shape[1]
     n_if = if_lt.shape[0]
     while row < cap:
         if pos + 12 > end:
@@ -355,12 +356,14 @@ def scan_pcapng(b, pos, end, big, if_lt, if_mul, if_div, if_shift, if_off, if_sn
             if wirelen < caplen:
                 wirelen = caplen
             ticks = (hi << np.uint64(32)) | lo
-            o[TS][row] = _ticks_to_ns(ticks, if_mul[iface], if_div[iface], if_shift[iface]) \
+            M[TS, row] = _ticks_to_ns(ticks, if_mul[iface], if_div[iface], if_shift[iface]) \
                 + if_off[iface]
-            o[IFACE][row] = if_base + iface
-            o[CAPLEN][row] = caplen
-            o[WIRELEN][row] = wirelen
-            sk, uk = decode_packet(b, pos + 28, caplen, wirelen, if_lt[iface], row, o, sk, uk)
+            M[IFACE, row] = if_base + iface
+            M[CAPLEN, row] = caplen
+            M[WIRELEN, row] = wirelen
+            sk, uk = decode_packet(b, pos + 28, caplen, wirelen, if_lt[iface], row, M,
+                                   sack_rows, sack_le, sack_re, udp_rows, udp_head,
+                                   udp_head_len, sk, uk)
             opt = 28 + ((caplen + 3) // 4) * 4
             if opt + 4 <= blen - 4 and nc < comment_rows.shape[0]:
                 # options present: remember where, if one of them is a comment
@@ -384,11 +387,13 @@ def scan_pcapng(b, pos, end, big, if_lt, if_mul, if_div, if_shift, if_off, if_sn
             caplen = min(wirelen, blen - 16)
             if if_snap[0] > 0:
                 caplen = min(caplen, if_snap[0])
-            o[TS][row] = 0
-            o[IFACE][row] = if_base
-            o[CAPLEN][row] = caplen
-            o[WIRELEN][row] = wirelen
-            sk, uk = decode_packet(b, pos + 12, caplen, wirelen, if_lt[0], row, o, sk, uk)
+            M[TS, row] = 0
+            M[IFACE, row] = if_base
+            M[CAPLEN, row] = caplen
+            M[WIRELEN, row] = wirelen
+            sk, uk = decode_packet(b, pos + 12, caplen, wirelen, if_lt[0], row, M, sack_rows,
+                                   sack_le, sack_re, udp_rows, udp_head, udp_head_len, sk,
+                                   uk)
             row += 1
         # any other block (name resolution, statistics, secrets, custom): skipped
         pos += blen

@@ -32,7 +32,7 @@ from .errors import CaptureError
 from .fragments import reassemble
 
 CHUNK = 4 << 20
-ROWS = CHUNK // 16 + 1          # the most records a chunk can hold (16-byte pcap minimum)
+ROWS = 1 << 16                  # frames decoded between two flushes of the column matrix
 
 
 @dataclass
@@ -135,14 +135,16 @@ class _Columns:
     def flush(self) -> None:
         if self.row == 0:
             return
-        o, r = self.out, self.row
-        part = {name: o[i][:r].copy() for i, name in enumerate(PACKET_COLUMNS)}
-        part["sack_rows"] = o[K.SACK_ROWS][: self.sk] + self.total
-        part["sack_le"] = o[K.SACK_LE][: self.sk].copy()
-        part["sack_re"] = o[K.SACK_RE][: self.sk].copy()
-        part["udp_rows"] = o[K.UDP_ROWS][: self.uk] + self.total
-        part["udp_head"] = o[K.UDP_HEAD_COL][: self.uk].copy()
-        part["udp_head_len"] = o[K.UDP_HEAD_LEN][: self.uk].copy()
+        m, sack_rows, sack_le, sack_re, udp_rows, udp_head, udp_head_len = self.out
+        r = self.row
+        part = {name: m[i, :r].astype(dt) for i, (name, (dt, _)) in
+                enumerate(PACKET_COLUMNS.items())}
+        part["sack_rows"] = sack_rows[: self.sk] + self.total
+        part["sack_le"] = sack_le[: self.sk].copy()
+        part["sack_re"] = sack_re[: self.sk].copy()
+        part["udp_rows"] = udp_rows[: self.uk] + self.total
+        part["udp_head"] = udp_head[: self.uk].copy()
+        part["udp_head_len"] = udp_head_len[: self.uk].copy()
         self.parts.append(part)
         self.total += r
         self.out = K.alloc(ROWS)     # fresh zeros: decode only writes what a frame has
@@ -153,7 +155,9 @@ class _Columns:
         self.out = None
         names = list(PACKET_COLUMNS) + ["sack_rows", "sack_le", "sack_re", "udp_rows",
                                         "udp_head", "udp_head_len"]
-        empty = K.alloc(0)
+        m, *side = K.alloc(0)
+        empty = [m[i].astype(dt) for i, (dt, _) in enumerate(PACKET_COLUMNS.values())]
+        empty += side
         cols = {}
         for i, name in enumerate(names):
             pieces = [p.pop(name) for p in self.parts]
@@ -212,7 +216,7 @@ def _read_pcap(src: _Source, compressed: bool) -> Capture:
     error = None
     while True:
         pos, out.row, out.sk, out.uk, status, err_pos, value = K.scan_pcap(
-            src.array(), 0, src.filled, big, tick_ns, linktype, src.eof, out.out, out.row,
+            src.array(), 0, src.filled, big, tick_ns, linktype, src.eof, *out.out, out.row,
             out.sk, out.uk)
         src.consume(pos)
         if status == K.OK:
@@ -275,7 +279,7 @@ def _read_pcapng(src: _Source, compressed: bool) -> Capture:
     while True:
         nc = 0
         pos, out.row, out.sk, out.uk, nc, status, err_pos, value = K.scan_pcapng(
-            src.array(), 0, src.filled, big, *if_arrays, if_base, out.out, out.row, out.sk,
+            src.array(), 0, src.filled, big, *if_arrays, if_base, *out.out, out.row, out.sk,
             out.uk, comment_rows, comment_pos, 0, src.base)
         for i in range(nc):
             _epb_comments(src, int(comment_pos[i]) - src.base, big,
