@@ -1,22 +1,30 @@
 """The lab payload header: what every labkit UDP datagram and TCP message starts with.
 
-Layout (network byte order, 32 bytes, version 1):
+Format, version 1 (network byte order, 32 bytes)::
 
-    offset  size  field
-    0       4     magic      b"LBK1"
-    4       1     version    1
-    5       1     kind       0 data, 1 request, 2 response, 3 file header
-    6       2     reserved   0
-    8       4     flow       flow id, chosen by the sender
-    12      8     seq        sequence number, 0, 1, 2, ... per flow
-    20      8     send_ns    CLOCK_REALTIME at send, ns since the Unix epoch
-    28      4     length     bytes of message body that follow the header
+    offset  size  field     meaning
+    0       4     magic     b"LBK1": marks a labkit payload
+    4       1     version   1; a receiver rejects versions it does not know
+    5       1     kind      0 data, 1 request, 2 response, 3 file header
+    6       2     reserved  0; room for flags in later versions
+    8       4     flow      flow id (uint32), chosen by the sender
+    12      8     seq       sequence number (uint64), 0, 1, 2, ... per flow
+    20      8     send_ns   send time (int64), ns since the Unix epoch, CLOCK_REALTIME,
+                            so a sender and a receiver on one machine share the clock
+    28      4     length    bytes of message body that follow the header (uint32)
 
-A UDP datagram is one header and its body. A TCP stream is a sequence of frames, each a
-header followed by `length` body bytes: the length field is the message framing (TCP has no
-message boundaries, RFC 9293 section 3.8.4). The header fits in the first 32 payload bytes,
-which is what the capture reader keeps of every UDP datagram, so loss, duplication,
-reordering and one-way delay can be computed from a capture alone.
+A UDP datagram (RFC 768) is one header and its body. A TCP byte stream is a sequence of
+frames, each a header followed by `length` body bytes: the length field is the message
+framing, since TCP keeps no message boundaries (RFC 9293 section 3.8.4). The header fits in
+the first 32 payload bytes, which the capture reader keeps of every UDP datagram
+(toolkit.pcap.columns.UDP_HEAD), so loss, duplication, reordering and one-way delay can be
+computed from a capture alone.
+
+Theory of operation: `Header.pack`/`Header.unpack` handle one header; `decode_heads` decodes
+many captured heads at once with numpy; `frame` builds one TCP message and `Deframer` turns
+received bytes back into messages. Nothing here does I/O. A deframer never buffers more
+than `limit` + HEADER_LEN bytes, whatever a length field claims, so a hostile or corrupt
+peer cannot make a receiver allocate without bound.
 """
 
 from __future__ import annotations
@@ -26,18 +34,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["MAGIC", "VERSION", "HEADER_LEN", "FIELDS", "DEFAULT_LIMIT", "KIND_DATA",
+           "KIND_REQUEST", "KIND_RESPONSE", "KIND_FILE", "FramingError", "Header",
+           "decode_heads", "frame", "encode_message", "Deframer"]
+
 MAGIC = b"LBK1"
 VERSION = 1
 KIND_DATA, KIND_REQUEST, KIND_RESPONSE, KIND_FILE = 0, 1, 2, 3
-FIELDS = [("magic", "4s"), ("version", "B"), ("kind", "B"), ("reserved", "H"),
+DEFAULT_LIMIT = 16 << 20          # largest message body a Deframer accepts by default
+
+# The header as a table of fields (dpkt style): name, struct code, offset, size.
+_CODES = [("magic", "4s"), ("version", "B"), ("kind", "B"), ("reserved", "H"),
           ("flow", "I"), ("seq", "Q"), ("send_ns", "q"), ("length", "I")]
-STRUCT = struct.Struct("!" + "".join(code for _, code in FIELDS))
+STRUCT = struct.Struct("!" + "".join(code for _, code in _CODES))
 HEADER_LEN = STRUCT.size
-assert HEADER_LEN == 32
+FIELDS: list[tuple[str, str, int, int]] = []
+_off = 0
+for _name, _code in _CODES:
+    _size = struct.calcsize("!" + _code)
+    FIELDS.append((_name, _code, _off, _size))
+    _off += _size
+OFFSET = {name: off for name, _, off, _ in FIELDS}
+assert HEADER_LEN == _off == 32, "the header must fit the 32 captured head bytes"
 
 
 class FramingError(ValueError):
-    """A byte stream that is not a sequence of lab frames."""
+    """Bytes that are not a lab header, or a byte stream that is not a sequence of frames."""
 
 
 @dataclass(frozen=True)
@@ -54,74 +76,133 @@ class Header:
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
+        """Parse the header at the start of `data` (which may carry the body after it)."""
         if len(data) < HEADER_LEN:
             raise FramingError(f"truncated header: {len(data)} of {HEADER_LEN} bytes")
         magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
         if magic != MAGIC:
             raise FramingError(f"bad magic {magic!r} (expected {MAGIC!r})")
         if version != VERSION:
-            raise FramingError(f"unsupported header version {version}")
+            raise FramingError(f"unsupported header version {version} (this is {VERSION})")
         return cls(flow, seq, send_ns, length, kind)
 
 
-def decode_heads(heads: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised decode of (K, >=32) payload heads: valid mask, flow, seq, send_ns."""
+def _be(h: np.ndarray, name: str, dtype: str) -> np.ndarray:
+    """One big-endian field of every row of `h`, as a native array."""
+    off = OFFSET[name]
+    size = np.dtype(dtype).itemsize
+    return np.ascontiguousarray(h[:, off:off + size]).view(">" + dtype).reshape(-1).astype(
+        dtype)
+
+
+def decode_heads(heads: np.ndarray, lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Decode many captured payload heads at once.
+
+    heads: (K, W) uint8, W >= 32 (the reader's udp_head); lengths: (K,) bytes of each head
+    that are real (udp_head_len), all W when None. Returns arrays of K: `valid` (magic and
+    version right and the whole header present), `flow`, `seq`, `send_ns`, `length`, `kind`
+    (int64; a seq above 2**63 - 1 reads negative). Fields of invalid rows are meaningless.
+    """
+    heads = np.asarray(heads, np.uint8)
     k = len(heads)
-    if k == 0 or heads.shape[1] < HEADER_LEN:
+    if heads.ndim != 2 or heads.shape[1] < HEADER_LEN or k == 0:
         z = np.zeros(k, np.int64)
-        return {"valid": np.zeros(k, bool), "flow": z, "seq": z, "send_ns": z}
-    h = np.ascontiguousarray(heads[:, :HEADER_LEN])
+        return {"valid": np.zeros(k, bool), "flow": z, "seq": z.copy(), "send_ns": z.copy(),
+                "length": z.copy(), "kind": z.copy()}
+    h = heads[:, :HEADER_LEN]
+    complete = (np.full(k, True) if lengths is None
+                else np.asarray(lengths).astype(np.int64) >= HEADER_LEN)
     magic = np.frombuffer(MAGIC, np.uint8)
-    valid = (lengths >= HEADER_LEN) & (h[:, :4] == magic).all(axis=1) & (h[:, 4] == VERSION)
-
-    def be(lo, n):
-        v = np.zeros(k, np.uint64)
-        for j in range(lo, lo + n):
-            v = (v << np.uint64(8)) | h[:, j].astype(np.uint64)
-        return v
-
-    return {"valid": valid, "flow": be(8, 4).astype(np.int64), "seq": be(12, 8).astype(np.int64),
-            "send_ns": be(20, 8).astype(np.int64)}
+    valid = complete & (h[:, :4] == magic).all(axis=1) & (h[:, OFFSET["version"]] == VERSION)
+    return {"valid": valid,
+            "flow": _be(h, "flow", "u4").astype(np.int64),
+            "seq": _be(h, "seq", "u8").astype(np.int64),
+            "send_ns": _be(h, "send_ns", "i8"),
+            "length": _be(h, "length", "u4").astype(np.int64),
+            "kind": h[:, OFFSET["kind"]].astype(np.int64)}
 
 
-def frame(header: Header, body: bytes) -> bytes:
-    """One TCP message: the header (with its length set) and the body."""
+def frame(header: Header, body: bytes = b"") -> bytes:
+    """One TCP message: the header (its length set to len(body)) followed by the body."""
     h = Header(header.flow, header.seq, header.send_ns, len(body), header.kind)
-    return h.pack() + body
+    return h.pack() + bytes(body)
+
+
+def encode_message(flow: int, seq: int, send_ns: int, body: bytes = b"",
+                   kind: int = KIND_DATA) -> bytes:
+    """One TCP message from its fields: header + body."""
+    return frame(Header(flow, seq, send_ns, 0, kind), body)
 
 
 class Deframer:
     """Feed bytes from a TCP stream; get back whole (header, body) messages.
 
-    Never holds more than `limit` + HEADER_LEN bytes, whatever a length field claims.
+    Bytes are taken in only as far as the current frame needs them, so the buffer never
+    holds more than `limit` + HEADER_LEN bytes, whatever a length field claims and however
+    much is fed at once. A bad magic, an unknown version or a length above `limit` raises
+    FramingError as soon as the header is complete; after that the deframer stays failed
+    (a byte stream has no resynchronisation point). `close()` at the end of the stream
+    raises if it ended inside a header or a body.
     """
 
-    def __init__(self, limit: int = 16 << 20):
+    def __init__(self, limit: int = DEFAULT_LIMIT):
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
         self.limit = limit
-        self.buf = bytearray()
-        self.offset = 0          # stream offset of buf[0], for error messages
+        self._buf = bytearray()
+        self._header: Header | None = None    # parsed header of the frame being filled
+        self._error: FramingError | None = None
+        self.offset = 0                       # stream offset of the current frame's start
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the frame in progress."""
+        return len(self._buf)
+
+    def _fail(self, why: str) -> FramingError:
+        self._error = FramingError(f"at stream byte {self.offset}: {why}")
+        return self._error
 
     def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
-        self.buf += data
-        out = []
-        while len(self.buf) >= HEADER_LEN:
-            try:
-                h = Header.unpack(bytes(self.buf[:HEADER_LEN]))
-            except FramingError as e:
-                raise FramingError(f"at stream byte {self.offset}: {e}") from None
-            if h.length > self.limit:
-                raise FramingError(f"at stream byte {self.offset}: message length {h.length} "
-                                   f"exceeds the limit of {self.limit}")
-            total = HEADER_LEN + h.length
-            if len(self.buf) < total:
-                break
-            out.append((h, bytes(self.buf[HEADER_LEN:total])))
-            del self.buf[:total]
-            self.offset += total
+        if self._error is not None:
+            raise self._error
+        out: list[tuple[Header, bytes]] = []
+        view = memoryview(data).cast("B")
+        pos, end = 0, len(view)
+        while pos < end:
+            if self._header is None:
+                take = min(HEADER_LEN - len(self._buf), end - pos)
+                self._buf += view[pos:pos + take]
+                pos += take
+                if len(self._buf) < HEADER_LEN:
+                    break
+                try:
+                    h = Header.unpack(bytes(self._buf))
+                except FramingError as e:
+                    raise self._fail(str(e)) from None
+                if h.length > self.limit:
+                    raise self._fail(f"message length {h.length} exceeds the limit of "
+                                     f"{self.limit}")
+                self._header = h
+                self._buf.clear()
+            h = self._header
+            take = min(h.length - len(self._buf), end - pos)
+            self._buf += view[pos:pos + take]
+            pos += take
+            if len(self._buf) == h.length:
+                out.append((h, bytes(self._buf)))
+                self.offset += HEADER_LEN + h.length
+                self._header = None
+                self._buf.clear()
         return out
 
     def close(self) -> None:
-        """The stream ended: anything left over is a truncated message."""
-        if self.buf:
-            raise FramingError(f"at stream byte {self.offset}: stream ended inside a message "
-                               f"({len(self.buf)} bytes)")
+        """The stream ended: anything left over is a truncated header or message."""
+        if self._error is not None:
+            raise self._error
+        if self._header is not None:
+            raise self._fail(f"stream ended inside a message body ({len(self._buf)} of "
+                             f"{self._header.length} bytes)")
+        if self._buf:
+            raise self._fail(f"stream ended inside a message header, truncated header "
+                             f"({len(self._buf)} of {HEADER_LEN} bytes)")
