@@ -2,164 +2,231 @@
 
 Until the lab runner exists this is the main job: it shows the whole pipeline on one
 machine without namespaces. A TCP client opens a connection (three-way handshake, RFC 9293
-section 3.5), sends framed messages that the server echoes, and closes first (FIN from the
-client, then the server). A UDP client sends datagrams carrying the lab header (flow,
-sequence number, send time) and the server answers every fifth. dumpcap (or tcpdump)
-records both on `lo`; the analyzer then reads the capture.
+section 3.5), sends framed messages in several writes that the server echoes, and closes
+first (FIN from the client, then the server's FIN). A UDP client sends datagrams carrying
+the lab header (flow, sequence number, send time; toolkit.wire) and the server answers
+every fifth. dumpcap (or tcpdump) records both on `lo`, filtered to the demo's two ports;
+the analyzer then reads the capture.
+
+The servers bind port 0 before the capture starts: the kernel picks a free port at random
+from the ephemeral range and we hold it, so the filter names ports nothing else can take.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
-from . import wire
-from .capture import CaptureFailed, start_capture
+from . import capture, wire
 
 TCP_MESSAGES = 8
 TCP_MESSAGE_BYTES = 1200
 UDP_DATAGRAMS = 50
 UDP_BODY = 100
+UDP_REPLY_EVERY = 5
 UDP_GAP_S = 0.002
+IO_TIMEOUT_S = 10.0
+TCP_FLOW, UDP_FLOW, UDP_REPLY_FLOW = 1, 1, 2
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def default_out_dir() -> Path:
+    return Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
 
 
-def _tcp_exchange(port: int) -> int:
-    """Echo TCP_MESSAGES framed messages; the client closes first. Returns bytes echoed."""
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(1)
-    srv.settimeout(10)
+class _Worker(threading.Thread):
+    """A server thread whose exception is re-raised in the caller by join_or_raise."""
+
+    def __init__(self, target, name):
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self.error = target, None
+
+    def run(self):
+        try:
+            self._target_fn()
+        except BaseException as e:      # handed to the caller, not lost in the thread
+            self.error = e
+
+    def join_or_raise(self, timeout: float) -> None:
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError(f"{self.name} did not finish within {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+
+
+def _tcp_exchange(listener: socket.socket) -> dict:
+    """Echo TCP_MESSAGES framed messages; the client closes first."""
+    port = listener.getsockname()[1]
 
     def serve():
-        conn, _ = srv.accept()
+        conn, _ = listener.accept()
         with conn:
-            conn.settimeout(10)
-            while True:
-                data = conn.recv(65536)
-                if not data:          # the client's FIN: close our side too
-                    break
+            conn.settimeout(IO_TIMEOUT_S)
+            while data := conn.recv(65536):   # b"" is the client's FIN: then close ours
                 conn.sendall(data)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    server = _Worker(serve, "demo-tcp-server")
+    server.start()
     echoed = 0
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as c:
             deframer = wire.Deframer()
             for i in range(TCP_MESSAGES):
                 body = bytes([65 + i % 26]) * TCP_MESSAGE_BYTES
-                c.sendall(wire.frame(wire.Header(1, i, time.time_ns()), body))
-                got = []
+                c.sendall(wire.frame(wire.Header(TCP_FLOW, i, time.time_ns()), body))
+                got: list = []
                 while not got:
                     data = c.recv(65536)
                     if not data:
-                        raise ConnectionError("server closed early")
+                        raise ConnectionError("the demo TCP server closed early")
                     got = deframer.feed(data)
                 echoed += sum(len(b) for _, b in got)
-                time.sleep(0.005)
+                time.sleep(0.005)             # separate writes, separate segments
             c.shutdown(socket.SHUT_WR)        # FIN from the client first
-            while c.recv(65536):
+            while c.recv(65536):              # until the server's FIN
                 pass
     finally:
-        t.join(10)
-        srv.close()
-    return echoed
+        server.join_or_raise(IO_TIMEOUT_S)
+    return {"port": port, "messages": TCP_MESSAGES, "bytes_sent": TCP_MESSAGES * (
+        TCP_MESSAGE_BYTES + wire.HEADER_LEN), "bytes_echoed": echoed}
 
 
-def _udp_exchange(port: int) -> int:
-    """Send UDP_DATAGRAMS lab datagrams; the server answers every fifth. Returns replies."""
-    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind(("127.0.0.1", port))
-    srv.settimeout(2)
-    replies = 0
+def _udp_exchange(server_sock: socket.socket) -> dict:
+    """Send UDP_DATAGRAMS lab datagrams; the server answers every UDP_REPLY_EVERY-th."""
+    port = server_sock.getsockname()[1]
+    server_sock.settimeout(2.0)
+    answered = 0
 
     def serve():
-        answered = 0
+        nonlocal answered
         for _ in range(UDP_DATAGRAMS):
             try:
-                data, peer = srv.recvfrom(65536)
+                data, peer = server_sock.recvfrom(65536)
             except TimeoutError:
-                return
-            h = wire.Header.unpack(data)
-            if h.seq % 5 == 0:
-                reply = wire.Header(2, answered, time.time_ns(), 0, wire.KIND_RESPONSE)
-                srv.sendto(reply.pack(), peer)
+                return                      # loss is possible in principle: stop waiting
+            if wire.Header.unpack(data).seq % UDP_REPLY_EVERY == 0:
+                reply = wire.Header(UDP_REPLY_FLOW, answered, time.time_ns(), 0,
+                                    wire.KIND_RESPONSE)
+                server_sock.sendto(reply.pack(), peer)
                 answered += 1
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    server = _Worker(serve, "demo-udp-server")
+    server.start()
+    replies = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
-        c.settimeout(2)
-        for i in range(UDP_DATAGRAMS):
-            h = wire.Header(1, i, time.time_ns(), UDP_BODY)
-            c.sendto(h.pack() + bytes(UDP_BODY), ("127.0.0.1", port))
-            time.sleep(UDP_GAP_S)
-        t.join(5)
-        c.setblocking(False)
-        while True:
+        try:
+            for i in range(UDP_DATAGRAMS):
+                h = wire.Header(UDP_FLOW, i, time.time_ns(), UDP_BODY)
+                c.sendto(h.pack() + bytes(UDP_BODY), ("127.0.0.1", port))
+                time.sleep(UDP_GAP_S)
+        finally:
+            server.join_or_raise(IO_TIMEOUT_S)
+        c.settimeout(0.2)
+        while replies < answered:
             try:
                 c.recv(65536)
-                replies += 1
-            except (BlockingIOError, OSError):
+            except TimeoutError:
                 break
-    srv.close()
-    return replies
+            replies += 1
+    return {"port": port, "datagrams": UDP_DATAGRAMS, "replies_sent": answered,
+            "replies_received": replies}
 
 
-def run_demo(out_dir: Path, stream=sys.stdout) -> int:
-    """Record and analyze the demo exchange into out_dir. Returns the exit status."""
-    out_dir = Path(out_dir)
+def _bound(kind: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            s.listen(1)
+            s.settimeout(IO_TIMEOUT_S)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _no_capture(reason: str, stream) -> int:
+    print(f"labkit demo: cannot capture packets.\n{reason}\n\n"
+          "Without capture rights you can still analyze a saved capture:\n"
+          "  labkit analyze captures/<file>.pcapng", file=stream)
+    return 2
+
+
+def run_demo(out_dir: Path | None = None, stream=sys.stdout) -> int:
+    """Record and analyze the demo exchange into out_dir (default runs/demo-TIME).
+
+    Returns the exit status: 0 done, 2 no capture rights (the message says what to do).
+    """
+    out_dir = Path(out_dir) if out_dir else default_out_dir()
+    found = capture.probe("lo")
+    if not found.ok:
+        return _no_capture(found.explain(), stream)
     out_dir.mkdir(parents=True, exist_ok=True)
     pcap = out_dir / "demo.pcapng"
-    tcp_port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-    probe_port = _free_port(socket.SOCK_DGRAM)
-    bpf = f"(tcp port {tcp_port}) or (udp port {udp_port}) or (udp dst port {probe_port})"
-    print(f"labkit demo: capturing on lo ({bpf}) into {pcap}", file=stream)
-    prober = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def probe():
-        # a datagram to a closed port, so the capture proves it is recording
-        prober.sendto(b"labkit capture readiness probe", ("127.0.0.1", probe_port))
+    listener, udp_server = _bound(socket.SOCK_STREAM), None
     try:
-        cap = start_capture("lo", pcap, bpf=bpf, probe=probe)
-    except CaptureFailed as e:
-        prober.close()
-        print(f"labkit demo: cannot capture: {e}\n"
-              "Without capture rights you can still analyze any saved capture, e.g.\n"
-              "  labkit analyze ../shared/corpus/files/cs_http_ip4and6.pcapng", file=sys.stderr)
-        return 2
-    try:
-        echoed = _tcp_exchange(tcp_port)
-        replies = _udp_exchange(udp_port)
-        time.sleep(0.2)               # let the last segments reach the capture
+        udp_server = _bound(socket.SOCK_DGRAM)
+        tcp_port, udp_port = listener.getsockname()[1], udp_server.getsockname()[1]
+        bpf = f"tcp port {tcp_port} or udp port {udp_port}"
+        print(f"labkit demo: capturing on lo ({bpf}) with {found.backend}", file=stream)
+        try:
+            cap = capture.start("lo", pcap, bpf_filter=bpf, backend=found.backend)
+        except capture.CaptureFailed as e:
+            return _no_capture(str(e), stream)
+        with cap:
+            tcp = _tcp_exchange(listener)
+            udp = _udp_exchange(udp_server)
     finally:
-        counters = cap.stop()
-        prober.close()
-    print(f"recorded with {cap.backend}: TCP echoed {echoed} bytes in {TCP_MESSAGES} messages, "
-          f"UDP sent {UDP_DATAGRAMS} datagrams and got {replies} replies; "
-          f"capture counters {counters or 'n/a'}", file=stream)
+        listener.close()
+        if udp_server is not None:
+            udp_server.close()
 
-    from . import api, report
-    a = api.analyze(pcap)
-    print(f"(UDP to port {probe_port} is the capture's readiness probe)\n", file=stream)
-    print(report.text_report(a), file=stream)
-    if a.udp_flows is not None and len(a.udp_flows):
-        cols = ["stream", "direction", "flow", "received", "lost", "duplicates", "reordered",
-                "owd_ms_mean"]
+    s = capture.summarize(pcap)
+    counters = cap.counters.as_dict()
+    (out_dir / "run.json").write_text(json.dumps({
+        "format_version": 1, "kind": "demo", "capture": {
+            "file": pcap.name, "backend": cap.backend, "interface": "lo", "filter": bpf,
+            "argv": cap.argv, "started": cap.started_at, "stopped": cap.stopped_at,
+            "counters": counters, "repaired": cap.repaired},
+        "tcp": tcp, "udp": udp}, indent=2) + "\n")
+    print(f"recorded {s.packets} packets ({s.wire_bytes:,} bytes on the wire) with "
+          f"{cap.backend} into {pcap}\n"
+          f"  TCP: {tcp['messages']} messages, {tcp['bytes_sent']:,} bytes sent, "
+          f"{tcp['bytes_echoed']:,} message bytes echoed; client closed first\n"
+          f"  UDP: {udp['datagrams']} datagrams sent, {udp['replies_received']} of "
+          f"{udp['replies_sent']} replies received\n"
+          f"  capture: {cap.counters.dropped if cap.counters.dropped is not None else '?'} "
+          f"dropped by the capture" + (f"; {cap.repaired}" if cap.repaired else ""),
+          file=stream)
+    return _print_analysis(pcap, stream)
+
+
+def _print_analysis(pcap: Path, stream) -> int:
+    try:
+        from . import analyze
+        result = analyze(pcap)
+    except ImportError as e:
+        print(f"\n(the analyzer is not available in this install: {e}; the capture is "
+              f"saved at {pcap} - open it in Wireshark)", file=stream)
+        return 0
+    if hasattr(result, "report"):
+        text = result.report()
+    else:
+        from .report import text_report
+        text = text_report(result)
+    print("\n" + text, file=stream)
+    flows = getattr(result, "udp_flows", None)
+    if flows is not None and len(flows):
+        cols = [c for c in ("stream", "direction", "flow", "received", "lost", "duplicates",
+                            "reordered", "owd_ms_mean") if c in flows.columns]
         print("\nUDP lab flows (from the lab header in each datagram)", file=stream)
-        print(a.udp_flows[cols].to_string(index=False), file=stream)
-    states = a.tcp_states
-    if len(states):
+        print(flows[cols].to_string(index=False), file=stream)
+    states = getattr(result, "tcp_states", None)
+    if states is not None and len(states):
         print("\nTCP endpoint states (RFC 9293), as the segments show them", file=stream)
         print(states.to_string(index=False), file=stream)
     print(f"\ncapture: {pcap}  (open it in Wireshark, or: labkit analyze --packets {pcap})",

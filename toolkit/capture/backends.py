@@ -1,177 +1,163 @@
-"""Start a packet capture, know when it is running, stop it cleanly.
+"""What each capture tool is told, and what it says back: pure functions, no processes.
 
-dumpcap (Wireshark's capture engine) is preferred: it writes pcapng and reports its drop
-counters. tcpdump is the fallback. A capture is known to be running when the backend says
-so on stderr ("Capturing on ..." / "listening on ..."), which both print once the
-interface is open and the filter installed. Stopping sends SIGINT (both then flush and
-write their statistics), waits, and only then escalates to SIGTERM and SIGKILL, so the
-file is complete on every exit path.
+A backend is described by data: how to build its command line, which line on stderr
+proves the capture is running, how long its kernel ring may hold a packet back, and how
+to read the counters it prints when it exits. Tests check all of it without root, on
+saved stderr text.
+
+Readiness, per backend, and why the marker is proof rather than a hint:
+- dumpcap prints "Capturing on 'lo'" *before* it opens the interface, so that line
+  proves nothing. It prints "File: <path>" only after it has opened the interface,
+  installed the BPF filter, written the pcapng header and flushed it (capture_loop_start
+  in dumpcap.c). From then on every packet the filter accepts lands in its ring.
+- tcpdump prints "listening on <if>" after pcap_activate, pcap_setfilter and opening the
+  output file, right before its capture loop.
+
+Draining, per backend: dumpcap 4.0 has no immediate mode; libpcap's TPACKET_V3 ring hands
+a block to user space only when the block fills or its 250 ms timeout expires, and on
+SIGINT dumpcap stops without draining a half-filled block. So a stop waits for longer than
+that timeout first (measured here: packets sent 0 ms before SIGINT were lost every time,
+300 ms before, never). tcpdump runs with --immediate-mode and has no such delay.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+PREFERENCE = ("dumpcap", "tcpdump")
 
 
-class CaptureFailed(RuntimeError):
-    """The capture could not start; the message says why and what to do."""
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    ready: re.Pattern          # the stderr line that proves the capture is running
+    settle_s: float            # how long a packet may sit in the kernel ring before delivery
+    file_format: str           # "pcapng" or "pcap"
+    argv: Callable[..., list[str]]
 
 
-def available_backends() -> list[str]:
-    return [b for b in ("dumpcap", "tcpdump") if _which(b)]
+def _dumpcap_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: str,
+                  buffer_mib: int | None, packet_limit: int | None) -> list[str]:
+    argv = [exe, "-i", interface, "-w", out, "-n", "-s", str(snaplen)]
+    if buffer_mib:
+        argv += ["-B", str(buffer_mib)]
+    if packet_limit:
+        argv += ["-c", str(packet_limit)]
+    if bpf_filter:
+        argv += ["-f", bpf_filter]
+    return argv
 
 
-def _which(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(p, os.X_OK)), None)
+def _tcpdump_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: str,
+                  buffer_mib: int | None, packet_limit: int | None) -> list[str]:
+    # -U: write each packet as it arrives, so a killed tcpdump still leaves them on disk;
+    # --immediate-mode: no ring block timeout, so SIGINT loses nothing already received;
+    # -Z root (as root only): Debian's tcpdump otherwise drops to user "tcpdump" before
+    # creating the file, and cannot write into a root-only run directory.
+    argv = [exe, "-i", interface, "-w", out, "-s", str(snaplen), "-n", "-U", "--immediate-mode"]
+    if os.geteuid() == 0:
+        argv += ["-Z", "root"]
+    if buffer_mib:
+        argv += ["-B", str(buffer_mib * 1024)]      # tcpdump counts KiB
+    if packet_limit:
+        argv += ["-c", str(packet_limit)]
+    if bpf_filter:
+        argv.append(bpf_filter)
+    return argv
 
 
-def _command(backend, exe, interface, out, snaplen, bpf):
-    if backend == "dumpcap":
-        cmd = [exe, "-i", interface, "-w", str(out), "-s", str(snaplen), "-n"]
-        return cmd + (["-f", bpf] if bpf else [])
-    cmd = [exe, "-i", interface, "-w", str(out), "-s", str(snaplen), "-U", "-n"]
-    return cmd + ([bpf] if bpf else [])
+BACKENDS: dict[str, BackendSpec] = {
+    "dumpcap": BackendSpec("dumpcap", re.compile(r"^File: ", re.M), 0.5, "pcapng",
+                           _dumpcap_argv),
+    "tcpdump": BackendSpec("tcpdump", re.compile(r"listening on "), 0.05, "pcap",
+                           _tcpdump_argv),
+}
+
+# dumpcap's running count, rewritten in place with "\r" (absent with -q)
+RUNNING_COUNT = re.compile(r"Packets: (\d+)")
 
 
-READY = {"dumpcap": re.compile(r"Capturing on"), "tcpdump": re.compile(r"listening on")}
-PACKETS = re.compile(r"Packets: (\d+)")    # dumpcap's running count on stderr
-DROPS = [
-    # dumpcap: "Packets received/dropped on interface 'lo': 42/0 (pcap:0/dumpcap:0/...)"
-    re.compile(r"Packets received/dropped on interface .*?: (?P<received>\d+)/(?P<dropped>\d+)"),
-    # tcpdump: "12 packets captured" / "0 packets dropped by kernel"
-    re.compile(r"(?P<captured>\d+) packets? captured"),
-    re.compile(r"(?P<kernel_dropped>\d+) packets? dropped by kernel"),
-]
+@dataclass(frozen=True)
+class CaptureCounters:
+    """What the backend itself counted; None where it did not say.
 
-
-def parse_counters(stderr: str) -> dict[str, int]:
-    """The backend's own packet and drop counters, from what it printed at exit."""
-    out: dict[str, int] = {}
-    for rx in DROPS:
-        for m in rx.finditer(stderr):
-            for k, v in m.groupdict().items():
-                out[k] = out.get(k, 0) + int(v)
-    return out
-
-
-@dataclass
-class Capture:
-    backend: str
-    path: Path
-    proc: subprocess.Popen
-    stderr_lines: list[str] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-    packets_seen: int = 0
-    _reader: threading.Thread | None = None
-
-    def stop(self, timeout: float = 5.0) -> dict[str, int]:
-        """SIGINT, wait; then SIGTERM, wait; then SIGKILL. Returns the drop counters."""
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0),
-                              (signal.SIGKILL, 2.0)):
-                try:
-                    self.proc.send_signal(sig)
-                    self.proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-                except ProcessLookupError:
-                    break
-        if self._reader is not None:
-            self._reader.join(2.0)
-        self.counters = parse_counters("".join(self.stderr_lines))
-        return self.counters
-
-    def __enter__(self) -> Capture:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def start_capture(interface: str, out: Path, bpf: str = "", snaplen: int = 262144,
-                  backend: str | None = None, ready_timeout: float = 10.0,
-                  probe=None) -> Capture:
-    """Start capturing on `interface` into `out`; returns once the capture is running.
-
-    "Capturing on" alone does not prove that packets are being recorded yet: with `probe`
-    (a callable that sends one packet the filter accepts), probes are sent until the file
-    grows past its headers, i.e. until a packet has really been captured and written.
+    dropped is the total the backend reports as lost before reaching the file:
+    dumpcap's "received/dropped" figure (pcap + dumpcap), tcpdump's kernel + interface drops.
     """
-    backends = [backend] if backend else available_backends()
-    if not backends or not _which(backends[0]):
-        raise CaptureFailed("no capture tool found: install dumpcap (Debian: wireshark-common) "
-                            "or tcpdump; `make test` as root installs both")
-    name = backends[0]
-    exe = _which(name)
-    proc = subprocess.Popen(_command(name, exe, interface, out, snaplen, bpf),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    cap = Capture(name, Path(out), proc)
-    ready = threading.Event()
 
-    def read_stderr():
-        # raw reads: dumpcap updates "\rPackets: N" in place, without newlines
-        seen = ""
-        while True:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            text = chunk.decode("utf-8", "replace")
-            cap.stderr_lines.append(text)
-            seen = (seen + text)[-4096:]
-            if READY[name].search(seen):
-                ready.set()
-            m = PACKETS.findall(seen)
-            if m:
-                cap.packets_seen = int(m[-1])
-    cap._reader = threading.Thread(target=read_stderr, daemon=True)
-    cap._reader.start()
-    deadline = time.monotonic() + ready_timeout
-    while not ready.is_set():
-        if proc.poll() is not None:
-            cap._reader.join(1.0)
-            msg = " ".join(line.strip() for line in cap.stderr_lines[:3] if line.strip())
-            hint = ""
-            if "ermission" in msg or "not permitted" in msg:
-                hint = (" -- capturing needs root or the CAP_NET_RAW capability: run as root "
-                        "(sudo make demo), or add yourself to the 'wireshark' group")
-            raise CaptureFailed(f"{name} could not start: {msg or 'exit ' + str(proc.returncode)}"
-                                + hint)
-        if time.monotonic() > deadline:
-            cap.stop()
-            raise CaptureFailed(f"{name} did not report a running capture within "
-                                f"{ready_timeout:.0f} s")
-        ready.wait(0.05)
-    if probe is not None:
-        _await_first_packet(cap, probe, deadline)
-    return cap
+    backend: str
+    captured: int | None = None          # written to the file
+    received: int | None = None          # seen by the filter (kernel count)
+    dropped: int | None = None
+    dropped_kernel: int | None = None    # ring full (pcap_stats ps_drop)
+    dropped_backend: int | None = None   # dumpcap's own buffer full
+    dropped_interface: int | None = None  # NIC/driver (ps_ifdrop)
+    flushed: int | None = None           # dumpcap: discarded when the filter was installed
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def known(self) -> bool:
+        return self.captured is not None or self.received is not None
 
 
-def _await_first_packet(cap: Capture, probe, deadline: float) -> None:
-    # dumpcap counts captured packets on stderr a few times a second; tcpdump -U writes
-    # each packet to the file at once (after its 24-byte file header)
-    while time.monotonic() < deadline + 5.0:
-        probe()
-        time.sleep(0.05)
-        if cap.packets_seen > 0:
-            return
-        if cap.backend == "tcpdump":
-            try:
-                if cap.path.stat().st_size > 24:
-                    return
-            except FileNotFoundError:
-                pass
-        if cap.proc.poll() is not None:
-            break
-    cap.stop()
-    raise CaptureFailed(f"{cap.backend} runs but recorded none of the readiness probes")
+_DUMPCAP_CAPTURED = re.compile(r"^Packets captured: (\d+)", re.M)
+# "Packets received/dropped on interface 'Loopback: lo': 12/0 (pcap:0/dumpcap:0/flushed:0/
+#  ps_ifdrop:0) (0.0%)"; the parenthesis lists name:value pairs, fewer in old versions
+_DUMPCAP_IFACE = re.compile(
+    r"^Packets received/dropped on interface '.*': (\d+)/(\d+)(?: \(([^)]*)\))?", re.M)
+_TCPDUMP = re.compile(
+    r"^(\d+) packets? (captured|received by filter|dropped by kernel|dropped by interface)",
+    re.M)
+
+
+def _add(a: int | None, b: int) -> int:
+    return b if a is None else a + b
+
+
+def parse_counters(backend: str, stderr: str) -> CaptureCounters:
+    """The counters a backend printed at exit (summed over interfaces)."""
+    f: dict[str, int | None] = {}
+    stderr = stderr.replace("\r", "\n")    # dumpcap's last running count ends without "\n"
+    if backend == "dumpcap":
+        m = _DUMPCAP_CAPTURED.findall(stderr)
+        if m:
+            f["captured"] = int(m[-1])
+        for rx, dr, detail in _DUMPCAP_IFACE.findall(stderr):
+            f["received"] = _add(f.get("received"), int(rx))
+            f["dropped"] = _add(f.get("dropped"), int(dr))
+            pairs = dict(p.split(":", 1) for p in detail.split("/") if ":" in p)
+            for key, field in (("pcap", "dropped_kernel"), ("dumpcap", "dropped_backend"),
+                               ("flushed", "flushed"), ("ps_ifdrop", "dropped_interface")):
+                if pairs.get(key, "").isdigit():
+                    f[field] = _add(f.get(field), int(pairs[key]))
+    elif backend == "tcpdump":
+        names = {"captured": "captured", "received by filter": "received",
+                 "dropped by kernel": "dropped_kernel",
+                 "dropped by interface": "dropped_interface"}
+        for n, what in _TCPDUMP.findall(stderr):
+            f[names[what]] = int(n)
+        if "dropped_kernel" in f or "dropped_interface" in f:
+            f["dropped"] = (f.get("dropped_kernel") or 0) + (f.get("dropped_interface") or 0)
+    else:
+        raise ValueError(f"unknown capture backend {backend!r}")
+    return CaptureCounters(backend, **f)
+
+
+def permission_hint(text: str) -> str:
+    """What to do, when a backend's error text says it lacked privileges."""
+    low = text.lower()
+    denied = "not permitted" in low or "permission denied" in low or "permission to" in low
+    if not denied:
+        return ""
+    if "network namespace" in low:
+        return ("entering a network namespace needs root (CAP_SYS_ADMIN): run as root, "
+                "e.g. sudo make demo")
+    return ("capturing needs the CAP_NET_RAW and CAP_NET_ADMIN capabilities: run as root "
+            "(sudo make demo), or let dumpcap capture for you: "
+            "sudo dpkg-reconfigure wireshark-common (answer Yes), "
+            "sudo usermod -aG wireshark $USER, then log in again")
