@@ -1,23 +1,44 @@
-"""UDP conversations: numbering, per-direction statistics, jitter, and lab-flow accounting.
+"""UDP conversations: udp.stream numbering, per-direction statistics, jitter, lab flows.
 
 Theory of operation
 -------------------
-A UDP datagram (RFC 768) with its header decoded, outside an IP fragment, belongs to the
-conversation of its unordered endpoint pair; conversations are numbered in order of first
-appearance, as tshark numbers udp.stream. A = the sender of the conversation's first
-datagram (Wireshark's Conversations dialog does the same).
+A UDP datagram (RFC 768) whose header was decoded, and that is not an IP fragment, belongs
+to the conversation of its unordered pair of endpoints (address, port). Conversations are
+numbered in order of first appearance, as tshark 4.0 numbers `udp.stream`:
 
-Per direction: datagrams, bytes, rate, inter-arrival statistics, and the RFC 3550 (section
-6.4.1, appendix A.8) interarrival jitter when the datagrams carry a send time:
-- the lab header (toolkit.wire): send_ns, in ns;
-- RTP (RFC 3550 section 5.1): version 2, one SSRC for the direction, a static payload type
-  whose clock rate RFC 3551 fixes; the RTP timestamp, in clock ticks.
-Otherwise jitter is NaN and `jitter_source` says 'none'.
+- a fragmented datagram is counted once, in the frame that completes its reassembly (the
+  reader gives that frame the UDP header); the other fragments get no stream, and neither
+  does a first fragment whose datagram is never completed;
+- a UDP header quoted inside an ICMP error gets no stream (Wireshark does not create
+  conversations from error packets; the reader decodes only the outer header anyway);
+- VLAN tags and capture interfaces are not part of the key (Wireshark 4.0 ignores them).
 
-Flows that carry the lab header are also scored: loss, duplicates, reordering (RFC 4737
-section 3: a datagram is reordered when its sequence number is below the next expected,
-i.e. the highest seen so far + 1) and one-way delay (arrival - send_ns; meaningful only when
-sender and capture share a clock, as on one machine).
+Address A is the sender of the conversation's first datagram, as in Wireshark's
+Conversations dialog; "a_to_b" columns count what A sent.
+
+Per direction: datagrams, frame bytes (frame.len) and UDP payload bytes, rates,
+inter-arrival statistics (in frame order, as a receiver sees them), and the RFC 3550
+interarrival jitter (section 6.4.1, appendix A.8) when the datagrams carry the sender's
+clock:
+
+- 'lab': every datagram of the direction starts with the lab header (toolkit.wire); the
+  sender clock is send_ns, in ns;
+- 'rtp': every datagram is RTP version 2 (RFC 3550 section 5.1) with one SSRC and one
+  static payload type whose clock rate RFC 3551 fixes, and the RTP sequence numbers mostly
+  step by one; the sender clock is the RTP timestamp, in clock ticks. This is stricter than
+  Wireshark's RTP heuristic, so ordinary traffic is not mistaken for RTP;
+- 'none': no sender clock, jitter is NaN.
+
+Datagrams carrying the lab header are also scored per (conversation, direction, flow id)
+in `flows`: loss, duplicates and RFC 4737 reordering (toolkit.analysis.sequence), jitter,
+and one-way delay = capture time - send_ns. One-way delay is only meaningful when the
+sender's clock and the capture's clock are the same clock (sender and capture on one
+machine, e.g. network namespaces of one host); across machines it includes their clock
+offset.
+
+Everything is vector operations over the datagrams sorted by group, plus compiled loops
+where the arithmetic is sequential (the jitter recursion, reordering): nothing per datagram
+in Python.
 """
 
 from __future__ import annotations
@@ -29,267 +50,322 @@ import pandas as pd
 from numba import njit
 
 from .. import wire
-from ..pcap.columns import FRAG_NONE, L4_UDP
+from ..pcap.columns import FRAG_NONE, L4_UDP, UDP_HEAD
 from .addresses import addresses_text
 from .conversation_keys import pair_ids
+from .sequence import group_offsets, sequence_metrics
 
-# RFC 3551 section 6: static payload types and their clock rates
+__all__ = ["UdpResult", "analyze_udp", "udp_datagram_rows", "RTP_CLOCK"]
+
+# RFC 3551 section 6: static payload types and their clock rates (Hz)
 RTP_CLOCK = {0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000,
              10: 44100, 11: 44100, 12: 8000, 13: 8000, 14: 90000, 15: 8000, 16: 11025,
              17: 22050, 18: 8000, 25: 90000, 26: 90000, 28: 90000, 31: 90000, 32: 90000,
              33: 90000, 34: 90000}
+_CLOCK_BY_PT = np.zeros(128, np.int64)
+for _pt, _hz in RTP_CLOCK.items():
+    _CLOCK_BY_PT[_pt] = _hz
+RTP_MIN_DATAGRAMS = 2        # jitter needs two; one SSRC over two is already strong evidence
+RTP_MIN_STEP_SHARE = 0.9     # share of RTP sequence steps that must be +1 ... +RTP_MAX_STEP
+RTP_MAX_STEP = 16
+NS = 1_000_000_000
+DIRECTIONS = ("a_to_b", "b_to_a")
 
 
 @dataclass
 class UdpResult:
-    stream: np.ndarray               # per frame, -1 when not a UDP datagram
-    conversations: pd.DataFrame
-    flows: pd.DataFrame              # lab-header flows
+    stream: np.ndarray               # per frame: udp.stream, -1 when not a UDP datagram
+    conversations: pd.DataFrame      # one row per conversation, a_to_b / b_to_a columns
+    flows: pd.DataFrame              # one row per lab-header flow (conversation, direction)
 
 
-@njit(cache=True)
-def _direction_stats(order, group, ts, send, rate, n_groups):
-    """Inter-arrival statistics and RFC 3550 jitter per group (datagrams in arrival order).
-
-    send: sender timestamps in the group's own unit (ns, or RTP ticks); rate: ticks per
-    second of that unit (0: no sender time). Jitter is returned in ns.
-    """
-    cnt = np.zeros(n_groups, np.int64)
-    first = np.zeros(n_groups, np.int64)
-    last = np.zeros(n_groups, np.int64)
-    gap_sum = np.zeros(n_groups)
-    gap_sq = np.zeros(n_groups)
-    gap_min = np.full(n_groups, np.inf)
-    gap_max = np.zeros(n_groups)
-    jitter = np.zeros(n_groups)
-    prev_s = np.zeros(n_groups, np.int64)
-    for i in range(order.shape[0]):
-        k = order[i]
-        g = group[k]
-        t = ts[k]
-        if cnt[g] > 0:
-            gap = (t - last[g]) / 1e6
-            gap_sum[g] += gap
-            gap_sq[g] += gap * gap
-            gap_min[g] = min(gap_min[g], gap)
-            gap_max[g] = max(gap_max[g], gap)
-            r = rate[g]
-            if r > 0:
-                # D(i-1, i) = (Rj - Ri) - (Sj - Si), both in the sender's clock units
-                ds = send[k] - prev_s[g]
-                if r != 1_000_000_000:          # RTP timestamps wrap at 2**32
-                    ds = ds & 0xFFFFFFFF
-                    if ds >= 1 << 31:
-                        ds -= 1 << 32
-                d = (t - last[g]) * r / 1e9 - ds
-                jitter[g] += (abs(d) - jitter[g]) / 16.0
-        else:
-            first[g] = t
-        cnt[g] += 1
-        last[g] = t
-        prev_s[g] = send[k]
-    for g in range(n_groups):
-        if rate[g] > 0:
-            jitter[g] = jitter[g] / rate[g] * 1e9
-        else:
-            jitter[g] = np.nan
-    return cnt, first, last, gap_sum, gap_sq, gap_min, gap_max, jitter
-
-
-@njit(cache=True)
-def _sequence_stats(order, group, seq, dup, n_groups):
-    """RFC 4737 reordering per group, datagrams in arrival order; duplicates (dup) are
-    left out, as section 3.3 of the RFC asks."""
-    received = np.zeros(n_groups, np.int64)
-    lo = np.full(n_groups, np.iinfo(np.int64).max, np.int64)
-    hi = np.full(n_groups, -1, np.int64)
-    reordered = np.zeros(n_groups, np.int64)
-    max_extent = np.zeros(n_groups, np.int64)
-    for i in range(order.shape[0]):
-        k = order[i]
-        g = group[k]
-        s = seq[k]
-        received[g] += 1
-        if dup[k]:
-            continue
-        if hi[g] >= 0 and s < hi[g] + 1:       # below NextExp: reordered (or duplicate)
-            reordered[g] += 1
-            max_extent[g] = max(max_extent[g], hi[g] - s)
-        hi[g] = max(hi[g], s)
-        lo[g] = min(lo[g], s)
-    return received, lo, hi, reordered, max_extent
-
-
-def udp_rows(cols: dict[str, np.ndarray]) -> np.ndarray:
+def udp_datagram_rows(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows that carry a whole UDP datagram's header (fragments excepted)."""
     return np.flatnonzero((cols["l4"] == L4_UDP) & (cols["ip_frag"] == FRAG_NONE))
 
 
+udp_rows = udp_datagram_rows     # older name
+
+
 def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
+    """UDP conversations of a capture's columns (toolkit.pcap.columns). Pure: no I/O."""
     n = len(cols["ts_ns"])
-    rows = udp_rows(cols)
+    rows = udp_datagram_rows(cols)
     stream_of = np.full(n, -1, np.int64)
     pair, n_conv = pair_ids(cols, rows)
+    pair = np.asarray(pair, np.int64)
     stream_of[rows] = pair
-    if n_conv == 0:
-        return UdpResult(stream_of, _empty_conversations(), _empty_flows())
     m = len(rows)
+    n_groups = 2 * n_conv
+
+    # the conversation's first datagram gives A; direction 1 is B -> A
     first_k = np.full(n_conv, m, np.int64)
     np.minimum.at(first_k, pair, np.arange(m))
     fr = rows[first_k]
-    # direction: 0 when this datagram goes the way the conversation's first one went
-    same_src = ((cols["src_hi"][rows] == cols["src_hi"][fr[pair]])
-                & (cols["src_lo"][rows] == cols["src_lo"][fr[pair]])
-                & (cols["sport"][rows] == cols["sport"][fr[pair]]))
-    direction = np.where(same_src, 0, 1)
+    frp = fr[pair]
+    same_src = ((cols["src_hi"][rows] == cols["src_hi"][frp])
+                & (cols["src_lo"][rows] == cols["src_lo"][frp])
+                & (cols["sport"][rows] == cols["sport"][frp]))
+    direction = np.where(same_src, 0, 1).astype(np.int64)
     group = pair * 2 + direction
-    ts = cols["ts_ns"][rows]
+    ts = cols["ts_ns"][rows].astype(np.int64)
+    order, offsets = group_offsets(group, n_groups)
+    counts = np.diff(offsets)
 
     # sender clocks: the lab header first, RTP second
-    heads = _heads_by_row(cols, rows)
-    lab = wire.decode_heads(heads["head"], heads["len"])
-    send = np.where(lab["valid"], lab["send_ns"], 0).astype(np.int64)
-    rate = np.zeros(2 * n_conv, np.int64)
-    source = np.full(2 * n_conv, "none", object)
-    lab_groups = np.unique(group[lab["valid"]])
-    lab_share = np.bincount(group, weights=lab["valid"], minlength=2 * n_conv)
-    counts = np.bincount(group, minlength=2 * n_conv)
-    lab_dir = (counts > 0) & (lab_share == counts)
-    rate[lab_dir] = 1_000_000_000
-    source[lab_dir] = "lab"
-    rtp_send, rtp_rate = _rtp_clock(heads, group, 2 * n_conv)
-    use_rtp = (~lab_dir) & (rtp_rate > 0)
-    rate[use_rtp] = rtp_rate[use_rtp]
-    source[use_rtp] = "rtp"
-    send = np.where(use_rtp[group], rtp_send, send)
+    head, head_len = _heads_by_row(cols, rows)
+    lab = wire.decode_heads(head, head_len)
+    lab_dir = (counts > 0) & (np.bincount(group[lab["valid"]], minlength=n_groups) == counts)
+    rtp_ts, rtp_rate = _rtp_clock(head, head_len, group, order, offsets)
+    rtp_dir = ~lab_dir & (rtp_rate > 0)
+    rate = np.where(lab_dir, NS, np.where(rtp_dir, rtp_rate, 0)).astype(np.int64)
+    source = np.where(lab_dir, "lab", np.where(rtp_dir, "rtp", "none")).astype(object)
+    send = np.where(lab_dir[group], lab["send_ns"], rtp_ts).astype(np.int64)
 
-    order = np.arange(m)
-    cnt, first, last, gsum, gsq, gmin, gmax, jit = _direction_stats(
-        order, group, ts, send, rate, 2 * n_conv)
-    wirelen = cols["wirelen"][rows].astype(np.float64)
-    payload = cols["paylen"][rows].astype(np.float64)
-    frame_bytes = np.bincount(group, weights=wirelen, minlength=2 * n_conv)
-    pay_bytes = np.bincount(group, weights=payload, minlength=2 * n_conv)
-    conv_first = np.minimum(np.where(cnt[0::2] > 0, first[0::2], np.iinfo(np.int64).max),
-                            np.where(cnt[1::2] > 0, first[1::2], np.iinfo(np.int64).max))
-    conv_last = np.maximum(np.where(cnt[0::2] > 0, last[0::2], 0),
-                           np.where(cnt[1::2] > 0, last[1::2], 0))
-    t0 = int(cols["ts_ns"][0])
-    dur = (conv_last - conv_first) / 1e9
-    gaps = np.maximum(cnt - 1, 0)
+    iat = _gap_stats(ts, group, order, offsets)
+    jit = _rfc3550_jitter(offsets, ts[order], send[order], rate, rtp_dir)
+    frame_bytes = np.bincount(group, weights=cols["wirelen"][rows], minlength=n_groups)
+    payload = np.bincount(group, weights=cols["paylen"][rows], minlength=n_groups)
+
+    big = np.iinfo(np.int64).max
+    first_ts = np.full(n_conv, big, np.int64)
+    last_ts = np.full(n_conv, -big, np.int64)
+    np.minimum.at(first_ts, pair, ts)
+    np.maximum.at(last_ts, pair, ts)
+    dir_first = np.full(n_groups, big, np.int64)
+    dir_last = np.full(n_groups, -big, np.int64)
+    np.minimum.at(dir_first, group, ts)
+    np.maximum.at(dir_last, group, ts)
+    t0 = int(cols["ts_ns"][0]) if n else 0
+    duration = (last_ts - first_ts) / 1e9
+    dir_span = np.where(counts > 0, (dir_last - dir_first) / 1e9, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(gaps > 0, gsum / gaps, np.nan)
-        std = np.where(gaps > 0, np.sqrt(np.maximum(gsq / gaps - mean ** 2, 0)), np.nan)
-        span = (last - first) / 1e9
-        bps = np.where(span > 0, pay_bytes * 8 / span, np.nan)
-    gmin = np.where(gaps > 0, gmin, np.nan)
-    gmax = np.where(gaps > 0, gmax, np.nan)
-
-    def d(a, i):
-        return a[i::2]
+        # Wireshark's Bits/s A->B: frame bytes over the whole conversation's duration
+        bits_per_s = np.where(np.repeat(duration, 2) > 0,
+                              frame_bytes * 8 / np.repeat(duration, 2), np.nan)
+        # the payload rate over the direction's own span, first to last datagram
+        payload_bps = np.where(dir_span > 0, payload * 8 / dir_span, np.nan)
 
     conv = pd.DataFrame({
-        "stream": np.arange(n_conv),
+        "stream": np.arange(n_conv, dtype=np.int64),
         "a_addr": addresses_text(cols["src_hi"][fr], cols["src_lo"][fr]),
         "a_port": cols["sport"][fr].astype(np.int64),
         "b_addr": addresses_text(cols["dst_hi"][fr], cols["dst_lo"][fr]),
         "b_port": cols["dport"][fr].astype(np.int64),
-        "start": (conv_first - t0) / 1e9, "duration": dur,
+        "datagrams": counts[0::2] + counts[1::2],
+        "bytes": (frame_bytes[0::2] + frame_bytes[1::2]).astype(np.int64),
+        "start": (first_ts - t0) / 1e9,
+        "duration": duration,
     })
-    for i, tag in ((0, "a_to_b"), (1, "b_to_a")):
-        conv[f"datagrams_{tag}"] = d(cnt, i)
-        conv[f"bytes_{tag}"] = d(frame_bytes, i).astype(np.int64)
-        conv[f"payload_{tag}"] = d(pay_bytes, i).astype(np.int64)
-        conv[f"rate_bps_{tag}"] = d(bps, i)
-        conv[f"iat_mean_ms_{tag}"] = d(mean, i)
-        conv[f"iat_std_ms_{tag}"] = d(std, i)
-        conv[f"iat_min_ms_{tag}"] = d(gmin, i)
-        conv[f"iat_max_ms_{tag}"] = d(gmax, i)
-        conv[f"jitter_ms_{tag}"] = d(jit, i) / 1e6
-        conv[f"jitter_source_{tag}"] = d(source, i)
-    flows = _lab_flows(cols, rows, pair, direction, lab, ts) if len(lab_groups) else _empty_flows()
+    per_dir = {
+        "datagrams": counts, "bytes": frame_bytes.astype(np.int64),
+        "payload_bytes": payload.astype(np.int64), "bits_per_s": bits_per_s,
+        "payload_bits_per_s": payload_bps,
+        **{f"iat_{k}_ms": v for k, v in iat.items()},
+        "jitter_ms": jit["final"], "jitter_max_ms": jit["max"], "jitter_mean_ms": jit["mean"],
+        "jitter_source": source,
+    }
+    for d, tag in enumerate(DIRECTIONS):
+        for name, values in per_dir.items():
+            conv[f"{name}_{tag}"] = values[d::2]
+    flows = _lab_flows(conv, group, lab, ts, n_groups)
     return UdpResult(stream_of, conv, flows)
 
 
-def _heads_by_row(cols, rows):
-    """The captured payload heads of `rows` (zeros where none)."""
-    head_rows = cols.get("udp_rows", np.zeros(0, np.int64))
-    heads = cols.get("udp_head", np.zeros((0, 32), np.uint8))
-    lens = cols.get("udp_head_len", np.zeros(0, np.uint8))
-    pos = np.searchsorted(head_rows, rows)
-    pos = np.minimum(pos, max(len(head_rows) - 1, 0))
-    ok = (len(head_rows) > 0) & (head_rows[pos] == rows) if len(head_rows) else np.zeros(
-        len(rows), bool)
-    width = heads.shape[1] if heads.ndim == 2 else 32
+def _heads_by_row(cols, rows) -> tuple[np.ndarray, np.ndarray]:
+    """The captured payload heads of `rows` (zero length where the reader kept none)."""
+    head_rows = np.asarray(cols.get("udp_rows", np.zeros(0, np.int64)), np.int64)
+    heads = np.asarray(cols.get("udp_head", np.zeros((0, UDP_HEAD), np.uint8)), np.uint8)
+    lens = np.asarray(cols.get("udp_head_len", np.zeros(0, np.uint8)))
+    width = heads.shape[1] if heads.ndim == 2 else UDP_HEAD
     head = np.zeros((len(rows), width), np.uint8)
     hl = np.zeros(len(rows), np.int64)
-    if len(head_rows):
+    if len(head_rows) and len(rows):
+        pos = np.minimum(np.searchsorted(head_rows, rows), len(head_rows) - 1)
+        ok = head_rows[pos] == rows
         head[ok] = heads[pos[ok]]
         hl[ok] = lens[pos[ok]]
-    return {"head": head, "len": hl}
+    return head, hl
 
 
-def _rtp_clock(heads, group, n_groups):
-    """RTP timestamps and clock rates for directions that are one RTP stream."""
-    h = heads["head"]
-    k = len(h)
-    send = np.zeros(k, np.int64)
+def _be(head: np.ndarray, lo: int, n: int) -> np.ndarray:
+    v = np.zeros(len(head), np.int64)
+    for j in range(lo, lo + n):
+        v = (v << 8) | head[:, j].astype(np.int64)
+    return v
+
+
+def _rtp_clock(head, head_len, group, order, offsets):
+    """RTP timestamps per datagram, and the clock rate of directions that are one RTP
+    stream (0 for the others). See the module docstring for the rule."""
+    n_groups = len(offsets) - 1
+    k = len(head)
     rate = np.zeros(n_groups, np.int64)
-    if k == 0:
-        return send, rate
-    v2 = (heads["len"] >= 12) & ((h[:, 0] >> 6) == 2)
-    pt = (h[:, 1] & 0x7F).astype(np.int64)
-    ts = (h[:, 4].astype(np.int64) << 24 | h[:, 5].astype(np.int64) << 16
-          | h[:, 6].astype(np.int64) << 8 | h[:, 7].astype(np.int64))
-    ssrc = (h[:, 8].astype(np.int64) << 24 | h[:, 9].astype(np.int64) << 16
-            | h[:, 10].astype(np.int64) << 8 | h[:, 11].astype(np.int64))
-    send[:] = ts
-    for g in np.unique(group[v2]):
-        sel = group == g
-        if not v2[sel].all() or sel.sum() < 2:
+    if k == 0 or head.shape[1] < 12:
+        return np.zeros(k, np.int64), rate
+    v2 = (head_len >= 12) & ((head[:, 0] >> 6) == 2)
+    pt = (head[:, 1] & 0x7F).astype(np.int64)
+    rtp_seq = _be(head, 2, 2)
+    rtp_ts = _be(head, 4, 4)
+    ssrc = _be(head, 8, 4)
+    counts = np.diff(offsets)
+    ok = (counts >= RTP_MIN_DATAGRAMS) & (np.bincount(group[v2], minlength=n_groups) == counts)
+    g = group[order]
+    same = g[1:] == g[:-1]                  # consecutive datagrams of one direction
+    first = order[offsets[:-1][counts > 0]]
+    changed = same & ((ssrc[order][1:] != ssrc[order][:-1]) | (pt[order][1:] != pt[order][:-1]))
+    ok &= np.bincount(g[1:][changed], minlength=n_groups) == 0
+    step = (rtp_seq[order][1:] - rtp_seq[order][:-1]) & 0xFFFF
+    forward = same & (step >= 1) & (step <= RTP_MAX_STEP)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.bincount(g[1:][forward], minlength=n_groups) / np.maximum(counts - 1, 1)
+    ok &= share >= RTP_MIN_STEP_SHARE
+    clock = np.zeros(n_groups, np.int64)
+    clock[counts > 0] = _CLOCK_BY_PT[pt[first]]
+    rate[ok] = clock[ok]
+    return rtp_ts, rate
+
+
+def _gap_stats(ts, group, order, offsets) -> dict[str, np.ndarray]:
+    """Inter-arrival times per group, in ms: mean, std (population), min, p50, p99, max."""
+    n_groups = len(offsets) - 1
+    g = group[order]
+    t = ts[order]
+    same = g[1:] == g[:-1]
+    gap = ((t[1:] - t[:-1]) / 1e6)[same]
+    gg = g[1:][same]
+    n = np.bincount(gg, minlength=n_groups)
+    has = n > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(has, np.bincount(gg, weights=gap, minlength=n_groups) / n, np.nan)
+        var = np.bincount(gg, weights=(gap - mean[gg]) ** 2, minlength=n_groups) / n
+    lo = np.full(n_groups, np.inf)
+    hi = np.full(n_groups, -np.inf)
+    np.minimum.at(lo, gg, gap)
+    np.maximum.at(hi, gg, gap)
+    p50, p99 = _group_quantiles(gap, gg, n_groups, (0.5, 0.99))
+    return {"mean": mean, "std": np.where(has, np.sqrt(var), np.nan),
+            "min": np.where(has, lo, np.nan), "p50": p50, "p99": p99,
+            "max": np.where(has, hi, np.nan)}
+
+
+def _group_quantiles(values, group, n_groups, qs) -> list[np.ndarray]:
+    """Quantiles of values per group, interpolated linearly as numpy.quantile does."""
+    order = np.lexsort((values, group))
+    v = values[order]
+    counts = np.bincount(group, minlength=n_groups)
+    starts = np.cumsum(counts) - counts
+    has = counts > 0
+    c, s = counts[has], starts[has]
+    out = []
+    for q in qs:
+        pos = q * (c - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, c - 1)
+        r = np.full(n_groups, np.nan)
+        a, b = v[s + lo], v[s + hi]
+        r[has] = a + (b - a) * (pos - lo)
+        out.append(r)
+    return out
+
+
+@njit(cache=True)
+def _jitter_loop(offsets, arrival_ns, send, rate, wrap32):
+    """RFC 3550 interarrival jitter per group, over datagrams sorted by group (arrival order
+    within). send: the sender's timestamps in ticks of `rate` per second (0: no clock).
+    Returns the final estimate, its maximum and its mean over the datagrams after the
+    first, in ms."""
+    n_groups = offsets.shape[0] - 1
+    final = np.full(n_groups, np.nan)
+    jmax = np.full(n_groups, np.nan)
+    jmean = np.full(n_groups, np.nan)
+    for g in range(n_groups):
+        a, b = offsets[g], offsets[g + 1]
+        r = rate[g]
+        if r <= 0 or b - a < 2:
             continue
-        pts, ssrcs = np.unique(pt[sel]), np.unique(ssrc[sel])
-        if len(pts) == 1 and len(ssrcs) == 1 and int(pts[0]) in RTP_CLOCK:
-            rate[g] = RTP_CLOCK[int(pts[0])]
-    return send, rate
+        j = 0.0
+        top = 0.0
+        total = 0.0
+        for i in range(a + 1, b):
+            ds = send[i] - send[i - 1]
+            if wrap32[g]:
+                # RTP timestamps are 32 bits and wrap (RFC 3550 section 5.1)
+                ds = ds & 0xFFFFFFFF
+                if ds >= 0x80000000:
+                    ds -= 0x100000000
+            # D(i-1, i) = (R_i - R_i-1) - (S_i - S_i-1), in sender clock units (6.4.1)
+            d = (arrival_ns[i] - arrival_ns[i - 1]) * (r / 1e9) - ds
+            j += (abs(d) - j) / 16.0
+            top = max(top, j)
+            total += j
+        scale = 1e3 / r
+        final[g] = j * scale
+        jmax[g] = top * scale
+        jmean[g] = total / (b - a - 1) * scale
+    return final, jmax, jmean
 
 
-def _lab_flows(cols, rows, pair, direction, lab, ts) -> pd.DataFrame:
-    valid = lab["valid"]
-    k = np.flatnonzero(valid)
-    keys = np.stack([pair[k], direction[k], lab["flow"][k]], axis=1)
-    uniq, gid = np.unique(keys, axis=0, return_inverse=True)
-    gid = gid.reshape(-1)
-    g = len(uniq)
-    pairs = np.stack([gid, lab["seq"][k]], axis=1)
-    unique_seq, first_idx = np.unique(pairs, axis=0, return_index=True)
-    dup = np.ones(len(k), bool)
-    dup[first_idx] = False            # the first arrival of a sequence number is the original
-    received, lo, hi, reordered, extent = _sequence_stats(
-        np.arange(len(k)), gid, lab["seq"][k], dup, g)
-    distinct = np.bincount(unique_seq[:, 0], minlength=g)
-    expected = hi - lo + 1
-    owd = (ts[k] - lab["send_ns"][k]) / 1e6
-    owd_mean = np.bincount(gid, weights=owd, minlength=g) / np.maximum(received, 1)
-    owd_min = np.full(g, np.inf)
-    np.minimum.at(owd_min, gid, owd)
-    owd_max = np.full(g, -np.inf)
-    np.maximum.at(owd_max, gid, owd)
+def _rfc3550_jitter(offsets, arrival_ns, send, rate, wrap32) -> dict[str, np.ndarray]:
+    final, jmax, jmean = _jitter_loop(offsets, arrival_ns, send, rate,
+                                      np.asarray(wrap32, np.bool_))
+    return {"final": final, "max": jmax, "mean": jmean}
+
+
+FLOW_COLUMNS = ["stream", "direction", "src_addr", "src_port", "dst_addr", "dst_port", "flow",
+                "received", "distinct", "first_seq", "last_seq", "expected", "lost",
+                "loss_ratio", "duplicates", "reordered", "reordered_ratio",
+                "reorder_extent_max", "reorder_extent_mean", "reorder_distance_max",
+                "jitter_ms", "jitter_max_ms", "owd_mean_ms", "owd_std_ms", "owd_min_ms",
+                "owd_p50_ms", "owd_p99_ms", "owd_max_ms"]
+
+
+def _lab_flows(conv: pd.DataFrame, group, lab, ts, n_groups) -> pd.DataFrame:
+    """One row per (conversation, direction, lab flow id): loss, duplicates, RFC 4737
+    reordering, RFC 3550 jitter over send_ns, one-way delay (shared clock assumed)."""
+    k = np.flatnonzero(lab["valid"])
+    if len(k) == 0:
+        return pd.DataFrame({c: [] for c in FLOW_COLUMNS})
+    key = group[k] << 32 | (lab["flow"][k] & 0xFFFFFFFF)
+    uniq, fid = np.unique(key, return_inverse=True)
+    fid = fid.reshape(-1).astype(np.int64)
+    nf = len(uniq)
+    seq = lab["seq"][k]
+    sm = sequence_metrics(fid, seq, nf)
+    order, offsets = group_offsets(fid, nf)
+    send = lab["send_ns"][k]
+    jit = _rfc3550_jitter(offsets, ts[k][order], send[order], np.full(nf, NS, np.int64),
+                          np.zeros(nf, bool))
+    owd = (ts[k] - send) / 1e6
+    received = sm["received"]
+    mean = np.bincount(fid, weights=owd, minlength=nf) / received
+    std = np.sqrt(np.bincount(fid, weights=(owd - mean[fid]) ** 2, minlength=nf) / received)
+    lo = np.full(nf, np.inf)
+    hi = np.full(nf, -np.inf)
+    np.minimum.at(lo, fid, owd)
+    np.maximum.at(hi, fid, owd)
+    p50, p99 = _group_quantiles(owd, fid, nf, (0.5, 0.99))
+    stream = uniq >> 33
+    d = (uniq >> 32) & 1
+    a_addr = conv["a_addr"].to_numpy()[stream]
+    b_addr = conv["b_addr"].to_numpy()[stream]
+    a_port = conv["a_port"].to_numpy()[stream]
+    b_port = conv["b_port"].to_numpy()[stream]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss_ratio = sm["lost"] / sm["expected"]
+        reordered_ratio = sm["reordered"] / sm["distinct"]
     return pd.DataFrame({
-        "stream": uniq[:, 0], "direction": np.where(uniq[:, 1] == 0, "a_to_b", "b_to_a"),
-        "flow": uniq[:, 2], "received": received, "distinct": distinct,
-        "first_seq": lo, "last_seq": hi, "lost": expected - distinct,
-        "loss_ratio": (expected - distinct) / expected, "duplicates": received - distinct,
-        "reordered": reordered, "reordered_ratio": reordered / received,
-        "reorder_extent_max": extent,
-        "owd_ms_mean": owd_mean, "owd_ms_min": owd_min, "owd_ms_max": owd_max,
-    })
-
-
-def _empty_conversations() -> pd.DataFrame:
-    return pd.DataFrame({c: [] for c in ("stream", "a_addr", "a_port", "b_addr", "b_port",
-                                         "start", "duration")})
-
-
-def _empty_flows() -> pd.DataFrame:
-    return pd.DataFrame({c: [] for c in ("stream", "direction", "flow", "received", "lost",
-                                         "duplicates", "reordered")})
+        "stream": stream, "direction": np.array(DIRECTIONS, object)[d],
+        "src_addr": np.where(d == 0, a_addr, b_addr), "src_port": np.where(d == 0, a_port, b_port),
+        "dst_addr": np.where(d == 0, b_addr, a_addr), "dst_port": np.where(d == 0, b_port, a_port),
+        "flow": uniq & 0xFFFFFFFF,
+        **{c: sm[c] for c in ("received", "distinct", "first_seq", "last_seq", "expected",
+                              "lost")},
+        "loss_ratio": loss_ratio, "duplicates": sm["duplicates"], "reordered": sm["reordered"],
+        "reordered_ratio": reordered_ratio,
+        **{c: sm[c] for c in ("reorder_extent_max", "reorder_extent_mean",
+                              "reorder_distance_max")},
+        "jitter_ms": jit["final"], "jitter_max_ms": jit["max"],
+        "owd_mean_ms": mean, "owd_std_ms": std, "owd_min_ms": lo, "owd_p50_ms": p50,
+        "owd_p99_ms": p99, "owd_max_ms": hi,
+    }, columns=FLOW_COLUMNS)
