@@ -26,25 +26,54 @@ import numpy as np
 from numba import njit
 
 
-def group_offsets(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stable order that puts each group's members together (in their original order),
-    and the offsets of the groups in it: group g is order[offsets[g]:offsets[g + 1]]."""
-    order = np.argsort(group, kind="stable")
-    counts = np.bincount(group, minlength=n_groups)
+@njit(cache=True)
+def _counting_sort(group, n_groups):
+    counts = np.zeros(n_groups, np.int64)
+    for i in range(group.shape[0]):
+        counts[group[i]] += 1
     offsets = np.zeros(n_groups + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    for g in range(n_groups):
+        offsets[g + 1] = offsets[g] + counts[g]
+    fill = offsets[:-1].copy()
+    order = np.empty(group.shape[0], np.int64)
+    for i in range(group.shape[0]):
+        g = group[i]
+        order[fill[g]] = i
+        fill[g] += 1
     return order, offsets
 
 
-def duplicates(group: np.ndarray, seq: np.ndarray) -> np.ndarray:
+def group_offsets(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order that puts each group's members together (in their original order),
+    and the offsets of the groups in it: group g is order[offsets[g]:offsets[g + 1]].
+    A counting sort: linear in the number of members."""
+    return _counting_sort(np.asarray(group, np.int64), int(n_groups))
+
+
+@njit(cache=True)
+def _duplicates_sorted(offsets, seq):
+    """Over members sorted by group: True for each repeat of a seq within its group."""
+    dup = np.zeros(seq.shape[0], np.bool_)
+    for g in range(offsets.shape[0] - 1):
+        a, b = offsets[g], offsets[g + 1]
+        if b - a < 2:
+            continue
+        idx = np.argsort(seq[a:b], kind="mergesort")      # stable: first arrival first
+        for k in range(1, b - a):
+            if seq[a + idx[k]] == seq[a + idx[k - 1]]:
+                dup[a + idx[k]] = True
+    return dup
+
+
+def duplicates(group: np.ndarray, seq: np.ndarray, n_groups: int | None = None) -> np.ndarray:
     """True for every arrival of a (group, seq) after its first."""
-    m = len(seq)
-    dup = np.zeros(m, bool)
-    if m < 2:
-        return dup
-    order = np.lexsort((np.arange(m), seq, group))
-    g, s = group[order], seq[order]
-    dup[order[1:]] = (g[1:] == g[:-1]) & (s[1:] == s[:-1])
+    group = np.asarray(group, np.int64)
+    seq = np.asarray(seq, np.int64)
+    if n_groups is None:
+        n_groups = int(group.max()) + 1 if len(group) else 0
+    order, offsets = group_offsets(group, n_groups)
+    dup = np.zeros(len(seq), bool)
+    dup[order] = _duplicates_sorted(offsets, seq[order])
     return dup
 
 
@@ -96,8 +125,11 @@ def sequence_metrics(group: np.ndarray, seq: np.ndarray, n_groups: int) -> dict[
     group = np.asarray(group, np.int64)
     seq = np.asarray(seq, np.int64)
     order, offsets = group_offsets(group, n_groups)
-    dup = duplicates(group, seq)
-    r_s, e_s, n_re, e_max, e_sum, d_max = _reordering(offsets, seq[order], dup[order])
+    seq_s = seq[order]
+    dup_s = _duplicates_sorted(offsets, seq_s)
+    dup = np.zeros(len(seq), bool)
+    dup[order] = dup_s
+    r_s, e_s, n_re, e_max, e_sum, d_max = _reordering(offsets, seq_s, dup_s)
     reordered = np.zeros(len(seq), bool)
     extent = np.zeros(len(seq), np.int64)
     reordered[order] = r_s

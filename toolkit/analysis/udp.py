@@ -177,6 +177,8 @@ def _heads_by_row(cols, rows) -> tuple[np.ndarray, np.ndarray]:
     head_rows = np.asarray(cols.get("udp_rows", np.zeros(0, np.int64)), np.int64)
     heads = np.asarray(cols.get("udp_head", np.zeros((0, UDP_HEAD), np.uint8)), np.uint8)
     lens = np.asarray(cols.get("udp_head_len", np.zeros(0, np.uint8)))
+    if heads.ndim == 2 and len(head_rows) == len(rows) and np.array_equal(head_rows, rows):
+        return heads, lens.astype(np.int64)            # every datagram has its head
     width = heads.shape[1] if heads.ndim == 2 else UDP_HEAD
     head = np.zeros((len(rows), width), np.uint8)
     hl = np.zeros(len(rows), np.int64)
@@ -204,12 +206,14 @@ def _rtp_clock(head, head_len, group, order, offsets):
     if k == 0 or head.shape[1] < 12:
         return np.zeros(k, np.int64), rate
     v2 = (head_len >= 12) & ((head[:, 0] >> 6) == 2)
+    counts = np.diff(offsets)
+    ok = (counts >= RTP_MIN_DATAGRAMS) & (np.bincount(group[v2], minlength=n_groups) == counts)
+    if not ok.any():
+        return np.zeros(k, np.int64), rate
     pt = (head[:, 1] & 0x7F).astype(np.int64)
     rtp_seq = _be(head, 2, 2)
     rtp_ts = _be(head, 4, 4)
     ssrc = _be(head, 8, 4)
-    counts = np.diff(offsets)
-    ok = (counts >= RTP_MIN_DATAGRAMS) & (np.bincount(group[v2], minlength=n_groups) == counts)
     g = group[order]
     same = g[1:] == g[:-1]                  # consecutive datagrams of one direction
     first = order[offsets[:-1][counts > 0]]
@@ -249,24 +253,31 @@ def _gap_stats(ts, group, order, offsets) -> dict[str, np.ndarray]:
             "max": np.where(has, hi, np.nan)}
 
 
-def _group_quantiles(values, group, n_groups, qs) -> list[np.ndarray]:
-    """Quantiles of values per group, interpolated linearly as numpy.quantile does."""
-    order = np.lexsort((values, group))
-    v = values[order]
-    counts = np.bincount(group, minlength=n_groups)
-    starts = np.cumsum(counts) - counts
-    has = counts > 0
-    c, s = counts[has], starts[has]
-    out = []
-    for q in qs:
-        pos = q * (c - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, c - 1)
-        r = np.full(n_groups, np.nan)
-        a, b = v[s + lo], v[s + hi]
-        r[has] = a + (b - a) * (pos - lo)
-        out.append(r)
+@njit(cache=True)
+def _segment_quantiles(offsets, values, qs):
+    """Per segment of `values` (segments at offsets): quantiles, interpolated linearly
+    between order statistics as numpy.quantile does; NaN for an empty segment."""
+    n_groups = offsets.shape[0] - 1
+    out = np.full((qs.shape[0], n_groups), np.nan)
+    for g in range(n_groups):
+        a, b = offsets[g], offsets[g + 1]
+        if b == a:
+            continue
+        v = np.sort(values[a:b])
+        for qi in range(qs.shape[0]):
+            pos = qs[qi] * (b - a - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, b - a - 1)
+            out[qi, g] = v[lo] + (v[hi] - v[lo]) * (pos - lo)
     return out
+
+
+def _group_quantiles(values, group, n_groups, qs) -> list[np.ndarray]:
+    """Quantiles of values per group."""
+    order, offsets = group_offsets(group, n_groups)
+    out = _segment_quantiles(offsets, np.asarray(values, np.float64)[order],
+                             np.asarray(qs, np.float64))
+    return list(out)
 
 
 @njit(cache=True)
