@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
 """labkit analyze against tshark -2 on the same ~1M-packet TCP capture, in the same run.
 
-Records (as root) a bulk TCP transfer between two network namespaces joined by a veth pair,
-offloads off so segments are MSS-sized, with 1% of data segments dropped at random by an
-nftables rule (so there are retransmissions, dup ACKs, SACK), captured by dumpcap with a
-96-byte snaplen; or takes --pcap FILE. Then times `labkit analyze --format json` (once
-cold, once warm: numba's compiled kernels are cached on disk after the first run) and
-`tshark -2 -T fields` with the tcp.analysis fields, and prints packets/s, the ratio and the
-peak memory of each. The last line is machine-readable.
+Records (as root) a bulk TCP transfer between two network namespaces joined by a veth
+pair, offloads off so segments are MSS-sized, with 1% of the data segments arriving at b
+dropped at random by an nftables rule (so there are retransmissions, dup ACKs and SACK
+blocks), captured by dumpcap at b's veth with a 96-byte snaplen; or takes --pcap FILE.
+Then times `labkit analyze FILE --format json` (once cold, once warm: numba's compiled
+kernels are cached on disk by the first run) and `tshark -2 -T fields` with the
+tcp.analysis fields, and prints packets/s, the ratio and the peak memory of each. The
+last line is machine-readable:
 
-Everything it creates is named lkbench-<pid>-* and removed on every exit path.
+    packets=N labkit_pps=N tshark_pps=N ratio=R labkit_peak_bytes_per_packet=B
+
+Everything it creates is named lkbench-<pid>-* (veths lkb<pid>a/b, nftables table
+inet lkbench_<pid> inside b's namespace) and removed on every exit path, SIGTERM included.
+The load is bounded three ways: dumpcap stops after --packets packets, the sender after
+enough bytes for them, and both after --seconds.
+
+Examples:
+    sudo .venv/bin/python benchmarks/analyze_speed.py                 # ~1M packets
+    sudo .venv/bin/python benchmarks/analyze_speed.py --packets 100000
+    .venv/bin/python benchmarks/analyze_speed.py --pcap big.pcapng    # no root needed
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -25,11 +35,20 @@ import tempfile
 import time
 from pathlib import Path
 
-PREFIX = f"lkbench-{os.getpid()}"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from toolkit import capture  # noqa: E402  (the repository, also when not installed)
+
+PID = os.getpid()
+PREFIX = f"lkbench-{PID}"
 NS_A, NS_B = f"{PREFIX}-a", f"{PREFIX}-b"
-VETH_A, VETH_B = f"lkb{os.getpid() % 100000}a", f"lkb{os.getpid() % 100000}b"
+VETH_A, VETH_B = f"lkb{PID % 10_000_000}a", f"lkb{PID % 10_000_000}b"   # IFNAMSIZ 15
+NFT_TABLE = f"lkbench_{PID}"
 ADDR_A, ADDR_B = "10.231.0.1", "10.231.0.2"
 PORT = 5201
+MSS = 1448                      # 1500 - 20 (IP) - 20 (TCP) - 12 (timestamps)
+SNAPLEN = 96                    # headers only: Ethernet + IP + TCP with options
 TSHARK_FIELDS = ["frame.number", "tcp.stream", "tcp.analysis.retransmission",
                  "tcp.analysis.fast_retransmission", "tcp.analysis.spurious_retransmission",
                  "tcp.analysis.duplicate_ack", "tcp.analysis.lost_segment",
@@ -38,165 +57,262 @@ TSHARK_FIELDS = ["frame.number", "tcp.stream", "tcp.analysis.retransmission",
                  "tcp.analysis.keep_alive", "tcp.analysis.ack_rtt",
                  "tcp.analysis.bytes_in_flight"]
 
+# The endpoints are tiny programs run with `ip netns exec`; both end by themselves
+# (byte and time limits) and are terminated by the caller's finally in any case.
 SENDER = """
 import socket, sys, time
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-buf = bytes(65536); end = time.monotonic() + float(sys.argv[3])
+host, port, limit, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.create_connection((host, port), timeout=10)
+buf, sent, end = bytes(65536), 0, time.monotonic() + seconds
 try:
-    while time.monotonic() < end:
-        s.sendall(buf)
+    while sent < limit and time.monotonic() < end:
+        sent += s.send(buf)
+    s.shutdown(socket.SHUT_WR)
 except OSError:
     pass
+print(sent, flush=True)
 """
 RECEIVER = """
 import socket, sys
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1); srv.settimeout(float(sys.argv[3]))
 print("ready", flush=True)
-c, _ = srv.accept()
+c, _ = srv.accept(); c.settimeout(30)
 while c.recv(1 << 20):
     pass
 """
 
 
-def sh(*cmd, check=True, **kw):
+def sh(*cmd, check=True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), check=check, capture_output=True, text=True, **kw)
 
 
-def ns(name, *cmd, **kw):
+def in_ns(name: str, *cmd, **kw) -> subprocess.CompletedProcess:
     return sh("ip", "netns", "exec", name, *cmd, **kw)
 
 
+def plan(loss_pct: float) -> list[tuple[list[str], list[str] | None, str | None]]:
+    """The topology as (command, undo, stdin) steps; pure, so it can be read and tested."""
+    rule = (f"table inet {NFT_TABLE} {{\n"
+            f"  chain input {{\n"
+            f"    type filter hook input priority 0; policy accept;\n"
+            # data segments only (longer than bare headers), so the handshake, the ACKs
+            # and the FINs get through and the transfer always completes
+            f"    ip daddr {ADDR_B} tcp dport {PORT} meta length > 100 "
+            f"numgen random mod 10000 < {round(loss_pct * 100)} counter drop\n"
+            f"  }}\n}}\n")
+    steps: list[tuple[list[str], list[str] | None, str | None]] = [
+        (["ip", "netns", "add", NS_A], ["ip", "netns", "del", NS_A], None),
+        (["ip", "netns", "add", NS_B], ["ip", "netns", "del", NS_B], None),
+        # deleting a namespace deletes its end of the pair, and with it the peer
+        (["ip", "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B,
+          "netns", NS_B], None, None),
+    ]
+    for ns, dev, addr in ((NS_A, VETH_A, ADDR_A), (NS_B, VETH_B, ADDR_B)):
+        steps += [
+            (["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev], None, None),
+            (["ip", "-n", ns, "link", "set", "lo", "up"], None, None),
+            (["ip", "-n", ns, "link", "set", dev, "up"], None, None),
+            # real MSS-sized segments on the wire and in the capture, not 64 KB aggregates
+            (["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off",
+              "gro", "off"], None, None),
+        ]
+    if loss_pct > 0:
+        steps.append((["ip", "netns", "exec", NS_B, "nft", "-f", "-"], None, rule))
+    return steps
+
+
 class Lab:
-    """Two namespaces, a veth pair, a lossy nftables rule; torn down on every exit."""
+    """Two namespaces, a veth pair, a lossy nftables rule; torn down on every exit path."""
 
     def __init__(self, loss_pct: float):
-        self.loss = loss_pct
+        self.steps = plan(loss_pct)
         self.undo: list[list[str]] = []
 
-    def __enter__(self):
+    def __enter__(self) -> Lab:
         try:
-            for n in (NS_A, NS_B):
-                sh("ip", "netns", "add", n)
-                self.undo.append(["ip", "netns", "del", n])
-            sh("ip", "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name",
-               VETH_B, "netns", NS_B)
-            for n, dev, addr in ((NS_A, VETH_A, ADDR_A), (NS_B, VETH_B, ADDR_B)):
-                ns(n, "ip", "addr", "add", f"{addr}/24", "dev", dev)
-                ns(n, "ip", "link", "set", dev, "up")
-                ns(n, "ip", "link", "set", "lo", "up")
-                # real MSS-sized segments on the wire, not 64 KB super-segments
-                ns(n, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off",
-                   check=False)
-            rule = (f"table inet {PREFIX.replace('-', '_')} {{\n chain in {{\n"
-                    f"  type filter hook input priority 0;\n"
-                    f"  tcp dport {PORT} meta length > 100 "
-                    f"numgen random mod 1000 < {int(self.loss * 10)} drop\n }}\n}}\n")
-            ns(NS_B, "nft", "-f", "-", input=rule)
+            for cmd, undo, stdin in self.steps:
+                r = sh(*cmd, check=False, input=stdin)
+                if r.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
+                if undo:
+                    self.undo.append(undo)
         except BaseException:
             self.__exit__()
             raise
         return self
 
-    def __exit__(self, *exc):
-        for cmd in reversed(self.undo):
-            sh(*cmd, check=False)
-        self.undo.clear()
+    def offloads(self) -> str:
+        r = in_ns(NS_B, "ethtool", "-k", VETH_B, check=False)
+        keep = ("tcp-segmentation-offload", "generic-segmentation-offload",
+                "generic-receive-offload")
+        return ", ".join(line.strip() for line in r.stdout.splitlines()
+                         if line.split(":")[0].strip() in keep)
 
+    def dropped_by_rule(self) -> int | None:
+        r = in_ns(NS_B, "nft", "list", "table", "inet", NFT_TABLE, check=False)
+        for word in r.stdout.split("counter packets ")[1:]:
+            return int(word.split()[0])
+        return None
 
-def record(path: Path, packets: int, seconds: float, loss: float) -> float:
-    t0 = time.monotonic()
-    with Lab(loss):
-        rx = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", RECEIVER,
-                               ADDR_B, str(PORT)], stdout=subprocess.PIPE, text=True)
-        cap = tx = None
-        try:
-            rx.stdout.readline()
-            cap = subprocess.Popen(["ip", "netns", "exec", NS_B, "dumpcap", "-i", VETH_B, "-s",
-                                    "96", "-B", "256", "-n", "-q", "-c", str(packets), "-w",
-                                    str(path), "-f", f"tcp port {PORT}"],
-                                   stderr=subprocess.PIPE, text=True)
-            for line in cap.stderr:
-                if "Capturing on" in line:
-                    break
-            tx = subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", SENDER,
-                                   ADDR_B, str(PORT), str(seconds)])
-            cap.wait(seconds + 30)
-        finally:
-            for p in (tx, cap, rx):
-                if p is not None and p.poll() is None:
-                    p.send_signal(signal.SIGINT if p is cap else signal.SIGTERM)
+    def __exit__(self, *exc) -> None:
+        while self.undo:
+            cmd = self.undo.pop()
+            if cmd[:3] == ["ip", "netns", "del"]:
+                # a process still inside would keep the namespace (and veth) alive unseen;
+                # everything in it is ours, started by this script
+                for pid in sh("ip", "netns", "pids", cmd[3], check=False).stdout.split():
                     try:
-                        p.wait(10)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-    return time.monotonic() - t0
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+            sh(*cmd, check=False)
+
+
+def stop_process(p: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
+    if p is None or p.poll() is not None:
+        return
+    try:
+        p.send_signal(sig)
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def record(path: Path, packets: int, seconds: float, loss: float) -> dict:
+    """Record a lossy bulk transfer into `path`; returns what happened."""
+    t0 = time.monotonic()
+    # data segments are about 2/3 of the packets (an ACK per two segments, RFC 9293
+    # 3.8.6.3); the sender may send 50% more than that before its byte limit stops it
+    byte_limit = int(packets * MSS)
+    with Lab(loss) as lab:
+        rx = tx = None
+        try:
+            rx = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c",
+                                   RECEIVER, ADDR_B, str(PORT), str(seconds)],
+                                  stdout=subprocess.PIPE, text=True)
+            if rx.stdout.readline().strip() != "ready":
+                raise RuntimeError("the receiver did not start")
+            with capture.start(VETH_B, path, snaplen=SNAPLEN, netns=NS_B,
+                               bpf_filter=f"tcp port {PORT}", buffer_mib=256,
+                               packet_limit=packets) as cap:
+                tx = subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c",
+                                       SENDER, ADDR_B, str(PORT), str(byte_limit),
+                                       str(seconds)], stdout=subprocess.PIPE, text=True)
+                end = time.monotonic() + seconds + 15
+                while cap.running and tx.poll() is None and time.monotonic() < end:
+                    time.sleep(0.1)
+                if cap.running:            # the sender finished first: let the tail arrive
+                    tx.wait(max(1.0, end - time.monotonic()))
+            stop_process(tx)
+            stop_process(rx)
+        finally:
+            stop_process(tx)
+            stop_process(rx)
+        info = {"seconds": time.monotonic() - t0, "offloads": lab.offloads(),
+                "dropped_by_rule": lab.dropped_by_rule(), "counters": cap.counters,
+                "repaired": cap.repaired}
+    return info
 
 
 def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a child process."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    elapsed = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[0]} failed: {err[:500]}")
-    return elapsed, usage.ru_maxrss * 1024
+    """Wall seconds and peak RSS (bytes) of a child process; its stdout is discarded."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=err)
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        p.returncode = os.waitstatus_to_exitcode(status)    # reaped here, not by Popen
+        elapsed = time.perf_counter() - t0
+        if p.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd[:3])} ... failed ({p.returncode}): "
+                             f"{err.read().decode(errors='replace')[-800:]}")
+    return elapsed, usage.ru_maxrss * 1024      # Linux reports ru_maxrss in KiB
 
 
-def count_packets(path: Path) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from toolkit.pcap import read_capture
-    return len(read_capture(path))
+def labkit_command() -> list[str]:
+    exe = Path(sys.executable).with_name("labkit")
+    if exe.exists():
+        return [str(exe)]
+    if shutil.which("labkit"):
+        return [shutil.which("labkit")]
+    return [sys.executable, "-m", "toolkit.cli"]
 
 
-def main() -> int:
+def _raise_on_sigterm(signum, frame):
+    # turn a polite kill into an exception, so every finally (namespaces, captures) runs
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pcap", type=Path, help="use this capture instead of recording one")
-    ap.add_argument("--packets", type=int, default=1_000_000)
-    ap.add_argument("--loss", type=float, default=1.0, help="percent of data segments dropped")
-    ap.add_argument("--seconds", type=float, default=60, help="longest recording time")
+    ap.add_argument("--packets", type=int, default=1_000_000,
+                    help="packets to record (default 1,000,000)")
+    ap.add_argument("--loss", type=float, default=1.0,
+                    help="percent of data segments dropped at b (default 1)")
+    ap.add_argument("--seconds", type=float, default=120,
+                    help="longest recording time (default 120)")
     ap.add_argument("--keep", action="store_true", help="keep the recorded capture")
     ap.add_argument("--out", type=Path, help="directory for the recorded capture")
-    args = ap.parse_args()
-    labkit = shutil.which("labkit") or str(Path(sys.executable).with_name("labkit"))
+    ap.add_argument("--labkit", help="command to time instead of labkit (a stand-in); "
+                    "the capture path is appended")
+    args = ap.parse_args(argv)
     tshark = shutil.which("tshark")
     if not tshark:
-        raise SystemExit("tshark is needed for the comparison (make test installs it as root)")
+        raise SystemExit("tshark is needed for the comparison (`sudo make test` installs it)")
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGHUP, _raise_on_sigterm)
     tmp = None
-    if args.pcap:
-        path = args.pcap
-    else:
-        if os.geteuid() != 0:
-            raise SystemExit("recording needs root (namespaces, nftables, dumpcap); "
-                             "or give --pcap FILE")
-        out = args.out or Path(tmp := tempfile.mkdtemp(prefix="lkbench-"))
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "bench.pcapng"
-        secs = record(path, args.packets, args.seconds, args.loss)
-        print(f"recorded {path} in {secs:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
     try:
-        n = count_packets(path)
-        cold, _ = timed([labkit, "analyze", str(path), "--format", "json"])
-        warm, labkit_rss = timed([labkit, "analyze", str(path), "--format", "json"])
-        ts_time, ts_rss = timed([tshark, "-2", "-n", "-r", str(path), "-T", "fields",
+        if args.pcap:
+            path = args.pcap
+        else:
+            if os.geteuid() != 0:
+                raise SystemExit("recording needs root (namespaces, nftables, capture); "
+                                 "or give --pcap FILE")
+            out = args.out or Path(tmp := tempfile.mkdtemp(prefix="lkbench-"))
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / f"bench-{args.packets}.pcapng"
+            info = record(path, args.packets, args.seconds, args.loss)
+            c = info["counters"]
+            print(f"recorded {path} in {info['seconds']:.1f} s "
+                  f"({path.stat().st_size / 1e6:.0f} MB); capture dropped "
+                  f"{c.dropped}, received {c.received}; nft dropped "
+                  f"{info['dropped_by_rule']} data segments; offloads at b: {info['offloads']}"
+                  + (f"; {info['repaired']}" if info["repaired"] else ""))
+        n = capture.summarize(path).packets
+        if n == 0:
+            raise SystemExit(f"{path}: no packets")
+        lk = (args.labkit.split() + [str(path)] if args.labkit
+              else labkit_command() + ["analyze", str(path), "--format", "json"])
+        cold, cold_rss = timed(lk)
+        warm, labkit_rss = timed(lk)
+        ts_time, ts_rss = timed([tshark, "-2", "-r", str(path), "-T", "fields",
                                  *[x for f in TSHARK_FIELDS for x in ("-e", f)]])
     finally:
         if tmp and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp:
+            print(f"kept {tmp}")
     lk_pps, ts_pps = n / warm, n / ts_time
-    print(f"{'tool':<22}{'seconds':>10}{'packets/s':>14}{'peak MB':>10}{'bytes/packet':>14}")
-    print(f"{'labkit analyze (cold)':<22}{cold:>10.2f}{n / cold:>14,.0f}")
-    print(f"{'labkit analyze':<22}{warm:>10.2f}{lk_pps:>14,.0f}{labkit_rss / 1e6:>10.0f}"
-          f"{labkit_rss / n:>14.0f}")
-    print(f"{'tshark -2':<22}{ts_time:>10.2f}{ts_pps:>14,.0f}{ts_rss / 1e6:>10.0f}"
-          f"{ts_rss / n:>14.0f}")
+    name = "labkit analyze" if not args.labkit else "stand-in"
+    print(f"\n{path}: {n:,} packets")
+    print(f"{'tool':<24}{'seconds':>9}{'packets/s':>13}{'peak MB':>9}{'bytes/packet':>14}")
+    for label, secs, rss in ((f"{name} (cold)", cold, cold_rss), (f"{name} (warm)", warm,
+                             labkit_rss), ("tshark -2", ts_time, ts_rss)):
+        print(f"{label:<24}{secs:>9.2f}{n / secs:>13,.0f}{rss / 1e6:>9.0f}{rss / n:>14.0f}")
     print(f"packets={n} labkit_pps={lk_pps:.0f} tshark_pps={ts_pps:.0f} "
-          f"ratio={lk_pps / ts_pps:.1f} labkit_peak_bytes_per_packet={labkit_rss / n:.0f}")
+          f"ratio={lk_pps / ts_pps:.2f} labkit_peak_bytes_per_packet={labkit_rss / n:.0f}")
     return 0
 
 
 if __name__ == "__main__":
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     sys.exit(main())

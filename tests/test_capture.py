@@ -1,0 +1,333 @@
+"""Capture backends: counters parsed from saved output, files repaired, readiness proven.
+
+The first half needs nothing (tables of saved stderr text and byte literals); the second
+captures on lo and runs only where capturing is possible, skipping with what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit import capture
+from toolkit.capture import files
+from toolkit.capture.backends import BACKENDS, permission_hint
+
+# --- counters, from what the backends printed at exit --------------------------------------
+
+DUMPCAP_4_0 = (
+    "Capturing on 'Loopback: lo'\nFile: /tmp/x.pcapng\n\rPackets: 1 \rPackets captured: 1\n"
+    "Packets received/dropped on interface 'Loopback: lo': 1/0 "
+    "(pcap:0/dumpcap:0/flushed:0/ps_ifdrop:0) (100.0%)\n")
+DUMPCAP_DROPS = (
+    "Capturing on 'lkb123b'\nFile: /tmp/b.pcapng\nPackets captured: 990000\n"
+    "Packets received/dropped on interface 'lkb123b': 1000000/10000 "
+    "(pcap:9000/dumpcap:1000/flushed:0/ps_ifdrop:3) (99.0%)\n")
+DUMPCAP_TWO_IFACES = (
+    "Packets captured: 30\n"
+    "Packets received/dropped on interface 'a': 10/1 (pcap:1/dumpcap:0/flushed:0)\n"
+    "Packets received/dropped on interface 'b': 20/2 (pcap:2/dumpcap:0/flushed:0)\n")
+DUMPCAP_OLD = ("Packets captured: 5\n"
+               "Packets received/dropped on interface 'eth0': 5/0 (0.0%)\n")
+TCPDUMP_4_99 = ("tcpdump: listening on lo, link-type EN10MB (Ethernet), snapshot length "
+                "262144 bytes\n1 packet captured\n2 packets received by filter\n"
+                "0 packets dropped by kernel\n")
+TCPDUMP_IFDROP = ("120 packets captured\n150 packets received by filter\n"
+                  "30 packets dropped by kernel\n4 packets dropped by interface\n")
+
+COUNTER_CASES = [
+    ("dumpcap", DUMPCAP_4_0, dict(captured=1, received=1, dropped=0, dropped_kernel=0,
+                                  dropped_backend=0, dropped_interface=0, flushed=0)),
+    ("dumpcap", DUMPCAP_DROPS, dict(captured=990000, received=1000000, dropped=10000,
+                                    dropped_kernel=9000, dropped_backend=1000,
+                                    dropped_interface=3)),
+    ("dumpcap", DUMPCAP_TWO_IFACES, dict(captured=30, received=30, dropped=3,
+                                         dropped_kernel=3, dropped_interface=None)),
+    ("dumpcap", DUMPCAP_OLD, dict(captured=5, received=5, dropped=0, dropped_kernel=None)),
+    ("dumpcap", "dumpcap: There is no device named \"x\".\n",
+     dict(captured=None, received=None, dropped=None)),
+    ("tcpdump", TCPDUMP_4_99, dict(captured=1, received=2, dropped=0, dropped_kernel=0,
+                                   dropped_interface=None)),
+    ("tcpdump", TCPDUMP_IFDROP, dict(captured=120, received=150, dropped=34,
+                                     dropped_kernel=30, dropped_interface=4)),
+    ("tcpdump", "", dict(captured=None, dropped=None)),
+]
+
+
+@pytest.mark.parametrize("backend,text,expected", COUNTER_CASES)
+def test_counters_from_saved_output(backend, text, expected):
+    c = capture.parse_counters(backend, text)
+    for field, value in expected.items():
+        assert getattr(c, field) == value, field
+
+
+def test_counters_unknown_backend():
+    with pytest.raises(ValueError):
+        capture.parse_counters("snoop", "")
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("pcap_activate() failed: socket: Operation not permitted", "CAP_NET_RAW"),
+    ("tcpdump: lo: You don't have permission to perform this capture", "CAP_NET_RAW"),
+    ('setting the network namespace "lkx" failed: Operation not permitted', "CAP_SYS_ADMIN"),
+    ('Cannot open network namespace "lkx": No such file or directory', ""),
+    ('There is no device named "lknope0"', ""),
+])
+def test_permission_hint(text, expect):
+    hint = permission_hint(text)
+    assert (expect in hint) if expect else hint == ""
+
+
+# --- readiness lines: the one printed after the filter is installed, not before -----------
+
+def test_dumpcap_ready_line_is_the_file_line_not_capturing_on():
+    ready = BACKENDS["dumpcap"].ready
+    assert not ready.search("Capturing on 'Loopback: lo'\n")
+    assert ready.search("Capturing on 'Loopback: lo'\nFile: /tmp/x.pcapng\n")
+
+
+def test_tcpdump_ready_line():
+    assert BACKENDS["tcpdump"].ready.search(TCPDUMP_4_99.splitlines()[0])
+
+
+def test_command_lines():
+    d = BACKENDS["dumpcap"].argv("/usr/bin/dumpcap", "lo", "/r/a.pcapng", 96, "tcp", 64, 10)
+    assert d == ["/usr/bin/dumpcap", "-i", "lo", "-w", "/r/a.pcapng", "-n", "-s", "96",
+                 "-B", "64", "-c", "10", "-f", "tcp"]
+    t = BACKENDS["tcpdump"].argv("/usr/sbin/tcpdump", "lo", "/r/a.pcap", 96, "udp", 1, None)
+    assert "--immediate-mode" in t and "-U" in t and t[-1] == "udp"
+    assert t[t.index("-B") + 1] == "1024"            # tcpdump counts KiB
+
+
+# --- files: every stop leaves a readable file ------------------------------------------------
+
+def _epb(payload: bytes, orig: int | None = None) -> bytes:
+    body = struct.pack("<IIIII", 0, 0, 0, len(payload), orig or len(payload))
+    body += payload + b"\0" * (-len(payload) % 4)
+    n = 12 + len(body)
+    return struct.pack("<II", 6, n) + body + struct.pack("<I", n)
+
+
+def _idb() -> bytes:
+    body = struct.pack("<HHI", 1, 0, 262144)
+    return struct.pack("<II", 1, 20) + body + struct.pack("<I", 20)
+
+
+def _pcap_record(payload: bytes) -> bytes:
+    return struct.pack("<IIII", 0, 0, len(payload), len(payload) + 10) + payload
+
+
+PCAPNG = files.empty_pcapng() + _idb() + _epb(b"a" * 60) + _epb(b"b" * 61, orig=1500)
+PCAP = files.empty_pcap() + _pcap_record(b"x" * 40) + _pcap_record(b"y" * 50)
+
+
+@pytest.mark.parametrize("data,fmt,packets,wire", [
+    (PCAPNG, "pcapng", 2, 1560),
+    (PCAP, "pcap", 2, 110),
+    (files.empty_pcapng(), "pcapng", 0, 0),
+    (files.empty_pcap(), "pcap", 0, 0),
+])
+def test_summarize(tmp_path, data, fmt, packets, wire):
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    s = capture.summarize(p)
+    assert (s.file_format, s.packets, s.wire_bytes, s.good_bytes) == (fmt, packets, wire,
+                                                                      len(data))
+
+
+@pytest.mark.parametrize("data,fmt,packets_left", [
+    (PCAPNG[:-5], "pcapng", 1),                    # torn last block
+    (PCAPNG[:-1] + b"\x99", "pcapng", 1),          # trailing length does not match
+    (PCAP[:-7], "pcap", 1),                        # torn last record
+    (PCAP[:30], "pcap", 0),                        # torn first record header
+    (b"", "pcapng", 0),                            # the backend died before its header
+    (b"\x0a\x0d", "pcap", 0),
+])
+def test_repair_leaves_a_readable_file(tmp_path, data, fmt, packets_left):
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    assert capture.repair(p, fmt) is not None
+    s = capture.summarize(p)
+    assert s.packets == packets_left and s.good_bytes == s.file_bytes > 0
+    assert capture.repair(p, fmt) is None           # idempotent: nothing more to do
+    _assert_valid_with_tshark(p, packets_left)
+
+
+def test_repair_of_a_missing_file(tmp_path):
+    p = tmp_path / "never-written.pcapng"
+    assert capture.repair(p, "pcapng")
+    assert capture.summarize(p).file_format == "pcapng"
+
+
+def _assert_valid_with_tshark(path, packets: int | None = None) -> None:
+    exe = shutil.which("tshark")
+    if not exe:
+        return
+    r = subprocess.run([exe, "-r", str(path), "-T", "fields", "-e", "frame.number"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    if packets is not None:
+        assert len(r.stdout.split()) == packets
+
+
+# --- probe -----------------------------------------------------------------------------------
+
+def test_probe_explains_what_is_missing():
+    p = capture.CaptureProbe(installed={"dumpcap": "/usr/bin/dumpcap"}, usable=(),
+                             problems={"dumpcap": "you are not root and lack CAP_NET_RAW"})
+    assert not p.ok and p.backend is None
+    with pytest.raises(capture.CaptureUnavailable) as e:
+        p.require()
+    assert "run as root" in str(e.value) and "wireshark" in str(e.value)
+    none = capture.CaptureProbe(installed={}, usable=())
+    assert "install dumpcap" in none.explain()
+
+
+def test_probe_runs_here():
+    p = capture.probe(live=False)
+    assert set(p.usable) <= set(p.installed)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run the probe as an unprivileged user")
+def test_probe_as_nobody_says_what_to_do(tmp_path):
+    code = ("import sys; sys.path.insert(0, %r); from toolkit import capture; "
+            "p = capture.probe(); print(p.ok); print(p.explain())"
+            % str(Path(__file__).resolve().parents[1]))
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "--inh-caps=-all", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ok, *explain = r.stdout.splitlines()
+    if ok == "True":
+        pytest.skip("dumpcap carries file capabilities here: nobody can capture")
+    text = "\n".join(explain)
+    assert "run as root" in text and "CAP_NET_RAW" in text
+
+
+# --- live captures on lo ---------------------------------------------------------------------
+
+def _can_capture() -> tuple[list[str], str]:
+    p = capture.probe("lo")
+    return list(p.usable), p.explain()
+
+
+USABLE, WHY_NOT = _can_capture()
+live = pytest.mark.skipif(not USABLE, reason=f"no capture here: {WHY_NOT}")
+
+
+def _send_udp(port: int, payload: bytes = b"labkit readiness") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(payload, ("127.0.0.1", port))
+
+
+def _frames(path, display_filter: str = "") -> int:
+    exe = shutil.which("tshark")
+    if exe:
+        cmd = [exe, "-r", str(path), "-T", "fields", "-e", "frame.number"]
+        r = subprocess.run(cmd + (["-Y", display_filter] if display_filter else []),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return len(r.stdout.split())
+    return capture.summarize(path).packets
+
+
+@live
+@pytest.mark.parametrize("backend", ["dumpcap", "tcpdump"])
+def test_readiness_proven_over_20_runs(tmp_path, backend):
+    """start() returns only when recording: a datagram sent at once is always captured."""
+    if backend not in USABLE:
+        pytest.skip(f"{backend} cannot capture here")
+    for run in range(20):
+        port = random.randint(20000, 60999)
+        path = tmp_path / f"{run}.cap"
+        with capture.start("lo", path, bpf_filter=f"udp port {port}", backend=backend) as cap:
+            _send_udp(port)
+        assert cap.returncode == 0 and cap.escalated is None and cap.repaired is None
+        assert _frames(path, f"udp.dstport == {port}") == 1, f"run {run}: datagram missing"
+        assert cap.counters.captured == 1 and cap.counters.dropped == 0
+
+
+@live
+def test_stop_on_an_exception_leaves_a_valid_file(tmp_path):
+    port = random.randint(20000, 60999)
+    path = tmp_path / "x.pcapng"
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture.start("lo", path, bpf_filter=f"udp port {port}") as cap:
+            for _ in range(3):
+                _send_udp(port)
+            raise RuntimeError("boom")
+    assert not cap.running
+    assert _frames(path) == 3
+    _assert_valid_with_tshark(path, 3)
+
+
+@live
+def test_stop_escalates_when_sigint_is_ignored(tmp_path):
+    # A backend that ignores SIGINT: SIGTERM must follow, and the file must be readable.
+    port = random.randint(20000, 60999)
+    path = tmp_path / "y.pcapng"
+    cap = capture.start("lo", path, bpf_filter=f"udp port {port}")
+    try:
+        _send_udp(port)
+        time.sleep(0.6)                 # delivered from the ring and flushed
+        real_send = cap.proc.send_signal
+        cap.proc.send_signal = lambda sig: None if sig == signal.SIGINT else real_send(sig)
+        t0 = time.monotonic()
+        cap.stop(timeout=0.5, settle=0)
+        assert time.monotonic() - t0 < 5
+    finally:
+        cap.stop()
+    assert cap.escalated == "SIGTERM" and not cap.running
+    _assert_valid_with_tshark(path)
+    assert capture.summarize(path).good_bytes == path.stat().st_size
+
+
+@live
+def test_stop_after_sigkill_leaves_a_valid_file(tmp_path):
+    port = random.randint(20000, 60999)
+    path = tmp_path / "z.pcapng"
+    with capture.start("lo", path, bpf_filter=f"udp port {port}") as cap:
+        for _ in range(5):
+            _send_udp(port, b"k" * 1000)
+        time.sleep(0.6)
+        cap.proc.kill()                 # no chance to close the file
+        cap.proc.wait()
+    _assert_valid_with_tshark(path)
+
+
+@live
+def test_bad_interface_fails_with_the_backend_message(tmp_path):
+    with pytest.raises(capture.CaptureFailed, match="lknope0"):
+        capture.start("lknope0", tmp_path / "bad.pcapng")
+    assert capture.summarize(tmp_path / "bad.pcapng").file_format == "pcapng"
+
+
+@live
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root (CAP_SYS_ADMIN)")
+def test_capture_inside_a_namespace(tmp_path):
+    ns = f"lkt-{os.getpid()}-cap"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        path = tmp_path / "ns.pcapng"
+        with capture.start("lo", path, bpf_filter="udp port 9999", netns=ns) as cap:
+            assert open(f"/proc/{cap.pid}/comm").read().strip() == cap.backend
+            subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                            "import socket; socket.socket(2, 2).sendto(b'x', "
+                            "('127.0.0.1', 9999))"], check=True, timeout=30)
+        assert _frames(path) == 1
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                    text=True).stdout
