@@ -166,7 +166,8 @@ def run_demo(out_dir: Path | None = None, stream=sys.stdout) -> int:
     if not found.ok:
         return _no_capture(found.explain(), stream)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pcap = out_dir / "demo.pcapng"
+    # named for what the backend writes: pcapng from dumpcap, pcap from tcpdump
+    pcap = out_dir / f"demo.{capture.BACKENDS[found.backend].file_format}"
     listener, udp_server = _bound(socket.SOCK_STREAM), None
     try:
         udp_server = _bound(socket.SOCK_DGRAM)

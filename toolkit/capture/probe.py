@@ -127,7 +127,7 @@ def probe(interface: str = "lo", live: bool = True, timeout: float = 10.0) -> Ca
                     usable.append(name)
                     continue
                 problems[name] = (_why_not(name, path, caps) + ": "
-                                  + " ".join(r.stderr.split())[:160])
+                                  + " ".join(r.stderr.split()).split(". ")[0][:200])
             except (OSError, subprocess.TimeoutExpired) as e:
                 problems[name] = f"could not run {path}: {e}"
         else:
