@@ -378,3 +378,99 @@ def test_rtp_jitter_equals_wireshark_rtp_streams():
             round(conv["iat_max_ms_a_to_b"], 3)) == (25.112, 29.998, 34.829)
     # tshark -z conv,udp: Duration 7.0496 s, 236 frames, 69 kB A->B
     assert round(conv["duration"], 4) == 7.0496 and conv["bytes_a_to_b"] == 69384
+
+
+# ---------------------------------------------------------------- ICMP errors quoting UDP
+#
+# tshark 4.0.17 on _icmp_pcap() below (checked live when tshark is installed):
+#   frame  udp.stream
+#   1      0          UDP 10.0.0.1:5000 -> 10.0.0.2:53
+#   2      0          ICMP port unreachable quoting 10.0.0.1:5000 -> 10.0.0.2:53
+#   3      1          ICMP port unreachable quoting 10.0.0.1:6000 -> 10.0.0.3:53 (new!)
+#   4      2          UDP 10.0.0.9:1 -> 10.0.0.2:2
+#   5      1          UDP 10.0.0.1:6000 -> 10.0.0.3:53
+ICMP_TSHARK_STREAMS = [0, 0, 1, 2, 1]
+
+
+def test_icmp_quoted_udp_numbered_like_tshark():
+    frames = [
+        {"t_ms": 0, "src": "10.0.0.1", "sport": 5000, "dst": "10.0.0.2", "dport": 53},
+        {"t_ms": 1, "src": "10.0.0.2", "sport": 0, "dst": "10.0.0.1", "dport": 0, "l4": 0},
+        {"t_ms": 2, "src": "10.0.0.3", "sport": 0, "dst": "10.0.0.1", "dport": 0, "l4": 0},
+        {"t_ms": 3, "src": "10.0.0.9", "sport": 1, "dst": "10.0.0.2", "dport": 2},
+        {"t_ms": 4, "src": "10.0.0.1", "sport": 6000, "dst": "10.0.0.3", "dport": 53},
+    ]
+    c = _columns(frames)
+    assert analyze_udp(c).stream.tolist() == [0, -1, -1, 1, 2]    # without the quoted table
+    quoted = [("10.0.0.1", 5000, "10.0.0.2", 53), ("10.0.0.1", 6000, "10.0.0.3", 53)]
+    c["icmp_rows"] = np.array([1, 2], np.int64)
+    c["icmp_proto"] = np.array([17, 17], np.uint8)
+    for side, i_addr, i_port in (("src", 0, 1), ("dst", 2, 3)):
+        hl = [_addr(q[i_addr]) for q in quoted]
+        c[f"icmp_{side}_hi"] = np.array([h for h, _ in hl], np.uint64)
+        c[f"icmp_{side}_lo"] = np.array([lo for _, lo in hl], np.uint64)
+        c[f"icmp_{'s' if side == 'src' else 'd'}port"] = np.array([q[i_port] for q in quoted],
+                                                                  np.uint16)
+    r = analyze_udp(c)
+    assert r.stream.tolist() == ICMP_TSHARK_STREAMS
+    conv = r.conversations
+    # the quoting frames are not datagrams of the conversation
+    assert conv["datagrams"].tolist() == [1, 1, 1]
+    assert (conv["a_addr"][1], conv["a_port"][1], conv["b_addr"][1]) == (
+        "10.0.0.1", 6000, "10.0.0.3")
+    # statistics count datagrams only: the conversation starts with frame 5 (4 ms)
+    assert conv["datagrams_a_to_b"][1] == 1 and conv["start"][1] == pytest.approx(0.004)
+
+
+def _icmp_pcap() -> bytes:
+    """The five frames above as an Ethernet pcap."""
+    import socket
+    import struct
+
+    def csum(b):
+        b += b"\0" * (len(b) % 2)
+        s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+        s = (s >> 16) + (s & 0xFFFF)
+        return ~(s + (s >> 16)) & 0xFFFF
+
+    def ip(src, dst, proto, payload):
+        h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0,
+                        socket.inet_aton(src), socket.inet_aton(dst))
+        return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+
+    def udp(sp, dp, data=b"hello"):
+        return struct.pack("!HHHH", sp, dp, 8 + len(data), 0) + data
+
+    def unreachable(inner):
+        b = struct.pack("!BBHI", 3, 3, 0, 0) + inner[:28]
+        return b[:2] + struct.pack("!H", csum(b)) + b[4:]
+
+    packets = [ip("10.0.0.1", "10.0.0.2", 17, udp(5000, 53)),
+               ip("10.0.0.2", "10.0.0.1", 1,
+                  unreachable(ip("10.0.0.1", "10.0.0.2", 17, udp(5000, 53)))),
+               ip("10.0.0.3", "10.0.0.1", 1,
+                  unreachable(ip("10.0.0.1", "10.0.0.3", 17, udp(6000, 53)))),
+               ip("10.0.0.9", "10.0.0.2", 17, udp(1, 2, b"x")),
+               ip("10.0.0.1", "10.0.0.3", 17, udp(6000, 53))]
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i, p in enumerate(packets):
+        frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + p
+        out.append(struct.pack("<IIII", 1000 + i, 0, len(frame), len(frame)) + frame)
+    return b"".join(out)
+
+
+def test_icmp_quoted_udp_from_a_capture(tmp_path):
+    import shutil
+    import subprocess
+
+    path = tmp_path / "icmp.pcap"
+    path.write_bytes(_icmp_pcap())
+    if shutil.which("tshark"):
+        out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "udp.stream"],
+                             capture_output=True, text=True, check=True).stdout
+        assert [int(x) for x in out.split()] == ICMP_TSHARK_STREAMS
+    cols = _read_or_skip(path).cols
+    if "icmp_rows" not in cols:
+        pytest.skip("the reader does not yet provide the quoted-header table (icmp_rows ...; "
+                    "see toolkit.analysis.udp.QUOTED_COLUMNS): ICMP errors get no udp.stream")
+    assert analyze_udp(cols).stream.tolist() == ICMP_TSHARK_STREAMS

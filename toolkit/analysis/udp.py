@@ -91,21 +91,30 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
     """UDP conversations of a capture's columns (toolkit.pcap.columns). Pure: no I/O."""
     n = len(cols["ts_ns"])
     rows = udp_datagram_rows(cols)
-    stream_of = np.full(n, -1, np.int64)
-    pair, n_conv = pair_ids(cols, rows)
-    pair = np.asarray(pair, np.int64)
-    stream_of[rows] = pair
     m = len(rows)
+    # endpoints of every frame that gets a udp.stream: datagrams, then ICMP errors quoting
+    # a UDP header (when the reader provides them), merged in frame order
+    quoted = _quoted_udp(cols)
+    key_rows = np.concatenate([rows, quoted["rows"]])
+    keys = {name: np.concatenate([cols[name][rows], quoted[name]])
+            for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport")}
+    by_frame = np.argsort(key_rows, kind="stable")
+    keys = {name: v[by_frame] for name, v in keys.items()}
+    ids, n_conv = pair_ids(keys, np.arange(len(key_rows), dtype=np.int64))
+    key_pair = np.empty(len(key_rows), np.int64)
+    key_pair[by_frame] = ids
+    stream_of = np.full(n, -1, np.int64)
+    stream_of[key_rows] = key_pair
+    pair = key_pair[:m]
     n_groups = 2 * n_conv
 
-    # the conversation's first datagram gives A; direction 1 is B -> A
-    first_k = np.full(n_conv, m, np.int64)
-    np.minimum.at(first_k, pair, np.arange(m))
-    fr = rows[first_k]
-    frp = fr[pair]
-    same_src = ((cols["src_hi"][rows] == cols["src_hi"][frp])
-                & (cols["src_lo"][rows] == cols["src_lo"][frp])
-                & (cols["sport"][rows] == cols["sport"][frp]))
+    # the conversation's first appearance gives A; direction 1 is B -> A
+    first = np.full(n_conv, len(key_rows), np.int64)
+    np.minimum.at(first, ids, np.arange(len(key_rows)))
+    a_hi, a_lo, a_port = keys["src_hi"][first], keys["src_lo"][first], keys["sport"][first]
+    b_hi, b_lo, b_port = keys["dst_hi"][first], keys["dst_lo"][first], keys["dport"][first]
+    same_src = ((cols["src_hi"][rows] == a_hi[pair]) & (cols["src_lo"][rows] == a_lo[pair])
+                & (cols["sport"][rows] == a_port[pair]))
     direction = np.where(same_src, 0, 1).astype(np.int64)
     group = pair * 2 + direction
     ts = cols["ts_ns"][rows].astype(np.int64)
@@ -132,11 +141,15 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
     last_ts = np.full(n_conv, -big, np.int64)
     np.minimum.at(first_ts, pair, ts)
     np.maximum.at(last_ts, pair, ts)
+    # a conversation seen only inside ICMP errors: from its first quoting frame, duration 0
+    no_datagram = np.bincount(pair, minlength=n_conv) == 0
+    first_ts[no_datagram] = last_ts[no_datagram] = cols["ts_ns"][key_rows[by_frame][first]][
+        no_datagram]
+    t0 = int(cols["ts_ns"][0]) if n else 0
     dir_first = np.full(n_groups, big, np.int64)
     dir_last = np.full(n_groups, -big, np.int64)
     np.minimum.at(dir_first, group, ts)
     np.maximum.at(dir_last, group, ts)
-    t0 = int(cols["ts_ns"][0]) if n else 0
     duration = (last_ts - first_ts) / 1e9
     dir_span = np.where(counts > 0, (dir_last - dir_first) / 1e9, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -148,10 +161,10 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
 
     conv = pd.DataFrame({
         "stream": np.arange(n_conv, dtype=np.int64),
-        "a_addr": addresses_text(cols["src_hi"][fr], cols["src_lo"][fr]),
-        "a_port": cols["sport"][fr].astype(np.int64),
-        "b_addr": addresses_text(cols["dst_hi"][fr], cols["dst_lo"][fr]),
-        "b_port": cols["dport"][fr].astype(np.int64),
+        "a_addr": addresses_text(a_hi, a_lo),
+        "a_port": a_port.astype(np.int64),
+        "b_addr": addresses_text(b_hi, b_lo),
+        "b_port": b_port.astype(np.int64),
         "datagrams": counts[0::2] + counts[1::2],
         "bytes": (frame_bytes[0::2] + frame_bytes[1::2]).astype(np.int64),
         "start": (first_ts - t0) / 1e9,
@@ -170,6 +183,31 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
             conv[f"{name}_{tag}"] = values[d::2]
     flows = _lab_flows(conv, group, lab, ts, n_groups)
     return UdpResult(stream_of, conv, flows)
+
+
+# Optional sparse table of UDP headers quoted in ICMP / ICMPv6 errors (RFC 792, RFC 4443
+# section 2.4: an error carries the start of the offending datagram). tshark 4.0 dissects
+# the quoted UDP header and gives the error frame that conversation's udp.stream, creating
+# the conversation if it is new. A reader that decodes quoted headers provides:
+#   icmp_rows (Q,) int64 rows of such errors; icmp_proto (Q,) uint8 the quoted protocol;
+#   icmp_src_hi/lo, icmp_dst_hi/lo (Q,) uint64 and icmp_sport, icmp_dport (Q,) uint16:
+#   the quoted datagram's endpoints, as it was sent (original source first).
+# Those frames get a udp.stream; they are not datagrams of the conversation's statistics.
+QUOTED_COLUMNS = ("icmp_rows", "icmp_proto", "icmp_src_hi", "icmp_src_lo", "icmp_dst_hi",
+                  "icmp_dst_lo", "icmp_sport", "icmp_dport")
+
+
+def _quoted_udp(cols) -> dict[str, np.ndarray]:
+    names = ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport")
+    if not all(c in cols for c in QUOTED_COLUMNS):
+        out = {name: np.zeros(0, cols[name].dtype) for name in names}
+        out["rows"] = np.zeros(0, np.int64)
+        return out
+    sel = np.asarray(cols["icmp_proto"]) == L4_UDP
+    out = {name: np.asarray(cols["icmp_" + name])[sel].astype(cols[name].dtype)
+           for name in names}
+    out["rows"] = np.asarray(cols["icmp_rows"], np.int64)[sel]
+    return out
 
 
 def _heads_by_row(cols, rows) -> tuple[np.ndarray, np.ndarray]:
