@@ -9,12 +9,34 @@ numbered in order of first appearance, as tshark 4.0 numbers `udp.stream`:
 - a fragmented datagram is counted once, in the frame that completes its reassembly (the
   reader gives that frame the UDP header); the other fragments get no stream, and neither
   does a first fragment whose datagram is never completed;
-- a UDP header quoted inside an ICMP error gets no stream (Wireshark does not create
-  conversations from error packets; the reader decodes only the outer header anyway);
+- an ICMP or ICMPv6 error quoting a UDP header (RFC 792, RFC 4443) gets the stream of the
+  quoted datagram's conversation, which it creates if the conversation is new: tshark 4.0
+  dissects the quoted header like any other (checked live, see the tests). This needs the
+  reader's optional quoted-header table (QUOTED_COLUMNS below); without it those frames
+  get -1 where tshark has a number, and later conversations may be numbered lower;
 - VLAN tags and capture interfaces are not part of the key (Wireshark 4.0 ignores them).
 
-Address A is the sender of the conversation's first datagram, as in Wireshark's
-Conversations dialog; "a_to_b" columns count what A sent.
+Known limit: tshark dissects UDP inside tunnels (IP in IP, GRE; and UDP in UDP such as
+VXLAN, where a frame gets two udp.stream values); the reader decodes the outer headers only.
+
+Address A is the sender of the conversation's first datagram (or of the datagram an ICMP
+error quoted, when that came first), as in Wireshark's Conversations dialog; "a_to_b"
+columns count what A sent.
+
+Tables
+------
+`conversations`, one row per udp.stream: stream, a_addr, a_port, b_addr, b_port,
+datagrams, bytes, start (s since the capture's first frame), duration (s), and for each
+direction D in a_to_b, b_to_a: datagrams_D, bytes_D (frame bytes), payload_bytes_D,
+bits_per_s_D (Wireshark's: frame bytes * 8 / conversation duration), payload_bits_per_s_D
+(over the direction's own first..last datagram), iat_{mean,std,min,p50,p99,max}_ms_D,
+jitter_ms_D (final RFC 3550 estimate), jitter_max_ms_D and jitter_mean_ms_D (as
+Wireshark's RTP Streams reports them), jitter_source_D ('lab', 'rtp' or 'none').
+
+`flows`, one row per (stream, direction, lab flow id): src/dst addr and port, flow,
+received, distinct, first_seq, last_seq, expected, lost, loss_ratio, duplicates,
+reordered, reordered_ratio, reorder_extent_max/mean, reorder_distance_max, jitter_ms,
+jitter_max_ms, owd_{mean,std,min,p50,p99,max}_ms.
 
 Per direction: datagrams, frame bytes (frame.len) and UDP payload bytes, rates,
 inter-arrival statistics (in frame order, as a receiver sees them), and the RFC 3550
