@@ -150,7 +150,8 @@ class Capture:
                 self.stopped_at = time.time()
                 self.returncode = self.proc.returncode
                 self._reader.join(2.0)
-                self.proc.stderr.close()
+                if not self._reader.is_alive():     # never close a pipe under a reader
+                    self.proc.stderr.close()
                 self.counters = parse_counters(self.backend, self.stderr)
                 self.repaired = repair(self.path, self.file_format, self.snaplen)
         return self.counters
