@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -144,15 +145,18 @@ def test_pcapng_sections_interfaces_blocks_comments(tmp_path):
     cap = read(tmp_path, data, "t.pcapng")
     assert cap.error is None and cap.file_format == "pcapng"
     c = cap.cols
-    assert len(cap) == 5
+    assert len(cap) == 6
     assert [i.linktype for i in cap.interfaces] == [1, 1, 228]
-    assert list(c["iface"]) == [0, 0, 1, 2, 1]
+    assert list(c["iface"]) == [0, 0, 0, 1, 2, 1]
     assert c["ts_ns"][0] == 1_700_000_000_000_000_000            # microseconds by default
-    assert c["ts_ns"][1] == 0                                    # simple packet block
-    assert c["ts_ns"][2] == 1_700_000_000_123_456_789            # nanoseconds
-    assert c["ts_ns"][3] == 100 * 10**9 + 3 * 10**9 + 500_000_000  # 2^-10 s ticks + offset
-    assert c["ts_ns"][4] == 5_000_000                            # obsolete block, ns ticks
-    assert list(c["sport"]) == [1234, 1234, 1234, 2222, 1234]
+    assert c["l3"][1] == 0 and c["caplen"][1] == len(b"hello, world") - 4   # custom block
+    assert c["ts_ns"][2] == 0                                    # simple packet block
+    assert c["ts_ns"][3] == 1_700_000_000_123_456_789            # nanoseconds
+    assert c["ts_ns"][4] == 100 * 10**9 + 3 * 10**9 + 500_000_000  # 2^-10 s ticks + offset
+    assert c["ts_ns"][5] == 5_000_000                            # obsolete block, ns ticks
+    assert list(c["sport"]) == [1234, 0, 1234, 1234, 2222, 1234]
+    assert cap.interfaces[1].tsresol == 1 and cap.interfaces[2].tsresol == Fraction(10**9,
+                                                                                     1024)
     assert cap.section_comments == ["first section"]
     assert cap.interfaces[0].name == "eth0" and cap.interfaces[0].comments == ["the NIC"]
     assert cap.packet_comments == {0: ["hello packet"]}
@@ -188,7 +192,7 @@ def test_pcapng_bad_trailer(tmp_path):
     bad[-1] ^= 0x40
     cap = read(tmp_path, good + bytes(bad), "t.pcapng")
     assert len(cap) == 1 and cap.error.offset == len(good)
-    assert "trailing length" in str(cap.error)
+    assert "trailing total length" in str(cap.error)
 
 
 @pytest.mark.parametrize("data,words", [

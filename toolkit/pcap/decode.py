@@ -2,15 +2,19 @@
 
 Theory of operation
 -------------------
-The reader hands a kernel a bytes buffer holding whole records (plus maybe a partial one
-at the end). The kernel walks record after record, decodes link layer -> IP -> TCP/UDP
-straight into preallocated numpy arrays (one row per frame), and returns how far it got:
-to the end of the last complete record, to a block it leaves to Python (pcapng section and
-interface blocks, which are rare), or to the first damaged record, with an error code.
+The reader hands a kernel a byte buffer holding whole records (plus maybe a partial one
+at the end) and the output columns (a tuple of typed arrays in PACKET_COLUMNS order, plus
+the sparse SACK and UDP tables). The kernel walks record after record, decodes link layer
+-> IP -> TCP/UDP straight into row `row` of every column, and returns how far it got: to
+the end of the last complete record, to a block it leaves to Python (pcapng section and
+interface blocks, which are rare), to the end of the columns' room, or to the first
+damaged record, with a status code.
 
 Lengths follow Wireshark: a TCP segment's length comes from the IP header's length field,
 not from what the snaplen kept (RFC 791 total length; RFC 8200 payload length less the
-extension headers), so a truncated capture still tells how much data was sent.
+extension headers), so a truncated capture still tells how much data was sent. Every
+read is bounds-checked against the captured bytes, so a lying length field can make a
+frame undecodable but never reads outside the record.
 """
 
 from __future__ import annotations
@@ -20,32 +24,26 @@ from numba import njit
 
 from .columns import PACKET_COLUMNS, UDP_HEAD
 
-# The scalar columns live side by side in one uint64 matrix M[column, row] while a chunk is
-# decoded (one array to pass around, not thirty), in PACKET_COLUMNS order; the reader casts
-# each column to its dtype when it flushes. Signed values (-1 = absent) wrap and cast back.
+# Index of each column in the output tuple (PACKET_COLUMNS order).
 (TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, IP_ID,
  FRAG_OFF, FRAG_LEN, FRAG_MORE, L4, L4_TRUNC, SPORT, DPORT, SEQ, ACK, TCP_FLAGS, WIN,
  TCP_HLEN, PAYLEN, OPT_MSS, OPT_WSCALE, OPT_SACKPERM, HAS_TS, TSVAL, TSECR,
- SACK_N) = range(len(PACKET_COLUMNS))
+ SACK_N) = range(32)
 assert list(PACKET_COLUMNS)[SACK_N] == "sack_n" and len(PACKET_COLUMNS) == SACK_N + 1
+# ... and of each sparse table in the side tuple
+SACK_ROWS, SACK_LE, SACK_RE, UDP_ROWS, UDP_HEAD_BYTES, UDP_HEAD_LEN = range(6)
 
-# error codes returned by the scanners
-OK, NEED_MORE, CONTROL_BLOCK = 0, 1, 2
+# status codes returned by the scanners
+OK, NEED_MORE, CONTROL_BLOCK, FULL = 0, 1, 2, 3
 E_RECORD_TOO_BIG, E_BLOCK_LENGTH, E_BLOCK_TRAILER, E_CAPLEN_BEYOND_BLOCK = 10, 11, 12, 13
-E_UNKNOWN_INTERFACE = 14
+E_UNKNOWN_INTERFACE, E_BLOCK_TOO_SHORT = 14, 15
+# Wireshark's and libpcap's largest packet (WTAP_MAX_PACKET_SIZE_STANDARD, MAXIMUM_SNAPLEN)
 MAX_PACKET = 262144
+# A sanity cap on pcapng blocks, so an absurd length fails fast instead of buffering GBs.
 MAX_BLOCK = 16 << 20
 MAPPED = np.uint64(0xFFFF << 32)   # ::ffff:0:0/96, IPv4-mapped (RFC 4291 2.5.5.2)
-
-
-def alloc(rows: int) -> tuple:
-    """(M, sack_rows, sack_le, sack_re, udp_rows, udp_head, udp_head_len) for `rows` frames."""
-    m = np.zeros((len(PACKET_COLUMNS), rows), np.uint64)
-    m[OPT_MSS] = np.uint64(2**64 - 1)          # -1: options absent until a frame has them
-    m[OPT_WSCALE] = np.uint64(2**64 - 1)
-    return (m, np.zeros(rows, np.int64), np.zeros((rows, 4), np.uint32),
-            np.zeros((rows, 4), np.uint32), np.zeros(rows, np.int64),
-            np.zeros((rows, UDP_HEAD), np.uint8), np.zeros(rows, np.uint8))
+# pcapng blocks that Wireshark 4.0 shows as frames though they carry no packet
+CUSTOM_COPY, CUSTOM_NOCOPY = 0x00000BAD, 0x40000BAD
 
 
 @njit(inline="always")
@@ -83,25 +81,22 @@ def _be64(b, i):
 
 
 @njit(inline="always")
-def decode_packet(b, p, caplen, wirelen, lt, row, M, sack_rows, sack_le, sack_re, udp_rows,
-                  udp_head, udp_head_len, sk, uk):
-    """Decode one frame at b[p:p+caplen] into row `row`. Returns the side-table counters."""
-    end = p + caplen
+def _link(b, p, end, lt):
+    """(ethertype, offset of the network header) for link type lt; ethertype -1 if none."""
     off = p
     etype = -1
-    # ---- link layer -> ethertype of the network layer
-    if lt == 1:                                   # Ethernet II, 802.1Q/802.1ad tags
+    if lt == 1:                                   # Ethernet II, 802.1Q/802.1ad tag stacks
         if off + 14 <= end:
             etype = _be16(b, off + 12)
             off += 14
             while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and off + 4 <= end:
                 etype = _be16(b, off + 2)
                 off += 4
-    elif lt == 113:                               # Linux cooked v1
+    elif lt == 113:                               # Linux cooked v1: protocol at 14-15
         if off + 16 <= end:
             etype = _be16(b, off + 14)
             off += 16
-    elif lt == 276:                               # Linux cooked v2
+    elif lt == 276:                               # Linux cooked v2: protocol at 0-1
         if off + 20 <= end:
             etype = _be16(b, off)
             off += 20
@@ -113,18 +108,46 @@ def decode_packet(b, p, caplen, wirelen, lt, row, M, sack_rows, sack_le, sack_re
         etype = 0x0800
     elif lt == 229:
         etype = 0x86DD
-    elif lt == 0 or lt == 108:                    # BSD loopback: address family
+    elif lt == 0 or lt == 108:                    # BSD loopback: a 4-byte address family
         if off + 4 <= end:
-            fam = _u32(b, off, True) if lt == 108 else _u32(b, off, False)
-            if lt == 0 and fam > 0xFFFF:           # written on a host of the other order
-                fam = _u32(b, off, True)
+            if lt == 108:                         # DLT_LOOP: network byte order
+                fam = _be32(b, off)
+            else:
+                # DLT_NULL: the writing host's order. Wireshark (packet-null.c) reads it
+                # little-endian here; a value with upper bits set was written the other
+                # way, except a 16-bit family in the upper half (IRIX), which is shifted.
+                fam = _u32(b, off, False)
+                if fam > 0xFFFF:
+                    if (fam & 0xFF000000) == 0 and (fam & 0x00FF0000) < 0x00060000:
+                        fam = fam >> 16
+                    else:
+                        fam = _be32(b, off)
             off += 4
+            # the families Wireshark's null.type table knows: AF_INET 2 and the BSDs'
+            # AF_INET6 values 24 (Net/OpenBSD), 28 (FreeBSD), 30 (Darwin)
             if fam == 2:
                 etype = 0x0800
-            elif fam == 10 or fam == 24 or fam == 28 or fam == 30:
+            elif fam == 24 or fam == 28 or fam == 30:
                 etype = 0x86DD
-    # bytes of the frame on the wire from `off` on (the IP length is trusted up to this)
-    wire_left = wirelen - (off - p)
+    return etype, off
+
+
+@njit(inline="always")
+def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
+    """Decode one frame at b[p:p+caplen] into M[:, m] (frame `row`). Returns the side-table
+    counters."""
+    end = p + caplen
+    # Bytes the frame had on the wire, which bound the IP length. Wireshark keeps a
+    # reported length below the captured one as the captured one (tested with tshark 4.0).
+    reported = wirelen if wirelen > caplen else caplen
+    if fcs > 0 and lt == 1:
+        # an Ethernet FCS at the end of every frame (pcap linktype FCS bits, if_fcslen)
+        reported = max(reported - fcs, 0)
+        end = min(end, p + reported)
+    M[OPT_MSS, m] = -1
+    M[OPT_WSCALE, m] = -1
+    etype, off = _link(b, p, end, lt)
+    wire_left = reported - (off - p)
 
     proto = -1
     l4off = 0
@@ -133,278 +156,306 @@ def decode_packet(b, p, caplen, wirelen, lt, row, M, sack_rows, sack_le, sack_re
         if off + 20 <= end and (b[off] >> 4) == 4:
             ihl = (b[off] & 0x0F) * 4
             tot = _be16(b, off + 2)
-            if tot == 0:                          # TSO: length not filled in
+            if tot == 0:
+                # TSO: the stack left the length to the NIC; Wireshark then takes the
+                # frame's reported length (packet-ip.c)
                 tot = wire_left
             if tot > wire_left:
                 tot = wire_left
+            # Wireshark stops at a header length under 20 or a total length under it
             if ihl >= 20 and tot >= ihl:
                 frag = _be16(b, off + 6)
-                M[L3, row] = 4
-                M[SRC_HI, row] = 0
-                M[DST_HI, row] = 0
-                M[SRC_LO, row] = MAPPED | np.uint64(_be32(b, off + 12))
-                M[DST_LO, row] = MAPPED | np.uint64(_be32(b, off + 16))
+                M[L3, m] = 4
+                M[SRC_LO, m] = MAPPED | np.uint64(_be32(b, off + 12))
+                M[DST_LO, m] = MAPPED | np.uint64(_be32(b, off + 16))
                 proto = b[off + 9]
-                M[IP_PROTO, row] = proto
+                M[IP_PROTO, m] = proto
                 if frag & 0x3FFF:
-                    # a fragment (RFC 791): remember where it fits for reassembly
-                    M[IP_ID, row] = _be16(b, off + 4)
-                    M[FRAG_OFF, row] = (frag & 0x1FFF) * 8
-                    M[FRAG_LEN, row] = tot - ihl
-                    M[FRAG_MORE, row] = 1 if frag & 0x2000 else 0
+                    # a fragment (RFC 791 3.2): where it fits, for reassembly
+                    M[IP_ID, m] = _be16(b, off + 4)
+                    M[FRAG_OFF, m] = (frag & 0x1FFF) * 8
+                    M[FRAG_LEN, m] = tot - ihl
+                    M[FRAG_MORE, m] = 1 if frag & 0x2000 else 0
                     if frag & 0x1FFF:
-                        M[IP_FRAG, row] = 2
+                        M[IP_FRAG, m] = 2      # no transport header in a later fragment
                         proto = -1
                     else:
-                        M[IP_FRAG, row] = 1
+                        M[IP_FRAG, m] = 1
                 l4off = off + ihl
                 l4len = tot - ihl
     elif etype == 0x86DD:
         if off + 40 <= end and (b[off] >> 4) == 6:
             plen = _be16(b, off + 4)
             if plen == 0 or plen > wire_left - 40:
+                # 0: a jumbogram (RFC 2675) or TSO; too big: cut to what the frame holds
                 plen = max(wire_left - 40, 0)
-            M[L3, row] = 6
-            M[SRC_HI, row] = _be64(b, off + 8)
-            M[SRC_LO, row] = _be64(b, off + 16)
-            M[DST_HI, row] = _be64(b, off + 24)
-            M[DST_LO, row] = _be64(b, off + 32)
-            nxt = b[off + 6]
+            M[L3, m] = 6
+            M[SRC_HI, m] = _be64(b, off + 8)
+            M[SRC_LO, m] = _be64(b, off + 16)
+            M[DST_HI, m] = _be64(b, off + 24)
+            M[DST_LO, m] = _be64(b, off + 32)
+            nxt = np.int64(b[off + 6])
             q = off + 40
             left = plen
-            # extension headers (RFC 8200 section 4)
+            # extension headers (RFC 8200 section 4); ESP (50), no next header (59) and
+            # anything unknown end the chain
             while True:
                 if nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51:
                     if q + 2 > end:
                         nxt = -1
                         break
-                    hl = (b[q + 1] + 2) * 4 if nxt == 51 else (b[q + 1] + 1) * 8
-                    nxt = b[q]
+                    # AH counts 4-byte units less 2 (RFC 4302), the others 8-byte units
+                    # less 1
+                    hl = (np.int64(b[q + 1]) + 2) * 4 if nxt == 51 else \
+                        (np.int64(b[q + 1]) + 1) * 8
+                    nxt = np.int64(b[q])
                     q += hl
                     left -= hl
-                elif nxt == 44:
+                elif nxt == 44:                       # fragment header (RFC 8200 4.5)
                     if q + 8 > end:
                         nxt = -1
                         break
                     fo = _be16(b, q + 2)
-                    nh = b[q]
-                    M[IP_ID, row] = _be32(b, q + 4)
+                    nh = np.int64(b[q])
+                    M[IP_ID, m] = _be32(b, q + 4)
                     q += 8
                     left -= 8
-                    M[FRAG_OFF, row] = (fo >> 3) * 8
-                    M[FRAG_LEN, row] = max(left, 0)
-                    M[FRAG_MORE, row] = fo & 1
+                    M[FRAG_OFF, m] = (fo >> 3) * 8
+                    M[FRAG_LEN, m] = max(left, 0)
+                    M[FRAG_MORE, m] = fo & 1
                     if fo >> 3:
-                        M[IP_FRAG, row] = 2
-                        M[IP_PROTO, row] = nh
+                        M[IP_FRAG, m] = 2
+                        M[IP_PROTO, m] = nh
                         nxt = -1
                         break
                     if fo & 1:
-                        M[IP_FRAG, row] = 1
+                        M[IP_FRAG, m] = 1
                     nxt = nh
                 else:
                     break
             if nxt >= 0:
-                M[IP_PROTO, row] = nxt
+                M[IP_PROTO, m] = nxt
                 if left >= 0:
                     proto = nxt
                     l4off = q
                     l4len = left
 
     # ---- transport
-    if proto == 6 and l4off + 20 <= end:
-        hlen = (b[l4off + 12] >> 4) * 4
-        M[L4, row] = 6
-        M[SPORT, row] = _be16(b, l4off)
-        M[DPORT, row] = _be16(b, l4off + 2)
-        M[SEQ, row] = _be32(b, l4off + 4)
-        M[ACK, row] = _be32(b, l4off + 8)
-        M[TCP_FLAGS, row] = _be16(b, l4off + 12) & 0x0FFF
-        M[WIN, row] = _be16(b, l4off + 14)
-        M[TCP_HLEN, row] = hlen
-        M[PAYLEN, row] = max(l4len - hlen, 0)
-        opt_end = l4off + hlen
-        if opt_end > end:
-            M[L4_TRUNC, row] = 1
-            opt_end = end
-        q = l4off + 20
-        nsack = 0
-        while q < opt_end:
-            kind = b[q]
-            if kind == 0:
-                break
-            if kind == 1:
-                q += 1
-                continue
-            if q + 2 > opt_end:
-                break
-            ln = b[q + 1]
-            if ln < 2 or q + ln > opt_end:
-                if q + 2 <= end and ln >= 2 and q + ln > end:
-                    M[L4_TRUNC, row] = 1
-                break
-            if kind == 2 and ln == 4:
-                M[OPT_MSS, row] = _be16(b, q + 2)
-            elif kind == 3 and ln == 3:
-                M[OPT_WSCALE, row] = b[q + 2]
-            elif kind == 4 and ln == 2:
-                M[OPT_SACKPERM, row] = 1
-            elif kind == 5 and ln >= 10:
-                nb = min((ln - 2) // 8, 4)
-                for j in range(nb):
-                    sack_le[sk, j] = _be32(b, q + 2 + 8 * j)
-                    sack_re[sk, j] = _be32(b, q + 6 + 8 * j)
-                nsack = nb
-            elif kind == 8 and ln == 10:
-                M[HAS_TS, row] = 1
-                M[TSVAL, row] = _be32(b, q + 2)
-                M[TSECR, row] = _be32(b, q + 6)
-            q += ln
-        if nsack:
-            M[SACK_N, row] = nsack
-            sack_rows[sk] = row
-            sk += 1
-    elif proto == 6 and l4off < end:
-        M[L4_TRUNC, row] = 1
-    elif proto == 17 and l4off + 8 <= end:
-        M[L4, row] = 17
-        M[SPORT, row] = _be16(b, l4off)
-        M[DPORT, row] = _be16(b, l4off + 2)
-        ulen = _be16(b, l4off + 4)
-        if ulen < 8 or ulen > l4len:               # RFC 768 length absent or bogus
-            ulen = l4len
-        M[PAYLEN, row] = max(ulen - 8, 0)
-        q = l4off + 8
-        have = min(min(end - q, ulen - 8), UDP_HEAD)
-        if have < 0:
-            have = 0
-        for j in range(have):
-            udp_head[uk, j] = b[q + j]
-        udp_head_len[uk] = have
-        udp_rows[uk] = row
-        uk += 1
-    elif proto == 17 and l4off < end:
-        M[L4_TRUNC, row] = 1
+    if proto == 6:
+        if l4off + 20 > end:
+            # the fixed header is not all there: Wireshark cannot analyse the segment
+            M[L4_TRUNC, m] = 1
+        else:
+            hlen = (b[l4off + 12] >> 4) * 4
+            M[L4, m] = 6
+            M[SPORT, m] = _be16(b, l4off)
+            M[DPORT, m] = _be16(b, l4off + 2)
+            M[SEQ, m] = _be32(b, l4off + 4)
+            M[ACK, m] = _be32(b, l4off + 8)
+            M[TCP_FLAGS, m] = _be16(b, l4off + 12) & 0x0FFF
+            M[WIN, m] = _be16(b, l4off + 14)
+            M[TCP_HLEN, m] = hlen
+            # tcp.len: the IP payload less the TCP header (RFC 9293 3.1), never negative
+            M[PAYLEN, m] = max(l4len - hlen, 0)
+            sk = _tcp_options(b, l4off, hlen, end, M, m, row, S, sk)
+    elif proto == 17:
+        if l4off + 8 > end:
+            M[L4_TRUNC, m] = 1
+        else:
+            M[L4, m] = 17
+            M[SPORT, m] = _be16(b, l4off)
+            M[DPORT, m] = _be16(b, l4off + 2)
+            ulen = _be16(b, l4off + 4)
+            if ulen < 8 or ulen > l4len:      # RFC 768 length absent (0) or bogus
+                ulen = l4len
+            M[PAYLEN, m] = max(ulen - 8, 0)
+            q = l4off + 8
+            have = min(min(end - q, ulen - 8), UDP_HEAD)
+            if have < 0:
+                have = 0
+            head = S[UDP_HEAD_BYTES]
+            for j in range(have):
+                head[uk, j] = b[q + j]
+            S[UDP_HEAD_LEN][uk] = have
+            S[UDP_ROWS][uk] = row
+            uk += 1
     return sk, uk
 
 
-@njit(cache=True)
-def scan_pcap(b, pos, end, big, tick_ns, lt, at_eof, M, sack_rows, sack_le, sack_re,
-              udp_rows, udp_head, udp_head_len, row0, sk, uk):
-    """Walk pcap records in b[pos:end]. Returns (pos, rows, sk, uk, status, err_pos, value)."""
-    row = row0
-    cap = M.shape[1]
-    while row < cap:
-        if pos + 16 > end:
-            return pos, row, sk, uk, NEED_MORE, pos, 0
-        caplen = _u32(b, pos + 8, big)
-        if caplen > MAX_PACKET:
-            return pos, row, sk, uk, E_RECORD_TOO_BIG, pos, caplen
-        if pos + 16 + caplen > end:
-            return pos, row, sk, uk, NEED_MORE, pos, caplen
-        sec = _u32(b, pos, big)
-        frac = _u32(b, pos + 4, big)
-        wirelen = _u32(b, pos + 12, big)
-        if wirelen < caplen:
-            wirelen = caplen
-        M[TS, row] = sec * 1_000_000_000 + frac * tick_ns
-        M[CAPLEN, row] = caplen
-        M[WIRELEN, row] = wirelen
-        sk, uk = decode_packet(b, pos + 16, caplen, wirelen, lt, row, M, sack_rows, sack_le,
-                               sack_re, udp_rows, udp_head, udp_head_len, sk, uk)
-        row += 1
-        pos += 16 + caplen
-    return pos, row, sk, uk, OK, pos, 0
-
-
-@njit(cache=True)
-def scan_pcapng(b, pos, end, big, if_lt, if_mul, if_div, if_shift, if_off, if_snap, if_base, M,
-                sack_rows, sack_le, sack_re, udp_rows, udp_head, udp_head_len, row0, sk, uk,
-                comment_rows, comment_pos, nc, base):
-    """Walk pcapng packet blocks in b[pos:end]; stop at any block Python must read.
-
-    Returns (pos, rows, sk, uk, nc, status, err_pos, value).
-    """
-    row = row0
-    cap = M.shape[1]
-    n_if = if_lt.shape[0]
-    while row < cap:
-        if pos + 12 > end:
-            return pos, row, sk, uk, nc, NEED_MORE, pos, 0
-        btype = _u32(b, pos, big)
-        if btype == 0x0A0D0D0A or btype == 1:
-            return pos, row, sk, uk, nc, CONTROL_BLOCK, pos, btype
-        blen = _u32(b, pos + 4, big)
-        if blen < 12 or blen % 4 != 0 or blen > MAX_BLOCK:
-            return pos, row, sk, uk, nc, E_BLOCK_LENGTH, pos, blen
-        if pos + blen > end:
-            return pos, row, sk, uk, nc, NEED_MORE, pos, blen
-        if _u32(b, pos + blen - 4, big) != blen:
-            return pos, row, sk, uk, nc, E_BLOCK_TRAILER, pos, blen
-        if btype == 6 or btype == 2:              # enhanced / obsolete packet block
-            if blen < 32:
-                return pos, row, sk, uk, nc, E_BLOCK_LENGTH, pos, blen
-            iface = _u32(b, pos + 8, big) if btype == 6 else _u16(b, pos + 8, big)
-            if iface >= n_if:
-                return pos, row, sk, uk, nc, E_UNKNOWN_INTERFACE, pos, iface
-            hi = np.uint64(_u32(b, pos + 12, big))
-            lo = np.uint64(_u32(b, pos + 16, big))
-            caplen = _u32(b, pos + 20, big)
-            wirelen = _u32(b, pos + 24, big)
-            if 28 + caplen + 4 > blen:
-                return pos, row, sk, uk, nc, E_CAPLEN_BEYOND_BLOCK, pos, caplen
-            if wirelen < caplen:
-                wirelen = caplen
-            ticks = (hi << np.uint64(32)) | lo
-            M[TS, row] = _ticks_to_ns(ticks, if_mul[iface], if_div[iface], if_shift[iface]) \
-                + if_off[iface]
-            M[IFACE, row] = if_base + iface
-            M[CAPLEN, row] = caplen
-            M[WIRELEN, row] = wirelen
-            sk, uk = decode_packet(b, pos + 28, caplen, wirelen, if_lt[iface], row, M,
-                                   sack_rows, sack_le, sack_re, udp_rows, udp_head,
-                                   udp_head_len, sk, uk)
-            opt = 28 + ((caplen + 3) // 4) * 4
-            if opt + 4 <= blen - 4 and nc < comment_rows.shape[0]:
-                # options present: remember where, if one of them is a comment
-                q = pos + opt
-                while q + 4 <= pos + blen - 4:
-                    code = _u16(b, q, big)
-                    ln = _u16(b, q + 2, big)
-                    if code == 0:
-                        break
-                    if code == 1:
-                        comment_rows[nc] = row
-                        comment_pos[nc] = base + pos
-                        nc += 1
-                        break
-                    q += 4 + ((ln + 3) // 4) * 4
-            row += 1
-        elif btype == 3:                          # simple packet block: interface 0
-            if n_if == 0:
-                return pos, row, sk, uk, nc, E_UNKNOWN_INTERFACE, pos, 0
-            wirelen = _u32(b, pos + 8, big)
-            caplen = min(wirelen, blen - 16)
-            if if_snap[0] > 0:
-                caplen = min(caplen, if_snap[0])
-            M[TS, row] = 0
-            M[IFACE, row] = if_base
-            M[CAPLEN, row] = caplen
-            M[WIRELEN, row] = wirelen
-            sk, uk = decode_packet(b, pos + 12, caplen, wirelen, if_lt[0], row, M, sack_rows,
-                                   sack_le, sack_re, udp_rows, udp_head, udp_head_len, sk,
-                                   uk)
-            row += 1
-        # any other block (name resolution, statistics, secrets, custom): skipped
-        pos += blen
-    return pos, row, sk, uk, nc, OK, pos, 0
+@njit(inline="always")
+def _tcp_options(b, l4off, hlen, end, M, m, row, S, sk):
+    """Walk the TCP options (RFC 9293 3.1; 7323 timestamps and window scale; 2018 SACK)."""
+    opt_end = l4off + hlen
+    if opt_end > end:
+        M[L4_TRUNC, m] = 1                     # options cut by the snaplen
+        opt_end = end
+    q = l4off + 20
+    nsack = 0
+    le = S[SACK_LE]
+    re = S[SACK_RE]
+    while q < opt_end:
+        kind = b[q]
+        if kind == 0:                            # end of option list
+            break
+        if kind == 1:                            # no-operation
+            q += 1
+            continue
+        if q + 2 > opt_end:
+            break
+        ln = np.int64(b[q + 1])
+        if ln < 2 or q + ln > opt_end:
+            break                                # a bad length: nothing after it is trusted
+        if kind == 2 and ln == 4:
+            M[OPT_MSS, m] = _be16(b, q + 2)
+        elif kind == 3 and ln == 3:
+            M[OPT_WSCALE, m] = min(np.int64(b[q + 2]), 127)
+        elif kind == 4 and ln == 2:
+            M[OPT_SACKPERM, m] = 1
+        elif kind == 5 and ln >= 10:
+            nb = min((ln - 2) // 8, 4)
+            for j in range(nb):
+                le[sk, j] = _be32(b, q + 2 + 8 * j)
+                re[sk, j] = _be32(b, q + 6 + 8 * j)
+            nsack = nb
+        elif kind == 8 and ln == 10:
+            M[HAS_TS, m] = 1
+            M[TSVAL, m] = _be32(b, q + 2)
+            M[TSECR, m] = _be32(b, q + 6)
+        q += ln
+    if nsack:
+        M[SACK_N, m] = nsack
+        S[SACK_ROWS][sk] = row
+        sk += 1
+    return sk
 
 
 @njit(inline="always")
 def _ticks_to_ns(ticks, mul, div, shift):
-    if shift >= 0:                                # resolution 2**-shift seconds
-        sec = ticks >> np.uint64(shift)
-        frac = ticks - (sec << np.uint64(shift))
-        return np.int64(sec) * 1_000_000_000 + np.int64(
-            (frac * np.uint64(1_000_000_000)) >> np.uint64(shift))
+    """Timestamp ticks to ns: exact for 10^-r resolutions, to the ns for 2^-s ones."""
+    if shift >= 0:                               # resolution 2**-shift s (shift <= 63)
+        sh = np.uint64(shift)
+        sec = ticks >> sh
+        frac = ticks - (sec << sh)
+        if shift <= 34:                          # frac * 1e9 fits in 64 bits
+            ns = (frac * np.uint64(1_000_000_000)) >> sh
+        else:
+            drop = np.uint64(shift - 34)
+            ns = ((frac >> drop) * np.uint64(1_000_000_000)) >> np.uint64(34)
+        return np.int64(sec) * 1_000_000_000 + np.int64(ns)
     return np.int64(ticks // np.uint64(div)) * mul
+
+
+@njit(cache=True)
+def scan(b, pos, end, big, pcapng, tick_ns, ifs, if_base, M, S, row, sk, uk, notes, nn, base):
+    """Walk the records of b[pos:end] and decode their frames into row `row` on.
+
+    pcap (pcapng False): 16-byte record headers, one interface (ifs row 0), timestamps of
+    seconds and tick_ns-ns fractions. pcapng: blocks; ifs holds this section's
+    interfaces as (lt, mul, div, shift, offset_ns, snaplen, fcs); the walk stops at any
+    block Python must read. notes: (row, file offset) of packet blocks with comments.
+    One kernel for both formats, so the decoder is compiled once.
+    Returns (pos, row, sk, uk, nn, status, value): pos is the first byte not consumed.
+    """
+    row0 = row
+    cap = row0 + M.shape[1]
+    n_if = ifs.shape[0]
+    while True:
+        m = row - row0
+        if row >= cap or nn >= notes.shape[0]:
+            return pos, row, sk, uk, nn, FULL, 0
+        if not pcapng:
+            if pos + 16 > end:
+                return pos, row, sk, uk, nn, NEED_MORE, 0
+            caplen = _u32(b, pos + 8, big)
+            if caplen > MAX_PACKET:
+                return pos, row, sk, uk, nn, E_RECORD_TOO_BIG, caplen
+            if pos + 16 + caplen > end:
+                return pos, row, sk, uk, nn, NEED_MORE, 16 + caplen
+            ts = _u32(b, pos, big) * 1_000_000_000 + _u32(b, pos + 4, big) * tick_ns
+            wirelen = _u32(b, pos + 12, big)
+            data = pos + 16
+            advance = 16 + caplen
+            i = 0
+        else:
+            if pos + 12 > end:
+                return pos, row, sk, uk, nn, NEED_MORE, 0
+            btype = _u32(b, pos, big)
+            if btype == 0x0A0D0D0A or btype == 1:     # section header, interface descr.
+                return pos, row, sk, uk, nn, CONTROL_BLOCK, btype
+            blen = _u32(b, pos + 4, big)
+            if blen < 12 or blen % 4 != 0 or blen > MAX_BLOCK:
+                return pos, row, sk, uk, nn, E_BLOCK_LENGTH, blen
+            if pos + blen > end:
+                return pos, row, sk, uk, nn, NEED_MORE, blen
+            if _u32(b, pos + blen - 4, big) != blen:
+                return pos, row, sk, uk, nn, E_BLOCK_TRAILER, blen
+            advance = blen
+            if btype == 6 or btype == 2:              # enhanced / obsolete packet block
+                if blen < 32:
+                    return pos, row, sk, uk, nn, E_BLOCK_TOO_SHORT, blen
+                i = _u32(b, pos + 8, big) if btype == 6 else _u16(b, pos + 8, big)
+                if i >= n_if:
+                    return pos, row, sk, uk, nn, E_UNKNOWN_INTERFACE, i
+                caplen = _u32(b, pos + 20, big)
+                if caplen > MAX_PACKET:               # as wiretap: "cap_len N is larger"
+                    return pos, row, sk, uk, nn, E_RECORD_TOO_BIG, caplen
+                if 28 + caplen + 4 > blen:
+                    return pos, row, sk, uk, nn, E_CAPLEN_BEYOND_BLOCK, caplen
+                wirelen = _u32(b, pos + 24, big)
+                ticks = (np.uint64(_u32(b, pos + 12, big)) << np.uint64(32)) | \
+                    np.uint64(_u32(b, pos + 16, big))
+                ts = _ticks_to_ns(ticks, ifs[i, 1], ifs[i, 2], ifs[i, 3]) + ifs[i, 4]
+                data = pos + 28
+                q = data + ((caplen + 3) // 4) * 4
+                # options: note the block if one of them is a comment (Python reads it)
+                while q + 4 <= pos + blen - 4:
+                    code = _u16(b, q, big)
+                    if code == 0:
+                        break
+                    if code == 1:
+                        notes[nn, 0] = row
+                        notes[nn, 1] = base + pos
+                        nn += 1
+                        break
+                    q += 4 + ((_u16(b, q + 2, big) + 3) // 4) * 4
+            elif btype == 3:                          # simple packet block: interface 0
+                if blen < 16:
+                    return pos, row, sk, uk, nn, E_BLOCK_TOO_SHORT, blen
+                if n_if == 0:
+                    return pos, row, sk, uk, nn, E_UNKNOWN_INTERFACE, 0
+                i = 0
+                wirelen = _u32(b, pos + 8, big)
+                # no captured length field: the original length, cut to the block's room
+                # and to the interface's snaplen (pcapng draft, "Simple Packet Block")
+                caplen = min(wirelen, blen - 16)
+                if ifs[0, 5] > 0:
+                    caplen = min(caplen, ifs[0, 5])
+                ts = 0                                # an SPB has no timestamp
+                data = pos + 12
+            elif btype == CUSTOM_COPY or btype == CUSTOM_NOCOPY:
+                # Wireshark 4.0 shows a custom block as a frame of its data (after the
+                # 4-byte Private Enterprise Number): a row without a packet keeps the
+                # frame numbers equal
+                if blen < 16:
+                    return pos, row, sk, uk, nn, E_BLOCK_TOO_SHORT, blen
+                M[TS, m] = 0
+                M[IFACE, m] = if_base
+                M[CAPLEN, m] = blen - 16
+                M[WIRELEN, m] = blen - 16
+                M[OPT_MSS, m] = -1
+                M[OPT_WSCALE, m] = -1
+                row += 1
+                pos += blen
+                continue
+            else:
+                # name resolution, interface statistics, decryption secrets, unknown
+                pos += blen
+                continue
+        M[TS, m] = ts
+        M[IFACE, m] = if_base + i
+        M[CAPLEN, m] = caplen
+        M[WIRELEN, m] = wirelen
+        sk, uk = decode_packet(b, data, caplen, wirelen, ifs[i, 0], ifs[i, 6], M, m, row, S,
+                               sk, uk)
+        row += 1
+        pos += advance

@@ -1,5 +1,8 @@
 """File formats, as tables of fields (dpkt style): pcap (libpcap) and pcapng.
 
+References: draft-ietf-opsawg-pcap (pcap) and draft-ietf-opsawg-pcapng (pcapng);
+link types from https://www.tcpdump.org/linktypes.html.
+
 pcap: a 24-byte file header, then records of a 16-byte header and the packet bytes.
 pcapng (draft-ietf-opsawg-pcapng): blocks of (type, total length, body, total length);
 a Section Header Block sets the byte order of its section, Interface Description Blocks
@@ -30,11 +33,26 @@ GZIP_MAGIC = b"\x1f\x8b"
 # pcapng
 SHB, IDB, PB, SPB, NRB, ISB, EPB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
-# the largest block we accept: a packet of MAX_PACKET plus room for options
+BYTE_ORDER_MAGIC_BE = b"\x1a\x2b\x3c\x4d"
+BYTE_ORDER_MAGIC_LE = b"\x4d\x3c\x2b\x1a"
+# the largest block we accept (a sanity cap, see decode.MAX_BLOCK)
 MAX_BLOCK = 16 << 20
+# fixed part of each block before its options: header (type, length) included
+SHB_FIXED = [("type", "I"), ("total_length", "I"), ("byte_order_magic", "I"),
+             ("major", "H"), ("minor", "H"), ("section_length", "q")]          # 24 bytes
+IDB_FIXED = [("type", "I"), ("total_length", "I"), ("linktype", "H"), ("reserved", "H"),
+             ("snaplen", "I")]                                                 # 16 bytes
+EPB_FIXED = [("type", "I"), ("total_length", "I"), ("interface_id", "I"),
+             ("ts_high", "I"), ("ts_low", "I"), ("captured_len", "I"),
+             ("original_len", "I")]                                           # 28 bytes
 # option codes
 OPT_ENDOFOPT, OPT_COMMENT = 0, 1
-IF_NAME, IF_DESCRIPTION, IF_TSRESOL, IF_TSOFFSET = 2, 3, 9, 14
+IF_NAME, IF_DESCRIPTION, IF_TSRESOL, IF_FCSLEN, IF_TSOFFSET = 2, 3, 9, 13, 14
+
+# pcap's link type field: the low 16 bits are the link type, bit 26 says that bits 28-31
+# give the length of a frame check sequence ending every frame, in 16-bit units
+# (pcap-linktype(7), LT_FCS_LENGTH)
+LINKTYPE_MASK, FCS_PRESENT = 0x03FFFFFF, 0x04000000
 
 # link types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW_OLD, LINKTYPE_RAW = 0, 1, 12, 101

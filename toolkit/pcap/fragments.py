@@ -24,27 +24,34 @@ def _completing_rows(cols: dict[str, np.ndarray], rows: np.ndarray):
     key = np.stack([cols["src_hi"][rows], cols["src_lo"][rows], cols["dst_hi"][rows],
                     cols["dst_lo"][rows], cols["ip_id"][rows].astype(np.uint64),
                     cols["ip_proto"][rows].astype(np.uint64)], axis=1)
-    _, group = np.unique(key, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    for g in np.unique(group):
-        members = rows[group == g]            # in arrival (frame) order
+    # one sort groups the fragments of each datagram, in arrival order within a group
+    order = np.lexsort((rows,) + tuple(key[:, i] for i in range(key.shape[1] - 1, -1, -1)))
+    key, grouped = key[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]).any(axis=1)])
+    bounds = np.r_[starts, len(grouped)]
+    offs = cols["frag_off"][grouped].tolist()
+    lens = cols["frag_len"][grouped].tolist()
+    more = cols["frag_more"][grouped].tolist()
+    members_all = grouped.tolist()
+    for lo_i, hi_i in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         have: list[tuple[int, int]] = []
         end = None
         first = None
-        for r in members.tolist():
-            off, ln = int(cols["frag_off"][r]), int(cols["frag_len"][r])
+        for j in range(lo_i, hi_i):
+            r = members_all[j]
+            off, ln = int(offs[j]), int(lens[j])
             if off == 0 and first is None:
                 first = r
-            if not cols["frag_more"][r]:
+            if not more[j]:
                 end = off + ln
             have.append((off, off + ln))
             if first is None or end is None:
                 continue
             reach = 0
-            for lo, hi in sorted(have):
-                if lo > reach:
+            for a, b in sorted(have):
+                if a > reach:
                     break
-                reach = max(reach, hi)
+                reach = max(reach, b)
             if reach >= end:
                 yield first, r, end
                 break
