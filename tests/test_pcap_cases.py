@@ -209,7 +209,8 @@ def test_small_chunks_and_many_rows(tmp_path, monkeypatch, fmt):
     monkeypatch.setattr(source_mod, "CHUNK", 1000)
     frames = [B.ether(B.ipv4(B.tcp(seq=i, payload=b"p" * (i % 300)))) for i in range(40000)]
     if fmt == "pcap":
-        data = B.pcap(frames)
+        data = B.pcap([]) + b"".join(struct.pack("<IIII", i, 0, len(f), len(f)) + f
+                                     for i, f in enumerate(frames))
     else:
         data = _ng(B.idb(), *[B.epb(f, i) for i, f in enumerate(frames)])
     seen = []

@@ -50,7 +50,8 @@ PACKET_COLUMNS: dict[str, tuple[type, str]] = {
     "ack": (np.uint32, "TCP acknowledgment number (raw)"),
     "tcp_flags": (np.uint16, "TCP flags, 12 bits (FIN=0x001 ... NS=0x100)"),
     "win": (np.uint16, "TCP window field, unscaled"),
-    "tcp_hlen": (np.uint8, "TCP header length in bytes (data offset * 4)"),
+    "tcp_hlen": (np.uint8, "TCP header length in bytes (data offset * 4); under 20 is "
+                           "bogus: Wireshark shows tcp.len but no flags or analysis"),
     "paylen": (np.int32, "TCP: payload bytes from the IP length (as Wireshark, not caplen); "
                          "UDP: UDP length - 8; never negative"),
     "opt_mss": (np.int32, "TCP MSS option value, -1 absent"),
