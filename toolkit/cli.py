@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "analyze it (needs capture rights)")
     de.add_argument("--out", metavar="DIR", help="run directory (default runs/demo-TIME)")
     de.set_defaults(func=cmd_demo)
+
+    # the other subcommands live one per module in toolkit/commands (see its docstring)
+    import importlib
+    import pkgutil
+
+    from . import commands
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
     return p
 
 
