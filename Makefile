@@ -7,7 +7,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 # command:package pairs; installed together when any is missing
 SYSTEM_TOOLS = tshark:tshark dumpcap:wireshark-common tcpdump:tcpdump nft:nftables \
-               ethtool:ethtool ip:iproute2
+               ethtool:ethtool ip:iproute2 ping:iputils-ping
 
 .PHONY: test demo venv system-deps bench clean
 
