@@ -1,0 +1,78 @@
+"""`labkit doctor`: what this machine offers, and which labs can run here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+LABS_DIR = Path(__file__).resolve().parents[2] / "labs"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("doctor", help="what this machine offers (privileges, netem, tbf, "
+                                      "nftables, capture tools) and which labs can run",
+                       description="Probes privileges, kernel features (by trying them in a "
+                                   "throwaway lab), tools and Python packages.")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--privilege", choices=["auto", "root", "rootless"], default="auto",
+                   help="how to get network privileges (default: root if root, else rootless)")
+    p.set_defaults(func=run)
+
+
+def lab_verdicts(report, labs_dir: Path = LABS_DIR) -> dict[str, str]:
+    """For each labs/*.toml: 'ok (engine ...)' or why it cannot run here."""
+    import tomllib
+
+    from ..netlab.impairment import SpecError, choose_engine, from_dict
+
+    out = {}
+    for path in sorted(labs_dir.glob("*.toml")):
+        try:
+            spec = tomllib.loads(path.read_text())
+            imp = from_dict(spec.get("link", {}))
+            asked = spec.get("link", {}).get("engine", "auto")
+            choice = choose_engine(imp, report.have_netem, asked)
+        except (OSError, tomllib.TOMLDecodeError, SpecError) as e:
+            out[path.stem] = f"invalid: {e}"
+            continue
+        if not report.can_build:
+            out[path.stem] = "cannot run: no privileges for a lab network (see privilege)"
+        elif not (report.tools.get("dumpcap") or report.tools.get("tcpdump")):
+            out[path.stem] = "cannot run: no capture tool (install wireshark-common)"
+        else:
+            out[path.stem] = f"ok ({choice.engine} engine: {choice.reason})"
+    return out
+
+
+def run(args) -> int:
+    from ..netlab.probe import TOOLS, probe_machine
+
+    report = probe_machine(args.privilege)
+    labs = lab_verdicts(report)
+    if args.json:
+        print(json.dumps({**report.as_dict(), "labs": labs}, indent=1))
+        return 0 if report.can_build else 1
+    w = sys.stdout.write
+    priv = report.privilege
+    w(f"privilege: {priv['mode'] or 'NONE'}: {priv['detail']}\n")
+    if report.kernel:
+        w("kernel:\n")
+        for name, ok in report.kernel.items():
+            why = report.kernel_errors.get(name, "")
+            w(f"  {name:16} {'yes' if ok else 'no '}{'  (' + why + ')' if why else ''}\n")
+        if not report.have_netem:
+            w("  without netem, delay/jitter/reordering/duplication/corruption use the "
+              "userspace link emulator\n")
+    elif report.kernel_errors:
+        w(f"kernel: not probed: {report.kernel_errors}\n")
+    w("tools:\n")
+    for name, path in report.tools.items():
+        w(f"  {name:16} {path or 'MISSING (Debian package ' + TOOLS[name] + ')'}\n")
+    w("python packages:\n")
+    for name, version in report.packages.items():
+        w(f"  {name:16} {version or 'MISSING (make test installs it into .venv)'}\n")
+    w("labs:\n" if labs else "labs: none defined yet in labs/\n")
+    for name, verdict in labs.items():
+        w(f"  {name:16} {verdict}\n")
+    return 0 if report.can_build else 1
