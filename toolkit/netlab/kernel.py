@@ -126,6 +126,19 @@ def plan_kernel(imp: Impairment, run_id: str, router_netns: str, *, have_netem: 
     return plan
 
 
+def plan_forwarding(router_netns: str, on: bool) -> Plan:
+    """Turn the router's kernel forwarding on or off (the userspace engine forwards by
+    itself, and a second copy from the kernel would duplicate every packet)."""
+    value, undo = ("1", "0") if on else ("0", "1")
+    plan = Plan()
+    plan.add("sysctl", "-q", "-w", f"net.ipv4.ip_forward={value}",
+             f"net.ipv6.conf.all.forwarding={value}", netns=router_netns,
+             undo=("sysctl", "-q", "-w", f"net.ipv4.ip_forward={undo}",
+                   f"net.ipv6.conf.all.forwarding={undo}"),
+             why=f"router kernel forwarding {'on' if on else 'off'}")
+    return plan
+
+
 def parse_nft_drops(nft_json: str) -> dict[str, int]:
     """Packets dropped per direction, from `nft -j list table inet labkit_<run>`."""
     out: dict[str, int] = {}
