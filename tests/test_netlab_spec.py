@@ -327,3 +327,25 @@ def test_leftovers_are_dead_runs_only(tmp_path):
     assert "no run record" in found["dddddd"][1]
     registry.unregister("aaaaaa", tmp_path)
     assert not (tmp_path / "aaaaaa.json").exists()
+
+
+# ---- privileges: the error says what is missing and how to get it ----
+
+
+def test_without_root_or_user_namespaces_the_error_names_the_blocker(monkeypatch, tmp_path):
+    from toolkit.netlab import rootless
+
+    monkeypatch.setattr(rootless.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("PATH", str(tmp_path))            # no unshare, no nsenter
+    sysctls = {"/proc/sys/kernel/unprivileged_userns_clone": "0",
+               "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1"}
+    monkeypatch.setattr(rootless, "_read", sysctls.get)
+    with pytest.raises(rootless.PrivilegeError) as e:
+        rootless.detect()
+    msg = str(e.value)
+    assert "needs CAP_NET_ADMIN" in msg and "run as root (sudo)" in msg
+    assert "sudo sysctl -w kernel.unprivileged_userns_clone=1" in msg
+    assert "kernel.apparmor_restrict_unprivileged_userns=0" in msg
+    assert "`unshare` is missing: install util-linux" in msg
+    with pytest.raises(rootless.PrivilegeError, match="not root: run with sudo"):
+        rootless.detect("root")
