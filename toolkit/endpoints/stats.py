@@ -1,0 +1,189 @@
+"""What a receiver computes from the lab headers it receives: pure, batched, bounded.
+
+SequenceStats takes batches of (seq, send_ns, recv_ns, bytes) in arrival order, as a
+receiver gets them from one recvmmsg()-like batch or one read, and keeps, per flow:
+
+- unique packets and bytes; duplicates (a sequence number seen before, or twice in a batch);
+- loss: expected - unique, where expected is one past the highest sequence number seen,
+  or the sender's own count when its end marker said so (so losses at the tail count too);
+- reordering, RFC 4737 section 3.3: a packet is reordered when its sequence number is
+  below NextExp, one past the highest number that arrived before it (duplicates excluded);
+  with the largest such gap (NextExp - seq - 1 is how far back it came, in packets);
+- jitter, RFC 3550 section 6.4.1 and A.8: D(i-1, i) = (R_i - R_{i-1}) - (S_i - S_{i-1}) over
+  consecutive arrivals, J += (|D| - J) / 16; in seconds here (RTP uses its clock units);
+- one-way delay R - S (min, mean, max): meaningful only when the sender shares the clock
+  (same machine, or namespaces of one machine); the caller decides whether to report it.
+
+Memory is bounded whatever arrives: the seen-bitmap grows only up to `window` numbers past
+the highest sequence so far; anything further, or negative, is counted as `stray`.
+Each interval() returns the counts since the previous one, as iperf3's interval lines do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_A = 15.0 / 16.0
+_CHUNK = 1024
+_POW = _A ** np.arange(_CHUNK, -1, -1, dtype=np.float64)   # a^CHUNK ... a^0
+
+
+class SequenceStats:
+    def __init__(self, window: int = 1 << 24):
+        self.window = window
+        self._seen = np.zeros(4096, dtype=bool)
+        self.max_seq = -1
+        self.unique = 0
+        self.bytes = 0
+        self.duplicates = 0
+        self.reordered = 0
+        self.max_reorder_gap = 0
+        self.stray = 0
+        self.sent_total: int | None = None    # from the sender's end marker
+        self.jitter_s = 0.0
+        self._last_transit: int | None = None
+        self.owd_min_ns: int | None = None
+        self.owd_max_ns: int | None = None
+        self._owd_sum_ns = 0
+        self.first_recv_ns: int | None = None
+        self.last_recv_ns: int | None = None
+        self._mark = self._counts()
+
+    # ---- input ----
+
+    def add(self, seq: int, send_ns: int, recv_ns: int, nbytes: int) -> None:
+        self.add_batch(np.array([seq], np.int64), np.array([send_ns], np.int64),
+                       np.array([recv_ns], np.int64), np.array([nbytes], np.int64))
+
+    def add_batch(self, seq, send_ns, recv_ns, nbytes) -> None:
+        seq = np.asarray(seq, np.int64)
+        send_ns = np.asarray(send_ns, np.int64)
+        recv_ns = np.asarray(recv_ns, np.int64)
+        nbytes = np.asarray(nbytes, np.int64)
+        if len(seq) == 0:
+            return
+        if self.first_recv_ns is None:
+            self.first_recv_ns = int(recv_ns[0])
+        self.last_recv_ns = int(recv_ns[-1])
+        self._jitter(recv_ns - send_ns)
+        ok = (seq >= 0) & (seq <= max(self.max_seq, 0) + self.window)
+        if not ok.all():
+            self.stray += int((~ok).sum())
+            seq, send_ns, recv_ns, nbytes = seq[ok], send_ns[ok], recv_ns[ok], nbytes[ok]
+            if len(seq) == 0:
+                return
+        top = int(seq.max())
+        if top >= len(self._seen):
+            grown = np.zeros(max(2 * len(self._seen), top + 1), dtype=bool)
+            grown[:len(self._seen)] = self._seen
+            self._seen = grown
+        first = np.zeros(len(seq), dtype=bool)
+        first[np.unique(seq, return_index=True)[1]] = True
+        new = first & ~self._seen[seq]
+        self.duplicates += len(seq) - int(new.sum())
+        s = seq[new]
+        if len(s) == 0:
+            return
+        self._seen[s] = True
+        # RFC 4737: NextExp before each arrival = 1 + the highest number that came before
+        before = np.maximum.accumulate(np.concatenate(([self.max_seq], s)))[:-1]
+        late = s < before
+        if late.any():
+            self.reordered += int(late.sum())
+            self.max_reorder_gap = max(self.max_reorder_gap, int((before[late] - s[late]).max()))
+        self.max_seq = max(self.max_seq, int(s.max()))
+        self.unique += len(s)
+        self.bytes += int(nbytes[new].sum())
+        transit = (recv_ns - send_ns)[new]
+        lo, hi = int(transit.min()), int(transit.max())
+        self.owd_min_ns = lo if self.owd_min_ns is None else min(self.owd_min_ns, lo)
+        self.owd_max_ns = hi if self.owd_max_ns is None else max(self.owd_max_ns, hi)
+        self._owd_sum_ns += int(transit.sum())
+
+    def _jitter(self, transit: np.ndarray) -> None:
+        # RFC 3550 A.8 over consecutive arrivals (every packet, in arrival order)
+        if self._last_transit is None:
+            self._last_transit = int(transit[0])
+            transit = transit[1:]
+        for start in range(0, len(transit), _CHUNK):
+            t = transit[start:start + _CHUNK]
+            d = np.abs(np.diff(np.concatenate(([self._last_transit], t)))) / 1e9
+            n = len(d)
+            # J_n = a^n J_0 + (1/16) sum_k a^(n-k) |D_k|, the recurrence in closed form
+            self.jitter_s = float(_A ** n * self.jitter_s + (_POW[-n:] * d).sum() / 16.0)
+            self._last_transit = int(t[-1])
+
+    def end_marker(self, sent_total: int) -> None:
+        """The sender says it sent this many: losses at the tail become visible."""
+        self.sent_total = int(sent_total)
+
+    # ---- output ----
+
+    @property
+    def expected(self) -> int:
+        return max(self.max_seq + 1, self.sent_total or 0)
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.unique
+
+    def _counts(self) -> dict:
+        return {"packets": self.unique, "bytes": self.bytes, "duplicates": self.duplicates,
+                "reordered": self.reordered, "expected": self.expected, "lost": self.lost}
+
+    def totals(self, same_clock: bool = False) -> dict:
+        out = {**self._counts(), "stray": self.stray, "max_reorder_gap": self.max_reorder_gap,
+               "loss_fraction": self.lost / self.expected if self.expected else 0.0,
+               "jitter_s": self.jitter_s}
+        if self.first_recv_ns is not None and self.last_recv_ns is not None:
+            out["seconds"] = (self.last_recv_ns - self.first_recv_ns) / 1e9
+        if same_clock and self.unique:
+            out["owd_s"] = {"min": self.owd_min_ns / 1e9, "max": self.owd_max_ns / 1e9,
+                            "mean": self._owd_sum_ns / self.unique / 1e9}
+        return out
+
+    def interval(self) -> dict:
+        """Counts since the previous call (loss may dip below zero when late packets of an
+        earlier interval arrive, as in iperf3), and the jitter now."""
+        now = self._counts()
+        out = {k: now[k] - self._mark[k] for k in now}
+        out["jitter_s"] = self.jitter_s
+        self._mark = now
+        return out
+
+
+def align_reads(read_sizes, message_sizes) -> dict:
+    """How a receiver's reads lined up with the sender's messages, without framing.
+
+    message_sizes: the sizes the sender wrote, in order (a whole stream's worth, or one
+    cycle that repeats). Each read is classified: `exact` (exactly one whole message),
+    `glued` (holds bytes of two or more messages) or `partial` (part of one message).
+    Messages are `split` when they took more than one read.
+    """
+    reads = np.asarray(read_sizes, np.int64)
+    cycle = np.asarray(message_sizes, np.int64)
+    total = int(reads.sum())
+    if total == 0 or len(cycle) == 0 or (cycle <= 0).any():
+        return {"reads": len(reads), "messages": 0, "exact": 0, "glued": 0, "partial": 0,
+                "split_messages": 0}
+    reps = -(-total // int(cycle.sum()))
+    ends = np.cumsum(np.tile(cycle, reps))             # message i occupies [ends[i-1], ends[i])
+    ends = ends[: int(np.searchsorted(ends, total)) + 1]
+    r_end = np.cumsum(reads)
+    r_start = r_end - reads
+    reads_nonempty = reads > 0
+    # index of the message holding the first and the last byte of each read
+    m_first = np.searchsorted(ends, r_start, side="right")
+    m_last = np.searchsorted(ends, r_end - 1, side="right")
+    starts = np.concatenate(([0], ends[:-1]))
+    whole = (r_start == starts[m_first]) & (r_end == ends[m_first]) & (m_first == m_last)
+    glued = (m_last > m_first) & reads_nonempty
+    exact = whole & reads_nonempty
+    partial = reads_nonempty & ~whole & ~glued
+    # a message is split when some read boundary falls strictly inside it
+    cuts = r_end[:-1] if len(r_end) > 1 else np.array([], np.int64)
+    inner = cuts[~np.isin(cuts, ends)]
+    split = len(np.unique(np.searchsorted(ends, inner, side="right")))
+    complete = int(np.searchsorted(ends, total, side="right"))
+    return {"reads": int(reads_nonempty.sum()), "messages": complete, "exact": int(exact.sum()),
+            "glued": int(glued.sum()), "partial": int(partial.sum()), "split_messages": split}
