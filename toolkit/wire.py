@@ -5,7 +5,8 @@ Format, version 1 (network byte order, 32 bytes)::
     offset  size  field     meaning
     0       4     magic     b"LBK1": marks a labkit payload
     4       1     version   1; a receiver rejects versions it does not know
-    5       1     kind      0 data, 1 request, 2 response, 3 file header
+    5       1     kind      0 data, 1 request, 2 response, 3 file data, 4 control
+                            (a JSON body: hello, end, report; see endpoints/control.py)
     6       2     reserved  0; room for flags in later versions
     8       4     flow      flow id (uint32), chosen by the sender
     12      8     seq       sequence number (uint64), 0, 1, 2, ... per flow
@@ -35,12 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MAGIC", "VERSION", "HEADER_LEN", "FIELDS", "DEFAULT_LIMIT", "KIND_DATA",
-           "KIND_REQUEST", "KIND_RESPONSE", "KIND_FILE", "FramingError", "Header",
-           "decode_heads", "frame", "encode_message", "Deframer"]
+           "KIND_REQUEST", "KIND_RESPONSE", "KIND_FILE", "KIND_CONTROL", "FramingError",
+           "Header", "decode_heads", "frame", "encode_message", "Deframer"]
 
 MAGIC = b"LBK1"
 VERSION = 1
-KIND_DATA, KIND_REQUEST, KIND_RESPONSE, KIND_FILE = 0, 1, 2, 3
+KIND_DATA, KIND_REQUEST, KIND_RESPONSE, KIND_FILE, KIND_CONTROL = 0, 1, 2, 3, 4
 DEFAULT_LIMIT = 16 << 20          # largest message body a Deframer accepts by default
 
 # The header as a table of fields (dpkt style): name, struct code, offset, size.

@@ -1,0 +1,113 @@
+"""`labkit send`: the sending end (iperf3 -c, with modes and a JSON report)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..endpoints.options import add_socket_options, socket_options
+
+MODES = ["bulk", "paced", "stream", "rr", "file"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("send", help="send TCP or UDP lab traffic (iperf3 -c style)",
+                       description="Modes: bulk (as fast as allowed), paced (--rate), stream "
+                                   "(messages of --length sizes, e.g. 100,1400), rr "
+                                   "(request/response), file (--file PATH). Every datagram "
+                                   "and message carries the lab header.")
+    p.add_argument("host")
+    p.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
+    p.add_argument("-p", "--port", type=int, default=5201)
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="default bulk (file when --file is given)")
+    lim = p.add_mutually_exclusive_group()
+    lim.add_argument("-t", "--time", metavar="S", help="seconds to send (default 10)")
+    lim.add_argument("-n", "--bytes", metavar="N", help="bytes to send, e.g. 100M")
+    lim.add_argument("-k", "--count", type=int, metavar="N",
+                     help="datagrams, or transactions in rr mode")
+    p.add_argument("-b", "--rate", metavar="R",
+                   help="bits/s, e.g. 10M (UDP default 1M as iperf3; 0: unlimited)")
+    p.add_argument("-l", "--length", metavar="L",
+                   help="message/datagram size, or sizes cycled: 100,1400 "
+                        "(default TCP 128K, UDP 1400)")
+    p.add_argument("--response-size", default="128", metavar="SIZE", help="rr response size")
+    p.add_argument("--tps", type=float, default=0.0, metavar="N",
+                   help="rr: transactions per second (default: back to back)")
+    p.add_argument("--file", metavar="PATH", help="file transfer (TCP)")
+    p.add_argument("--no-framing", action="store_true",
+                   help="TCP: write messages back to back with no framing promise; the "
+                        "receiver reports how its reads lined up with them")
+    p.add_argument("--no-gso", action="store_true", help="UDP: one datagram per system call")
+    p.add_argument("--flow", type=int, metavar="ID", help="flow id (default random)")
+    p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
+    add_socket_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..endpoints import quantities as q
+    from ..endpoints.report import Report
+
+    mode = args.mode or ("file" if args.file else "bulk")
+    try:
+        opts = socket_options(args)
+        lengths = [q.size(x) for x in args.length.split(",")] if args.length else None
+        if lengths is not None and any(n <= 0 for n in lengths):
+            raise q.QuantityError(f"--length {args.length}: sizes must be above zero")
+        seconds = q.seconds(args.time) if args.time else None
+        total = q.size(args.bytes) if args.bytes else None
+        interval = q.seconds(args.interval)
+        if interval <= 0:
+            raise q.QuantityError("--interval must be above zero")
+        if mode == "file":
+            if args.proto != "tcp":
+                raise q.QuantityError("--mode file is TCP only")
+            if not args.file or not Path(args.file).is_file():
+                raise q.QuantityError(f"--file {args.file}: not a readable file")
+        if args.no_framing and (args.proto != "tcp" or mode not in ("bulk", "stream")):
+            raise q.QuantityError("--no-framing applies to TCP bulk and stream modes")
+        if mode == "paced" and not args.rate:
+            raise q.QuantityError("--mode paced needs --rate")
+        report = Report("sender", args.proto, mode, quiet=args.quiet)
+        if args.proto == "tcp":
+            from ..endpoints.tcp import TcpSendConfig, send
+            cfg = TcpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
+                                rate_bps=q.rate(args.rate) if args.rate else 0.0,
+                                lengths=lengths or ([128] if mode == "rr" else [128 << 10]),
+                                response_size=q.size(args.response_size), count=args.count,
+                                tps=args.tps, file=Path(args.file) if args.file else None,
+                                framing=not args.no_framing, interval=interval,
+                                flow=args.flow, options=opts)
+        else:
+            from ..endpoints.udp import UdpSendConfig, send
+            if mode == "paced":
+                mode = "bulk"
+            cfg = UdpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
+                                count=args.count,
+                                rate_bps=q.rate(args.rate) if args.rate is not None else 1e6,
+                                lengths=lengths or [1400 if mode != "rr" else 64],
+                                response_size=q.size(args.response_size), tps=args.tps,
+                                interval=interval, flow=args.flow, gso=not args.no_gso,
+                                options=opts)
+    except (q.QuantityError, ValueError) as e:
+        print(f"labkit send: {e}", file=sys.stderr)
+        return 2
+    report.say(f"Connecting to host {args.host}, {args.proto.upper()} port {args.port}, "
+               f"mode {mode}")
+    try:
+        doc = send(cfg, report)
+    except (ConnectionError, OSError) as e:
+        if report.doc["intervals"]:
+            report.write(args.json)        # what was measured before the failure is kept
+        print(f"labkit send: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        report.finish({"seconds": report.elapsed(), "interrupted": True})
+        report.write(args.json)
+        return 130
+    report.write(args.json)
+    return 0 if doc else 1

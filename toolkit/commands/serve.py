@@ -1,0 +1,85 @@
+"""`labkit serve`: the receiving end (iperf3 -s, with server models and a JSON report)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..endpoints.options import add_socket_options, socket_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="receive TCP or UDP lab traffic (iperf3 -s style)",
+                       description="Serves every sender mode: bulk, paced, stream, rr "
+                                   "(echo), file, unframed. Rates and sizes as iperf3 writes "
+                                   "them (10M, 64K).")
+    p.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
+    p.add_argument("-p", "--port", type=int, default=5201)
+    p.add_argument("-B", "--bind", default="", metavar="ADDR", help="local address")
+    p.add_argument("--model", choices=["iterative", "thread", "process", "selectors",
+                                       "asyncio"], default="thread",
+                   help="TCP concurrency model (default thread)")
+    p.add_argument("-1", "--one-off", action="store_true",
+                   help="stop after one client (TCP) or one flow (UDP)")
+    p.add_argument("--clients", type=int, metavar="N", help="stop after N clients or flows")
+    p.add_argument("-t", "--time", metavar="S", help="stop after S seconds")
+    p.add_argument("--out-dir", default=".", metavar="DIR", help="where received files go")
+    p.add_argument("--limit", default="16M", metavar="SIZE",
+                   help="largest message accepted (default 16M); a larger length field "
+                        "closes that connection")
+    p.add_argument("--pause", metavar="S", help="slow reader: wait S seconds before reading")
+    p.add_argument("--slow-read", metavar="RATE", help="slow reader: read at most RATE bits/s")
+    p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
+    add_socket_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import signal
+    from pathlib import Path
+
+    from ..endpoints import quantities as q
+    from ..endpoints.report import Report
+    from ..endpoints.servers import Server, ServerConfig
+    from ..endpoints.udp import UdpReceiver
+
+    try:
+        opts = socket_options(args)
+        max_clients = 1 if args.one_off else args.clients
+        seconds = q.seconds(args.time) if args.time else None
+        interval = q.seconds(args.interval)
+        if interval <= 0:
+            raise q.QuantityError("--interval must be above zero")
+        report = Report("server" if args.proto == "tcp" else "receiver", args.proto,
+                        args.model if args.proto == "tcp" else "udp", quiet=args.quiet)
+        if args.proto == "tcp":
+            out_dir = Path(args.out_dir)
+            if not out_dir.is_dir():
+                raise q.QuantityError(f"--out-dir {args.out_dir}: not a directory")
+            server = Server(ServerConfig(
+                port=args.port, host=args.bind, model=args.model, limit=q.size(args.limit),
+                out_dir=out_dir, options=opts,
+                pause_s=q.seconds(args.pause) if args.pause else 0.0,
+                slow_read_bps=q.rate(args.slow_read) if args.slow_read else 0.0,
+                max_connections=max_clients, max_seconds=seconds, interval=interval), report)
+        else:
+            if opts.rcvbuf is None:
+                opts.rcvbuf = 8 << 20
+            server = UdpReceiver(args.port, args.bind, options=opts, report=report,
+                                 max_flows=max_clients, max_seconds=seconds, interval=interval)
+    except (q.QuantityError, ValueError) as e:
+        print(f"labkit serve: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"labkit serve: cannot listen on port {args.port}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
+    report.say(f"Server listening on {args.proto.upper()} port {server.port}"
+               + (f" ({args.model} model)" if args.proto == "tcp" else ""))
+    # Ctrl-C and SIGTERM stop it cleanly: the report is still written
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    doc = server.run()
+    report.write(args.json)
+    return 0 if doc else 1

@@ -1,0 +1,28 @@
+"""Command-line socket options shared by `labkit serve` and `labkit send` (argparse only:
+the CLI imports this at start-up)."""
+
+from __future__ import annotations
+
+
+def add_socket_options(p) -> None:
+    g = p.add_argument_group("socket options")
+    g.add_argument("-N", "--nodelay", action="store_true", help="TCP_NODELAY (no Nagle)")
+    g.add_argument("--rcvbuf", metavar="SIZE", help="SO_RCVBUF (the kernel doubles it)")
+    g.add_argument("--sndbuf", metavar="SIZE", help="SO_SNDBUF (the kernel doubles it)")
+    g.add_argument("--linger0", action="store_true",
+                   help="SO_LINGER 0: close with RST instead of FIN")
+    g.add_argument("--no-reuseaddr", action="store_true", help="do not set SO_REUSEADDR")
+    g.add_argument("--backlog", type=int, default=128, help="listen backlog (default 128)")
+    g.add_argument("-C", "--congestion", metavar="ALGO",
+                   help="TCP congestion control (e.g. cubic, reno, bbr)")
+
+
+def socket_options(args):
+    from . import quantities as q
+    from .sockopts import SocketOptions
+
+    return SocketOptions(nodelay=args.nodelay,
+                         rcvbuf=q.size(args.rcvbuf) if args.rcvbuf else None,
+                         sndbuf=q.size(args.sndbuf) if args.sndbuf else None,
+                         linger0=args.linger0, reuseaddr=not args.no_reuseaddr,
+                         backlog=args.backlog, congestion=args.congestion)

@@ -1,0 +1,466 @@
+"""TCP server models, the ones socket-programming courses compare, all driving one Session.
+
+    iterative   one client at a time; the others wait in the listen backlog (and SYNs
+                beyond it are dropped or answered by syncookies)
+    thread      a thread per connection
+    process     a process per connection (fork); the child sends its report to the parent
+    selectors   one thread, non-blocking sockets, readiness from epoll/kqueue
+    asyncio     one thread, coroutines over the same readiness machinery
+
+Each serves every mode of sessions.py and tells apart how a client left:
+    half-close  its FIN came, our final report was sent and read, then it closed
+    close       its FIN came and it had closed entirely: our report was answered by a RST
+    reset       a RST while the connection was open (recv raised ConnectionResetError)
+    error       the client broke the protocol (malformed frame): we closed on it
+It logs which, and keeps serving the others. A slow reader (--pause, --slow-read) delays
+or paces recv() so the client's window fills (zero windows, window-full in the capture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import wire
+from . import sockopts
+from .report import Report
+from .sessions import Session
+
+MODELS = ("iterative", "thread", "process", "selectors", "asyncio")
+RECV = 1 << 16
+CLOSE_WAIT_S = 2.0
+
+
+@dataclass
+class ServerConfig:
+    port: int = 5201
+    host: str = ""
+    model: str = "thread"
+    limit: int = wire.DEFAULT_LIMIT
+    out_dir: Path = field(default_factory=Path.cwd)
+    options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
+    pause_s: float = 0.0             # wait this long before the first read
+    slow_read_bps: float = 0.0       # then read no faster than this
+    max_connections: int | None = None   # stop after this many (iperf3 -1 is 1)
+    max_seconds: float | None = None     # stop after this long
+    interval: float = 1.0
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig, report: Report | None = None):
+        if cfg.model not in MODELS:
+            raise ValueError(f"model {cfg.model!r}: expected one of {', '.join(MODELS)}")
+        self.cfg = cfg
+        self.report = report or Report("server", "tcp", cfg.model)
+        self.report.doc["connections"] = []
+        self.lock = threading.Lock()
+        self.done = 0
+        self.live: set[Session] = set()
+        self.stopping = threading.Event()
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        granted = sockopts.apply(self.sock, cfg.options, listening=True)
+        self.sock.bind((cfg.host, cfg.port))
+        self.sock.listen(cfg.options.backlog)
+        self.port = self.sock.getsockname()[1]
+        self.report.doc["start"].update({"local": f"{cfg.host or '*'}:{self.port}",
+                                         "options": {**cfg.options.as_dict(), **granted},
+                                         "model": cfg.model})
+
+    # ---- bookkeeping shared by every model ----
+
+    def _finished(self, session: Session, how: str) -> None:
+        rec = session.report()
+        rec["how"] = how
+        with self.lock:
+            self.live.discard(session)
+            self.report.doc["connections"].append(rec)
+            self.done += 1
+        details = {"peer": session.peer, "mode": session.mode, "bytes": session.bytes_in}
+        if session.error:
+            details["error"] = session.error
+        self.report.event(f"client {how}", **details)
+
+    def _enough(self) -> bool:
+        cfg = self.cfg
+        if self.stopping.is_set():
+            return True
+        if cfg.max_connections is not None and self.done >= cfg.max_connections:
+            return True
+        return cfg.max_seconds is not None and self.report.elapsed() >= cfg.max_seconds
+
+    def _new_session(self, peer) -> Session:
+        s = Session(f"{peer[0]}:{peer[1]}", limit=self.cfg.limit, out_dir=self.cfg.out_dir)
+        with self.lock:
+            self.live.add(s)
+        return s
+
+    def _ticker(self) -> None:
+        last_t, last_bytes = 0.0, 0
+        while not self.stopping.wait(self.cfg.interval):
+            with self.lock:
+                now_bytes = sum(s.bytes_in for s in self.live) + sum(
+                    c["bytes"] for c in self.report.doc["connections"])
+                clients = len(self.live)
+            t = self.report.elapsed()
+            if now_bytes != last_bytes or clients:
+                self.report.interval(last_t, t, {"bytes": now_bytes - last_bytes,
+                                                 "clients": clients})
+            last_t, last_bytes = t, now_bytes
+
+    # ---- one blocking connection (iterative, thread, process) ----
+
+    def _serve_blocking(self, conn: socket.socket, peer) -> tuple[Session, str]:
+        session = self._new_session(peer)
+        conn.settimeout(60.0)
+        how = "error"
+        try:
+            if self.cfg.pause_s:
+                time.sleep(self.cfg.pause_s)
+            start, got = time.monotonic(), 0
+            while True:
+                if self.cfg.slow_read_bps:
+                    ahead = got * 8 / self.cfg.slow_read_bps - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                size = 4096 if self.cfg.slow_read_bps else RECV
+                data = conn.recv(size)
+                got += len(data)
+                if not data:
+                    how = _closing(conn, session.peer_closed())
+                    break
+                reply = session.received(data)
+                if reply:
+                    conn.sendall(reply)
+                if session.error:
+                    how = "error"
+                    break
+        except ConnectionResetError:
+            session.reset()
+            how = "reset"
+        except (OSError, TimeoutError) as e:
+            session.reset()
+            session.error = session.error or f"{type(e).__name__}: {e}"
+            how = "error"
+        finally:
+            conn.close()
+        return session, how
+
+    def run(self) -> dict:
+        ticker = threading.Thread(target=self._ticker, daemon=True)
+        ticker.start()
+        try:
+            getattr(self, f"_run_{self.cfg.model}")()
+        finally:
+            self.stopping.set()
+            self.sock.close()
+            ticker.join(timeout=2)
+        conns = self.report.doc["connections"]
+        # a server's lifetime includes waiting for clients: no rate over it
+        self.report.finish({"seconds": self.report.elapsed(), "connections": len(conns),
+                            "bytes": sum(c["bytes"] for c in conns), "bits_per_second": None,
+                            "by_ending": _count(c["how"] for c in conns)})
+        return self.report.doc
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _accept(self, timeout: float = 0.2):
+        """accept() that wakes up to check whether to stop."""
+        while not self._enough():
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if r:
+                try:
+                    return self.sock.accept()
+                except OSError:
+                    continue
+        return None
+
+    def _run_iterative(self) -> None:
+        while (got := self._accept()) is not None:
+            self._finished(*self._serve_blocking(*got))
+
+    def _run_thread(self) -> None:
+        threads = []
+
+        def one(conn, peer):
+            self._finished(*self._serve_blocking(conn, peer))
+
+        while (got := self._accept()) is not None:
+            t = threading.Thread(target=one, args=got, daemon=True)
+            t.start()
+            threads = [x for x in threads if x.is_alive()] + [t]
+        for t in threads:
+            t.join(timeout=CLOSE_WAIT_S + 60)
+
+    def _run_process(self) -> None:
+        children: dict[int, tuple[int, bytearray]] = {}     # read fd -> (pid, buffer)
+
+        def reap(block: bool) -> None:
+            fds = list(children)
+            if not fds:
+                return
+            ready, _, _ = select.select(fds, [], [], 0.2 if block else 0)
+            for fd in ready:
+                pid, buf = children[fd]
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    buf += chunk
+                    continue
+                os.close(fd)
+                del children[fd]
+                os.waitpid(pid, 0)
+                try:
+                    rec = json.loads(buf)
+                except json.JSONDecodeError:
+                    rec = {"peer": "?", "mode": None, "bytes": 0, "how": "error",
+                           "error": "the child process died without a report"}
+                with self.lock:
+                    self.report.doc["connections"].append(rec)
+                    self.done += 1
+                self.report.event(f"client {rec['how']}", peer=rec["peer"], mode=rec["mode"],
+                                  bytes=rec["bytes"], pid=pid)
+
+        while not self._enough():
+            r, _, _ = select.select([self.sock, *children], [], [], 0.2)
+            if self.sock in r:
+                conn, peer = self.sock.accept()
+                rfd, wfd = os.pipe()
+                pid = os.fork()
+                if pid == 0:                      # the child: one connection, then exit
+                    code = 0
+                    try:
+                        os.close(rfd)
+                        self.sock.close()
+                        session, how = self._serve_blocking(conn, peer)
+                        rec = session.report()
+                        rec["how"] = how
+                        os.write(wfd, json.dumps(rec, default=str).encode())
+                    except BaseException:
+                        code = 1
+                    finally:
+                        os._exit(code)
+                os.close(wfd)
+                conn.close()
+                children[rfd] = (pid, bytearray())
+            reap(block=False)
+        deadline = time.monotonic() + CLOSE_WAIT_S + 60
+        while children and time.monotonic() < deadline:
+            reap(block=True)
+
+    def _run_selectors(self) -> None:
+        sel = selectors.DefaultSelector()
+        self.sock.setblocking(False)
+        sel.register(self.sock, selectors.EVENT_READ, None)
+        conns: dict[socket.socket, _Conn] = {}
+        try:
+            while not self._enough() or conns:
+                if self._enough() and not conns:
+                    break
+                now = time.monotonic()
+                timeout = 0.2
+                for c in conns.values():
+                    if c.resume_at:
+                        timeout = min(timeout, max(0.0, c.resume_at - now))
+                for key, events in sel.select(timeout):
+                    if key.data is None:
+                        if self._enough():
+                            continue
+                        try:
+                            conn, peer = self.sock.accept()
+                        except BlockingIOError:
+                            continue
+                        conn.setblocking(False)
+                        c = _Conn(conn, self._new_session(peer), self.cfg)
+                        conns[conn] = c
+                        sel.register(conn, c.interest(), c)
+                        continue
+                    c = key.data
+                    c.on_events(events)
+                    if c.finished:
+                        sel.unregister(c.sock)
+                        c.sock.close()
+                        del conns[c.sock]
+                        self._finished(c.session, c.how)
+                    else:
+                        sel.modify(c.sock, c.interest(), c)
+                now = time.monotonic()
+                for c in list(conns.values()):
+                    if c.resume_at and now >= c.resume_at:
+                        c.resume_at = 0.0
+                        sel.modify(c.sock, c.interest(), c)
+                    elif c.closing_since and now - c.closing_since > CLOSE_WAIT_S:
+                        c.how, c.finished = "close", True
+                        sel.unregister(c.sock)
+                        c.sock.close()
+                        del conns[c.sock]
+                        self._finished(c.session, c.how)
+        finally:
+            for c in conns.values():
+                c.sock.close()
+            sel.close()
+
+    def _run_asyncio(self) -> None:
+        asyncio.run(self._asyncio_main())
+
+    async def _asyncio_main(self) -> None:
+        self.sock.setblocking(False)
+        server = await asyncio.start_server(self._asyncio_client, sock=self.sock,
+                                            limit=RECV)
+        tasks: set[asyncio.Task] = set()
+        self._tasks = tasks
+        async with server:
+            while not self._enough():
+                await asyncio.sleep(0.1)
+            server.close()
+            if tasks:
+                await asyncio.wait(tasks, timeout=CLOSE_WAIT_S + 60)
+
+    async def _asyncio_client(self, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        session = self._new_session(peer)
+        how = "error"
+        try:
+            if self.cfg.pause_s:
+                await asyncio.sleep(self.cfg.pause_s)
+            start, got = time.monotonic(), 0
+            while True:
+                if self.cfg.slow_read_bps:
+                    ahead = got * 8 / self.cfg.slow_read_bps - (time.monotonic() - start)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                data = await reader.read(4096 if self.cfg.slow_read_bps else RECV)
+                got += len(data)
+                if not data:
+                    final = session.peer_closed()
+                    try:
+                        writer.write(final)
+                        await writer.drain()
+                        writer.write_eof()
+                        rest = await asyncio.wait_for(reader.read(1), CLOSE_WAIT_S)
+                        how = "half-close" if rest == b"" else "close"
+                    except (ConnectionResetError, BrokenPipeError):
+                        how = "close"
+                    except asyncio.TimeoutError:
+                        how = "half-close"
+                    break
+                reply = session.received(data)
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+                if session.error:
+                    break
+        except ConnectionResetError:
+            session.reset()
+            how = "reset"
+        except OSError as e:
+            session.reset()
+            session.error = session.error or str(e)
+        finally:
+            writer.close()
+            self._finished(session, how)
+            self._tasks.discard(task)
+
+
+def _closing(conn: socket.socket, final: bytes) -> str:
+    """The peer's FIN came: send our final report, close our side, and see whether the
+    peer reads it (half-close) or answers with a RST (it had closed entirely)."""
+    try:
+        if final:
+            conn.sendall(final)
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(CLOSE_WAIT_S)
+        rest = conn.recv(1)
+        return "half-close" if rest == b"" else "close"
+    except (ConnectionResetError, BrokenPipeError):
+        return "close"
+    except (TimeoutError, socket.timeout):
+        return "half-close"
+
+
+class _Conn:
+    """One connection of the selectors model: a Session plus an output buffer."""
+
+    def __init__(self, sock: socket.socket, session: Session, cfg: ServerConfig):
+        self.sock, self.session, self.cfg = sock, session, cfg
+        self.out = bytearray()
+        self.finished = False
+        self.how = "error"
+        self.eof = False                   # the peer's FIN came; we are flushing the report
+        self.closing_since = 0.0
+        self.start = time.monotonic()
+        self.got = 0
+        self.resume_at = self.start + cfg.pause_s if cfg.pause_s else 0.0
+
+    def interest(self) -> int:
+        ev = 0
+        if not self.resume_at and (not self.eof or self.closing_since):
+            ev |= selectors.EVENT_READ
+        if self.out:
+            ev |= selectors.EVENT_WRITE
+        return ev or selectors.EVENT_READ
+
+    def on_events(self, events: int) -> None:
+        try:
+            if events & selectors.EVENT_WRITE and self.out:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+                if not self.out and self.eof and not self.closing_since:
+                    self.sock.shutdown(socket.SHUT_WR)
+                    self.closing_since = time.monotonic()
+            if events & selectors.EVENT_READ and not self.resume_at:
+                if self.closing_since:
+                    rest = self.sock.recv(1)
+                    self.how = "half-close" if rest == b"" else "close"
+                    self.finished = True
+                    return
+                if self.eof:
+                    return
+                data = self.sock.recv(4096 if self.cfg.slow_read_bps else RECV)
+                self.got += len(data)
+                if not data:
+                    self.eof = True
+                    self.out += self.session.peer_closed()
+                    if not self.out:
+                        self.sock.shutdown(socket.SHUT_WR)
+                        self.closing_since = time.monotonic()
+                    return
+                self.out += self.session.received(data)
+                if self.session.error:
+                    self.how, self.finished = "error", True
+                    return
+                if self.cfg.slow_read_bps:
+                    due = self.start + self.got * 8 / self.cfg.slow_read_bps
+                    if due > time.monotonic():
+                        self.resume_at = due
+        except BlockingIOError:
+            return
+        except (ConnectionResetError, BrokenPipeError):
+            if self.eof:
+                self.how = "close"
+            else:
+                self.session.reset()
+                self.how = "reset"
+            self.finished = True
+        except OSError as e:
+            self.session.reset()
+            self.session.error = self.session.error or str(e)
+            self.how, self.finished = "error", True
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out

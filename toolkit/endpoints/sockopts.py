@@ -1,0 +1,72 @@
+"""Socket choices, exposed as options and recorded in every report.
+
+Each is what a socket-programming course discusses: TCP_NODELAY (Nagle, RFC 896),
+SO_RCVBUF/SO_SNDBUF (Linux doubles the value asked for, socket(7); the report shows what
+the kernel granted), SO_LINGER with 0 (close sends RST instead of FIN, RFC 9293 3.10.4),
+SO_REUSEADDR (bind while old connections sit in TIME-WAIT), the listen backlog, and
+TCP_CONGESTION (the congestion control algorithm, per socket).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import asdict, dataclass
+
+TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)
+
+
+@dataclass
+class SocketOptions:
+    nodelay: bool = False
+    rcvbuf: int | None = None
+    sndbuf: int | None = None
+    linger0: bool = False
+    reuseaddr: bool = True
+    backlog: int = 128
+    congestion: str | None = None
+    pacing_bps: float | None = None      # SO_MAX_PACING_RATE (TCP paces by itself since 4.13)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def apply(sock: socket.socket, opts: SocketOptions, *, listening: bool = False) -> dict:
+    """Set what was asked; return what the kernel reports back (for the report)."""
+    got: dict = {}
+    tcp = sock.type == socket.SOCK_STREAM
+    if opts.reuseaddr:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if opts.rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, opts.rcvbuf)
+    if opts.sndbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, opts.sndbuf)
+    if tcp and opts.nodelay and not listening:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tcp and opts.congestion:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, opts.congestion.encode())
+        except OSError as e:
+            raise OSError(f"congestion control {opts.congestion!r} is not available here "
+                          f"({e.strerror}; see net.ipv4.tcp_available_congestion_control)"
+                          ) from None
+    if opts.linger0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if opts.pacing_bps:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(opts.pacing_bps / 8))
+            got["max_pacing_rate_bps"] = opts.pacing_bps
+        except OSError:
+            got["max_pacing_rate_bps"] = None
+    got["rcvbuf"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    got["sndbuf"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    if tcp:
+        try:
+            got["congestion"] = sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16
+                                                ).split(b"\0")[0].decode()
+        except OSError:
+            pass
+        got["nodelay"] = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    got["linger0"] = opts.linger0
+    return got

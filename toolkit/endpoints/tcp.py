@@ -1,0 +1,283 @@
+"""The TCP sender (client side of every TCP mode).
+
+    bulk       messages of --length bytes as fast as TCP takes them, for --time or --bytes
+    paced      the same at --rate bits/s: a byte budget that grows with time, plus
+               SO_MAX_PACING_RATE so the kernel spreads each burst (TCP paces internally)
+    stream     messages of the sizes given (cycled), e.g. --length 100,1400,9000
+    rr         request/response: a request of --length, the server answers --response-size;
+               --count transactions or --time, optionally --tps per second; latency
+               percentiles from the sender's clock
+    file       a hello with name, size and SHA-256, the bytes in file-data frames, then the
+               receiver's verdict
+    unframed   (--no-framing) messages written back to back with no promise of boundaries:
+               the receiver shows how its reads lined up with them
+
+Every message carries the lab header (flow, seq, send time). The sender ends by
+half-closing (shutdown of its write side: a FIN, RFC 9293 3.6) and reading the server's
+final report, which lands in this report's "end.peer"; with --linger0 it closes with a RST
+instead and the server logs the reset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import wire
+from . import control, sockopts, tcpinfo
+from .report import Report
+
+FILE_CHUNK = 64 << 10
+
+
+@dataclass
+class TcpSendConfig:
+    host: str
+    port: int = 5201
+    mode: str = "bulk"
+    seconds: float | None = None
+    total_bytes: int | None = None
+    rate_bps: float = 0.0
+    lengths: list[int] = field(default_factory=lambda: [128 << 10])
+    response_size: int = 128
+    count: int | None = None
+    tps: float = 0.0
+    file: Path | None = None
+    framing: bool = True
+    interval: float = 1.0
+    flow: int | None = None
+    options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
+    connect_timeout: float = 10.0
+
+
+def _connect(cfg: TcpSendConfig) -> tuple[socket.socket, dict]:
+    last = None
+    for family, type_, proto, _, addr in socket.getaddrinfo(cfg.host, cfg.port,
+                                                           type=socket.SOCK_STREAM):
+        sock = socket.socket(family, type_, proto)
+        try:
+            granted = sockopts.apply(sock, cfg.options)
+            sock.settimeout(cfg.connect_timeout)
+            sock.connect(addr)
+            sock.settimeout(30.0)            # a stalled peer cannot hang the sender forever
+            return sock, granted
+        except OSError as e:
+            sock.close()
+            last = e
+    raise ConnectionError(f"cannot connect to {cfg.host} port {cfg.port}: {last}")
+
+
+class _Clock:
+    """Intervals on the sender: bytes since the last tick, and a TCP_INFO sample."""
+
+    def __init__(self, report: Report, sock: socket.socket, every: float):
+        self.report, self.sock, self.every = report, sock, every
+        self.start = time.monotonic()
+        self.next = self.start + every
+        self.last_t, self.last_bytes, self.last_count = 0.0, 0, 0
+
+    def tick(self, sent_bytes: int, count: int, force: bool = False, **extra) -> None:
+        now = time.monotonic()
+        if now < self.next and not force:
+            return
+        t = now - self.start
+        if t - self.last_t <= 1e-6 or (force and sent_bytes == self.last_bytes):
+            return
+        rec = {"bytes": sent_bytes - self.last_bytes, "messages": count - self.last_count,
+               **extra}
+        info = tcpinfo.sample(self.sock)
+        if info is not None:
+            rec["tcp_info"] = info
+        self.report.interval(self.last_t, t, rec)
+        self.last_t, self.last_bytes, self.last_count = t, sent_bytes, count
+        while self.next <= now:
+            self.next += self.every
+
+
+def _read_peer(sock: socket.socket, timeout: float = 10.0) -> list[dict]:
+    """After our FIN: the server's control messages until its close."""
+    sock.settimeout(timeout)
+    deframer = wire.Deframer(control.MAX_CONTROL)
+    out = []
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for h, body in deframer.feed(data):
+                if h.kind == wire.KIND_CONTROL:
+                    out.append(control.decode(h, body))
+    except (OSError, wire.FramingError, control.ProtocolError):
+        pass
+    return out
+
+
+def _message_sizes(cfg: TcpSendConfig) -> list[int]:
+    # a message is at least its header
+    return [max(n, wire.HEADER_LEN) for n in cfg.lengths]
+
+
+def send(cfg: TcpSendConfig, report: Report | None = None) -> dict:
+    if cfg.mode == "paced" and not cfg.rate_bps:
+        raise ValueError("paced mode needs --rate")
+    if cfg.rate_bps and cfg.mode in ("bulk", "paced", "stream"):
+        cfg.options.pacing_bps = cfg.options.pacing_bps or cfg.rate_bps
+    flow = cfg.flow if cfg.flow is not None else random.getrandbits(32)
+    sock, granted = _connect(cfg)
+    mode = cfg.mode if cfg.framing or cfg.mode == "rr" else "unframed"
+    local, remote = sock.getsockname(), sock.getpeername()
+    report = report or Report("sender", "tcp", mode)
+    report.doc["start"].update({"local": f"{local[0]}:{local[1]}",
+                                "remote": f"{remote[0]}:{remote[1]}", "flow": flow,
+                                "options": {**cfg.options.as_dict(), **granted}})
+    try:
+        if cfg.mode == "rr":
+            totals = _rr(cfg, sock, flow, report)
+        elif cfg.mode == "file":
+            totals = _file(cfg, sock, flow, report)
+        else:
+            totals = _stream(cfg, sock, flow, report, mode)
+        if cfg.options.linger0:
+            report.event("closing with RST (SO_LINGER 0)")
+            peer = []
+        else:
+            sock.shutdown(socket.SHUT_WR)       # half-close: our FIN, their report back
+            peer = _read_peer(sock)
+        info = tcpinfo.sample(sock)
+    finally:
+        sock.close()
+    for msg in peer:
+        if msg["type"] == "report":
+            totals["peer"] = msg
+        elif msg["type"] == "file":
+            totals["file_result"] = msg
+    if info is not None:
+        totals["tcp_info"] = info
+    report.finish(totals)
+    return report.doc
+
+
+def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
+            mode: str) -> dict:
+    sizes = _message_sizes(cfg)
+    params = {"message_sizes": sizes} if mode == "unframed" else {}
+    sock.sendall(control.encode(flow, control.hello("tcp", mode, flow, **params)))
+    bodies = [bytes(n - wire.HEADER_LEN) for n in sizes]
+    clock = _Clock(report, sock, cfg.interval)
+    start = time.monotonic()
+    deadline = start + cfg.seconds if cfg.seconds else None
+    if deadline is None and cfg.total_bytes is None:
+        deadline = start + 10.0                 # iperf3's default: ten seconds
+    sent = seq = 0
+    rate_Bps = cfg.rate_bps / 8 if cfg.rate_bps else 0.0
+    i = 0
+    while True:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            break
+        if cfg.total_bytes is not None and sent >= cfg.total_bytes:
+            break
+        if rate_Bps:
+            # paced: never ahead of rate * elapsed (a budget, not a sleep per message)
+            ahead = sent / rate_Bps - (now - start)
+            if ahead > 0:
+                time.sleep(min(ahead, cfg.interval / 4))
+                clock.tick(sent, seq)
+                continue
+        body = bodies[i]
+        i = (i + 1) % len(bodies)
+        if cfg.total_bytes is not None:
+            room = cfg.total_bytes - sent - wire.HEADER_LEN
+            body = body[:max(room, 0)]
+        msg = wire.frame(wire.Header(flow, seq, time.time_ns()), body)
+        sock.sendall(msg)
+        sent += len(msg)
+        seq += 1
+        clock.tick(sent, seq)
+    clock.tick(sent, seq, force=True)
+    secs = time.monotonic() - start
+    return {"seconds": secs, "bytes": sent, "messages": seq}
+
+
+def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
+    req_len = max(cfg.lengths[0], wire.HEADER_LEN)
+    sock.sendall(control.encode(flow, control.hello("tcp", "rr", flow,
+                                                    response_size=cfg.response_size)))
+    body = bytes(req_len - wire.HEADER_LEN)
+    deframer = wire.Deframer(max(cfg.response_size, 1 << 16))
+    latencies = array("d")
+    clock = _Clock(report, sock, cfg.interval)
+    start = time.monotonic()
+    count = cfg.count
+    deadline = start + cfg.seconds if cfg.seconds else (None if count else start + 10.0)
+    seq = sent = 0
+    mark = 0
+    while (count is None or seq < count) and (deadline is None or time.monotonic() < deadline):
+        if cfg.tps:
+            due = start + seq / cfg.tps
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+        t0 = time.perf_counter()
+        msg = wire.frame(wire.Header(flow, seq, time.time_ns(), 0, wire.KIND_REQUEST), body)
+        sock.sendall(msg)
+        sent += len(msg)
+        got = None
+        while got is None:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"server closed the connection after {seq} transactions")
+            frames = deframer.feed(data)
+            if frames:
+                got = frames[0][0]
+        latencies.append(time.perf_counter() - t0)
+        if got.kind != wire.KIND_RESPONSE or got.seq != seq:
+            raise control.ProtocolError(f"response {got.seq} (kind {got.kind}) to request {seq}")
+        seq += 1
+        if time.monotonic() >= clock.next:
+            clock.tick(sent, seq, transactions=seq - mark,
+                       latency_s=_percentiles(latencies[mark:]))
+            mark = seq
+    clock.tick(sent, seq, force=True, transactions=seq - mark,
+               latency_s=_percentiles(latencies[mark:]))
+    secs = time.monotonic() - start
+    return {"seconds": secs, "bytes": sent, "transactions": seq,
+            "transactions_per_second": seq / secs if secs else 0.0,
+            "latency_s": _percentiles(latencies)}
+
+
+def _percentiles(values) -> dict | None:
+    if not len(values):
+        return None
+    s = sorted(values)
+    pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731
+    return {"min": s[0], "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": s[-1],
+            "mean": sum(s) / len(s)}
+
+
+def _file(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
+    path = Path(cfg.file)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    meta = {"name": path.name, "size": size, "sha256": digest.hexdigest()}
+    sock.sendall(control.encode(flow, control.hello("tcp", "file", flow, file=meta)))
+    clock = _Clock(report, sock, cfg.interval)
+    start = time.monotonic()
+    sent = seq = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(FILE_CHUNK), b""):
+            msg = wire.frame(wire.Header(flow, seq, time.time_ns(), 0, wire.KIND_FILE), chunk)
+            sock.sendall(msg)
+            sent += len(msg)
+            seq += 1
+            clock.tick(sent, seq)
+    clock.tick(sent, seq, force=True)
+    return {"seconds": time.monotonic() - start, "bytes": sent, "messages": seq,
+            "file": meta}

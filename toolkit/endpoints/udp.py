@@ -1,0 +1,418 @@
+"""UDP sender and receiver (RFC 768): numbered datagrams, paced evenly, counted exactly.
+
+Sender modes: bulk (datagrams of --length at --rate; iperf3's default 1 Mbit/s, 0 for as
+fast as possible), stream (sizes cycled; one datagram per call), rr (a request, then wait
+for the response or a timeout: a lost transaction is counted, not retried).
+
+Pacing, why it is even: each datagram i has a departure time t0 + (bits before i) / rate,
+and the sender waits for it (sleeping when far, spinning the last ~100 us), so gaps are
+equal, unlike a sender that wakes every few ms and sends a burst (iperf3's pacing timer).
+Above ~20,000 datagrams/s the gap is shorter than a system call is reliable; then small
+GSO batches leave together, each batch on its schedule.
+
+Unpaced, datagrams leave in GSO batches (batch.py): up to 64 per system call.
+The receiver takes batches with recvmmsg and kernel timestamps, decodes the headers with
+numpy, and keeps SequenceStats per flow (source address, port and flow id).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import wire
+from . import batch, control, sockopts
+from .report import Report
+from .stats import SequenceStats
+
+SPIN_S = 100e-6
+MIN_GAP_S = 50e-6
+END_REPEAT = 3
+
+
+@dataclass
+class UdpSendConfig:
+    host: str
+    port: int = 5201
+    mode: str = "bulk"
+    seconds: float | None = None
+    total_bytes: int | None = None
+    count: int | None = None
+    rate_bps: float = 1e6
+    lengths: list[int] = field(default_factory=lambda: [1400])
+    response_size: int = 64
+    rr_timeout: float = 1.0
+    tps: float = 0.0
+    interval: float = 1.0
+    flow: int | None = None
+    gso: bool = True
+    options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
+
+
+def _template(flow: int, length: int, kind: int = wire.KIND_DATA) -> np.ndarray:
+    head = np.frombuffer(wire.Header(flow, 0, 0, length - wire.HEADER_LEN, kind).pack(),
+                         np.uint8)
+    row = np.zeros(length, np.uint8)
+    row[:wire.HEADER_LEN] = head
+    return row
+
+
+class _Datagrams:
+    """k datagrams of one size in one buffer; seq and send time filled per batch."""
+
+    def __init__(self, flow: int, length: int, k: int):
+        self.length, self.k = length, k
+        self.buf = np.tile(_template(flow, length), (k, 1))
+        off = wire.OFFSET
+        self._seq = self.buf[:, off["seq"]:off["seq"] + 8]
+        self._ns = self.buf[:, off["send_ns"]:off["send_ns"] + 8]
+
+    def fill(self, seq0: int, n: int, send_ns: int) -> memoryview:
+        self._seq[:n] = np.arange(seq0, seq0 + n, dtype=">u8").view(np.uint8).reshape(n, 8)
+        self._ns[:n] = np.full(n, send_ns, dtype=">i8").view(np.uint8).reshape(n, 8)
+        return memoryview(self.buf[:n]).cast("B")
+
+
+def _socket(cfg: UdpSendConfig):
+    info = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(info[0], socket.SOCK_DGRAM)
+    granted = sockopts.apply(sock, cfg.options)
+    sock.connect(info[4])
+    return sock, granted
+
+
+def _wait_until(due: float) -> None:
+    while True:
+        left = due - time.monotonic()
+        if left <= 0:
+            return
+        if left > SPIN_S:
+            time.sleep(left - SPIN_S)
+        # the last stretch spins: sleep() overshoots by 50-100 us
+
+
+def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
+    flow = cfg.flow if cfg.flow is not None else random.getrandbits(32)
+    sock, granted = _socket(cfg)
+    local, remote = sock.getsockname(), sock.getpeername()
+    report = report or Report("sender", "udp", cfg.mode)
+    report.doc["start"].update({"local": f"{local[0]}:{local[1]}",
+                                "remote": f"{remote[0]}:{remote[1]}", "flow": flow,
+                                "rate_bps": cfg.rate_bps, "lengths": cfg.lengths,
+                                "options": {**cfg.options.as_dict(), **granted}})
+    hello = control.encode(flow, control.hello("udp", cfg.mode, flow, lengths=cfg.lengths,
+                                               rate_bps=cfg.rate_bps))
+    try:
+        for _ in range(END_REPEAT):
+            try:
+                sock.send(hello)
+            except ConnectionRefusedError:
+                pass                     # reported below, if it persists, as send errors
+        if cfg.mode == "rr":
+            totals = _rr(cfg, sock, flow, report)
+            sent = totals["transactions"]
+        else:
+            totals = _stream(cfg, sock, flow, report)
+            sent = totals["datagrams"]
+        batch.disable_gso(sock)
+        end = control.encode(flow, {"type": "end", "sent": sent, "bytes": totals["bytes"]})
+        for _ in range(END_REPEAT):
+            time.sleep(0.01)             # apart, so one burst of loss cannot take all three
+            try:
+                sock.send(end)
+            except OSError:              # the receiver got one and left (port unreachable)
+                break
+    finally:
+        sock.close()
+    report.finish(totals)
+    return report.doc
+
+
+def _limits(cfg: UdpSendConfig, start: float):
+    deadline = start + cfg.seconds if cfg.seconds else None
+    if deadline is None and cfg.total_bytes is None and cfg.count is None:
+        deadline = start + 10.0
+    return deadline
+
+
+def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
+    sizes = [max(n, wire.HEADER_LEN) for n in cfg.lengths]
+    one_size = len(set(sizes)) == 1
+    size = sizes[0]
+    rate = cfg.rate_bps
+    gap = size * 8 / rate if rate and one_size else 0.0
+    # how many leave together: 1 when paced slowly enough, else a GSO batch
+    if one_size and cfg.gso and batch.enable_gso(sock, size):
+        k = batch.gso_batch_limit(size) if not rate else max(1, min(
+            batch.gso_batch_limit(size), int(MIN_GAP_S / gap) + 1 if gap < MIN_GAP_S else 1))
+        gso = k > 1
+    else:
+        k, gso = 1, False
+    if not gso:
+        batch.disable_gso(sock)
+    grams = {n: _Datagrams(flow, n, k if n == size else 1) for n in set(sizes)}
+    start = time.monotonic()
+    deadline = _limits(cfg, start)
+    next_tick = start + cfg.interval
+    last = {"t": 0.0, "bytes": 0, "n": 0}
+    sent_bytes = seq = i = 0
+    bits_sent = 0.0
+    errors = 0
+    report.doc["start"]["batch"] = k
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if cfg.count is not None and seq >= cfg.count:
+            break
+        if cfg.total_bytes is not None and sent_bytes >= cfg.total_bytes:
+            break
+        n_size = sizes[i % len(sizes)]
+        n = 1
+        if gso:
+            n = k
+            if cfg.count is not None:
+                n = min(n, cfg.count - seq)
+            if cfg.total_bytes is not None:
+                n = max(1, min(n, -(-(cfg.total_bytes - sent_bytes) // size)))
+        if rate:
+            _wait_until(start + bits_sent / rate)
+        data = grams[n_size].fill(seq, n, time.time_ns())
+        try:
+            sock.send(data)
+        except (ConnectionRefusedError, BlockingIOError, OSError) as e:
+            # ICMP port unreachable from an earlier datagram, or a full queue: count, go on
+            errors += 1
+            if errors == 1:
+                report.event("send error", error=str(e))
+        seq += n
+        i += 1
+        sent_bytes += n * n_size
+        bits_sent += n * n_size * 8
+        now = time.monotonic()
+        if now >= next_tick:
+            t = now - start
+            report.interval(last["t"], t, {"bytes": sent_bytes - last["bytes"],
+                                           "datagrams": seq - last["n"]})
+            last = {"t": t, "bytes": sent_bytes, "n": seq}
+            while next_tick <= now:
+                next_tick += cfg.interval
+    t = time.monotonic() - start
+    if seq > last["n"]:
+        report.interval(last["t"], t, {"bytes": sent_bytes - last["bytes"],
+                                       "datagrams": seq - last["n"]})
+    return {"seconds": t, "bytes": sent_bytes, "datagrams": seq, "send_errors": errors,
+            "gso_batch": k if gso else 1}
+
+
+def _rr(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
+    from .tcp import _percentiles
+
+    size = max(cfg.lengths[0], wire.HEADER_LEN + control.RESPONSE_SIZE.size)
+    body = bytearray(size - wire.HEADER_LEN)
+    control.RESPONSE_SIZE.pack_into(body, 0, cfg.response_size)
+    sock.settimeout(cfg.rr_timeout)
+    lat = []
+    lost = late = 0
+    start = time.monotonic()
+    deadline = _limits(cfg, start)
+    seq = 0
+    buf = bytearray(65536)
+    while (cfg.count is None or seq < cfg.count) and (deadline is None or
+                                                        time.monotonic() < deadline):
+        if cfg.tps:
+            _wait_until(start + seq / cfg.tps)
+        t0 = time.perf_counter()
+        sock.send(wire.frame(wire.Header(flow, seq, time.time_ns(), 0, wire.KIND_REQUEST),
+                             bytes(body)))
+        while True:
+            try:
+                n = sock.recv_into(buf)
+            except (TimeoutError, socket.timeout):
+                lost += 1
+                break
+            except ConnectionRefusedError:
+                raise ConnectionError(f"nobody listens on {cfg.host} port {cfg.port} "
+                                      f"(ICMP port unreachable)") from None
+            try:
+                h = wire.Header.unpack(bytes(buf[:min(n, wire.HEADER_LEN)]))
+            except wire.FramingError:
+                continue
+            if h.kind == wire.KIND_RESPONSE and h.seq == seq:
+                lat.append(time.perf_counter() - t0)
+                break
+            late += 1           # a response to an earlier request that we gave up on
+        seq += 1
+    secs = time.monotonic() - start
+    return {"seconds": secs, "bytes": seq * size, "transactions": seq, "answered": len(lat),
+            "lost": lost,
+            "late_responses": late, "transactions_per_second": len(lat) / secs if secs else 0,
+            "latency_s": _percentiles(lat)}
+
+
+# ---- the receiver ----
+
+
+def _groups(sources: np.ndarray, flows: np.ndarray) -> list[np.ndarray]:
+    """Row indices per (source, flow), in arrival order. Almost always one group: checked
+    first without sorting."""
+    if (sources == sources[0]).all() and (flows == flows[0]).all():
+        return [np.arange(len(flows))]
+    key = np.concatenate([sources, flows.astype(">u4").view(np.uint8).reshape(-1, 4)], axis=1)
+    _, inverse = np.unique(key, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+
+
+@dataclass
+class Flow:
+    key: tuple
+    stats: SequenceStats
+    hello: dict | None = None
+    same_clock: bool = False
+    ended: bool = False
+    last_seen: float = 0.0
+
+
+class UdpReceiver:
+    """Counts every flow that reaches `port`; answers rr requests."""
+
+    def __init__(self, port: int = 5201, host: str = "", *,
+                 options: sockopts.SocketOptions | None = None, report: Report | None = None,
+                 max_flows: int | None = None, max_seconds: float | None = None,
+                 idle_end_s: float = 5.0, interval: float = 1.0, batch_size: int = 256):
+        options = options or sockopts.SocketOptions(rcvbuf=8 << 20)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        granted = sockopts.apply(self.sock, options)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.rx = batch.BatchReceiver(self.sock, batch_size)
+        self.report = report or Report("receiver", "udp", "server")
+        self.report.doc["start"].update({"local": f"{host or '*'}:{self.port}",
+                                         "options": {**options.as_dict(), **granted}})
+        self.report.doc["connections"] = []
+        self.flows: dict[tuple, Flow] = {}
+        self.max_flows, self.max_seconds = max_flows, max_seconds
+        self.idle_end_s, self.interval = idle_end_s, interval
+        self.ended = 0
+        self.stray = 0
+        self._stop = False
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _flow(self, key) -> Flow:
+        f = self.flows.get(key)
+        if f is None:
+            f = self.flows[key] = Flow(key, SequenceStats())
+            self.report.event("flow started", peer=f"{key[0]}:{key[1]}", flow=key[2])
+        return f
+
+    def _finish(self, f: Flow, why: str) -> None:
+        f.ended = True
+        rec = {"peer": f"{f.key[0]}:{f.key[1]}", "flow": f.key[2], "ended": why,
+               "mode": (f.hello or {}).get("mode"), **f.stats.totals(f.same_clock)}
+        self.report.doc["connections"].append(rec)
+        del self.flows[f.key]
+        self.ended += 1
+        self.report.event(f"flow {why}", peer=rec["peer"], flow=rec["flow"],
+                          lost=f"{rec['lost']}/{rec['expected']}",
+                          jitter_ms=f"{rec['jitter_s'] * 1e3:.3f}")
+
+    def _handle(self, n: int) -> None:
+        heads = self.rx.buf[:n, :wire.HEADER_LEN]
+        d = wire.decode_heads(heads, self.rx.lengths[:n])
+        valid = d["valid"]
+        self.stray += int((~valid).sum())
+        now = time.monotonic()
+        data_rows = np.flatnonzero(valid & (d["kind"] == wire.KIND_DATA))
+        special = np.flatnonzero(valid & (d["kind"] != wire.KIND_DATA))
+        # data: grouped by source and flow, each group one batch into its stats
+        if len(data_rows):
+            for rows in _groups(self.rx.source_keys(n)[data_rows], d["flow"][data_rows]):
+                rows = data_rows[rows]
+                i = int(rows[0])
+                addr = self.rx.source(i)
+                f = self._flow((addr[0], addr[1], int(d["flow"][i])))
+                f.last_seen = now
+                f.stats.add_batch(d["seq"][rows], d["send_ns"][rows], self.rx.recv_ns[rows],
+                                  self.rx.lengths[rows])
+        for i in special:
+            i = int(i)
+            addr = self.rx.source(i)
+            key = (addr[0], addr[1], int(d["flow"][i]))
+            kind = int(d["kind"][i])
+            if kind == wire.KIND_REQUEST:
+                body = bytes(self.rx.buf[i, wire.HEADER_LEN:wire.HEADER_LEN + 4])
+                want = control.RESPONSE_SIZE.unpack(body)[0] if len(body) == 4 else 0
+                want = min(want, 65507 - wire.HEADER_LEN)
+                reply = wire.frame(wire.Header(key[2], int(d["seq"][i]), time.time_ns(), 0,
+                                               wire.KIND_RESPONSE), bytes(want))
+                try:
+                    self.sock.sendto(reply, addr)
+                except OSError:
+                    pass
+                f = self._flow(key)
+                f.last_seen = now
+                f.stats.add(int(d["seq"][i]), int(d["send_ns"][i]), int(self.rx.recv_ns[i]),
+                            int(self.rx.lengths[i]))
+            elif kind == wire.KIND_CONTROL:
+                length = int(self.rx.lengths[i])
+                try:
+                    msg = control.decode(wire.Header.unpack(bytes(self.rx.buf[i, :32])),
+                                         bytes(self.rx.buf[i, wire.HEADER_LEN:length]))
+                except (control.ProtocolError, wire.FramingError):
+                    self.stray += 1
+                    continue
+                if msg["type"] == "hello":
+                    f = self._flow(key)
+                    f.last_seen = now
+                    if f.hello is None:
+                        f.hello = msg
+                        f.same_clock = msg.get("boot_id") is not None and \
+                            msg.get("boot_id") == control.boot_id()
+                elif msg["type"] == "end" and key in self.flows:
+                    f = self.flows[key]
+                    f.stats.end_marker(int(msg.get("sent", 0)))
+                    self._finish(f, "ended")
+            else:
+                self.stray += 1
+
+    def run(self) -> dict:
+        t_last, marks = 0.0, {}
+        next_tick = time.monotonic() + self.interval
+        start = time.monotonic()
+        while not self._stop:
+            if self.max_flows is not None and self.ended >= self.max_flows:
+                break
+            if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
+                break
+            n = self.rx.recv_batch(timeout=min(0.2, self.interval))
+            if n:
+                self._handle(n)
+            now = time.monotonic()
+            for f in list(self.flows.values()):
+                if f.last_seen and now - f.last_seen > self.idle_end_s:
+                    self._finish(f, "idle")      # the end markers were lost, or rr ended
+            if now >= next_tick:
+                t = self.report.elapsed()
+                for f in self.flows.values():
+                    rec = f.stats.interval()
+                    rec["flow"] = f.key[2]
+                    self.report.interval(marks.get(f.key, t_last), t, rec)
+                    marks[f.key] = t
+                t_last = t
+                while next_tick <= now:
+                    next_tick += self.interval
+        for f in list(self.flows.values()):
+            self._finish(f, "open at stop")
+        self.sock.close()
+        conns = self.report.doc["connections"]
+        self.report.finish({"seconds": self.report.elapsed(), "flows": len(conns),
+                            "bytes": sum(c["bytes"] for c in conns), "bits_per_second": None,
+                            "stray_datagrams": self.stray})
+        return self.report.doc
