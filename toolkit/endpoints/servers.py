@@ -350,10 +350,10 @@ class Server:
                         writer.write_eof()
                         rest = await asyncio.wait_for(reader.read(1), CLOSE_WAIT_S)
                         how = "half-close" if rest == b"" else "close"
-                    except (ConnectionResetError, BrokenPipeError):
-                        how = "close"
                     except asyncio.TimeoutError:
                         how = "half-close"
+                    except OSError:                # the RST that answered our report
+                        how = "close"
                     break
                 reply = session.received(data)
                 if reply:
@@ -383,10 +383,12 @@ def _closing(conn: socket.socket, final: bytes) -> str:
         conn.settimeout(CLOSE_WAIT_S)
         rest = conn.recv(1)
         return "half-close" if rest == b"" else "close"
-    except (ConnectionResetError, BrokenPipeError):
-        return "close"
     except (TimeoutError, socket.timeout):
         return "half-close"
+    except OSError:
+        # reset, broken pipe, or ENOTCONN from shutdown(): the RST that answered our report
+        # already came, so the peer had closed entirely
+        return "close"
 
 
 class _Conn:
@@ -454,6 +456,9 @@ class _Conn:
                 self.how = "reset"
             self.finished = True
         except OSError as e:
+            if self.eof:                   # ENOTCONN after the peer's RST: it had closed
+                self.how, self.finished = "close", True
+                return
             self.session.reset()
             self.session.error = self.session.error or str(e)
             self.how, self.finished = "error", True

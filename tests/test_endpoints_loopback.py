@@ -1,0 +1,311 @@
+"""Senders, receivers and every server model on loopback: every mode, every way a client
+leaves, malformed clients among good ones, UDP counting and pacing, the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from toolkit import wire
+from toolkit.endpoints import control
+from toolkit.endpoints.report import SCHEMA, Report
+from toolkit.endpoints.servers import MODELS, Server, ServerConfig
+from toolkit.endpoints.sockopts import SocketOptions
+from toolkit.endpoints.tcp import TcpSendConfig
+from toolkit.endpoints.tcp import send as tcp_send
+from toolkit.endpoints.udp import UdpReceiver, UdpSendConfig
+from toolkit.endpoints.udp import send as udp_send
+
+
+def quiet(role="sender", proto="tcp", mode="bulk"):
+    return Report(role, proto, mode, quiet=True)
+
+
+class Running:
+    """A server in a thread, stopped and joined on exit."""
+
+    def __init__(self, server):
+        self.server = server
+        self.doc = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.doc = self.server.run()
+
+    def __enter__(self):
+        self.thread.start()
+        return self.server
+
+    def __exit__(self, *exc):
+        self.server.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+def _wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def tcp_server(model, tmp_path, **kw):
+    return Server(ServerConfig(port=0, host="127.0.0.1", model=model, out_dir=tmp_path, **kw),
+                  quiet("server", "tcp", model))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_serves_every_mode_and_tells_endings_apart(model, tmp_path):
+    content = bytes(range(256)) * 4096
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "data.bin").write_bytes(content)
+    srv = tcp_server(model, tmp_path)
+    port = srv.port
+    with Running(srv):
+        results = {}
+
+        def go(name, cfg):
+            results[name] = tcp_send(cfg, quiet(mode=cfg.mode))
+
+        jobs = [
+            ("bulk", TcpSendConfig("127.0.0.1", port, "bulk", total_bytes=2 << 20)),
+            ("paced", TcpSendConfig("127.0.0.1", port, "paced", seconds=0.5, rate_bps=8e6)),
+            ("stream", TcpSendConfig("127.0.0.1", port, "stream", total_bytes=200_000,
+                                     lengths=[100, 1400, 9000])),
+            ("rr", TcpSendConfig("127.0.0.1", port, "rr", count=300, lengths=[64],
+                                 response_size=512)),
+            ("file", TcpSendConfig("127.0.0.1", port, "file", file=tmp_path / "src" / "data.bin")),
+            ("unframed", TcpSendConfig("127.0.0.1", port, "stream", total_bytes=100_000,
+                                       lengths=[1000], framing=False)),
+            ("reset", TcpSendConfig("127.0.0.1", port, "bulk", total_bytes=100_000,
+                                    options=SocketOptions(linger0=True))),
+        ]
+        threads = [threading.Thread(target=go, args=j) for j in jobs]
+        for t in threads:
+            t.start()
+        # a client that closes entirely (no half-close) and one that breaks the protocol
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(control.encode(1, control.hello("tcp", "bulk", 1))
+                  + wire.frame(wire.Header(1, 0, time.time_ns()), b"a" * 100))
+        c.close()
+        bad = socket.create_connection(("127.0.0.1", port))
+        bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 64)
+        for t in threads:
+            t.join(timeout=60)
+        assert _wait_for(lambda: len(srv.report.doc["connections"]) == 9), \
+            srv.report.doc["connections"]
+        bad.close()
+    conns = srv.report.doc["connections"]
+    by_mode = {}
+    for rec in conns:
+        by_mode.setdefault(rec["mode"], []).append(rec)
+    hows = sorted(rec["how"] for rec in conns)
+    assert hows.count("half-close") == 6, hows      # the six well-behaved senders
+    assert "reset" in hows and "error" in hows and "close" in hows, hows
+    err = next(r for r in conns if r["how"] == "error")
+    assert "bad magic" in err["error"] and "stream byte 0" in err["error"]
+    # each sender saw the server's final report through its half-close
+    assert results["bulk"]["end"]["peer"]["messages"]["bytes"] == 2 << 20
+    assert results["stream"]["end"]["peer"]["messages"]["lost"] == 0
+    assert results["rr"]["end"]["transactions"] == 300
+    assert results["rr"]["end"]["peer"]["responses"] == 300
+    assert results["file"]["end"]["file_result"]["ok"] is True
+    assert (tmp_path / "data.bin").read_bytes() == content
+    assert results["unframed"]["end"]["peer"]["alignment"]["messages"] == 100
+    assert "peer" not in results["reset"]["end"]
+    paced = results["paced"]["end"]
+    assert paced["bits_per_second"] == pytest.approx(8e6, rel=0.1)
+
+
+def test_json_report_schema(tmp_path):
+    srv = tcp_server("thread", tmp_path, max_connections=1)
+    with Running(srv):
+        doc = tcp_send(TcpSendConfig("127.0.0.1", srv.port, "bulk", seconds=1.2, interval=0.5),
+                       quiet())
+    path = tmp_path / "r.json"
+    rep = quiet()
+    rep.doc = doc
+    rep.write(path)
+    back = json.loads(path.read_text())
+    assert back["schema"] == SCHEMA and back["version"] == 1
+    assert back["start"]["role"] == "sender" and back["start"]["options"]["sndbuf"] > 0
+    ivs = back["intervals"]
+    assert len(ivs) >= 2 and all(iv["end"] > iv["start"] for iv in ivs)
+    assert sum(iv["bytes"] for iv in ivs) == back["end"]["bytes"]
+    info = ivs[0]["tcp_info"]
+    for key in ("rtt", "rttvar", "snd_cwnd", "total_retrans", "delivery_rate", "bytes_acked"):
+        assert key in info
+    assert back["end"]["tcp_info"]["bytes_acked"] >= back["end"]["bytes"]
+
+
+def test_slow_reader_fills_the_window(tmp_path):
+    # a paused reader with a small buffer: the sender's data waits in its send buffer
+    srv = tcp_server("thread", tmp_path, pause_s=1.0, max_connections=1,
+                     options=SocketOptions(rcvbuf=16384))
+    with Running(srv):
+        doc = tcp_send(TcpSendConfig("127.0.0.1", srv.port, "bulk", seconds=0.8,
+                                     interval=0.2, options=SocketOptions(sndbuf=16384)),
+                       quiet())
+    # while the reader sleeps, little gets through: far less than an unthrottled second
+    assert doc["end"]["bytes"] < 5 << 20
+    info = doc["intervals"][-1]["tcp_info"]
+    assert info["notsent_bytes"] > 0 or info["unacked"] > 0
+
+
+def _udp_receiver(**kw):
+    return UdpReceiver(0, "127.0.0.1", report=quiet("receiver", "udp", "server"), **kw)
+
+
+def test_udp_counts_every_datagram_and_paces_evenly():
+    rx = _udp_receiver(max_flows=1)
+    with Running(rx):
+        doc = udp_send(UdpSendConfig("127.0.0.1", rx.port, count=2000, rate_bps=8e6,
+                                     lengths=[500], flow=42), quiet(proto="udp"))
+        assert _wait_for(lambda: rx.report.doc["connections"])
+    flow = rx.report.doc["connections"][0]
+    assert flow["flow"] == 42 and flow["ended"] == "ended"
+    assert (flow["packets"], flow["lost"], flow["duplicates"]) == (2000, 0, 0)
+    assert flow["expected"] == 2000 and "owd_s" in flow      # same machine: one clock
+    # 500 B at 8 Mbit/s: one every 0.5 ms, so 2000 take ~1 s
+    assert doc["end"]["seconds"] == pytest.approx(1.0, rel=0.05)
+    assert doc["end"]["gso_batch"] == 1
+
+
+def test_udp_tail_loss_is_seen_through_the_end_marker():
+    # a receiver that never sees datagrams 90..99: the end marker says 100 were sent
+    rx = _udp_receiver(max_flows=1)
+    with Running(rx):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", rx.port))
+        for seq in range(90):
+            s.send(wire.frame(wire.Header(5, seq, time.time_ns()), b"q" * 50))
+        s.send(control.encode(5, {"type": "end", "sent": 100}))
+        assert _wait_for(lambda: rx.report.doc["connections"])
+    flow = rx.report.doc["connections"][0]
+    assert (flow["packets"], flow["expected"], flow["lost"]) == (90, 100, 10)
+
+
+def test_udp_unpaced_uses_gso_batches_and_rr_works():
+    rx = _udp_receiver(max_flows=2)
+    with Running(rx):
+        doc = udp_send(UdpSendConfig("127.0.0.1", rx.port, count=6400, rate_bps=0,
+                                     lengths=[1000]), quiet(proto="udp"))
+        rr = udp_send(UdpSendConfig("127.0.0.1", rx.port, mode="rr", count=200,
+                                    lengths=[64], response_size=300), quiet(proto="udp"))
+        assert _wait_for(lambda: len(rx.report.doc["connections"]) == 2)
+    assert doc["end"]["gso_batch"] == 64 and doc["end"]["datagrams"] == 6400
+    assert rr["end"]["answered"] + rr["end"]["lost"] == 200 and rr["end"]["answered"] >= 195
+    flows = {c["mode"]: c for c in rx.report.doc["connections"]}
+    assert flows["rr"]["packets"] == 200
+
+
+def test_udp_paced_departures_are_even():
+    # the receiver's kernel timestamps of a 2,000 datagram/s stream: gaps of 0.5 ms
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    from toolkit.endpoints.batch import BatchReceiver
+    rx = BatchReceiver(s, 512)
+    t = threading.Thread(target=udp_send, args=(UdpSendConfig(
+        "127.0.0.1", s.getsockname()[1], count=1000, rate_bps=2000 * 500 * 8,
+        lengths=[500]), quiet(proto="udp")))
+    t.start()
+    stamps = []
+    while len(stamps) < 1003:
+        n = rx.recv_batch(2.0)
+        if not n:
+            break
+        stamps += [int(x) for i, x in enumerate(rx.recv_ns[:n])
+                   if rx.buf[i, 5] == wire.KIND_DATA]
+    t.join()
+    gaps = np.diff(np.array(stamps[:1000])) / 1e6
+    assert len(gaps) == 999
+    assert np.median(gaps) == pytest.approx(0.5, abs=0.01)
+    # even: nine gaps in ten within 0.1 ms of the schedule (a burst would show 0 ms gaps)
+    assert np.mean(np.abs(gaps - 0.5) < 0.1) >= 0.9, np.percentile(gaps, [1, 10, 50, 90, 99])
+
+
+def _cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["send", "127.0.0.1", "--rate", "fast"], "rate 'fast'"),
+    (["send", "127.0.0.1", "--length", "0"], "--length 0"),
+    (["send", "127.0.0.1", "--mode", "paced"], "needs --rate"),
+    (["send", "127.0.0.1", "--file", "/nonexistent/x"], "--file /nonexistent/x"),
+    (["send", "127.0.0.1", "--proto", "udp", "--no-framing"], "--no-framing"),
+    (["serve", "--limit", "lots"], "size 'lots'"),
+    (["serve", "--out-dir", "/nonexistent"], "--out-dir"),
+])
+def test_cli_bad_options_say_what_is_wrong(args, words):
+    done = _cli(*args)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_connection_refused_is_one_clear_line():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                  # nobody listens there now
+    done = _cli("send", "127.0.0.1", "-p", str(port), "-t", "1")
+    assert done.returncode == 1 and "cannot connect to 127.0.0.1 port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_pair_writes_both_reports(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "-1", "-p",
+                               str(port), "--json", str(tmp_path / "s.json")], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "listening" in server.stdout.readline()
+    done = _cli("send", "127.0.0.1", "-p", str(port), "-n", "1M", "--json",
+                str(tmp_path / "c.json"))
+    assert done.returncode == 0, done.stderr
+    assert server.wait(timeout=30) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert c["end"]["bytes"] == 1 << 20 == s["connections"][0]["messages"]["bytes"]
+    assert s["connections"][0]["how"] == "half-close"
+    assert "[total]" in done.stdout and ("Mbit/s" in done.stdout or "Gbit/s" in done.stdout)
+
+
+def test_sigterm_stops_a_server_and_keeps_its_report(tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--proto", "udp",
+                               "-p", "0", "--json", str(tmp_path / "s.json")], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "listening" in server.stdout.readline()
+    server.terminate()
+    assert server.wait(timeout=10) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["schema"] == SCHEMA
+
+
+def test_tcp_info_fields_parse_from_a_known_layout():
+    from toolkit.endpoints.tcpinfo import parse
+    raw = bytearray(232)
+    raw[0] = 1                                          # ESTABLISHED
+    struct.pack_into("=I", raw, 68, 1500)               # rtt 1.5 ms
+    struct.pack_into("=I", raw, 76, 0x7FFFFFFF)         # ssthresh still infinite
+    struct.pack_into("=I", raw, 80, 10)                 # cwnd
+    struct.pack_into("=Q", raw, 160, 125_000)           # delivery rate 1 Mbit/s
+    info = parse(bytes(raw))
+    assert info["state"] == 1 and info["rtt"] == pytest.approx(0.0015)
+    assert info["snd_ssthresh"] is None and info["snd_cwnd"] == 10
+    assert info["delivery_rate"] == 1_000_000
+    assert "snd_wnd" not in parse(bytes(raw[:104]))     # an older kernel's shorter struct
