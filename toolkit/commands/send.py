@@ -6,7 +6,7 @@ import sys
 
 from ..endpoints.options import add_socket_options, socket_options
 
-MODES = ["bulk", "paced", "stream", "rr", "file"]
+MODES = ["bulk", "paced", "stream", "rr", "echo", "file"]
 
 
 def register(sub) -> None:
@@ -68,6 +68,8 @@ def run(args) -> int:
                 raise q.QuantityError("--mode file is TCP only")
             if not args.file or not Path(args.file).is_file():
                 raise q.QuantityError(f"--file {args.file}: not a readable file")
+        if mode == "echo" and args.proto != "tcp":
+            raise q.QuantityError("--mode echo is TCP only (UDP: use rr)")
         if args.no_framing and (args.proto != "tcp" or mode not in ("bulk", "stream")):
             raise q.QuantityError("--no-framing applies to TCP bulk and stream modes")
         if mode == "paced" and not args.rate:
@@ -77,7 +79,8 @@ def run(args) -> int:
             from ..endpoints.tcp import TcpSendConfig, send
             cfg = TcpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
                                 rate_bps=q.rate(args.rate) if args.rate else 0.0,
-                                lengths=lengths or ([128] if mode == "rr" else [128 << 10]),
+                                lengths=lengths or ([128] if mode in ("rr", "echo")
+                                                    else [128 << 10]),
                                 response_size=q.size(args.response_size), count=args.count,
                                 tps=args.tps, file=Path(args.file) if args.file else None,
                                 framing=not args.no_framing, interval=interval,

@@ -75,11 +75,12 @@ def run(args) -> int:
         print(f"labkit serve: cannot listen on port {args.port}: {e.strerror or e}",
               file=sys.stderr)
         return 1
-    report.say(f"Server listening on {args.proto.upper()} port {server.port}"
-               + (f" ({args.model} model)" if args.proto == "tcp" else ""))
-    # Ctrl-C and SIGTERM stop it cleanly: the report is still written
+    # Ctrl-C and SIGTERM stop it cleanly: the report is still written. Installed before
+    # the "listening" line, which is what a script waits for before it may signal us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
+    report.say(f"Server listening on {args.proto.upper()} port {server.port}"
+               + (f" ({args.model} model)" if args.proto == "tcp" else ""))
     doc = server.run()
     report.write(args.json)
     return 0 if doc else 1

@@ -7,6 +7,7 @@ recv() returns b'' (an orderly close or a half-close: the peer's FIN, RFC 9293 3
 
     bulk, paced, stream   framed data messages: counted into SequenceStats
     rr                    each request answered at once with a response of response_size
+    echo                  each request sent back unchanged but for its kind (a response)
     file                  file data into a FileSink; verified by size and SHA-256 at the end
     unframed              the hello's promise of message sizes, then raw bytes: every recv()
                           is recorded, to show how reads line up with messages
@@ -29,7 +30,7 @@ from .. import wire
 from . import control
 from .stats import SequenceStats, align_reads
 
-MODES = ("bulk", "paced", "stream", "rr", "file", "unframed")
+MODES = ("bulk", "paced", "stream", "rr", "echo", "file", "unframed")
 MAX_READS_KEPT = 1 << 22          # unframed mode keeps one uint32 per read, at most this many
 MAX_RESPONSE = 16 << 20
 
@@ -204,12 +205,17 @@ class Session:
         out = []
         for h, body in self._deframer.feed(data):
             n = wire.HEADER_LEN + len(body)
-            if self.mode == "rr":
+            if self.mode in ("rr", "echo"):
                 if h.kind != wire.KIND_REQUEST:
-                    raise control.ProtocolError(f"rr expects requests, got kind {h.kind}")
+                    raise control.ProtocolError(f"{self.mode} expects requests, got kind "
+                                                f"{h.kind}")
                 self.stats.add(h.seq, h.send_ns, now_ns, n)
-                out.append(wire.frame(wire.Header(h.flow, h.seq, time.time_ns(), 0,
-                                                  wire.KIND_RESPONSE), self._response_body))
+                if self.mode == "echo":
+                    out.append(wire.frame(wire.Header(h.flow, h.seq, h.send_ns, 0,
+                                                      wire.KIND_RESPONSE), body))
+                else:
+                    out.append(wire.frame(wire.Header(h.flow, h.seq, time.time_ns(), 0,
+                                                      wire.KIND_RESPONSE), self._response_body))
                 self.responses += 1
             elif self.mode == "file":
                 if h.kind != wire.KIND_FILE:
@@ -236,7 +242,7 @@ class Session:
             out["alignment"] = align_reads(self._reads, self.hello["message_sizes"])
         elif self.mode is not None:
             out["messages"] = self.stats.totals(self.same_clock)
-        if self.mode == "rr":
+        if self.mode in ("rr", "echo"):
             out["responses"] = self.responses
         if self.file_result is not None:
             out["file"] = self.file_result

@@ -7,6 +7,8 @@
     rr         request/response: a request of --length, the server answers --response-size;
                --count transactions or --time, optionally --tps per second; latency
                percentiles from the sender's clock
+    echo       rr where the server sends each request back: the sender checks every byte
+               (random bodies) and counts corrupted or missing echoes
     file       a hello with name, size and SHA-256, the bytes in file-data frames, then the
                receiver's verdict
     unframed   (--no-framing) messages written back to back with no promise of boundaries:
@@ -33,6 +35,7 @@ from . import control, sockopts, tcpinfo
 from .report import Report
 
 FILE_CHUNK = 64 << 10
+STALL_LIMIT_S = 30.0
 
 
 @dataclass
@@ -129,14 +132,14 @@ def send(cfg: TcpSendConfig, report: Report | None = None) -> dict:
         cfg.options.pacing_bps = cfg.options.pacing_bps or cfg.rate_bps
     flow = cfg.flow if cfg.flow is not None else random.getrandbits(32)
     sock, granted = _connect(cfg)
-    mode = cfg.mode if cfg.framing or cfg.mode == "rr" else "unframed"
+    mode = cfg.mode if cfg.framing or cfg.mode in ("rr", "echo") else "unframed"
     local, remote = sock.getsockname(), sock.getpeername()
     report = report or Report("sender", "tcp", mode)
     report.doc["start"].update({"local": f"{local[0]}:{local[1]}",
                                 "remote": f"{remote[0]}:{remote[1]}", "flow": flow,
                                 "options": {**cfg.options.as_dict(), **granted}})
     try:
-        if cfg.mode == "rr":
+        if cfg.mode in ("rr", "echo"):
             totals = _rr(cfg, sock, flow, report)
         elif cfg.mode == "file":
             totals = _file(cfg, sock, flow, report)
@@ -169,6 +172,7 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
     sock.sendall(control.encode(flow, control.hello("tcp", mode, flow, **params)))
     bodies = [bytes(n - wire.HEADER_LEN) for n in sizes]
     clock = _Clock(report, sock, cfg.interval)
+    sock.settimeout(min(cfg.interval, 0.25))
     start = time.monotonic()
     deadline = start + cfg.seconds if cfg.seconds else None
     if deadline is None and cfg.total_bytes is None:
@@ -194,9 +198,22 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
         if cfg.total_bytes is not None:
             room = cfg.total_bytes - sent - wire.HEADER_LEN
             body = body[:max(room, 0)]
-        msg = wire.frame(wire.Header(flow, seq, time.time_ns()), body)
-        sock.sendall(msg)
-        sent += len(msg)
+        msg = memoryview(wire.frame(wire.Header(flow, seq, time.time_ns()), body))
+        # send in pieces with a short timeout, so intervals go on (showing the stall) and
+        # the deadline holds while a full window blocks us
+        progress = time.monotonic()
+        while msg:
+            try:
+                n = sock.send(msg)
+            except (TimeoutError, socket.timeout):
+                clock.tick(sent, seq)
+                if time.monotonic() - progress > STALL_LIMIT_S:
+                    raise ConnectionError(f"the receiver has taken nothing for "
+                                          f"{STALL_LIMIT_S:g} s") from None
+                continue
+            progress = time.monotonic()
+            msg = msg[n:]
+            sent += n
         seq += 1
         clock.tick(sent, seq)
     clock.tick(sent, seq, force=True)
@@ -205,11 +222,14 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
 
 
 def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
+    echo = cfg.mode == "echo"
     req_len = max(cfg.lengths[0], wire.HEADER_LEN)
-    sock.sendall(control.encode(flow, control.hello("tcp", "rr", flow,
+    sock.sendall(control.encode(flow, control.hello("tcp", cfg.mode, flow,
                                                     response_size=cfg.response_size)))
     body = bytes(req_len - wire.HEADER_LEN)
-    deframer = wire.Deframer(max(cfg.response_size, 1 << 16))
+    rng = random.Random(flow)
+    corrupted = 0
+    deframer = wire.Deframer(max(cfg.response_size, req_len, 1 << 16))
     latencies = array("d")
     clock = _Clock(report, sock, cfg.interval)
     start = time.monotonic()
@@ -222,6 +242,8 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
             due = start + seq / cfg.tps
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
+        if echo:
+            body = rng.randbytes(req_len - wire.HEADER_LEN)
         t0 = time.perf_counter()
         msg = wire.frame(wire.Header(flow, seq, time.time_ns(), 0, wire.KIND_REQUEST), body)
         sock.sendall(msg)
@@ -233,8 +255,10 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
                 raise ConnectionError(f"server closed the connection after {seq} transactions")
             frames = deframer.feed(data)
             if frames:
-                got = frames[0][0]
+                got, got_body = frames[0]
         latencies.append(time.perf_counter() - t0)
+        if echo and got_body != body:
+            corrupted += 1
         if got.kind != wire.KIND_RESPONSE or got.seq != seq:
             raise control.ProtocolError(f"response {got.seq} (kind {got.kind}) to request {seq}")
         seq += 1
@@ -245,9 +269,12 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
     clock.tick(sent, seq, force=True, transactions=seq - mark,
                latency_s=_percentiles(latencies[mark:]))
     secs = time.monotonic() - start
-    return {"seconds": secs, "bytes": sent, "transactions": seq,
-            "transactions_per_second": seq / secs if secs else 0.0,
-            "latency_s": _percentiles(latencies)}
+    out = {"seconds": secs, "bytes": sent, "transactions": seq,
+           "transactions_per_second": seq / secs if secs else 0.0,
+           "latency_s": _percentiles(latencies)}
+    if echo:
+        out["corrupted"] = corrupted
+    return out
 
 
 def _percentiles(values) -> dict | None:
