@@ -35,10 +35,20 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _raise_fd_limit() -> None:
+    # a thousand clients need a thousand descriptors; the soft limit is often 1024
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def run(args) -> int:
     import signal
     from pathlib import Path
 
+    _raise_fd_limit()
     from ..endpoints import quantities as q
     from ..endpoints.report import Report
     from ..endpoints.servers import Server, ServerConfig
@@ -79,8 +89,9 @@ def run(args) -> int:
     # the "listening" line, which is what a script waits for before it may signal us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
-    report.say(f"Server listening on {args.proto.upper()} port {server.port}"
-               + (f" ({args.model} model)" if args.proto == "tcp" else ""))
+    # always printed, even with -q: scripts wait for this line before they connect
+    print(f"Server listening on {args.proto.upper()} port {server.port}"
+          + (f" ({args.model} model)" if args.proto == "tcp" else ""), flush=True)
     doc = server.run()
     report.write(args.json)
     return 0 if doc else 1

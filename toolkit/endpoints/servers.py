@@ -174,14 +174,16 @@ class Server:
         self.stopping.set()
 
     def _accept(self, timeout: float = 0.2):
-        """accept() that wakes up to check whether to stop."""
+        """accept() that wakes up to check whether to stop (one system call per client:
+        under load the accepting thread competes for the GIL with every client thread)."""
+        self.sock.settimeout(timeout)
         while not self._enough():
-            r, _, _ = select.select([self.sock], [], [], timeout)
-            if r:
-                try:
-                    return self.sock.accept()
-                except OSError:
-                    continue
+            try:
+                return self.sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                continue
         return None
 
     def _run_iterative(self) -> None:
@@ -197,7 +199,9 @@ class Server:
         while (got := self._accept()) is not None:
             t = threading.Thread(target=one, args=got, daemon=True)
             t.start()
-            threads = [x for x in threads if x.is_alive()] + [t]
+            threads.append(t)
+            if len(threads) % 256 == 0:            # prune now and then, not per accept
+                threads = [x for x in threads if x.is_alive()]
         for t in threads:
             t.join(timeout=CLOSE_WAIT_S + 60)
 
