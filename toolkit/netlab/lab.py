@@ -84,9 +84,9 @@ class Lab:
         return [*self.executor.prefix, "ip", "netns", "exec", self.netns(node)]
 
     def exec(self, node: str, argv: list[str], *, timeout: float = 30.0, check: bool = False,
-             input: str | None = None) -> subprocess.CompletedProcess:
+             input: str | None = None, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run([*self.prefix(node), *argv], capture_output=True, text=True,
-                              timeout=timeout, check=check, input=input)
+                              timeout=timeout, check=check, input=input, **kwargs)
 
     def popen(self, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
         """A process inside node's namespace, stopped (TERM, wait, KILL) at teardown."""
