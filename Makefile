@@ -9,7 +9,10 @@ PY      = $(VENV)/bin/python
 SYSTEM_TOOLS = tshark:tshark dumpcap:wireshark-common tcpdump:tcpdump nft:nftables \
                ethtool:ethtool ip:iproute2 ping:iputils-ping
 
-.PHONY: test demo venv system-deps bench clean
+# reference tools the endpoint benchmark compares against
+BENCH_TOOLS  = iperf3:iperf3 sockperf:sockperf
+
+.PHONY: test demo venv system-deps bench bench-endpoints clean
 
 venv: $(VENV)/.installed
 
@@ -19,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-system-deps:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+system-deps: TOOLS = $(SYSTEM_TOOLS)
+bench-deps: TOOLS = $(SYSTEM_TOOLS) $(BENCH_TOOLS)
+system-deps bench-deps:
+	@missing=""; for pair in $(TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /sbin/$$cmd ] || missing="$$missing $$pkg"; \
 	done; \
@@ -42,6 +47,9 @@ demo: venv system-deps
 
 bench: venv system-deps
 	$(PY) benchmarks/analyze_speed.py
+
+bench-endpoints: venv bench-deps
+	$(PY) benchmarks/endpoints_vs_iperf3.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -146,10 +146,13 @@ class Deframer:
     raises if it ended inside a header or a body.
     """
 
-    def __init__(self, limit: int = DEFAULT_LIMIT):
+    def __init__(self, limit: int = DEFAULT_LIMIT, keep_bodies: bool = True):
         if limit < 0:
             raise ValueError("limit must be >= 0")
         self.limit = limit
+        # a receiver that only counts (bulk) skips the bodies: no copy, b"" in their place
+        self.keep_bodies = keep_bodies
+        self._skipped = 0
         self._buf = bytearray()
         self._header: Header | None = None    # parsed header of the frame being filled
         self._error: FramingError | None = None
@@ -157,8 +160,8 @@ class Deframer:
 
     @property
     def buffered(self) -> int:
-        """Bytes held for the frame in progress."""
-        return len(self._buf)
+        """Bytes held (or, skipping bodies, counted) for the frame in progress."""
+        return len(self._buf) + self._skipped
 
     def _fail(self, why: str) -> FramingError:
         self._error = FramingError(f"at stream byte {self.offset}: {why}")
@@ -187,14 +190,21 @@ class Deframer:
                 self._header = h
                 self._buf.clear()
             h = self._header
-            take = min(h.length - len(self._buf), end - pos)
-            self._buf += view[pos:pos + take]
+            if self.keep_bodies:
+                take = min(h.length - len(self._buf), end - pos)
+                self._buf += view[pos:pos + take]
+                done = len(self._buf) == h.length
+            else:
+                take = min(h.length - self._skipped, end - pos)
+                self._skipped += take
+                done = self._skipped == h.length
             pos += take
-            if len(self._buf) == h.length:
-                out.append((h, bytes(self._buf)))
+            if done:
+                out.append((h, bytes(self._buf) if self.keep_bodies else b""))
                 self.offset += HEADER_LEN + h.length
                 self._header = None
                 self._buf.clear()
+                self._skipped = 0
         return out
 
     def close(self) -> None:
@@ -202,7 +212,8 @@ class Deframer:
         if self._error is not None:
             raise self._error
         if self._header is not None:
-            raise self._fail(f"stream ended inside a message body ({len(self._buf)} of "
+            got = len(self._buf) if self.keep_bodies else self._skipped
+            raise self._fail(f"stream ended inside a message body ({got} of "
                              f"{self._header.length} bytes)")
         if self._buf:
             raise self._fail(f"stream ended inside a message header, truncated header "

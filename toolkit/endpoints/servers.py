@@ -35,7 +35,7 @@ from .report import Report
 from .sessions import Session
 
 MODELS = ("iterative", "thread", "process", "selectors", "asyncio")
-RECV = 1 << 16
+RECV = 1 << 18
 CLOSE_WAIT_S = 2.0
 
 
@@ -126,15 +126,18 @@ class Server:
             if self.cfg.pause_s:
                 time.sleep(self.cfg.pause_s)
             start, got = time.monotonic(), 0
+            buf = bytearray(RECV)
+            view = memoryview(buf)
             while True:
                 if self.cfg.slow_read_bps:
                     ahead = got * 8 / self.cfg.slow_read_bps - (time.monotonic() - start)
                     if ahead > 0:
                         time.sleep(ahead)
                 size = 4096 if self.cfg.slow_read_bps else RECV
-                data = conn.recv(size)
-                got += len(data)
-                if not data:
+                n = conn.recv_into(view[:size])
+                data = view[:n]
+                got += n
+                if not n:
                     how = _closing(conn, session.peer_closed())
                     break
                 reply = session.received(data)

@@ -52,10 +52,45 @@ class SequenceStats:
     # ---- input ----
 
     def add(self, seq: int, send_ns: int, recv_ns: int, nbytes: int) -> None:
-        self.add_batch(np.array([seq], np.int64), np.array([send_ns], np.int64),
-                       np.array([recv_ns], np.int64), np.array([nbytes], np.int64))
+        """One packet, in plain Python: the same rules as add_batch, without numpy's
+        per-call cost (a request/response exchange brings one message per read)."""
+        seq, send_ns, recv_ns, nbytes = int(seq), int(send_ns), int(recv_ns), int(nbytes)
+        if self.first_recv_ns is None:
+            self.first_recv_ns = recv_ns
+        self.last_recv_ns = recv_ns
+        transit = recv_ns - send_ns
+        if self._last_transit is None:
+            self._last_transit = transit
+        else:
+            d = abs(transit - self._last_transit) / 1e9
+            self.jitter_s += (d - self.jitter_s) / 16.0
+            self._last_transit = transit
+        if seq < 0 or seq > max(self.max_seq, 0) + self.window:
+            self.stray += 1
+            return
+        if seq >= len(self._seen):
+            grown = np.zeros(max(2 * len(self._seen), seq + 1), dtype=bool)
+            grown[:len(self._seen)] = self._seen
+            self._seen = grown
+        if self._seen[seq]:
+            self.duplicates += 1
+            return
+        self._seen[seq] = True
+        if seq < self.max_seq:          # RFC 4737: below NextExp = max + 1
+            self.reordered += 1
+            self.max_reorder_gap = max(self.max_reorder_gap, self.max_seq - seq)
+        else:
+            self.max_seq = seq
+        self.unique += 1
+        self.bytes += nbytes
+        self.owd_min_ns = transit if self.owd_min_ns is None else min(self.owd_min_ns, transit)
+        self.owd_max_ns = transit if self.owd_max_ns is None else max(self.owd_max_ns, transit)
+        self._owd_sum_ns += transit
 
     def add_batch(self, seq, send_ns, recv_ns, nbytes) -> None:
+        if len(seq) == 1:
+            self.add(seq[0], send_ns[0], recv_ns[0], nbytes[0])
+            return
         seq = np.asarray(seq, np.int64)
         send_ns = np.asarray(send_ns, np.int64)
         recv_ns = np.asarray(recv_ns, np.int64)

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""labkit's endpoints against iperf3 (and sockperf for request/response), same path, same run.
+
+Builds the lab (a - r - b, offloads off; root or rootless) and measures, each tool in turn:
+
+    tcp        one TCP stream a->b for --seconds: receiver's goodput
+    udp64      UDP a->b, 64-byte datagrams, no rate limit: datagrams/s that arrived
+    udp1400    the same with 1400-byte datagrams
+    rr         request/response, 64-byte messages, back to back: transactions/s
+               (iperf3 has no such test; sockperf ping-pong is the C reference)
+    loss       UDP at 20 Mbit/s over a link that drops 2% (nftables): each tool's loss
+               count against the kernel's own count of the packets it dropped
+    pacing     UDP paced at 10 Mbit/s, 1000-byte datagrams, captured at b: the rate, and
+               the spread of inter-arrival gaps (an even sender's gaps are all 0.8 ms)
+
+Prints each pair and the ratio (labkit / reference); the last line is machine-readable:
+
+    tcp_ratio=R udp64_pps_ratio=R udp1400_pps_ratio=R rr_ratio=R
+
+Without privileges for a lab it runs on loopback and says so (no loss or pacing rows).
+Everything is bounded in time (--seconds per measurement) and removed on exit.
+
+    sudo .venv/bin/python benchmarks/endpoints_vs_iperf3.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from toolkit import netlab  # noqa: E402
+from toolkit.netlab import impairment as I  # noqa: E402
+from toolkit.netlab import kernel as K  # noqa: E402
+
+LABKIT = [sys.executable, "-m", "toolkit.cli"]
+PORT_IPERF, PORT_LABKIT, PORT_SOCKPERF = 5201, 5301, 5401
+
+
+class Loopback:
+    """The same interface as a Lab, on this host's loopback (no privileges needed)."""
+
+    run_id = "loopback"
+
+    def addr(self, node, family=4):
+        return "127.0.0.1"
+
+    def exec(self, node, argv, **kw):
+        return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+    def popen(self, node, argv, **kw):
+        return subprocess.Popen(argv, **kw)
+
+
+def _server(lab, argv, ready: str | None = None, settle: float = 0.3):
+    proc = lab.popen("b", argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)
+    if ready:
+        line = proc.stdout.readline()
+        if ready not in line:
+            raise RuntimeError(f"{argv[0]} did not start: {line} {proc.stderr.read()}")
+    else:
+        time.sleep(settle)
+    return proc
+
+
+def _stop(proc) -> str:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+def _json(done: subprocess.CompletedProcess, what: str) -> dict:
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr.strip()[-400:] or done.stdout[-400:]}")
+    return json.loads(done.stdout)
+
+
+def iperf3_tcp(lab, secs):
+    srv = _server(lab, ["iperf3", "-s", "-p", str(PORT_IPERF)])
+    try:
+        doc = _json(lab.exec("a", ["iperf3", "-c", lab.addr("b"), "-p", str(PORT_IPERF), "-t",
+                                   str(secs), "-J"], timeout=secs + 30), "iperf3")
+    finally:
+        _stop(srv)
+    return doc["end"]["sum_received"]["bits_per_second"]
+
+
+def iperf3_udp(lab, secs, length, rate="0"):
+    srv = _server(lab, ["iperf3", "-s", "-p", str(PORT_IPERF)])
+    try:
+        doc = _json(lab.exec("a", ["iperf3", "-c", lab.addr("b"), "-p", str(PORT_IPERF), "-u",
+                                   "-b", rate, "-l", str(length), "-t", str(secs), "-J"],
+                             timeout=secs + 30), "iperf3")
+    finally:
+        _stop(srv)
+    s = doc["end"]["sum"]
+    got = s["packets"] - s["lost_packets"]
+    return {"sent": s["packets"], "received": got, "lost": s["lost_packets"],
+            "pps": got / s["seconds"], "seconds": s["seconds"]}
+
+
+def labkit_run(lab, secs, server_args, send_args, tmp: Path):
+    out_s, out_c = tmp / "server.json", tmp / "client.json"
+    srv = _server(lab, [*LABKIT, "serve", "-p", str(PORT_LABKIT), "-1", "-q", "--json",
+                        str(out_s), *server_args], ready="listening")
+    try:
+        done = lab.exec("a", [*LABKIT, "send", lab.addr("b"), "-p", str(PORT_LABKIT), "-q",
+                              "--json", str(out_c), *send_args], timeout=secs + 60, cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"labkit send failed: {done.stderr.strip()[-400:]}")
+        srv.wait(timeout=30)
+    finally:
+        _stop(srv)
+    return json.loads(out_c.read_text()), json.loads(out_s.read_text())
+
+
+def labkit_tcp(lab, secs, tmp):
+    client, _ = labkit_run(lab, secs, [], ["-t", str(secs)], tmp)
+    m = client["end"]["peer"]["messages"]
+    return m["bytes"] * 8 / m["seconds"]
+
+
+def labkit_udp(lab, secs, length, tmp, rate="0"):
+    client, server = labkit_run(lab, secs, ["--proto", "udp"],
+                                ["--proto", "udp", "-b", rate, "-l", str(length), "-t",
+                                 str(secs)], tmp)
+    flow = server["connections"][0]
+    return {"sent": client["end"]["datagrams"], "received": flow["packets"],
+            "lost": flow["lost"], "pps": flow["packets"] / client["end"]["seconds"],
+            "seconds": client["end"]["seconds"]}
+
+
+def sockperf_rr(lab, secs):
+    srv = _server(lab, ["sockperf", "server", "--tcp", "-i", lab.addr("b"), "-p",
+                        str(PORT_SOCKPERF)], settle=0.5)
+    try:
+        done = lab.exec("a", ["sockperf", "ping-pong", "--tcp", "-i", lab.addr("b"), "-p",
+                              str(PORT_SOCKPERF), "-t", str(secs), "-m", "64", "--mps=max"],
+                        timeout=secs + 30)
+    finally:
+        _stop(srv)
+    text = done.stdout + done.stderr
+    m = re.search(r"RunTime=([\d.]+) sec; .*?ReceivedMessages=(\d+)", text)
+    if not m:
+        raise RuntimeError(f"sockperf output not understood: {text[-400:]}")
+    return int(m.group(2)) / float(m.group(1))
+
+
+def labkit_rr(lab, secs, tmp):
+    client, _ = labkit_run(lab, secs, [], ["--mode", "rr", "-t", str(secs), "-l", "64",
+                                           "--response-size", "64", "-N"], tmp)
+    return client["end"]["transactions_per_second"]
+
+
+def loss_pair(lab, secs, tmp):
+    """Both tools over a 2% lossy link: their loss counts beside the kernel's."""
+    imp = I.from_dict({"a_to_b": {"loss": "2%"}})
+    out = {}
+    for tool in ("iperf3", "labkit"):
+        engine = netlab.Executor(prefix=lab.executor.prefix)
+        engine.apply(K.plan_kernel(imp, lab.run_id, lab.netns("r"), have_netem=False))
+        try:
+            if tool == "iperf3":
+                r = iperf3_udp(lab, secs, 1000, rate="20M")
+            else:
+                r = labkit_udp(lab, secs, 1000, tmp, rate="20M")
+            table = lab.exec("r", ["nft", "-j", "list", "table", "inet",
+                                   K.table_name(lab.run_id)]).stdout
+            r["link_dropped"] = K.parse_nft_drops(table).get("a_to_b", 0)
+        finally:
+            engine.unwind()
+        out[tool] = r
+    return out
+
+
+def pacing_pair(lab, secs, tmp):
+    """Paced UDP at 10 Mbit/s, 1000-byte payloads, captured at b: rate and gap spread."""
+    from toolkit import analyze, capture
+
+    out = {}
+    for tool in ("iperf3", "labkit"):
+        path = tmp / f"pacing-{tool}.pcapng"
+        port = PORT_IPERF if tool == "iperf3" else PORT_LABKIT
+        with capture.start(lab.iface("b", "r"), path, netns=lab.netns("b"), snaplen=96,
+                           bpf_filter=f"udp dst port {port} and greater 1000"):
+            if tool == "iperf3":
+                iperf3_udp(lab, secs, 1000, rate="10M")
+            else:
+                labkit_udp(lab, secs, 1000, tmp, rate="10M")
+        pk = analyze(path).packets
+        t = pk["time"].to_numpy(dtype=float)
+        t = t[len(t) // 10:]                         # skip the start-up
+        gaps = (t[1:] - t[:-1]) * 1e3
+        payload_bits = 1000 * 8                      # both tools: 1000-byte UDP payloads,
+        nominal = payload_bits / 10e6 * 1e3          # and both count the rate in payload
+        p10, p50, p90 = np.percentile(gaps, [10, 50, 90])
+        rate = (len(t) - 1) * payload_bits / (t[-1] - t[0])
+        out[tool] = {"rate_bps": rate, "gap_ms": {"p10": p10, "p50": p50, "p90": p90},
+                     "within_10pct": float(np.mean(np.abs(gaps - nominal) < 0.1 * nominal)),
+                     "nominal_gap_ms": nominal}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
+    args = ap.parse_args()
+    secs = args.seconds
+    for tool in ("iperf3", "sockperf"):
+        if not shutil.which(tool):
+            print(f"{tool} is not installed: `sudo make bench-endpoints` installs it",
+                  file=sys.stderr)
+            return 2
+    tmp = Path(tempfile.mkdtemp(prefix="lkbench-"))
+    rows = []
+    try:
+        try:
+            ctx = netlab.up(netlab.default_topology())
+            lab = ctx.__enter__()
+            where = f"lab namespaces a-r-b ({lab.privilege.mode})"
+        except netlab.PrivilegeError as e:
+            ctx, lab, where = None, Loopback(), f"loopback ({e})"
+        try:
+            print(f"path: {where}; {secs:g} s per measurement")
+            tcp = (labkit_tcp(lab, secs, tmp), iperf3_tcp(lab, secs))
+            rows.append(("tcp", "Mbit/s", tcp[0] / 1e6, tcp[1] / 1e6))
+            u64 = (labkit_udp(lab, secs, 64, tmp), iperf3_udp(lab, secs, 64))
+            rows.append(("udp64", "pkt/s", u64[0]["pps"], u64[1]["pps"]))
+            u1400 = (labkit_udp(lab, secs, 1400, tmp), iperf3_udp(lab, secs, 1400))
+            rows.append(("udp1400", "pkt/s", u1400[0]["pps"], u1400[1]["pps"]))
+            rr = (labkit_rr(lab, secs, tmp), sockperf_rr(lab, secs))
+            rows.append(("rr", "trans/s", rr[0], rr[1]))
+            print(f"{'':10} {'unit':8} {'labkit':>14} {'reference':>14} {'ratio':>7}")
+            for name, unit, ours, ref in rows:
+                print(f"{name:10} {unit:8} {ours:14,.0f} {ref:14,.0f} {ours / ref:7.2f}")
+            print(f"  udp64 sent: labkit {u64[0]['sent'] / u64[0]['seconds']:,.0f}/s, iperf3 "
+                  f"{u64[1]['sent'] / u64[1]['seconds']:,.0f}/s")
+            print(f"  udp1400 sent: labkit {u1400[0]['sent'] / u1400[0]['seconds']:,.0f}/s, "
+                  f"iperf3 {u1400[1]['sent'] / u1400[1]['seconds']:,.0f}/s")
+            if ctx is not None:
+                loss = loss_pair(lab, secs, tmp)
+                for tool, r in loss.items():
+                    print(f"loss 2%   {tool:7} lost {r['lost']} of {r['sent']} "
+                          f"({r['lost'] / r['sent']:.2%}); the link dropped {r['link_dropped']}")
+                pace = pacing_pair(lab, secs, tmp)
+                for tool, r in pace.items():
+                    g = r["gap_ms"]
+                    print(f"pacing    {tool:7} {r['rate_bps'] / 1e6:.3f} Mbit/s of 10; gaps "
+                          f"p10/p50/p90 {g['p10']:.3f}/{g['p50']:.3f}/{g['p90']:.3f} ms "
+                          f"(nominal {r['nominal_gap_ms']:.3f}); "
+                          f"{r['within_10pct']:.0%} within 10%")
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratio = {name: ours / ref for name, _, ours, ref in rows}
+    print(f"tcp_ratio={ratio['tcp']:.3f} udp64_pps_ratio={ratio['udp64']:.3f} "
+          f"udp1400_pps_ratio={ratio['udp1400']:.3f} rr_ratio={ratio['rr']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
