@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pcapbuild as B
-import toolkit.pcap.pcapng as pcapng_mod
+import toolkit.pcap.scanner as scanner_mod
 import toolkit.pcap.source as source_mod
 from toolkit.pcap import CaptureError, read_capture
 
@@ -196,11 +196,13 @@ def test_absurd_tsresol_and_offset_do_not_fail(tmp_path, code):
     assert cap.error is None and len(cap) == 1 and cap.cols["l4"][0] == 6
 
 
-def test_packet_comments_beyond_one_kernel_call(tmp_path, monkeypatch):
-    monkeypatch.setattr(pcapng_mod, "NOTES", 2)
-    blocks = [B.epb(FRAME, i, comments=[f"c{i}"] if i % 2 else []) for i in range(9)]
-    cap = read(tmp_path, _ng(B.idb(), *blocks), "t.pcapng")
-    assert cap.packet_comments == {i: [f"c{i}"] for i in range(1, 9, 2)}
+@pytest.mark.parametrize("threads", [1, 3])
+def test_packet_comments_beyond_one_kernel_call(tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(scanner_mod, "NOTES", 2)
+    monkeypatch.setattr(scanner_mod, "MIN_PART_ROWS", 1)
+    blocks = [B.epb(FRAME, i, comments=[f"c{i}"] if i % 2 else []) for i in range(3000)]
+    cap = read(tmp_path, _ng(B.idb(), *blocks), "t.pcapng", threads=threads)
+    assert cap.packet_comments == {i: [f"c{i}"] for i in range(1, 3000, 2)}
 
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
@@ -219,6 +221,52 @@ def test_small_chunks_and_many_rows(tmp_path, monkeypatch, fmt):
     assert np.array_equal(cap.cols["seq"], np.arange(40000, dtype=np.uint32))
     assert np.array_equal(cap.cols["paylen"], np.arange(40000) % 300)
     assert seen and seen[-1] == len(data)
+
+
+def _icmp_error(quoted: bytes, icmp_type=3, code=3) -> bytes:
+    """An ICMP error (RFC 792) quoting the IP header and 8 bytes of a datagram."""
+    return struct.pack("!BBHI", icmp_type, code, 0, 0) + quoted
+
+
+def _sack(le: int, re: int) -> bytes:
+    return b"\x01\x01\x05\x0a" + struct.pack("!II", le, re)
+
+
+def _mixed_frames(n: int) -> list[bytes]:
+    """TCP with SACK blocks, UDP with payload heads and ICMP errors quoting UDP, mixed."""
+    out = []
+    for i in range(n):
+        if i % 3 == 0:
+            opts = _sack(i, i + 10) if i % 2 else b""
+            out.append(B.ether(B.ipv4(B.tcp(seq=i, options=opts))))
+        elif i % 3 == 1:
+            out.append(B.ether(B.ipv4(B.udp(sport=i % 60000, payload=bytes([i % 256]) * 40),
+                                      proto=17)))
+        else:
+            quoted = B.ipv4(B.udp(sport=i % 60000), proto=17)[:28]
+            out.append(B.ether(B.ipv4(_icmp_error(quoted), proto=1)))
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_threads_split_the_work_and_change_nothing(tmp_path, monkeypatch, fmt):
+    """Parts decoded by several threads give the columns and side tables of one thread,
+    across several kernel calls (ROWS_PER_CALL) and buffer refills (CHUNK)."""
+    monkeypatch.setattr(scanner_mod, "ROWS_PER_CALL", 4096)
+    monkeypatch.setattr(scanner_mod, "MIN_PART_ROWS", 1024)
+    monkeypatch.setattr(source_mod, "CHUNK", 300_000)
+    frames = _mixed_frames(20000)
+    data = (B.pcap(frames) if fmt == "pcap"
+            else _ng(B.idb(), *[B.epb(f, i) for i, f in enumerate(frames)]))
+    one = read(tmp_path, data, "t." + fmt, threads=1)
+    many = read(tmp_path, data, "t." + fmt, threads=4)
+    assert one.error is None and len(one) == 20000
+    assert set(one.cols) == set(many.cols)
+    for k in one.cols:
+        assert one.cols[k].dtype == many.cols[k].dtype and np.array_equal(
+            one.cols[k], many.cols[k]), k
+    assert len(one.cols["sack_rows"]) == 3333 and len(one.cols["udp_rows"]) == 6667
+    assert np.array_equal(one.cols["icmp_rows"], np.arange(2, 20000, 3))
 
 
 def test_gzip_damage_is_reported_in_decompressed_offsets(tmp_path):

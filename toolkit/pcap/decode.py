@@ -30,11 +30,18 @@ from .columns import PACKET_COLUMNS, UDP_HEAD
  TCP_HLEN, PAYLEN, OPT_MSS, OPT_WSCALE, OPT_SACKPERM, HAS_TS, TSVAL, TSECR,
  SACK_N) = range(32)
 assert list(PACKET_COLUMNS)[SACK_N] == "sack_n" and len(PACKET_COLUMNS) == SACK_N + 1
-# ... and of each sparse table in the side tuple
-SACK_ROWS, SACK_LE, SACK_RE, UDP_ROWS, UDP_HEAD_BYTES, UDP_HEAD_LEN = range(6)
+# the per-frame record: the columns' slots, then what goes to the side tables
+R_SACK_LE, R_SACK_RE, R_UDP_AT, R_UDP_HAVE = 32, 36, 40, 41
+R_Q_PROTO, R_Q_SRC_HI, R_Q_SRC_LO, R_Q_DST_HI, R_Q_DST_LO, R_Q_SPORT, R_Q_DPORT = range(42, 49)
+N_RECORD = 49
+# ... and of each sparse table in the side tuple (store.SIDE_TABLES order)
+(SACK_ROWS, SACK_LE, SACK_RE, UDP_ROWS, UDP_HEAD_BYTES, UDP_HEAD_LEN, ICMP_ROWS, ICMP_PROTO,
+ ICMP_SRC_HI, ICMP_SRC_LO, ICMP_DST_HI, ICMP_DST_LO, ICMP_SPORT, ICMP_DPORT) = range(14)
 
 # status codes returned by the scanners
 OK, NEED_MORE, CONTROL_BLOCK, FULL = 0, 1, 2, 3
+# an index pass marks the record of every MARK_STEP-th frame
+MARK_STEP = 1024
 E_RECORD_TOO_BIG, E_BLOCK_LENGTH, E_BLOCK_TRAILER, E_CAPLEN_BEYOND_BLOCK = 10, 11, 12, 13
 E_UNKNOWN_INTERFACE, E_BLOCK_TOO_SHORT = 14, 15
 # Wireshark's and libpcap's largest packet (WTAP_MAX_PACKET_SIZE_STANDARD, MAXIMUM_SNAPLEN)
@@ -133,9 +140,11 @@ def _link(b, p, end, lt):
 
 
 @njit(inline="always")
-def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
-    """Decode one frame at b[p:p+caplen] into M[:, m] (frame `row`). Returns the side-table
-    counters."""
+def decode_packet(b, p, caplen, wirelen, lt, fcs, R):
+    """Decode one frame at b[p:p+caplen] into the record R (zeroed: PACKET_COLUMNS slots,
+    then the R_* slots). The caller moves the record to the columns: the columns and side
+    tables are not passed down here, because numba counts references to every array of a
+    tuple handed to a function, on every frame."""
     end = p + caplen
     # Bytes the frame had on the wire, which bound the IP length. Wireshark keeps a
     # reported length below the captured one as the captured one (tested with tshark 4.0).
@@ -144,8 +153,6 @@ def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
         # an Ethernet FCS at the end of every frame (pcap linktype FCS bits, if_fcslen)
         reported = max(reported - fcs, 0)
         end = min(end, p + reported)
-    M[OPT_MSS, m] = -1
-    M[OPT_WSCALE, m] = -1
     etype, off = _link(b, p, end, lt)
     wire_left = reported - (off - p)
 
@@ -165,22 +172,22 @@ def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
             # Wireshark stops at a header length under 20 or a total length under it
             if ihl >= 20 and tot >= ihl:
                 frag = _be16(b, off + 6)
-                M[L3, m] = 4
-                M[SRC_LO, m] = MAPPED | np.uint64(_be32(b, off + 12))
-                M[DST_LO, m] = MAPPED | np.uint64(_be32(b, off + 16))
+                R[L3] = 4
+                R[SRC_LO] = np.int64(MAPPED | np.uint64(_be32(b, off + 12)))
+                R[DST_LO] = np.int64(MAPPED | np.uint64(_be32(b, off + 16)))
                 proto = b[off + 9]
-                M[IP_PROTO, m] = proto
+                R[IP_PROTO] = proto
                 if frag & 0x3FFF:
                     # a fragment (RFC 791 3.2): where it fits, for reassembly
-                    M[IP_ID, m] = _be16(b, off + 4)
-                    M[FRAG_OFF, m] = (frag & 0x1FFF) * 8
-                    M[FRAG_LEN, m] = tot - ihl
-                    M[FRAG_MORE, m] = 1 if frag & 0x2000 else 0
+                    R[IP_ID] = _be16(b, off + 4)
+                    R[FRAG_OFF] = (frag & 0x1FFF) * 8
+                    R[FRAG_LEN] = tot - ihl
+                    R[FRAG_MORE] = 1 if frag & 0x2000 else 0
                     if frag & 0x1FFF:
-                        M[IP_FRAG, m] = 2      # no transport header in a later fragment
+                        R[IP_FRAG] = 2      # no transport header in a later fragment
                         proto = -1
                     else:
-                        M[IP_FRAG, m] = 1
+                        R[IP_FRAG] = 1
                 l4off = off + ihl
                 l4len = tot - ihl
     elif etype == 0x86DD:
@@ -189,11 +196,11 @@ def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
             if plen == 0 or plen > wire_left - 40:
                 # 0: a jumbogram (RFC 2675) or TSO; too big: cut to what the frame holds
                 plen = max(wire_left - 40, 0)
-            M[L3, m] = 6
-            M[SRC_HI, m] = _be64(b, off + 8)
-            M[SRC_LO, m] = _be64(b, off + 16)
-            M[DST_HI, m] = _be64(b, off + 24)
-            M[DST_LO, m] = _be64(b, off + 32)
+            R[L3] = 6
+            R[SRC_HI] = np.int64(_be64(b, off + 8))
+            R[SRC_LO] = np.int64(_be64(b, off + 16))
+            R[DST_HI] = np.int64(_be64(b, off + 24))
+            R[DST_LO] = np.int64(_be64(b, off + 32))
             nxt = np.int64(b[off + 6])
             q = off + 40
             left = plen
@@ -217,24 +224,24 @@ def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
                         break
                     fo = _be16(b, q + 2)
                     nh = np.int64(b[q])
-                    M[IP_ID, m] = _be32(b, q + 4)
+                    R[IP_ID] = _be32(b, q + 4)
                     q += 8
                     left -= 8
-                    M[FRAG_OFF, m] = (fo >> 3) * 8
-                    M[FRAG_LEN, m] = max(left, 0)
-                    M[FRAG_MORE, m] = fo & 1
+                    R[FRAG_OFF] = (fo >> 3) * 8
+                    R[FRAG_LEN] = max(left, 0)
+                    R[FRAG_MORE] = fo & 1
                     if fo >> 3:
-                        M[IP_FRAG, m] = 2
-                        M[IP_PROTO, m] = nh
+                        R[IP_FRAG] = 2
+                        R[IP_PROTO] = nh
                         nxt = -1
                         break
                     if fo & 1:
-                        M[IP_FRAG, m] = 1
+                        R[IP_FRAG] = 1
                     nxt = nh
                 else:
                     break
             if nxt >= 0:
-                M[IP_PROTO, m] = nxt
+                R[IP_PROTO] = nxt
                 if left >= 0:
                     proto = nxt
                     l4off = q
@@ -244,55 +251,110 @@ def decode_packet(b, p, caplen, wirelen, lt, fcs, M, m, row, S, sk, uk):
     if proto == 6:
         if l4off + 20 > end:
             # the fixed header is not all there: Wireshark cannot analyse the segment
-            M[L4_TRUNC, m] = 1
+            R[L4_TRUNC] = 1
         else:
             hlen = (b[l4off + 12] >> 4) * 4
-            M[L4, m] = 6
-            M[SPORT, m] = _be16(b, l4off)
-            M[DPORT, m] = _be16(b, l4off + 2)
-            M[SEQ, m] = _be32(b, l4off + 4)
-            M[ACK, m] = _be32(b, l4off + 8)
-            M[TCP_FLAGS, m] = _be16(b, l4off + 12) & 0x0FFF
-            M[WIN, m] = _be16(b, l4off + 14)
-            M[TCP_HLEN, m] = hlen
+            R[L4] = 6
+            R[SPORT] = _be16(b, l4off)
+            R[DPORT] = _be16(b, l4off + 2)
+            R[SEQ] = _be32(b, l4off + 4)
+            R[ACK] = _be32(b, l4off + 8)
+            R[TCP_FLAGS] = _be16(b, l4off + 12) & 0x0FFF
+            R[WIN] = _be16(b, l4off + 14)
+            R[TCP_HLEN] = hlen
             # tcp.len: the IP payload less the TCP header (RFC 9293 3.1), never negative
-            M[PAYLEN, m] = max(l4len - hlen, 0)
-            sk = _tcp_options(b, l4off, hlen, end, M, m, row, S, sk)
+            R[PAYLEN] = max(l4len - hlen, 0)
+            _tcp_options(b, l4off, hlen, end, R)
     elif proto == 17:
         if l4off + 8 > end:
-            M[L4_TRUNC, m] = 1
+            R[L4_TRUNC] = 1
         else:
-            M[L4, m] = 17
-            M[SPORT, m] = _be16(b, l4off)
-            M[DPORT, m] = _be16(b, l4off + 2)
+            R[L4] = 17
+            R[SPORT] = _be16(b, l4off)
+            R[DPORT] = _be16(b, l4off + 2)
             ulen = _be16(b, l4off + 4)
             if ulen < 8 or ulen > l4len:      # RFC 768 length absent (0) or bogus
                 ulen = l4len
-            M[PAYLEN, m] = max(ulen - 8, 0)
+            R[PAYLEN] = max(ulen - 8, 0)
             q = l4off + 8
-            have = min(min(end - q, ulen - 8), UDP_HEAD)
-            if have < 0:
-                have = 0
-            head = S[UDP_HEAD_BYTES]
-            for j in range(have):
-                head[uk, j] = b[q + j]
-            S[UDP_HEAD_LEN][uk] = have
-            S[UDP_ROWS][uk] = row
-            uk += 1
-    return sk, uk
+            R[R_UDP_AT] = q
+            R[R_UDP_HAVE] = max(min(min(end - q, ulen - 8), UDP_HEAD), 0)
+    elif proto == 1 or proto == 58:
+        _icmp_quoted(b, l4off, end, proto, R)
 
 
 @njit(inline="always")
-def _tcp_options(b, l4off, hlen, end, M, m, row, S, sk):
+def _icmp_quoted(b, q, end, proto, R):
+    """An ICMP (RFC 792) or ICMPv6 (RFC 4443 section 2.4) error quotes the start of the
+    datagram that caused it: its IP header and at least 8 bytes after it. Note the quoted
+    datagram's endpoints and transport protocol (UDP or TCP), as it was sent, when the
+    transport header's first 8 bytes are there: Wireshark dissects them, and gives the
+    error the quoted datagram's udp.stream."""
+    if q + 8 > end:
+        return
+    t = b[q]
+    if proto == 1:
+        # destination unreachable, source quench, redirect, time exceeded, parameter problem
+        if not (t == 3 or t == 4 or t == 5 or t == 11 or t == 12):
+            return
+    elif not (t >= 1 and t <= 4):
+        # destination unreachable, packet too big, time exceeded, parameter problem
+        return
+    p = q + 8
+    src_hi = dst_hi = src_lo = dst_lo = np.uint64(0)
+    nxt = -1
+    l4 = 0
+    if p + 20 <= end and (b[p] >> 4) == 4:
+        ihl = (b[p] & 0x0F) * 4
+        # a later fragment quotes no transport header
+        if ihl >= 20 and (_be16(b, p + 6) & 0x1FFF) == 0:
+            src_lo = MAPPED | np.uint64(_be32(b, p + 12))
+            dst_lo = MAPPED | np.uint64(_be32(b, p + 16))
+            nxt = np.int64(b[p + 9])
+            l4 = p + ihl
+    elif p + 40 <= end and (b[p] >> 4) == 6:
+        src_hi = _be64(b, p + 8)
+        src_lo = _be64(b, p + 16)
+        dst_hi = _be64(b, p + 24)
+        dst_lo = _be64(b, p + 32)
+        nxt = np.int64(b[p + 6])
+        l4 = p + 40
+        # extension headers, as for the outer header (RFC 8200 section 4)
+        while nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51 or nxt == 44:
+            if l4 + 8 > end:
+                nxt = -1
+                break
+            if nxt == 44:
+                if _be16(b, l4 + 2) >> 3:
+                    nxt = -1                       # a later fragment
+                    break
+                hl = 8
+            elif nxt == 51:
+                hl = (np.int64(b[l4 + 1]) + 2) * 4
+            else:
+                hl = (np.int64(b[l4 + 1]) + 1) * 8
+            nxt = np.int64(b[l4])
+            l4 += hl
+    if (nxt != 17 and nxt != 6) or l4 + 8 > end:
+        return
+    R[R_Q_PROTO] = nxt
+    R[R_Q_SRC_HI] = np.int64(src_hi)        # the bits of the uint64, as the column keeps them
+    R[R_Q_SRC_LO] = np.int64(src_lo)
+    R[R_Q_DST_HI] = np.int64(dst_hi)
+    R[R_Q_DST_LO] = np.int64(dst_lo)
+    R[R_Q_SPORT] = _be16(b, l4)
+    R[R_Q_DPORT] = _be16(b, l4 + 2)
+
+
+@njit(inline="always")
+def _tcp_options(b, l4off, hlen, end, R):
     """Walk the TCP options (RFC 9293 3.1; 7323 timestamps and window scale; 2018 SACK)."""
     opt_end = l4off + hlen
     if opt_end > end:
-        M[L4_TRUNC, m] = 1                     # options cut by the snaplen
+        R[L4_TRUNC] = 1                     # options cut by the snaplen
         opt_end = end
     q = l4off + 20
     nsack = 0
-    le = S[SACK_LE]
-    re = S[SACK_RE]
     while q < opt_end:
         kind = b[q]
         if kind == 0:                            # end of option list
@@ -306,27 +368,23 @@ def _tcp_options(b, l4off, hlen, end, M, m, row, S, sk):
         if ln < 2 or q + ln > opt_end:
             break                                # a bad length: nothing after it is trusted
         if kind == 2 and ln == 4:
-            M[OPT_MSS, m] = _be16(b, q + 2)
+            R[OPT_MSS] = _be16(b, q + 2)
         elif kind == 3 and ln == 3:
-            M[OPT_WSCALE, m] = min(np.int64(b[q + 2]), 127)
+            R[OPT_WSCALE] = min(np.int64(b[q + 2]), 127)
         elif kind == 4 and ln == 2:
-            M[OPT_SACKPERM, m] = 1
+            R[OPT_SACKPERM] = 1
         elif kind == 5 and ln >= 10:
             nb = min((ln - 2) // 8, 4)
             for j in range(nb):
-                le[sk, j] = _be32(b, q + 2 + 8 * j)
-                re[sk, j] = _be32(b, q + 6 + 8 * j)
+                R[R_SACK_LE + j] = _be32(b, q + 2 + 8 * j)
+                R[R_SACK_RE + j] = _be32(b, q + 6 + 8 * j)
             nsack = nb
         elif kind == 8 and ln == 10:
-            M[HAS_TS, m] = 1
-            M[TSVAL, m] = _be32(b, q + 2)
-            M[TSECR, m] = _be32(b, q + 6)
+            R[HAS_TS] = 1
+            R[TSVAL] = _be32(b, q + 2)
+            R[TSECR] = _be32(b, q + 6)
         q += ln
-    if nsack:
-        M[SACK_N, m] = nsack
-        S[SACK_ROWS][sk] = row
-        sk += 1
-    return sk
+    R[SACK_N] = nsack
 
 
 @njit(inline="always")
@@ -345,62 +403,84 @@ def _ticks_to_ns(ticks, mul, div, shift):
     return np.int64(ticks // np.uint64(div)) * mul
 
 
-@njit(cache=True)
-def scan(b, pos, end, big, pcapng, tick_ns, ifs, if_base, M, S, row, sk, uk, notes, nn, base):
-    """Walk the records of b[pos:end] and decode their frames into row `row` on.
+@njit(cache=True, nogil=True)
+def scan(decode, b, pos, end, big, pcapng, tick_ns, ifs, if_base, C, S, row, limit, sk, uk,
+         qk, notes, nn, base, marks):
+    """Walk the records of b[pos:end], frame `row` first.
 
+    One kernel makes two passes over the same records (so it is compiled, and loaded from
+    numba's cache, once):
+    - index (decode False): check every record's framing and count the frames, `limit` at
+      most; marks[j] gets the offset of the record of frame row + j * MARK_STEP, so that
+      threads can decode parts of the buffer that start at known records and rows.
+      Nothing is written.
+    - decode (decode True): decode the frames of b[pos:end], checked by an index pass, into
+      rows row.. of the columns C and entries sk, uk, qk.. of the side tables S. notes:
+      (row, file offset) of packet blocks with comments (Python reads those).
     pcap (pcapng False): 16-byte record headers, one interface (ifs row 0), timestamps of
     seconds and tick_ns-ns fractions. pcapng: blocks; ifs holds this section's
     interfaces as (lt, mul, div, shift, offset_ns, snaplen, fcs); the walk stops at any
-    block Python must read. notes: (row, file offset) of packet blocks with comments.
-    One kernel for both formats, so the decoder is compiled once.
-    Returns (pos, row, sk, uk, nn, status, value): pos is the first byte not consumed.
+    block Python must read.
+    Returns (pos, row, sk, uk, qk, nn, status, value): pos is the first byte not consumed.
     """
     row0 = row
-    cap = row0 + M.shape[1]
     n_if = ifs.shape[0]
+    R = np.zeros(N_RECORD, np.int64)
     while True:
-        m = row - row0
-        if row >= cap or nn >= notes.shape[0]:
-            return pos, row, sk, uk, nn, FULL, 0
+        if not decode:
+            k = row - row0
+            if k >= limit:
+                return pos, row, sk, uk, qk, nn, FULL, 0
+            if k % MARK_STEP == 0:
+                marks[k // MARK_STEP] = pos
+        elif nn >= notes.shape[0]:
+            return pos, row, sk, uk, qk, nn, FULL, 0
         if not pcapng:
             if pos + 16 > end:
-                return pos, row, sk, uk, nn, NEED_MORE, 0
+                return pos, row, sk, uk, qk, nn, NEED_MORE, 0
             caplen = _u32(b, pos + 8, big)
             if caplen > MAX_PACKET:
-                return pos, row, sk, uk, nn, E_RECORD_TOO_BIG, caplen
+                return pos, row, sk, uk, qk, nn, E_RECORD_TOO_BIG, caplen
             if pos + 16 + caplen > end:
-                return pos, row, sk, uk, nn, NEED_MORE, 16 + caplen
+                return pos, row, sk, uk, qk, nn, NEED_MORE, 16 + caplen
+            advance = 16 + caplen
+            if not decode:
+                row += 1
+                pos += advance
+                continue
             ts = _u32(b, pos, big) * 1_000_000_000 + _u32(b, pos + 4, big) * tick_ns
             wirelen = _u32(b, pos + 12, big)
             data = pos + 16
-            advance = 16 + caplen
             i = 0
         else:
             if pos + 12 > end:
-                return pos, row, sk, uk, nn, NEED_MORE, 0
+                return pos, row, sk, uk, qk, nn, NEED_MORE, 0
             btype = _u32(b, pos, big)
             if btype == 0x0A0D0D0A or btype == 1:     # section header, interface descr.
-                return pos, row, sk, uk, nn, CONTROL_BLOCK, btype
+                return pos, row, sk, uk, qk, nn, CONTROL_BLOCK, btype
             blen = _u32(b, pos + 4, big)
             if blen < 12 or blen % 4 != 0 or blen > MAX_BLOCK:
-                return pos, row, sk, uk, nn, E_BLOCK_LENGTH, blen
+                return pos, row, sk, uk, qk, nn, E_BLOCK_LENGTH, blen
             if pos + blen > end:
-                return pos, row, sk, uk, nn, NEED_MORE, blen
+                return pos, row, sk, uk, qk, nn, NEED_MORE, blen
             if _u32(b, pos + blen - 4, big) != blen:
-                return pos, row, sk, uk, nn, E_BLOCK_TRAILER, blen
+                return pos, row, sk, uk, qk, nn, E_BLOCK_TRAILER, blen
             advance = blen
             if btype == 6 or btype == 2:              # enhanced / obsolete packet block
                 if blen < 32:
-                    return pos, row, sk, uk, nn, E_BLOCK_TOO_SHORT, blen
+                    return pos, row, sk, uk, qk, nn, E_BLOCK_TOO_SHORT, blen
                 i = _u32(b, pos + 8, big) if btype == 6 else _u16(b, pos + 8, big)
                 if i >= n_if:
-                    return pos, row, sk, uk, nn, E_UNKNOWN_INTERFACE, i
+                    return pos, row, sk, uk, qk, nn, E_UNKNOWN_INTERFACE, i
                 caplen = _u32(b, pos + 20, big)
                 if caplen > MAX_PACKET:               # as wiretap: "cap_len N is larger"
-                    return pos, row, sk, uk, nn, E_RECORD_TOO_BIG, caplen
+                    return pos, row, sk, uk, qk, nn, E_RECORD_TOO_BIG, caplen
                 if 28 + caplen + 4 > blen:
-                    return pos, row, sk, uk, nn, E_CAPLEN_BEYOND_BLOCK, caplen
+                    return pos, row, sk, uk, qk, nn, E_CAPLEN_BEYOND_BLOCK, caplen
+                if not decode:
+                    row += 1
+                    pos += advance
+                    continue
                 wirelen = _u32(b, pos + 24, big)
                 ticks = (np.uint64(_u32(b, pos + 12, big)) << np.uint64(32)) | \
                     np.uint64(_u32(b, pos + 16, big))
@@ -420,9 +500,13 @@ def scan(b, pos, end, big, pcapng, tick_ns, ifs, if_base, M, S, row, sk, uk, not
                     q += 4 + ((_u16(b, q + 2, big) + 3) // 4) * 4
             elif btype == 3:                          # simple packet block: interface 0
                 if blen < 16:
-                    return pos, row, sk, uk, nn, E_BLOCK_TOO_SHORT, blen
+                    return pos, row, sk, uk, qk, nn, E_BLOCK_TOO_SHORT, blen
                 if n_if == 0:
-                    return pos, row, sk, uk, nn, E_UNKNOWN_INTERFACE, 0
+                    return pos, row, sk, uk, qk, nn, E_UNKNOWN_INTERFACE, 0
+                if not decode:
+                    row += 1
+                    pos += advance
+                    continue
                 i = 0
                 wirelen = _u32(b, pos + 8, big)
                 # no captured length field: the original length, cut to the block's room
@@ -437,13 +521,13 @@ def scan(b, pos, end, big, pcapng, tick_ns, ifs, if_base, M, S, row, sk, uk, not
                 # 4-byte Private Enterprise Number): a row without a packet keeps the
                 # frame numbers equal
                 if blen < 16:
-                    return pos, row, sk, uk, nn, E_BLOCK_TOO_SHORT, blen
-                M[TS, m] = 0
-                M[IFACE, m] = if_base
-                M[CAPLEN, m] = blen - 16
-                M[WIRELEN, m] = blen - 16
-                M[OPT_MSS, m] = -1
-                M[OPT_WSCALE, m] = -1
+                    return pos, row, sk, uk, qk, nn, E_BLOCK_TOO_SHORT, blen
+                if decode:
+                    C[IFACE][row] = if_base
+                    C[CAPLEN][row] = blen - 16
+                    C[WIRELEN][row] = blen - 16
+                    C[OPT_MSS][row] = -1
+                    C[OPT_WSCALE][row] = -1
                 row += 1
                 pos += blen
                 continue
@@ -451,11 +535,69 @@ def scan(b, pos, end, big, pcapng, tick_ns, ifs, if_base, M, S, row, sk, uk, not
                 # name resolution, interface statistics, decryption secrets, unknown
                 pos += blen
                 continue
-        M[TS, m] = ts
-        M[IFACE, m] = if_base + i
-        M[CAPLEN, m] = caplen
-        M[WIRELEN, m] = wirelen
-        sk, uk = decode_packet(b, data, caplen, wirelen, ifs[i, 0], ifs[i, 6], M, m, row, S,
-                               sk, uk)
+        for j in range(N_RECORD):
+            R[j] = 0
+        R[OPT_MSS] = -1
+        R[OPT_WSCALE] = -1
+        R[TS] = ts
+        R[IFACE] = if_base + i
+        R[CAPLEN] = caplen
+        R[WIRELEN] = wirelen
+        decode_packet(b, data, caplen, wirelen, ifs[i, 0], ifs[i, 6], R)
+        # the record to the columns, here in straight-line code (see decode_packet)
+        C[TS][row] = R[TS]
+        C[CAPLEN][row] = R[CAPLEN]
+        C[WIRELEN][row] = R[WIRELEN]
+        C[IFACE][row] = R[IFACE]
+        C[L3][row] = R[L3]
+        C[SRC_HI][row] = R[SRC_HI]
+        C[SRC_LO][row] = R[SRC_LO]
+        C[DST_HI][row] = R[DST_HI]
+        C[DST_LO][row] = R[DST_LO]
+        C[IP_PROTO][row] = R[IP_PROTO]
+        C[IP_FRAG][row] = R[IP_FRAG]
+        C[IP_ID][row] = R[IP_ID]
+        C[FRAG_OFF][row] = R[FRAG_OFF]
+        C[FRAG_LEN][row] = R[FRAG_LEN]
+        C[FRAG_MORE][row] = R[FRAG_MORE]
+        C[L4][row] = R[L4]
+        C[L4_TRUNC][row] = R[L4_TRUNC]
+        C[SPORT][row] = R[SPORT]
+        C[DPORT][row] = R[DPORT]
+        C[SEQ][row] = R[SEQ]
+        C[ACK][row] = R[ACK]
+        C[TCP_FLAGS][row] = R[TCP_FLAGS]
+        C[WIN][row] = R[WIN]
+        C[TCP_HLEN][row] = R[TCP_HLEN]
+        C[PAYLEN][row] = R[PAYLEN]
+        C[OPT_MSS][row] = R[OPT_MSS]
+        C[OPT_WSCALE][row] = R[OPT_WSCALE]
+        C[OPT_SACKPERM][row] = R[OPT_SACKPERM]
+        C[HAS_TS][row] = R[HAS_TS]
+        C[TSVAL][row] = R[TSVAL]
+        C[TSECR][row] = R[TSECR]
+        C[SACK_N][row] = R[SACK_N]
+        if R[SACK_N]:
+            S[SACK_ROWS][sk] = row
+            for j in range(R[SACK_N]):
+                S[SACK_LE][sk, j] = R[R_SACK_LE + j]
+                S[SACK_RE][sk, j] = R[R_SACK_RE + j]
+            sk += 1
+        if R[L4] == 17:
+            S[UDP_ROWS][uk] = row
+            S[UDP_HEAD_LEN][uk] = R[R_UDP_HAVE]
+            for j in range(R[R_UDP_HAVE]):
+                S[UDP_HEAD_BYTES][uk, j] = b[R[R_UDP_AT] + j]
+            uk += 1
+        if R[R_Q_PROTO]:
+            S[ICMP_ROWS][qk] = row
+            S[ICMP_PROTO][qk] = R[R_Q_PROTO]
+            S[ICMP_SRC_HI][qk] = R[R_Q_SRC_HI]
+            S[ICMP_SRC_LO][qk] = R[R_Q_SRC_LO]
+            S[ICMP_DST_HI][qk] = R[R_Q_DST_HI]
+            S[ICMP_DST_LO][qk] = R[R_Q_DST_LO]
+            S[ICMP_SPORT][qk] = R[R_Q_SPORT]
+            S[ICMP_DPORT][qk] = R[R_Q_DPORT]
+            qk += 1
         row += 1
         pos += advance

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 from . import decode as K
 from . import formats as F
 from .interfaces import Interface, kernel_table
+from .scanner import Scanner
 from .source import ChunkSource
-from .store import CHUNK_ROWS, ColumnStore
+from .store import ColumnStore
 
 
 def read_header(src: ChunkSource, fail) -> tuple[str, int, Interface]:
@@ -40,39 +39,30 @@ def read_header(src: ChunkSource, fail) -> tuple[str, int, Interface]:
     return order, tick_ns, iface
 
 
-def read_records(src: ChunkSource, store: ColumnStore, fail):
-    """Decode every record into `store`. Returns (rows, sack entries, udp entries, error)."""
+def read_records(src: ChunkSource, store: ColumnStore, fail, threads: int | None = None):
+    """Decode every record into `store`. Returns (interfaces, rows, error)."""
     order, tick_ns, iface = read_header(src, fail)
     src.consume(F.PCAP_FILE_HEADER_LEN)
     big = order == ">"
     table = kernel_table([iface])
-    notes = np.zeros((1, 2), np.int64)          # pcap records have no comments
-    row = sk = uk = 0
+    scanner = Scanner(store, threads)
     while True:
-        store.reserve(row + CHUNK_ROWS)
-        side = store.side_arrays()
-        row0 = row
-        pos, row, sk, uk, _, status, value = K.scan(
-            src.array(), 0, src.filled, big, False, tick_ns, table, 0, store.scratch, side,
-            row, sk, uk, notes, 0, 0)
-        del side
-        store.put(row0, row - row0)
+        pos, status, value = scanner.run(src.array(), 0, src.filled, big, False, tick_ns,
+                                         table, 0, src.base)
         src.consume(pos)
-        if status == K.FULL:
-            continue
+        row = scanner.row
         if status == K.NEED_MORE:
             if not src.eof:
                 src.fill(value)
                 continue
             if src.filled == 0:
-                return [iface], row, sk, uk, None
+                return [iface], row, None
             if src.filled < F.PCAP_RECORD_HEADER_LEN:
                 what = f"{src.filled} of its 16-byte header"
             else:
                 what = f"{src.filled} of {value} bytes"
-            return [iface], row, sk, uk, fail(src.base, f"file ends inside a packet record "
-                                                        f"({what} present)")
+            return [iface], row, fail(src.base, f"file ends inside a packet record "
+                                                f"({what} present)")
         else:   # E_RECORD_TOO_BIG
-            return [iface], row, sk, uk, fail(src.base, f"packet record claims {value} "
-                                                        f"bytes, more than the "
-                                                        f"{F.MAX_PACKET} allowed")
+            return [iface], row, fail(src.base, f"packet record claims {value} bytes, more "
+                                                f"than the {F.MAX_PACKET} allowed")

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 from . import decode as K
 from . import formats as F
 from .interfaces import Interface, kernel_table
+from .scanner import Scanner
 from .source import ChunkSource
-from .store import CHUNK_ROWS, ColumnStore
-
-NOTES = 1024            # commented packet blocks noted per kernel call
+from .store import ColumnStore
 
 
 def options(buf, start: int, end: int, order: str):
@@ -66,37 +63,29 @@ def read_interface(buf, blen: int, order: str, index: int) -> Interface:
 
 
 class _Reader:
-    def __init__(self, src: ChunkSource, store: ColumnStore, fail):
+    def __init__(self, src: ChunkSource, store: ColumnStore, fail, threads: int | None):
         self.src, self.store, self.fail = src, store, fail
+        self.scanner = Scanner(store, threads)
         self.interfaces: list[Interface] = []
         self.section: list[Interface] = []      # this section's interfaces, by local id
         self.section_comments: list[str] = []
         self.packet_comments: dict[int, list[str]] = {}
         self.big = False
-        self.row = self.sk = self.uk = 0
 
     def run(self):
         """Decode every block. Returns the error that stopped it, or None."""
         src = self.src
-        notes = np.zeros((NOTES, 2), np.int64)
         table = kernel_table([])
         if_base = 0
         first = True
         while True:
-            self.store.reserve(self.row + CHUNK_ROWS)
-            side = self.store.side_arrays()
-            row0 = self.row
-            pos, self.row, self.sk, self.uk, nn, status, value = K.scan(
-                src.array(), 0, src.filled, self.big, True, 1, table, if_base,
-                self.store.scratch, side, self.row, self.sk, self.uk, notes, 0, src.base)
-            del side
-            self.store.put(row0, self.row - row0)
-            for row, at in notes[:nn].tolist():
+            pos, status, value = self.scanner.run(src.array(), 0, src.filled, self.big, True, 1,
+                                                  table, if_base, src.base)
+            for row, at in self.scanner.comments:
                 self._packet_comments(at - src.base, row)
+            self.scanner.comments.clear()
             src.consume(pos)
             at = src.base
-            if status == K.FULL:
-                continue
             err = None
             if status == K.NEED_MORE:
                 if not src.eof:
@@ -188,11 +177,10 @@ def _damage(status: int, value: int, n_if: int) -> str:
     return f"damaged block (status {status}, value {value})"
 
 
-def read_blocks(src: ChunkSource, store: ColumnStore, fail):
+def read_blocks(src: ChunkSource, store: ColumnStore, fail, threads: int | None = None):
     """Decode every block into `store`.
 
-    Returns (interfaces, rows, sack entries, udp entries, error, section comments,
-    packet comments)."""
-    r = _Reader(src, store, fail)
+    Returns (interfaces, rows, error, section comments, packet comments)."""
+    r = _Reader(src, store, fail, threads)
     error = r.run()
-    return (r.interfaces, r.row, r.sk, r.uk, error, r.section_comments, r.packet_comments)
+    return (r.interfaces, r.scanner.row, error, r.section_comments, r.packet_comments)

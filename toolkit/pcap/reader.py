@@ -45,10 +45,13 @@ class Capture:
         return len(self.cols["ts_ns"])
 
 
-def read_capture(path: str | os.PathLike, progress=None) -> Capture:
+def read_capture(path: str | os.PathLike, progress=None, threads: int | None = None
+                 ) -> Capture:
     """Read a pcap/pcapng file (gzip or not) into packet columns.
 
     progress, if given, is called as progress(bytes_done, bytes_total) of the file on disk.
+    threads: how many threads decode (default: the CPUs available, at most 4); the result
+    is the same for any number.
     Raises CaptureError when nothing can be read (no such file, empty, not a capture, a
     damaged file header). A file damaged further on is returned up to the damage, with
     `error` set.
@@ -81,11 +84,11 @@ def read_capture(path: str | os.PathLike, progress=None) -> Capture:
         store = ColumnStore(min(size // 16 + 1 if not compressed else 1 << 16, 1 << 20))
         if first in F.PCAP_MAGIC:
             fmt = "pcap"
-            ifaces, n, sk, uk, error = pcap.read_records(src, store, fail)
+            ifaces, n, error = pcap.read_records(src, store, fail, threads)
             extra = ([], {})
         elif first == F.SHB:
             fmt = "pcapng"
-            ifaces, n, sk, uk, error, *extra = pcapng.read_blocks(src, store, fail)
+            ifaces, n, error, *extra = pcapng.read_blocks(src, store, fail, threads)
         else:
             raise fail(0, f"not a pcap or pcapng file (starts with {head.hex(' ')}"
                           f"{' ' + repr(head) if head.isascii() else ''})")
@@ -94,6 +97,6 @@ def read_capture(path: str | os.PathLike, progress=None) -> Capture:
         where = src.base + src.filled
         error = fail(error.offset if error else where, f"gzip stream damaged after {where} "
                                                        f"bytes: {src.stream_error}")
-    cols = store.finish(n, sk, uk)
+    cols = store.finish(n)
     reassemble(cols)
     return Capture(path, fmt, compressed, cols, ifaces, extra[0], extra[1], error)

@@ -2,18 +2,21 @@
 
 Theory of operation
 -------------------
-Every column lives in its own anonymous memory map. A fresh map is zero pages the kernel
-has not backed yet, so room reserved ahead costs address space, not memory. The decode
-kernel fills a small scratch matrix (one uint64 row per column, CHUNK_ROWS frames: one
-array to index, which keeps the compiled loop tight); `put()` casts each of its rows into
-the final columns, so there are no per-chunk parts to concatenate at the end and the peak
-is the columns themselves, not twice them. The sparse side tables are written by the
-kernel directly. When the rows run out, each map grows with mremap (Linux; elsewhere a
-copy), and at the end it shrinks to the row count, which gives back the unused tail.
+Every packet column lives in its own anonymous memory map. A fresh map is zero pages the
+kernel has not backed yet, so room reserved ahead costs address space, not memory, and a
+row the decoder does not write reads as zero. The decode kernel writes each frame straight
+into its row of the final columns: there are no per-chunk parts to concatenate at the end,
+so the peak is the columns themselves. When the rows run out, each map grows with mremap
+(Linux; elsewhere a copy), and at the end it shrinks to the row count, which gives back the
+unused tail.
 
 numpy views hold the map's buffer, and a map cannot be resized while viewed: callers take
-the side tables' views with `side_arrays()`, drop them before `reserve()`, and get the
-final arrays from `finish()`.
+the views with `columns()`, drop them before `reserve()`, and get the final arrays from
+`finish()`.
+
+The sparse side tables (SACK blocks, UDP payload heads, headers quoted in ICMP errors) are
+small: each decoding thread fills its own buffers, and `add_side()` keeps copies of the
+entries, in row order, to be joined by `finish()`.
 """
 
 from __future__ import annotations
@@ -24,32 +27,39 @@ import numpy as np
 
 from .columns import PACKET_COLUMNS, UDP_HEAD
 
-CHUNK_ROWS = 1 << 15
-
-# sparse side tables: name, dtype, shape of one entry
+# sparse side tables: name, dtype, shape of one entry (decode.py indexes them in this order)
 SIDE_TABLES = [("sack_rows", np.int64, ()), ("sack_le", np.uint32, (4,)),
-               ("sack_re", np.uint32, (4,)), ("udp_rows", np.int64, ()),
-               ("udp_head", np.uint8, (UDP_HEAD,)), ("udp_head_len", np.uint8, ())]
+               ("sack_re", np.uint32, (4,)),
+               ("udp_rows", np.int64, ()), ("udp_head", np.uint8, (UDP_HEAD,)),
+               ("udp_head_len", np.uint8, ()),
+               ("icmp_rows", np.int64, ()), ("icmp_proto", np.uint8, ()),
+               ("icmp_src_hi", np.uint64, ()), ("icmp_src_lo", np.uint64, ()),
+               ("icmp_dst_hi", np.uint64, ()), ("icmp_dst_lo", np.uint64, ()),
+               ("icmp_sport", np.uint16, ()), ("icmp_dport", np.uint16, ())]
+# which counter of the kernel counts each side table's entries: SACK, UDP, ICMP
+SIDE_GROUP = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]
+
+
+def side_buffers(entries: int) -> tuple[np.ndarray, ...]:
+    """Empty side tables with room for `entries` entries each (pages untouched until
+    written), for one decoding thread."""
+    return tuple(np.zeros((entries,) + tail, dt) for _, dt, tail in SIDE_TABLES)
 
 
 class _Column:
-    def __init__(self, name: str, dtype, tail: tuple, rows: int):
+    def __init__(self, name: str, dtype, rows: int):
         self.name = name
         self.dtype = np.dtype(dtype)
-        self.tail = tail
-        self.row_bytes = self.dtype.itemsize * int(np.prod(tail, dtype=np.int64))
-        self.map = mmap.mmap(-1, max(rows, 1) * self.row_bytes)
+        self.map = mmap.mmap(-1, max(rows, 1) * self.dtype.itemsize)
 
     def view(self, rows: int) -> np.ndarray:
-        a = np.frombuffer(self.map, self.dtype, count=rows * self.row_bytes
-                          // self.dtype.itemsize)
-        return a.reshape((rows,) + self.tail)
+        return np.frombuffer(self.map, self.dtype, count=rows)
 
     def resize(self, rows: int) -> None:
-        size = max(rows, 1) * self.row_bytes
+        size = max(rows, 1) * self.dtype.itemsize
         try:
             self.map.resize(size)           # mremap: no copy, no second set of pages
-        except (OSError, SystemError, ValueError, BufferError):
+        except (OSError, SystemError, ValueError):
             new = mmap.mmap(-1, size)       # no mremap on this platform: copy over
             keep = min(size, len(self.map))
             new[:keep] = self.map[:keep]
@@ -62,45 +72,38 @@ class ColumnStore:
 
     def __init__(self, rows: int = 1 << 16):
         self.rows = max(int(rows), 16)
-        self.main = [_Column(n, dt, (), self.rows) for n, (dt, _) in PACKET_COLUMNS.items()]
-        self.side = [_Column(n, dt, tail, self.rows) for n, dt, tail in SIDE_TABLES]
+        self.main = [_Column(n, dt, self.rows) for n, (dt, _) in PACKET_COLUMNS.items()]
+        self.side: list[list[np.ndarray]] = [[] for _ in SIDE_TABLES]
 
-        self.scratch = np.zeros((len(self.main), CHUNK_ROWS), np.uint64)
-
-    def side_arrays(self) -> tuple:
-        """The side tables as numpy views, for a kernel call. Drop them after."""
-        return tuple(c.view(self.rows) for c in self.side)
+    def columns(self) -> tuple[np.ndarray, ...]:
+        """The columns as numpy views (PACKET_COLUMNS order), for a kernel. Drop them after."""
+        return tuple(c.view(self.rows) for c in self.main)
 
     def reserve(self, rows: int) -> None:
-        """Room for `rows` rows (every side table can take one entry per row)."""
+        """Room for `rows` rows."""
         if rows <= self.rows:
             return
         while self.rows < rows:
             self.rows *= 2
-        for c in self.main + self.side:
+        for c in self.main:
             c.resize(self.rows)
 
-    def put(self, row0: int, n: int) -> None:
-        """Move the scratch matrix's first n frames into rows row0.. of the columns."""
-        if n <= 0:
-            return
-        m = self.scratch
-        for i, c in enumerate(self.main):
-            c.view(self.rows)[row0:row0 + n] = m[i, :n]     # a cast: -1 stays -1
-        m[:, :n] = 0
+    def add_side(self, buffers: tuple[np.ndarray, ...], counts: tuple[int, int, int]) -> None:
+        """Keep the first entries of a thread's side tables (counts per SIDE_GROUP)."""
+        for i, (buf, group) in enumerate(zip(buffers, SIDE_GROUP, strict=True)):
+            k = counts[group]
+            if k:
+                self.side[i].append(buf[:k].copy())
 
-    def finish(self, n: int, n_sack: int, n_udp: int) -> dict[str, np.ndarray]:
-        """The final arrays: n rows, and n_sack / n_udp side-table entries."""
+    def finish(self, n: int) -> dict[str, np.ndarray]:
+        """The final arrays: n rows, and the side tables' entries."""
         out = {}
-        counts = {"sack": n_sack, "udp_": n_udp}
-        for c in self.main + self.side:
-            k = n if c in self.main else counts[c.name[:4]]
-            if k == 0:
-                out[c.name] = np.zeros((0,) + c.tail, c.dtype)
-                c.map.close()
-                continue
-            c.resize(k)
-            out[c.name] = c.view(k)
-        self.main = self.side = []
-        self.scratch = None
+        for c in self.main:
+            c.resize(n)
+            out[c.name] = c.view(n) if n else np.zeros(0, c.dtype)
+        for (name, dt, tail), parts in zip(SIDE_TABLES, self.side, strict=True):
+            out[name] = (np.concatenate(parts) if len(parts) > 1 else parts[0] if parts
+                         else np.zeros((0,) + tail, dt))
+        self.main = []
+        self.side = []
         return out
