@@ -83,13 +83,18 @@ def test_every_mode_against_every_model_across_the_router(lab, model, tmp_path):
 
 
 def test_udp_loss_accounting_equals_what_the_link_dropped(lab, tmp_path):
+    from toolkit import analyze, capture
+
     imp = I.from_dict({"a_to_b": {"loss": "5%"}})
     engine = netlab.Executor(prefix=lab.executor.prefix)
     engine.apply(K.plan_kernel(imp, lab.run_id, lab.netns("r"), have_netem=False))
+    path = tmp_path / "b.pcapng"
     try:
         server = _serve(lab, tmp_path, "--proto", "udp", "-1", "-t", "60")
-        sent = _send(lab, tmp_path, "udp", "--proto", "udp", "-k", "5000", "-b", "40M",
-                     "-l", "1000")
+        with capture.start(lab.iface("b", "r"), path, netns=lab.netns("b"), snaplen=96,
+                           bpf_filter="udp port 5201"):
+            sent = _send(lab, tmp_path, "udp", "--proto", "udp", "-k", "5000", "-b", "40M",
+                         "-l", "1000", "--flow", "77")
         assert server.wait(timeout=30) == 0
         drops = K.parse_nft_drops(lab.exec("r", ["nft", "-j", "list", "table", "inet",
                                                  K.table_name(lab.run_id)]).stdout)
@@ -103,6 +108,10 @@ def test_udp_loss_accounting_equals_what_the_link_dropped(lab, tmp_path):
     lo, hi = K.binomial_interval(5000, 0.05)
     assert lo <= flow["lost"] <= hi
     assert flow["duplicates"] == 0 and flow["reordered"] == 0
+    # the analyzer, from the capture at b alone, counts the same datagrams lost
+    flows = analyze(path).udp_flows
+    row = flows[flows["flow"] == 77].iloc[0]
+    assert (row["lost"], row["duplicates"]) == (flow["lost"], 0)
 
 
 def test_slow_reader_shows_zero_window_in_the_capture(lab, tmp_path):

@@ -80,6 +80,21 @@ def test_loss_duplicates_reordering():
     assert f["reordered"] == 1 and f["reorder_extent_max"] == 1
 
 
+def test_end_marker_in_the_capture_reveals_head_and_tail_loss():
+    # data 1..7 arrive (0, 8 and 9 lost), then the sender's end marker, a control datagram
+    # whose seq field says 10 were sent, three times; hello (seq 0) is not data either
+    seqs = [0, 1, 2, 3, 4, 5, 6, 7, 10, 10, 10]
+    c = _udp_cols(list(range(len(seqs))), seqs)
+    heads = c["udp_head"]
+    heads[0, wire.OFFSET["kind"]] = wire.KIND_CONTROL               # the hello
+    heads[8:, wire.OFFSET["kind"]] = wire.KIND_CONTROL              # the end markers
+    f = analyze_udp(c).flows.iloc[0]
+    assert (f["distinct"], f["expected"], f["lost"], f["duplicates"]) == (7, 10, 3, 0)
+    # without the end marker only the gap between arrivals can be seen
+    g = analyze_udp(_udp_cols(list(range(7)), [1, 2, 3, 4, 5, 6, 7])).flows.iloc[0]
+    assert (g["expected"], g["lost"]) == (7, 0)
+
+
 def test_rfc3550_jitter_by_hand():
     # sent every 20 ms; arrivals with transit 5, 7, 4, 4 ms:
     # D = 2, -3, 0 ms -> J = 2/16 = 0.125; J += (3 - 0.125)/16 = 0.3046875;

@@ -391,10 +391,30 @@ FLOW_COLUMNS = ["stream", "direction", "src_addr", "src_port", "dst_addr", "dst_
                 "owd_p50_ms", "owd_p99_ms", "owd_max_ms"]
 
 
+def _tail_loss(sm: dict, uniq, group, lab) -> None:
+    """A sender's end marker (a control datagram whose seq field holds how many data
+    datagrams were sent, numbered from 0) makes losses before the first and after the last
+    arrival visible from a capture alone: expected becomes that count, as the receiver's."""
+    ctrl = np.flatnonzero(lab["valid"] & (lab["kind"] == wire.KIND_CONTROL) & (lab["seq"] > 0))
+    if len(ctrl) == 0 or len(uniq) == 0:
+        return
+    key = group[ctrl] << 32 | (lab["flow"][ctrl] & 0xFFFFFFFF)
+    pos = np.minimum(np.searchsorted(uniq, key), len(uniq) - 1)
+    ok = uniq[pos] == key
+    declared = np.zeros(len(uniq), np.int64)
+    np.maximum.at(declared, pos[ok], lab["seq"][ctrl][ok])
+    known = declared > 0
+    expected = np.asarray(sm["expected"])
+    sm["expected"] = np.where(known, np.maximum(np.asarray(sm["last_seq"]) + 1, declared),
+                              expected)
+    sm["lost"] = sm["expected"] - np.asarray(sm["distinct"])
+
+
 def _lab_flows(conv: pd.DataFrame, group, lab, ts, n_groups) -> pd.DataFrame:
     """One row per (conversation, direction, lab flow id): loss, duplicates, RFC 4737
-    reordering, RFC 3550 jitter over send_ns, one-way delay (shared clock assumed)."""
-    k = np.flatnonzero(lab["valid"])
+    reordering, RFC 3550 jitter over send_ns, one-way delay (shared clock assumed).
+    Control datagrams (hello, end: kind KIND_CONTROL) are not numbered data: left out."""
+    k = np.flatnonzero(lab["valid"] & (lab["kind"] != wire.KIND_CONTROL))
     if len(k) == 0:
         return pd.DataFrame({c: [] for c in FLOW_COLUMNS})
     key = group[k] << 32 | (lab["flow"][k] & 0xFFFFFFFF)
@@ -402,7 +422,8 @@ def _lab_flows(conv: pd.DataFrame, group, lab, ts, n_groups) -> pd.DataFrame:
     fid = fid.reshape(-1).astype(np.int64)
     nf = len(uniq)
     seq = lab["seq"][k]
-    sm = sequence_metrics(fid, seq, nf)
+    sm = dict(sequence_metrics(fid, seq, nf))
+    _tail_loss(sm, uniq, group, lab)
     order, offsets = group_offsets(fid, nf)
     send = lab["send_ns"][k]
     jit = _rfc3550_jitter(offsets, ts[k][order], send[order], np.full(nf, NS, np.int64),

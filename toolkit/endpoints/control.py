@@ -9,7 +9,8 @@ object with a `type`:
             framing, file name/size/sha256)
     end     UDP only, three times at the end: how many datagrams the sender sent, so the
             receiver sees losses at the tail too (iperf3 carries this on its control
-            connection; a lab flow has only the one path)
+            connection; a lab flow has only the one path). The count is also in the
+            header's seq field, which a capture keeps, so the analyzer sees it as well
     report  the receiver's totals, sent back when the sender half-closes (TCP)
     file    the receiver's verdict on a file transfer: ok, or why not
 

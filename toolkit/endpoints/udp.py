@@ -119,7 +119,9 @@ def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
             totals = _stream(cfg, sock, flow, report)
             sent = totals["datagrams"]
         batch.disable_gso(sock)
-        end = control.encode(flow, {"type": "end", "sent": sent, "bytes": totals["bytes"]})
+        # the header's seq carries the count too: a capture alone then sees the tail loss
+        end = control.encode(flow, {"type": "end", "sent": sent, "bytes": totals["bytes"]},
+                             seq=sent)
         for _ in range(END_REPEAT):
             time.sleep(0.01)             # apart, so one burst of loss cannot take all three
             try:
