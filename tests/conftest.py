@@ -40,3 +40,42 @@ def tshark_or_skip() -> str:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+# ---- the suite leaves nothing of the kit behind (issue: no namespace, veth or table) ----
+
+def _kit_leftovers() -> set[str]:
+    """Network namespaces, links and nftables tables named with the kit's prefixes, in
+    this (the caller's) namespace."""
+    import subprocess
+
+    found: set[str] = set()
+    if not is_root():
+        return found
+    for argv, parse in (
+            (["ip", "netns", "list"], lambda line: line.split()[0]),
+            (["ip", "-o", "link", "show"], lambda line: line.split(":")[1].strip().split("@")[0]),
+            (["nft", "list", "tables"], lambda line: line.split()[-1])):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            name = parse(line)
+            if name.startswith(("lk", "labkit_")):
+                found.add(f"{argv[0]} {argv[1] if argv[1] != '-o' else 'link'}: {name}")
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config._kit_before = _kit_leftovers()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_kit_before", set())
+    left = _kit_leftovers() - before
+    if left:
+        print("\nthe test suite left kit resources behind:\n  " + "\n  ".join(sorted(left)))
+        session.exitstatus = 1
