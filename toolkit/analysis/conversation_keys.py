@@ -4,7 +4,8 @@ Wireshark keys a TCP or UDP conversation by both endpoints, in either direction.
 packet's pair is put in a canonical order (the smaller endpoint first) and looked up in an
 open-addressing hash table; a new pair gets the next id, so ids come out in order of first
 appearance, the order tshark numbers its streams in. Lookups compare the full key, not only
-the hash, so two pairs can never be merged by a hash collision.
+the hash, so two pairs can never be merged by a hash collision. Packets come in bursts of
+one conversation, so a packet whose pair is the previous packet's skips the table.
 """
 
 from __future__ import annotations
@@ -46,18 +47,23 @@ def _hash(a, b):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pair_ids(rows, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
     n = rows.shape[0]
-    out = np.empty(n, np.int64)
+    out = np.empty(n, np.int32)
     cap = 1 << 10
     table = np.full(cap, -1, np.int64)
     id_row = np.empty(cap // 2, np.int64)     # a row that has this pair: the full key
     id_hash = np.empty(cap // 2, np.uint64)
     n_ids = 0
+    last_a = last_b = (np.uint64(0), np.uint64(0), np.uint64(0))
+    last = -1
     for k in range(n):
         r = rows[k]
         a, b = _pair(r, src_hi, src_lo, dst_hi, dst_lo, sport, dport)
+        if last >= 0 and a == last_a and b == last_b:
+            out[k] = last
+            continue
         h = _hash(a, b)
         slot = np.int64(h & np.uint64(cap - 1))
         while True:
@@ -74,6 +80,7 @@ def _pair_ids(rows, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
                 break
             slot = (slot + 1) & (cap - 1)
         out[k] = e
+        last, last_a, last_b = e, a, b
         if 2 * n_ids >= cap:
             # keep the load factor under 1/2: double and re-insert
             cap *= 2
@@ -95,7 +102,7 @@ def _pair_ids(rows, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
 def pair_ids(cols: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, int]:
     """Number the endpoint pairs of `rows` in order of first appearance.
 
-    Returns (id per row, number of pairs).
+    Returns (int32 id per row, number of pairs).
     """
     ids, n = _pair_ids(rows, cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
                        cols["sport"], cols["dport"])

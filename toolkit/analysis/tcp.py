@@ -56,10 +56,7 @@ def analyze_segments(cols: dict[str, np.ndarray]) -> TcpSegments:
     flags = cols["tcp_flags"][rows]
     # each conversation beyond the first on a pair starts with a SYN (port reuse)
     n_syn = int(np.count_nonzero((flags & (SYN | ACK)) == SYN))
-    n = len(cols["ts_ns"])
-    sack_pos = np.full(n, -1, np.int32)
     sack_rows = cols.get("sack_rows", np.zeros(0, np.int64))
-    sack_pos[sack_rows] = np.arange(len(sack_rows), dtype=np.int32)
     sack_n = cols.get("sack_n")[sack_rows] if len(sack_rows) else np.zeros(0, np.uint8)
     sack_le = cols.get("sack_le", np.zeros((0, 4), np.uint32))
     sack_re = cols.get("sack_re", np.zeros((0, 4), np.uint32))
@@ -68,7 +65,7 @@ def analyze_segments(cols: dict[str, np.ndarray]) -> TcpSegments:
         rows, pair, max(n_pairs, 1), max(n_pairs + n_syn, 1),
         cols["ts_ns"], cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
         cols["sport"], cols["dport"], cols["seq"], cols["ack"], cols["tcp_flags"], cols["win"],
-        cols["paylen"], cols["opt_wscale"], sack_pos, sack_n, sack_le, sack_re)
+        cols["paylen"], cols["opt_wscale"], sack_rows, sack_n, sack_le, sack_re)
     return TcpSegments(rows, stream, flow, bits, dupnum, dupframe, acked, rtt, bif, relseq,
                        relack, win, int(n_conv))
 

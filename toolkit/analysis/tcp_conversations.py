@@ -41,8 +41,8 @@ H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_RETX, H_ZWIN = range(8)
 MAX_HISTORY = 40
 
 
-@njit(cache=True)
-def _originators(stream, flow, flags, n_conv):
+@njit(inline="always")
+def _originators(rows, stream, flow, tflags, n_conv):
     orig = np.full(n_conv, -1, np.int64)
     first = np.full(n_conv, -1, np.int64)
     synack = np.full(n_conv, -1, np.int64)
@@ -50,7 +50,7 @@ def _originators(stream, flow, flags, n_conv):
         c = stream[k]
         if first[c] < 0:
             first[c] = flow[k]
-        f = flags[k] & (SYN | ACK)
+        f = tflags[rows[k]] & (SYN | ACK)
         if f == SYN and orig[c] < 0:
             orig[c] = flow[k]
         elif f == (SYN | ACK) and synack[c] < 0:
@@ -61,8 +61,12 @@ def _originators(stream, flow, flags, n_conv):
     return orig
 
 
-@njit(cache=True)
-def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv):
+@njit(cache=True, nogil=True)
+def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirelen, mss,
+          wscale, sackperm, has_ts, count_bits, n_conv):
+    """One pass over the segments (rows: their frame rows; stream, flow, bits: per
+    segment) for everything order-dependent, and the sums per conversation and side."""
+    orig = _originators(rows, stream, flow, tflags, n_conv)
     n = stream.shape[0]
     syn_t = np.full(n_conv, -1, np.int64)
     synack_t = np.full(n_conv, -1, np.int64)
@@ -85,13 +89,49 @@ def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv)
     tr_k = np.empty(16, np.int64)
     tr_v = np.empty(16, np.int64)
     nt = 0
+    # sums per conversation and side, verdict counts, each side's first SYN options
+    pk = np.zeros((n_conv, 2), np.int64)
+    fb = np.zeros((n_conv, 2), np.int64)
+    pl = np.zeros((n_conv, 2), np.int64)
+    fresh = np.zeros((n_conv, 2), np.int64)
+    counts = np.zeros((n_conv, count_bits.shape[0]), np.int64)
+    first_ts = np.full(n_conv, np.iinfo(np.int64).max, np.int64)
+    last_ts = np.full(n_conv, np.iinfo(np.int64).min, np.int64)
+    first_k = np.full(n_conv, -1, np.int64)
+    syn = np.zeros((n_conv, 2), np.int64)       # 1 once a side's first SYN was seen
+    opts = np.full((n_conv, 2, 5), -1, np.int64)  # isn, mss, wscale, sackperm, timestamps
 
     for k in range(n):
+        r = rows[k]
         c = stream[k]
         side = 0 if flow[k] == orig[c] else 1
         other = 1 - side
-        f = flags[k]
-        now = ts[k]
+        f = np.int64(tflags[r])
+        now = ts[r]
+        paylen = np.int64(paylens[r])
+        win = np.int64(wins[r])
+        b = np.int64(bits[k])
+
+        pk[c, side] += 1
+        fb[c, side] += wirelen[r]
+        pl[c, side] += paylen
+        if (b & V.ANY_RETRANSMISSION) == 0:
+            fresh[c, side] += paylen
+        if b:
+            for j in range(count_bits.shape[0]):
+                if b & count_bits[j]:
+                    counts[c, j] += 1
+        first_ts[c] = min(first_ts[c], now)
+        last_ts[c] = max(last_ts[c], now)
+        if first_k[c] < 0:
+            first_k[c] = k
+        if (f & SYN) and syn[c, side] == 0:
+            syn[c, side] = 1
+            opts[c, side, 0] = seqs[r]
+            opts[c, side, 1] = mss[r]
+            opts[c, side, 2] = wscale[r]
+            opts[c, side, 3] = sackperm[r]
+            opts[c, side, 4] = has_ts[r]
 
         # handshake times
         if (f & (SYN | ACK)) == SYN and side == 0 and syn_t[c] < 0:
@@ -103,43 +143,45 @@ def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv)
 
         # history letters: each once per side, retransmissions and zero windows again
         # at the 10th, 100th, ... occurrence (Zeek's logarithmic repeats)
-        for code in range(8):
-            hit = False
-            if code == H_SYN:
-                hit = (f & (SYN | ACK)) == SYN
-            elif code == H_SYNACK:
-                hit = (f & (SYN | ACK)) == (SYN | ACK)
-            elif code == H_ACK:
-                hit = (f & (SYN | FIN | RST | ACK)) == ACK and paylen[k] == 0
-            elif code == H_DATA:
-                hit = paylen[k] > 0
-            elif code == H_FIN:
-                hit = (f & FIN) != 0
-            elif code == H_RST:
-                hit = (f & RST) != 0
-            elif code == H_RETX:
-                hit = (bits[k] & V.ANY_RETRANSMISSION) != 0
-            else:
-                hit = wins[k] == 0 and (f & (SYN | FIN | RST)) == 0
-            if not hit:
-                continue
-            add = (seen[c, side] & (1 << code)) == 0
-            if code == H_RETX or code == H_ZWIN:
-                cnt = retx_n if code == H_RETX else zwin_n
-                cnt[c, side] += 1
-                m = cnt[c, side]
-                while m % 10 == 0 and m > 1:
-                    m //= 10
-                add = add or (m == 1 and cnt[c, side] > 1)
-            if add:
-                seen[c, side] |= 1 << code
-                if hlen[c] < MAX_HISTORY:
-                    hist[c, hlen[c]] = code + (0 if side == 0 else 8)
-                    hlen[c] += 1
+        hits = 0
+        if (f & (SYN | ACK)) == SYN:
+            hits |= 1 << H_SYN
+        elif (f & (SYN | ACK)) == (SYN | ACK):
+            hits |= 1 << H_SYNACK
+        if (f & (SYN | FIN | RST | ACK)) == ACK and paylen == 0:
+            hits |= 1 << H_ACK
+        if paylen > 0:
+            hits |= 1 << H_DATA
+        if f & FIN:
+            hits |= 1 << H_FIN
+        if f & RST:
+            hits |= 1 << H_RST
+        if b & V.ANY_RETRANSMISSION:
+            hits |= 1 << H_RETX
+        if win == 0 and (f & (SYN | FIN | RST)) == 0:
+            hits |= 1 << H_ZWIN
+        # most segments bring no new letter and no repeat to count: skip the letters
+        if (hits & ~seen[c, side]) or (hits & ((1 << H_RETX) | (1 << H_ZWIN))):
+            for code in range(8):
+                if not (hits & (1 << code)):
+                    continue
+                add = (seen[c, side] & (1 << code)) == 0
+                if code == H_RETX or code == H_ZWIN:
+                    cnt = retx_n if code == H_RETX else zwin_n
+                    cnt[c, side] += 1
+                    m = cnt[c, side]
+                    while m % 10 == 0 and m > 1:
+                        m //= 10
+                    add = add or (m == 1 and cnt[c, side] > 1)
+                if add:
+                    seen[c, side] |= 1 << code
+                    if hlen[c] < MAX_HISTORY:
+                        hist[c, hlen[c]] = code + (0 if side == 0 else 8)
+                        hlen[c] += 1
 
         # zero-window time: from a zero window until that side opens it again
         if (f & (SYN | FIN | RST)) == 0:
-            if wins[k] == 0:
+            if win == 0:
                 if zw_since[c, side] < 0:
                     zw_since[c, side] = now
             elif zw_since[c, side] >= 0:
@@ -189,7 +231,7 @@ def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv)
                     o_new = ESTABLISHED
                 # the ACK covers the other side's FIN
                 fe = fin_end[c, other]
-                if fe >= 0 and ((acks[k] - fe) & M32) < (1 << 31):
+                if fe >= 0 and ((np.int64(acks[r]) - fe) & M32) < (1 << 31):
                     if o_new == FIN_WAIT_1:
                         o_new = FIN_WAIT_2
                     elif o_new == CLOSING:
@@ -197,7 +239,7 @@ def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv)
                     elif o_new == LAST_ACK:
                         o_new = CLOSED
             if f & FIN:
-                fin_end[c, side] = (seqs[k] + paylen[k] + 1) & M32
+                fin_end[c, side] = (np.int64(seqs[r]) + paylen + 1) & M32
                 if s_new in (ESTABLISHED, SYN_RECEIVED):
                     s_new = FIN_WAIT_1
                 elif s_new == CLOSE_WAIT:
@@ -221,9 +263,9 @@ def _walk(stream, flow, ts, flags, seqs, acks, paylen, wins, bits, orig, n_conv)
                 tr_v[nt] = new
                 nt += 1
                 state[c, sd] = new
-    # windows still closed at the end of the capture count until the last segment
-    return (syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from,
-            cflags, tr_c[:nt], tr_s[:nt], tr_k[:nt], tr_v[:nt])
+    return (orig, syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from,
+            cflags, tr_c[:nt], tr_s[:nt], tr_k[:nt], tr_v[:nt], pk, fb, pl, fresh, counts,
+            first_ts, last_ts, first_k, opts)
 
 
 @njit(cache=True)
@@ -240,47 +282,6 @@ COUNTED = [("retransmissions", V.ANY_RETRANSMISSION),
            ("ack_lost_segments", V.ACK_LOST_SEGMENT), ("duplicate_acks", V.DUPLICATE_ACK),
            ("zero_windows", V.ZERO_WINDOW), ("keep_alives", V.KEEP_ALIVE)]
 COUNT_BITS = np.array([b for _, b in COUNTED], np.int64)
-
-
-@njit(cache=True)
-def _totals(rows, stream, side, ts, wirelen, paylen, bits, flags, seqs, mss, wscale, sackperm,
-            has_ts, count_bits, n_conv):
-    """Sums per conversation and side, verdict counts, and each side's first SYN options."""
-    pk = np.zeros((n_conv, 2), np.int64)
-    fb = np.zeros((n_conv, 2), np.int64)
-    pl = np.zeros((n_conv, 2), np.int64)
-    fresh = np.zeros((n_conv, 2), np.int64)
-    counts = np.zeros((n_conv, count_bits.shape[0]), np.int64)
-    first_ts = np.full(n_conv, np.iinfo(np.int64).max, np.int64)
-    last_ts = np.full(n_conv, np.iinfo(np.int64).min, np.int64)
-    first_k = np.full(n_conv, -1, np.int64)
-    syn = np.zeros((n_conv, 2), np.int64)       # 1 once a side's first SYN was seen
-    opts = np.full((n_conv, 2, 5), -1, np.int64)  # isn, mss, wscale, sackperm, timestamps
-    for k in range(rows.shape[0]):
-        r = rows[k]
-        c = stream[k]
-        sd = side[k]
-        t = ts[r]
-        pk[c, sd] += 1
-        fb[c, sd] += wirelen[r]
-        pl[c, sd] += paylen[r]
-        if (bits[k] & V.ANY_RETRANSMISSION) == 0:
-            fresh[c, sd] += paylen[r]
-        for j in range(count_bits.shape[0]):
-            if bits[k] & count_bits[j]:
-                counts[c, j] += 1
-        first_ts[c] = min(first_ts[c], t)
-        last_ts[c] = max(last_ts[c], t)
-        if first_k[c] < 0:
-            first_k[c] = k
-        if (flags[r] & SYN) and syn[c, sd] == 0:
-            syn[c, sd] = 1
-            opts[c, sd, 0] = seqs[r]
-            opts[c, sd, 1] = mss[r]
-            opts[c, sd, 2] = wscale[r]
-            opts[c, sd, 3] = sackperm[r]
-            opts[c, sd, 4] = has_ts[r]
-    return pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts
 
 
 def _conn_state(cf: np.ndarray) -> list[str]:
@@ -312,27 +313,16 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
     """(one row per TCP conversation, the endpoints' state transitions)."""
     n_conv = seg.n_streams
     rows = seg.rows
-    stream = seg.stream.astype(np.int64)
-    flow = seg.flow.astype(np.int64)
-    flags = cols["tcp_flags"][rows]
-    ts = cols["ts_ns"][rows]
-    paylen = cols["paylen"][rows]
-    wins = cols["win"][rows]
-    seqs = cols["seq"][rows]
-    acks = cols["ack"][rows]
-    orig = _originators(stream, flow, flags, n_conv)
-    side = (flow != orig[stream]).astype(np.int64)          # 0 = from A, 1 = from B
-    (syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from, cflags,
-     tr_c, tr_s, tr_k, tr_v) = _walk(stream, flow, ts, flags, seqs, acks, paylen, wins,
-                                     seg.analysis, orig, n_conv)
-
-    pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts = _totals(
-        rows, stream, side, cols["ts_ns"], cols["wirelen"], cols["paylen"], seg.analysis,
-        cols["tcp_flags"], cols["seq"], cols["opt_mss"], cols["opt_wscale"],
-        cols["opt_sackperm"], cols["has_ts"], COUNT_BITS, n_conv)
+    (orig, syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from, cflags,
+     tr_c, tr_s, tr_k, tr_v, pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts) = _walk(
+        rows, seg.stream, seg.flow, seg.analysis, cols["ts_ns"], cols["tcp_flags"],
+        cols["seq"], cols["ack"], cols["paylen"], cols["win"], cols["wirelen"],
+        cols["opt_mss"], cols["opt_wscale"], cols["opt_sackperm"], cols["has_ts"], COUNT_BITS,
+        n_conv)
     # the A side's address: the first segment's source if A sent it, else its destination
-    fr = rows[np.maximum(first_k, 0)]
-    a_is_src = side[np.maximum(first_k, 0)] == 0
+    k0 = np.maximum(first_k, 0)
+    fr = rows[k0]
+    a_is_src = seg.flow[k0] == orig
 
     def pick(src, dst):
         return np.where(a_is_src, cols[src][fr], cols[dst][fr])
@@ -389,7 +379,7 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
         "stream": tr_c,
         "endpoint": np.where(tr_s == 0, "A", "B"),
         "frame": rows[tr_k] + 1 if len(tr_k) else np.zeros(0, np.int64),
-        "time": (ts[tr_k] - t0_ns) / 1e9 if len(tr_k) else np.zeros(0),
+        "time": (cols["ts_ns"][rows[tr_k]] - t0_ns) / 1e9 if len(tr_k) else np.zeros(0),
         "state": [STATES[v] for v in tr_v.tolist()],
     })
     return df, states

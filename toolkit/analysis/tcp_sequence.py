@@ -98,11 +98,11 @@ def _grow(a, n):
     return b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                       ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
                       seqs, acks, tflags, wins, paylen, wscale,
-                      sack_pos, sack_n, sack_le, sack_re):
+                      sack_rows, sack_n, sack_le, sack_re):
     """Run Wireshark's sequence analysis over the TCP rows (frame order).
 
     Returns per TCP row: stream, flow (0/1: Wireshark's flow1/flow2), analysis bits,
@@ -146,6 +146,7 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
     nd_link = np.full(cap, -1, np.int64)
     free = -1
     used = 0
+    sp = 0                        # next entry of the SACK table (rows ascending, as segments)
 
     for k in range(n):
         r = rows[k]
@@ -433,8 +434,10 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
         # ---- after the analysis: options, then SYN bookkeeping ------------------------
         if wscale[r] >= 0:
             st[fw, WIN_SCALE] = min(np.int64(wscale[r]), 14)   # RFC 7323 section 2.3: at most 14
-        p = sack_pos[r]
-        if p >= 0:
+        while sp < sack_rows.shape[0] and sack_rows[sp] < r:
+            sp += 1
+        if sp < sack_rows.shape[0] and sack_rows[sp] == r:
+            p = sp
             # Wireshark keeps at most 3 SACK blocks per flow for bytes in flight
             m = min(np.int64(sack_n[p]), 3)
             for i in range(m):
