@@ -7,8 +7,6 @@ first fragment is not dissected as TCP on its own (see docs/wireshark-difference
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..pcap.columns import FRAG_NONE, L4_TCP
@@ -19,23 +17,58 @@ from .tcp_sequence import ACK, SYN, sequence_analysis
 NO_RTT = np.iinfo(np.int64).min
 
 
-@dataclass
 class TcpSegments:
-    """Analysis results, one entry per TCP segment (row numbers in `rows`)."""
+    """Analysis results, one entry per TCP segment (row numbers in `rows`).
 
-    rows: np.ndarray            # int64 frame rows (frame number - 1)
-    stream: np.ndarray          # int32 tcp.stream
-    flow: np.ndarray            # uint8: 0 = Wireshark's flow1 (larger address), 1 = flow2
-    analysis: np.ndarray        # uint32 verdict bits (toolkit.analysis.verdicts)
-    dupack_num: np.ndarray      # int32, 0 when not a duplicate ACK
-    dupack_frame: np.ndarray    # uint32 frame of the original ACK
-    acked_frame: np.ndarray     # uint32 frame this segment acknowledges, 0 none
-    ack_rtt_ns: np.ndarray      # int64, NO_RTT when none
-    bytes_in_flight: np.ndarray  # uint32, 0 when not shown
-    rel_seq: np.ndarray         # uint32
-    rel_ack: np.ndarray         # uint32
-    window: np.ndarray          # int64 calculated (scaled) window
-    n_streams: int
+    The conversation summaries need only stream, flow and analysis. The other per-segment
+    values (what `--packets` shows) cost 42 bytes a segment, so they are computed on first
+    access, by the same pass run again with its details kept.
+    """
+
+    DETAILS = ("dupack_num", "dupack_frame", "acked_frame", "ack_rtt_ns", "bytes_in_flight",
+               "rel_seq", "rel_ack", "window")
+    # dupack_num int32 (0 when not a duplicate ACK); dupack_frame uint32 frame of the
+    # original ACK; acked_frame uint32 frame this segment acknowledges (0 none); ack_rtt_ns
+    # int64 (NO_RTT when none); bytes_in_flight uint32 (0 when not shown); rel_seq, rel_ack
+    # uint32; window int64 calculated (scaled) window
+
+    def __init__(self, cols: dict[str, np.ndarray], detail: bool = False):
+        self._cols = cols
+        self.rows = tcp_rows(cols)          # int64 frame rows (frame number - 1)
+        self.stream: np.ndarray             # int32 tcp.stream
+        self.flow: np.ndarray               # uint8: 0 = Wireshark's flow1 (larger address)
+        self.analysis: np.ndarray           # uint32 verdict bits (toolkit.analysis.verdicts)
+        self.n_streams: int
+        self._run(detail)
+
+    def _run(self, detail: bool) -> None:
+        cols, rows = self._cols, self.rows
+        pair, n_pairs = pair_ids(cols, rows)
+        flags = cols["tcp_flags"][rows]
+        # each conversation beyond the first on a pair starts with a SYN (port reuse)
+        n_syn = int(np.count_nonzero((flags & (SYN | ACK)) == SYN))
+        del flags
+        sack_rows = cols.get("sack_rows", np.zeros(0, np.int64))
+        sack_n = cols["sack_n"][sack_rows] if len(sack_rows) else np.zeros(0, np.uint8)
+        sack_le = cols.get("sack_le", np.zeros((0, 4), np.uint32))
+        sack_re = cols.get("sack_re", np.zeros((0, 4), np.uint32))
+        out = sequence_analysis(
+            rows, pair, max(n_pairs, 1), max(n_pairs + n_syn, 1),
+            cols["ts_ns"], cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
+            cols["sport"], cols["dport"], cols["seq"], cols["ack"], cols["tcp_flags"],
+            cols["win"], cols["paylen"], cols["opt_wscale"], sack_rows, sack_n, sack_le,
+            sack_re, detail)
+        self.stream, self.flow, self.analysis = out[0], out[1], out[2]
+        self.n_streams = int(out[-1])
+        if detail:
+            self.__dict__.update(zip(self.DETAILS, out[3:-1], strict=True))
+
+    def __getattr__(self, name: str):
+        # only reached for attributes not set yet: the details, on first use
+        if name in TcpSegments.DETAILS:
+            self._run(True)
+            return self.__dict__[name]
+        raise AttributeError(name)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -49,25 +82,10 @@ def tcp_rows(cols: dict[str, np.ndarray]) -> np.ndarray:
     return np.flatnonzero((cols["l4"] == L4_TCP) & (cols["ip_frag"] == FRAG_NONE))
 
 
-def analyze_segments(cols: dict[str, np.ndarray]) -> TcpSegments:
-    """Number the TCP conversations and give every segment its verdicts."""
-    rows = tcp_rows(cols)
-    pair, n_pairs = pair_ids(cols, rows)
-    flags = cols["tcp_flags"][rows]
-    # each conversation beyond the first on a pair starts with a SYN (port reuse)
-    n_syn = int(np.count_nonzero((flags & (SYN | ACK)) == SYN))
-    sack_rows = cols.get("sack_rows", np.zeros(0, np.int64))
-    sack_n = cols.get("sack_n")[sack_rows] if len(sack_rows) else np.zeros(0, np.uint8)
-    sack_le = cols.get("sack_le", np.zeros((0, 4), np.uint32))
-    sack_re = cols.get("sack_re", np.zeros((0, 4), np.uint32))
-    (stream, flow, bits, dupnum, dupframe, acked, rtt, bif, relseq, relack, win,
-     n_conv) = sequence_analysis(
-        rows, pair, max(n_pairs, 1), max(n_pairs + n_syn, 1),
-        cols["ts_ns"], cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
-        cols["sport"], cols["dport"], cols["seq"], cols["ack"], cols["tcp_flags"], cols["win"],
-        cols["paylen"], cols["opt_wscale"], sack_rows, sack_n, sack_le, sack_re)
-    return TcpSegments(rows, stream, flow, bits, dupnum, dupframe, acked, rtt, bif, relseq,
-                       relack, win, int(n_conv))
+def analyze_segments(cols: dict[str, np.ndarray], detail: bool = False) -> TcpSegments:
+    """Number the TCP conversations and give every segment its verdicts (and, with
+    `detail`, the other per-segment values at once rather than on first use)."""
+    return TcpSegments(cols, detail)
 
 
 def verdict_columns(seg: TcpSegments, n: int) -> dict[str, np.ndarray]:

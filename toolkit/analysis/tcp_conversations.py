@@ -84,10 +84,10 @@ def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirel
     state = np.full((n_conv, 2), -1, np.int64)
     fin_end = np.full((n_conv, 2), -1, np.int64)    # seq just past a side's FIN
     # state transitions: conversation, side, row, new state
-    tr_c = np.empty(16, np.int64)
-    tr_s = np.empty(16, np.int64)
-    tr_k = np.empty(16, np.int64)
-    tr_v = np.empty(16, np.int64)
+    tr_c = np.empty(1024, np.int64)
+    tr_s = np.empty(1024, np.int64)
+    tr_k = np.empty(1024, np.int64)
+    tr_v = np.empty(1024, np.int64)
     nt = 0
     # sums per conversation and side, verdict counts, each side's first SYN options
     pk = np.zeros((n_conv, 2), np.int64)
@@ -101,168 +101,177 @@ def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirel
     syn = np.zeros((n_conv, 2), np.int64)       # 1 once a side's first SYN was seen
     opts = np.full((n_conv, 2, 5), -1, np.int64)  # isn, mss, wscale, sackperm, timestamps
 
-    for k in range(n):
-        r = rows[k]
-        c = stream[k]
-        side = 0 if flow[k] == orig[c] else 1
-        other = 1 - side
-        f = np.int64(tflags[r])
-        now = ts[r]
-        paylen = np.int64(paylens[r])
-        win = np.int64(wins[r])
-        b = np.int64(bits[k])
+    # The transition table grows between runs of segments that cannot fill it (a segment
+    # changes at most two states), never inside the per-segment loop: numba counts
+    # references to an array variable reassigned in a loop on every turn of it.
+    start = 0
+    while start < n:
+        room = (tr_c.shape[0] - nt) // 2
+        if room < 1:
+            tr_c = _grow(tr_c, 2 * tr_c.shape[0])
+            tr_s = _grow(tr_s, 2 * tr_s.shape[0])
+            tr_k = _grow(tr_k, 2 * tr_k.shape[0])
+            tr_v = _grow(tr_v, 2 * tr_v.shape[0])
+            continue
+        stop = min(n, start + room)
+        for k in range(start, stop):
+            r = rows[k]
+            c = stream[k]
+            side = 0 if flow[k] == orig[c] else 1
+            other = 1 - side
+            f = np.int64(tflags[r])
+            now = ts[r]
+            paylen = np.int64(paylens[r])
+            win = np.int64(wins[r])
+            b = np.int64(bits[k])
 
-        pk[c, side] += 1
-        fb[c, side] += wirelen[r]
-        pl[c, side] += paylen
-        if (b & V.ANY_RETRANSMISSION) == 0:
-            fresh[c, side] += paylen
-        if b:
-            for j in range(count_bits.shape[0]):
-                if b & count_bits[j]:
-                    counts[c, j] += 1
-        first_ts[c] = min(first_ts[c], now)
-        last_ts[c] = max(last_ts[c], now)
-        if first_k[c] < 0:
-            first_k[c] = k
-        if (f & SYN) and syn[c, side] == 0:
-            syn[c, side] = 1
-            opts[c, side, 0] = seqs[r]
-            opts[c, side, 1] = mss[r]
-            opts[c, side, 2] = wscale[r]
-            opts[c, side, 3] = sackperm[r]
-            opts[c, side, 4] = has_ts[r]
+            pk[c, side] += 1
+            fb[c, side] += wirelen[r]
+            pl[c, side] += paylen
+            if (b & V.ANY_RETRANSMISSION) == 0:
+                fresh[c, side] += paylen
+            if b:
+                for j in range(count_bits.shape[0]):
+                    if b & count_bits[j]:
+                        counts[c, j] += 1
+            first_ts[c] = min(first_ts[c], now)
+            last_ts[c] = max(last_ts[c], now)
+            if first_k[c] < 0:
+                first_k[c] = k
+            if (f & SYN) and syn[c, side] == 0:
+                syn[c, side] = 1
+                opts[c, side, 0] = seqs[r]
+                opts[c, side, 1] = mss[r]
+                opts[c, side, 2] = wscale[r]
+                opts[c, side, 3] = sackperm[r]
+                opts[c, side, 4] = has_ts[r]
 
-        # handshake times
-        if (f & (SYN | ACK)) == SYN and side == 0 and syn_t[c] < 0:
-            syn_t[c] = now
-        elif (f & (SYN | ACK)) == (SYN | ACK) and side == 1 and synack_t[c] < 0:
-            synack_t[c] = now
-        elif ((f & (SYN | ACK)) == ACK and side == 0 and synack_t[c] >= 0 and ack_t[c] < 0):
-            ack_t[c] = now
+            # handshake times
+            if (f & (SYN | ACK)) == SYN and side == 0 and syn_t[c] < 0:
+                syn_t[c] = now
+            elif (f & (SYN | ACK)) == (SYN | ACK) and side == 1 and synack_t[c] < 0:
+                synack_t[c] = now
+            elif ((f & (SYN | ACK)) == ACK and side == 0 and synack_t[c] >= 0 and ack_t[c] < 0):
+                ack_t[c] = now
 
-        # history letters: each once per side, retransmissions and zero windows again
-        # at the 10th, 100th, ... occurrence (Zeek's logarithmic repeats)
-        hits = 0
-        if (f & (SYN | ACK)) == SYN:
-            hits |= 1 << H_SYN
-        elif (f & (SYN | ACK)) == (SYN | ACK):
-            hits |= 1 << H_SYNACK
-        if (f & (SYN | FIN | RST | ACK)) == ACK and paylen == 0:
-            hits |= 1 << H_ACK
-        if paylen > 0:
-            hits |= 1 << H_DATA
-        if f & FIN:
-            hits |= 1 << H_FIN
-        if f & RST:
-            hits |= 1 << H_RST
-        if b & V.ANY_RETRANSMISSION:
-            hits |= 1 << H_RETX
-        if win == 0 and (f & (SYN | FIN | RST)) == 0:
-            hits |= 1 << H_ZWIN
-        # most segments bring no new letter and no repeat to count: skip the letters
-        if (hits & ~seen[c, side]) or (hits & ((1 << H_RETX) | (1 << H_ZWIN))):
-            for code in range(8):
-                if not (hits & (1 << code)):
-                    continue
-                add = (seen[c, side] & (1 << code)) == 0
-                if code == H_RETX or code == H_ZWIN:
-                    cnt = retx_n if code == H_RETX else zwin_n
-                    cnt[c, side] += 1
-                    m = cnt[c, side]
-                    while m % 10 == 0 and m > 1:
-                        m //= 10
-                    add = add or (m == 1 and cnt[c, side] > 1)
-                if add:
-                    seen[c, side] |= 1 << code
-                    if hlen[c] < MAX_HISTORY:
-                        hist[c, hlen[c]] = code + (0 if side == 0 else 8)
-                        hlen[c] += 1
-
-        # zero-window time: from a zero window until that side opens it again
-        if (f & (SYN | FIN | RST)) == 0:
-            if win == 0:
-                if zw_since[c, side] < 0:
-                    zw_since[c, side] = now
-            elif zw_since[c, side] >= 0:
-                zw_time[c] += now - zw_since[c, side]
-                zw_since[c, side] = -1
-
-        # conn_state ingredients
-        if (f & (SYN | ACK)) == SYN:
-            cflags[c, side] |= 1
-        if (f & (SYN | ACK)) == (SYN | ACK):
-            cflags[c, side] |= 2
-        if f & FIN:
-            cflags[c, side] |= 4
-            if first_fin[c] < 0:
-                first_fin[c] = side
-        if f & RST:
-            cflags[c, side] |= 8
-            rst_from[c] |= 1 << side
-
-        # RFC 9293 states of both endpoints, as this segment shows them
-        s_old = state[c, side]
-        o_old = state[c, other]
-        if s_old < 0:
-            # first segment of the conversation: a SYN starts from CLOSED/LISTEN,
-            # anything else is a conversation joined mid-stream
+            # history letters: each once per side, retransmissions and zero windows again
+            # at the 10th, 100th, ... occurrence (Zeek's logarithmic repeats)
+            hits = 0
             if (f & (SYN | ACK)) == SYN:
-                s_old, o_old = CLOSED, LISTEN
+                hits |= 1 << H_SYN
             elif (f & (SYN | ACK)) == (SYN | ACK):
-                s_old, o_old = LISTEN, SYN_SENT
-            else:
-                s_old, o_old = ESTABLISHED, ESTABLISHED
-        s_new, o_new = s_old, o_old
-        if f & RST:
-            s_new, o_new = CLOSED, CLOSED
-        else:
-            if (f & (SYN | ACK)) == SYN:
-                s_new = SYN_SENT
-                if o_new == CLOSED:
-                    o_new = LISTEN
-            elif (f & (SYN | ACK)) == (SYN | ACK):
-                s_new = SYN_RECEIVED
-                o_new = ESTABLISHED if o_new in (SYN_SENT, LISTEN, CLOSED) else o_new
-            elif f & ACK:
-                if s_new == SYN_SENT:
-                    s_new = ESTABLISHED
-                if o_new == SYN_RECEIVED:
-                    o_new = ESTABLISHED
-                # the ACK covers the other side's FIN
-                fe = fin_end[c, other]
-                if fe >= 0 and ((np.int64(acks[r]) - fe) & M32) < (1 << 31):
-                    if o_new == FIN_WAIT_1:
-                        o_new = FIN_WAIT_2
-                    elif o_new == CLOSING:
-                        o_new = TIME_WAIT
-                    elif o_new == LAST_ACK:
-                        o_new = CLOSED
+                hits |= 1 << H_SYNACK
+            if (f & (SYN | FIN | RST | ACK)) == ACK and paylen == 0:
+                hits |= 1 << H_ACK
+            if paylen > 0:
+                hits |= 1 << H_DATA
             if f & FIN:
-                fin_end[c, side] = (np.int64(seqs[r]) + paylen + 1) & M32
-                if s_new in (ESTABLISHED, SYN_RECEIVED):
-                    s_new = FIN_WAIT_1
-                elif s_new == CLOSE_WAIT:
-                    s_new = LAST_ACK
-                if o_new == ESTABLISHED:
-                    o_new = CLOSE_WAIT
-                elif o_new == FIN_WAIT_1:
-                    o_new = CLOSING
-                elif o_new == FIN_WAIT_2:
-                    o_new = TIME_WAIT
-        for sd, old, new in ((side, state[c, side], s_new), (other, state[c, other], o_new)):
-            if old != new:
-                if nt == tr_c.shape[0]:
-                    tr_c = _grow(tr_c, 2 * nt)
-                    tr_s = _grow(tr_s, 2 * nt)
-                    tr_k = _grow(tr_k, 2 * nt)
-                    tr_v = _grow(tr_v, 2 * nt)
-                tr_c[nt] = c
-                tr_s[nt] = sd
-                tr_k[nt] = k
-                tr_v[nt] = new
-                nt += 1
-                state[c, sd] = new
+                hits |= 1 << H_FIN
+            if f & RST:
+                hits |= 1 << H_RST
+            if b & V.ANY_RETRANSMISSION:
+                hits |= 1 << H_RETX
+            if win == 0 and (f & (SYN | FIN | RST)) == 0:
+                hits |= 1 << H_ZWIN
+            # most segments bring no new letter and no repeat to count: skip the letters
+            if (hits & ~seen[c, side]) or (hits & ((1 << H_RETX) | (1 << H_ZWIN))):
+                for code in range(8):
+                    if not (hits & (1 << code)):
+                        continue
+                    add = (seen[c, side] & (1 << code)) == 0
+                    if code == H_RETX or code == H_ZWIN:
+                        cnt = retx_n if code == H_RETX else zwin_n
+                        cnt[c, side] += 1
+                        m = cnt[c, side]
+                        while m % 10 == 0 and m > 1:
+                            m //= 10
+                        add = add or (m == 1 and cnt[c, side] > 1)
+                    if add:
+                        seen[c, side] |= 1 << code
+                        if hlen[c] < MAX_HISTORY:
+                            hist[c, hlen[c]] = code + (0 if side == 0 else 8)
+                            hlen[c] += 1
+
+            # zero-window time: from a zero window until that side opens it again
+            if (f & (SYN | FIN | RST)) == 0:
+                if win == 0:
+                    if zw_since[c, side] < 0:
+                        zw_since[c, side] = now
+                elif zw_since[c, side] >= 0:
+                    zw_time[c] += now - zw_since[c, side]
+                    zw_since[c, side] = -1
+
+            # conn_state ingredients
+            if (f & (SYN | ACK)) == SYN:
+                cflags[c, side] |= 1
+            if (f & (SYN | ACK)) == (SYN | ACK):
+                cflags[c, side] |= 2
+            if f & FIN:
+                cflags[c, side] |= 4
+                if first_fin[c] < 0:
+                    first_fin[c] = side
+            if f & RST:
+                cflags[c, side] |= 8
+                rst_from[c] |= 1 << side
+
+            # RFC 9293 states of both endpoints, as this segment shows them
+            s_old = state[c, side]
+            o_old = state[c, other]
+            if s_old < 0:
+                # first segment of the conversation: a SYN starts from CLOSED/LISTEN,
+                # anything else is a conversation joined mid-stream
+                if (f & (SYN | ACK)) == SYN:
+                    s_old, o_old = CLOSED, LISTEN
+                elif (f & (SYN | ACK)) == (SYN | ACK):
+                    s_old, o_old = LISTEN, SYN_SENT
+                else:
+                    s_old, o_old = ESTABLISHED, ESTABLISHED
+            s_new, o_new = s_old, o_old
+            if f & RST:
+                s_new, o_new = CLOSED, CLOSED
+            else:
+                if (f & (SYN | ACK)) == SYN:
+                    s_new = SYN_SENT
+                    if o_new == CLOSED:
+                        o_new = LISTEN
+                elif (f & (SYN | ACK)) == (SYN | ACK):
+                    s_new = SYN_RECEIVED
+                    o_new = ESTABLISHED if o_new in (SYN_SENT, LISTEN, CLOSED) else o_new
+                elif f & ACK:
+                    if s_new == SYN_SENT:
+                        s_new = ESTABLISHED
+                    if o_new == SYN_RECEIVED:
+                        o_new = ESTABLISHED
+                    # the ACK covers the other side's FIN
+                    fe = fin_end[c, other]
+                    if fe >= 0 and ((np.int64(acks[r]) - fe) & M32) < (1 << 31):
+                        if o_new == FIN_WAIT_1:
+                            o_new = FIN_WAIT_2
+                        elif o_new == CLOSING:
+                            o_new = TIME_WAIT
+                        elif o_new == LAST_ACK:
+                            o_new = CLOSED
+                if f & FIN:
+                    fin_end[c, side] = (np.int64(seqs[r]) + paylen + 1) & M32
+                    if s_new in (ESTABLISHED, SYN_RECEIVED):
+                        s_new = FIN_WAIT_1
+                    elif s_new == CLOSE_WAIT:
+                        s_new = LAST_ACK
+                    if o_new == ESTABLISHED:
+                        o_new = CLOSE_WAIT
+                    elif o_new == FIN_WAIT_1:
+                        o_new = CLOSING
+                    elif o_new == FIN_WAIT_2:
+                        o_new = TIME_WAIT
+            for sd, old, new in ((side, state[c, side], s_new), (other, state[c, other], o_new)):
+                if old != new:
+                    tr_c[nt] = c
+                    tr_s[nt] = sd
+                    tr_k[nt] = k
+                    tr_v[nt] = new
+                    nt += 1
+                    state[c, sd] = new
+        start = stop
     return (orig, syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from,
             cflags, tr_c[:nt], tr_s[:nt], tr_k[:nt], tr_v[:nt], pk, fb, pl, fresh, counts,
             first_ts, last_ts, first_k, opts)
