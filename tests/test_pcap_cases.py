@@ -248,6 +248,56 @@ def _mixed_frames(n: int) -> list[bytes]:
     return out
 
 
+V6_A = b"\x20\x01" + b"\0" * 13 + b"\x01"
+V6_B = b"\x20\x01" + b"\0" * 13 + b"\x02"
+QUOTED_UDP4 = B.ipv4(B.udp(sport=5000, dport=53), proto=17, src="10.0.0.1", dst="10.0.0.2")
+QUOTED_UDP6 = B.ipv6(B.udp(sport=6000, dport=443), nxt=17, src=V6_A, dst=V6_B)
+# (why, frame, expected quoted entry: (proto, src, sport, dst, dport) or None)
+ICMP_CASES = [
+    ("port unreachable quoting UDP (RFC 792)",
+     B.ether(B.ipv4(_icmp_error(QUOTED_UDP4[:28]), proto=1, src="10.0.0.2", dst="10.0.0.1")),
+     (17, "10.0.0.1", 5000, "10.0.0.2", 53)),
+    ("time exceeded quoting TCP: noted with its protocol",
+     B.ether(B.ipv4(_icmp_error(B.ipv4(B.tcp(sport=7, dport=8))[:28], 11, 0), proto=1)),
+     (6, "10.0.0.1", 7, "10.0.0.2", 8)),
+    ("ICMPv6 destination unreachable quoting UDP (RFC 4443 2.4)",
+     B.ether(B.ipv6(_icmp_error(QUOTED_UDP6, 1, 4), nxt=58, src=V6_B, dst=V6_A), 0x86DD),
+     (17, "2001::1", 6000, "2001::2", 443)),
+    ("ICMPv6 quoting UDP after a hop-by-hop header and a first fragment header",
+     B.ether(B.ipv6(_icmp_error(B.ipv6(
+         b"\x2c\0\x01\x04\0\0\0\0" + b"\x11\0\0\x01\0\0\0\x07" + B.udp(1, 2), nxt=0,
+         src=V6_A, dst=V6_B), 1, 4), nxt=58), 0x86DD),
+     (17, "2001::1", 1, "2001::2", 2)),
+    ("echo request: not an error, nothing quoted",
+     B.ether(B.ipv4(_icmp_error(QUOTED_UDP4[:28], 8, 0), proto=1)), None),
+    ("quoting a later fragment: no transport header",
+     B.ether(B.ipv4(_icmp_error(B.ipv4(B.udp(), proto=17, frag=185)[:28]), proto=1)), None),
+    ("quoted UDP header cut short (under 8 bytes)",
+     B.ether(B.ipv4(_icmp_error(QUOTED_UDP4[:26]), proto=1)), None),
+    ("ICMPv6 type 128 (echo request): not an error",
+     B.ether(B.ipv6(_icmp_error(QUOTED_UDP6, 128, 0), nxt=58), 0x86DD), None),
+]
+
+
+@pytest.mark.parametrize("why,frame,expect", ICMP_CASES, ids=[c[0] for c in ICMP_CASES])
+def test_icmp_error_quoted_headers(tmp_path, why, frame, expect):
+    import ipaddress
+
+    def addr(hi, lo):
+        v = ipaddress.IPv6Address((int(hi) << 64) | int(lo))
+        return str(v.ipv4_mapped or v)
+
+    c = read(tmp_path, B.pcap([frame])).cols
+    if expect is None:
+        assert len(c["icmp_rows"]) == 0
+        return
+    assert c["icmp_rows"].tolist() == [0] and c["l4"][0] == 0
+    got = (int(c["icmp_proto"][0]), addr(c["icmp_src_hi"][0], c["icmp_src_lo"][0]),
+           int(c["icmp_sport"][0]), addr(c["icmp_dst_hi"][0], c["icmp_dst_lo"][0]),
+           int(c["icmp_dport"][0]))
+    assert got == expect
+
+
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
 def test_threads_split_the_work_and_change_nothing(tmp_path, monkeypatch, fmt):
     """Parts decoded by several threads give the columns and side tables of one thread,

@@ -470,7 +470,6 @@ def test_icmp_quoted_udp_from_a_capture(tmp_path):
                              capture_output=True, text=True, check=True).stdout
         assert [int(x) for x in out.split()] == ICMP_TSHARK_STREAMS
     cols = _read_or_skip(path).cols
-    if "icmp_rows" not in cols:
-        pytest.skip("the reader does not yet provide the quoted-header table (icmp_rows ...; "
-                    "see toolkit.analysis.udp.QUOTED_COLUMNS): ICMP errors get no udp.stream")
+    # the reader provides the quoted-header table (toolkit.analysis.udp.QUOTED_COLUMNS)
+    assert cols["icmp_rows"].tolist() == [1, 2]
     assert analyze_udp(cols).stream.tolist() == ICMP_TSHARK_STREAMS

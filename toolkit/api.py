@@ -1,7 +1,11 @@
 """`toolkit.analyze(path)`: a capture file in, DataFrames and files out.
 
 The reader decodes the capture into columns once; the TCP and UDP analyses run over the
-columns; the per-packet table is built only when asked for (it is the one large object).
+columns (at once, on two threads, when both have much to do: their compiled loops release
+the GIL) and give their tables as plain columns (analysis.table). JSON and the text report
+are written from those; the DataFrames, and the per-packet table (the one large object),
+are built when first asked for, so that a command that needs no DataFrame never imports
+pandas.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .analysis import verdicts as V
 from .analysis.addresses import address_text
+from .analysis.table import Table
 from .analysis.tcp import TcpSegments, analyze_segments
 from .analysis.tcp_conversations import conversations as tcp_conversations
 from .pcap import Capture, CaptureError, read_capture
 
 FORMAT_VERSION = 1
+# UDP datagrams above which the UDP analysis gets its own thread
+UDP_THREAD_MIN = 1 << 16
 
 
 @dataclass
@@ -31,11 +37,9 @@ class Analysis:
     path: str
     capture: Capture
     segments: TcpSegments
-    tcp: pd.DataFrame                 # one row per TCP conversation (tcp.stream)
-    tcp_states: pd.DataFrame          # endpoint TCP state transitions
-    udp: pd.DataFrame                 # one row per UDP conversation (udp.stream)
-    udp_stream: np.ndarray            # per frame, -1 when not UDP
-    udp_flows: pd.DataFrame | None = None   # lab-header flows (loss, reordering, delay)
+    tcp_table: Table                  # one row per TCP conversation (tcp.stream)
+    tcp_state_table: Table            # endpoint TCP state transitions
+    udp_result: object                # analysis.udp.UdpResult
     extra: dict = field(default_factory=dict)
 
     @property
@@ -47,7 +51,32 @@ class Analysis:
         return len(self.capture.cols["ts_ns"])
 
     @cached_property
-    def packets(self) -> pd.DataFrame:
+    def tcp(self):
+        """One row per TCP conversation (tcp.stream), as a pandas DataFrame."""
+        return self.tcp_table.to_frame()
+
+    @cached_property
+    def tcp_states(self):
+        """The endpoints' TCP state transitions, as a pandas DataFrame."""
+        return self.tcp_state_table.to_frame()
+
+    @property
+    def udp(self):
+        """One row per UDP conversation (udp.stream), as a pandas DataFrame."""
+        return self.udp_result.conversations
+
+    @property
+    def udp_flows(self):
+        """One row per lab-header flow (loss, reordering, delay), as a pandas DataFrame."""
+        return self.udp_result.flows
+
+    @property
+    def udp_stream(self) -> np.ndarray:
+        """Per frame: udp.stream, -1 when the frame has none."""
+        return self.udp_result.stream
+
+    @cached_property
+    def packets(self):
         """One row per frame: addresses, ports, streams, flags and every TCP verdict."""
         return packet_table(self)
 
@@ -63,21 +92,22 @@ class Analysis:
             "first_time": float(ts[0]) / 1e9 if n else None,
             "duration": float(ts.max() - ts.min()) / 1e9 if n else 0.0,
             "tcp_segments": len(self.segments),
-            "tcp_conversations": len(self.tcp),
-            "udp_conversations": len(self.udp),
+            "tcp_conversations": len(self.tcp_table),
+            "udp_conversations": len(self.udp_result.conversation_table),
             "error": str(self.error) if self.error else None,
         }
 
     def to_json(self, packets: bool = False, stream: int | None = None) -> dict:
         """A JSON-ready dict (format_version, summary, tables)."""
-        tcp, pk = self.tcp, None
+        tcp = self.tcp_table
+        udp = self.udp_result.conversation_table
         if stream is not None:
-            tcp = tcp[tcp["stream"] == stream]
+            tcp = tcp.take(tcp["stream"] == stream)
+            udp = udp.take(np.zeros(len(udp), bool))
         doc = {"format_version": FORMAT_VERSION, "summary": self.summary(),
-               "tcp_conversations": _records(tcp),
-               "udp_conversations": _records(self.udp if stream is None else self.udp.iloc[0:0])}
-        if self.udp_flows is not None and stream is None:
-            doc["udp_flows"] = _records(self.udp_flows)
+               "tcp_conversations": tcp.records(), "udp_conversations": udp.records()}
+        if stream is None:
+            doc["udp_flows"] = self.udp_result.flow_table.records()
         if packets:
             pk = self.packets
             if stream is not None:
@@ -93,9 +123,7 @@ class Analysis:
             return [out]
         out.mkdir(parents=True, exist_ok=True)
         tables = {"tcp_conversations": self.tcp, "udp_conversations": self.udp,
-                  "tcp_states": self.tcp_states}
-        if self.udp_flows is not None:
-            tables["udp_flows"] = self.udp_flows
+                  "tcp_states": self.tcp_states, "udp_flows": self.udp_flows}
         if packets:
             tables["packets"] = self.packets
         written = []
@@ -121,32 +149,43 @@ def _jsonable(x):
     return str(x)
 
 
-def _records(df: pd.DataFrame) -> list[dict]:
+def _records(df) -> list[dict]:
     # NaN is not JSON: missing values become null
     return json.loads(df.to_json(orient="records", double_precision=15))
 
 
-def analyze(path: str | os.PathLike, progress=None) -> Analysis:
+def analyze(path: str | os.PathLike, progress=None, threads: int | None = None) -> Analysis:
     """Read and analyze one capture file (pcap, pcapng, optionally gzip-compressed).
 
     A damaged file is analyzed up to the damage; `Analysis.error` says where it is.
-    Raises CaptureError only when nothing can be read at all.
+    Raises CaptureError only when nothing can be read at all. threads: how many threads
+    may work at once (default: the CPUs available, at most 4); results do not depend on it.
     """
-    from .analysis.udp import analyze_udp
+    from .analysis.udp import analyze_udp, udp_datagram_rows
+    from .pcap.scanner import default_threads, executor
 
-    cap = read_capture(path, progress=progress)
+    threads = threads or default_threads()
+    cap = read_capture(path, progress=progress, threads=threads)
     cols = cap.cols
-    seg = analyze_segments(cols)
-    t0 = int(cols["ts_ns"][0]) if len(cols["ts_ns"]) else 0
-    tcp, states = tcp_conversations(cols, seg, t0)
-    udp = analyze_udp(cols)
-    return Analysis(path=str(path), capture=cap, segments=seg, tcp=tcp, tcp_states=states,
-                    udp=udp.conversations, udp_stream=udp.stream,
-                    udp_flows=getattr(udp, "flows", None))
+    udp_job = None
+    if threads > 1 and len(udp_datagram_rows(cols)) >= UDP_THREAD_MIN:
+        udp_job = executor().submit(analyze_udp, cols)
+    try:
+        seg = analyze_segments(cols)
+        t0 = int(cols["ts_ns"][0]) if len(cols["ts_ns"]) else 0
+        tcp, states = tcp_conversations(cols, seg, t0)
+    finally:
+        udp = udp_job.result() if udp_job is not None else None
+    if udp is None:
+        udp = analyze_udp(cols)
+    return Analysis(path=str(path), capture=cap, segments=seg, tcp_table=tcp,
+                    tcp_state_table=states, udp_result=udp)
 
 
-def _address_column(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pd.Categorical:
+def _address_column(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray):
     """Address text per row via the (few) distinct addresses: one conversion each."""
+    import pandas as pd
+
     pairs = np.stack([hi, lo], axis=1)
     uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
     names = [address_text(h, v) for h, v in uniq.tolist()]
@@ -154,7 +193,9 @@ def _address_column(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pd.Cat
     return pd.Categorical.from_codes(codes, categories=names)
 
 
-def packet_table(a: Analysis) -> pd.DataFrame:
+def packet_table(a: Analysis):
+    import pandas as pd
+
     cols = a.capture.cols
     n = len(a)
     seg = a.segments

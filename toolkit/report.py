@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-
-import pandas as pd
+from types import SimpleNamespace
 
 from .analysis import verdicts as V
 
@@ -66,11 +65,19 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
-def tcp_table(df: pd.DataFrame) -> str:
+def _records(table) -> list[dict]:
+    """Rows of an analysis Table (or of a DataFrame) as dicts, missing values None."""
+    if hasattr(table, "records"):
+        return table.records()
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in table.to_dict("records")]
+
+
+def tcp_table(table) -> str:
     header = ["#", "A", "B", "pkts A>B/B>A", "payload A>B/B>A", "duration", "hs rtt ms",
               "retx", "dupack", "ooo", "lost", "zwin", "close", "history", "state"]
     rows = []
-    for r in df.itertuples(index=False):
+    for r in map(lambda d: SimpleNamespace(**d), _records(table)):
         rows.append([
             str(r.stream), endpoint(r.a_addr, r.a_port), endpoint(r.b_addr, r.b_port),
             f"{r.packets_a_to_b}/{r.packets_b_to_a}",
@@ -81,20 +88,20 @@ def tcp_table(df: pd.DataFrame) -> str:
     return _table(rows, header)
 
 
-def udp_table(df: pd.DataFrame) -> str:
-    if df.empty:
+def udp_table(table) -> str:
+    records = _records(table)
+    if not records:
         return "(none)"
-    cols = list(df.columns)
 
     def get(r, *names, default="-"):
         for name in names:
-            if name in cols and not (isinstance(r[name], float) and math.isnan(r[name])):
+            if r.get(name) is not None:
                 return r[name]
         return default
 
     header = ["#", "A", "B", "dgrams A>B/B>A", "bytes A>B/B>A", "duration", "jitter ms A>B/B>A"]
     rows = []
-    for _, r in df.iterrows():
+    for r in records:
         rows.append([
             str(get(r, "stream")),
             endpoint(get(r, "a_addr"), get(r, "a_port")),
@@ -116,8 +123,10 @@ def flags_text(f: int) -> str:
     return ", ".join(name for bit, name in FLAG_NAMES if f & bit)
 
 
-def packet_lines(pk: pd.DataFrame) -> str:
-    """One line per frame, in the spirit of tshark's default output."""
+def packet_lines(pk) -> str:
+    """One line per frame, in the spirit of tshark's default output (pk: a.packets)."""
+    import pandas as pd
+
     out = []
     for r in pk.itertuples(index=False):
         src = "" if pd.isna(r.src) else endpoint(r.src, r.sport) if r.proto else r.src
@@ -146,11 +155,11 @@ def text_report(a, stream: int | None = None, packets: bool = False) -> str:
     parts = [f"{s['file']}: {s['format']}{' (gzip)' if s['compressed'] else ''}, "
              f"{s['frames']} frames over {s['duration']:.3f} s; "
              f"{s['tcp_conversations']} TCP and {s['udp_conversations']} UDP conversations"]
-    tcp = a.tcp if stream is None else a.tcp[a.tcp["stream"] == stream]
+    tcp = a.tcp_table if stream is None else a.tcp_table.take(a.tcp_table["stream"] == stream)
     parts += ["", "TCP conversations (A = the side that opened; history: Zeek letters, "
               "upper case from A)", tcp_table(tcp) if len(tcp) else "(none)"]
     if stream is None:
-        parts += ["", "UDP conversations", udp_table(a.udp)]
+        parts += ["", "UDP conversations", udp_table(a.udp_result.conversation_table)]
     if packets:
         pk = a.packets if stream is None else a.packets[a.packets["tcp_stream"] == stream]
         parts += ["", "Packets", packet_lines(pk)]

@@ -104,6 +104,8 @@ def pair_ids(cols: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray,
 
     Returns (int32 id per row, number of pairs).
     """
+    if len(rows) == 0:
+        return np.zeros(0, np.int32), 0
     ids, n = _pair_ids(rows, cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
                        cols["sport"], cols["dport"])
     return ids, int(n)

@@ -47,6 +47,9 @@ def group_offsets(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndar
     """A stable order that puts each group's members together (in their original order),
     and the offsets of the groups in it: group g is order[offsets[g]:offsets[g + 1]].
     A counting sort: linear in the number of members."""
+    if len(group) == 0:
+        # nothing to sort: no need to load the compiled kernel
+        return np.zeros(0, np.int64), np.zeros(int(n_groups) + 1, np.int64)
     return _counting_sort(np.asarray(group, np.int64), int(n_groups))
 
 

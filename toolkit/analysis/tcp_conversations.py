@@ -19,11 +19,11 @@ both endpoints ESTABLISHED.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from numba import njit
 
 from . import verdicts as V
 from .addresses import addresses_text
+from .table import Table
 from .tcp import TcpSegments
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
@@ -318,7 +318,7 @@ def _history_text(hist: np.ndarray, hlen: np.ndarray) -> list[str]:
 
 
 def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  ) -> tuple[Table, Table]:
     """(one row per TCP conversation, the endpoints' state transitions)."""
     n_conv = seg.n_streams
     rows = seg.rows
@@ -362,7 +362,7 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
             close.append("open")
     hs_rtt = np.where((syn_t >= 0) & (ack_t >= 0), (ack_t - syn_t) / 1e6, np.nan)
 
-    df = pd.DataFrame({
+    df = Table({
         "stream": np.arange(n_conv),
         "a_addr": addresses_text(a_hi, a_lo), "a_port": a_port.astype(np.int64),
         "b_addr": addresses_text(b_hi, b_lo), "b_port": b_port.astype(np.int64),
@@ -384,7 +384,7 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
         "history": _history_text(hist, hlen),
         "conn_state": _conn_state(cflags),
     })
-    states = pd.DataFrame({
+    states = Table({
         "stream": tr_c,
         "endpoint": np.where(tr_s == 0, "A", "B"),
         "frame": rows[tr_k] + 1 if len(tr_k) else np.zeros(0, np.int64),

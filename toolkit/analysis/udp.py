@@ -66,9 +66,9 @@ in Python.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-import pandas as pd
 from numba import njit
 
 from .. import wire
@@ -76,6 +76,7 @@ from ..pcap.columns import FRAG_NONE, L4_UDP, UDP_HEAD
 from .addresses import addresses_text
 from .conversation_keys import pair_ids
 from .sequence import group_offsets, sequence_metrics
+from .table import Table
 
 __all__ = ["UdpResult", "analyze_udp", "udp_datagram_rows", "RTP_CLOCK"]
 
@@ -97,8 +98,18 @@ DIRECTIONS = ("a_to_b", "b_to_a")
 @dataclass
 class UdpResult:
     stream: np.ndarray               # per frame: udp.stream, -1 when not a UDP datagram
-    conversations: pd.DataFrame      # one row per conversation, a_to_b / b_to_a columns
-    flows: pd.DataFrame              # one row per lab-header flow (conversation, direction)
+    conversation_table: Table        # one row per conversation, a_to_b / b_to_a columns
+    flow_table: Table                # one row per lab-header flow (conversation, direction)
+
+    @cached_property
+    def conversations(self):
+        """The conversations as a pandas DataFrame."""
+        return self.conversation_table.to_frame()
+
+    @cached_property
+    def flows(self):
+        """The lab-header flows as a pandas DataFrame."""
+        return self.flow_table.to_frame()
 
 
 def udp_datagram_rows(cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -181,7 +192,7 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
         # the payload rate over the direction's own span, first to last datagram
         payload_bps = np.where(dir_span > 0, payload * 8 / dir_span, np.nan)
 
-    conv = pd.DataFrame({
+    conv = {
         "stream": np.arange(n_conv, dtype=np.int64),
         "a_addr": addresses_text(a_hi, a_lo),
         "a_port": a_port.astype(np.int64),
@@ -191,7 +202,7 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
         "bytes": (frame_bytes[0::2] + frame_bytes[1::2]).astype(np.int64),
         "start": (first_ts - t0) / 1e9,
         "duration": duration,
-    })
+    }
     per_dir = {
         "datagrams": counts, "bytes": frame_bytes.astype(np.int64),
         "payload_bytes": payload.astype(np.int64), "bits_per_s": bits_per_s,
@@ -203,6 +214,7 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
     for d, tag in enumerate(DIRECTIONS):
         for name, values in per_dir.items():
             conv[f"{name}_{tag}"] = values[d::2]
+    conv = Table(conv)
     flows = _lab_flows(conv, group, lab, ts, n_groups)
     return UdpResult(stream_of, conv, flows)
 
@@ -334,6 +346,8 @@ def _segment_quantiles(offsets, values, qs):
 
 def _group_quantiles(values, group, n_groups, qs) -> list[np.ndarray]:
     """Quantiles of values per group."""
+    if len(values) == 0:
+        return [np.full(n_groups, np.nan) for _ in qs]
     order, offsets = group_offsets(group, n_groups)
     out = _segment_quantiles(offsets, np.asarray(values, np.float64)[order],
                              np.asarray(qs, np.float64))
@@ -378,6 +392,9 @@ def _jitter_loop(offsets, arrival_ns, send, rate, wrap32):
 
 
 def _rfc3550_jitter(offsets, arrival_ns, send, rate, wrap32) -> dict[str, np.ndarray]:
+    if len(arrival_ns) == 0:
+        nan = np.full(len(offsets) - 1, np.nan)
+        return {"final": nan, "max": nan.copy(), "mean": nan.copy()}
     final, jmax, jmean = _jitter_loop(offsets, arrival_ns, send, rate,
                                       np.asarray(wrap32, np.bool_))
     return {"final": final, "max": jmax, "mean": jmean}
@@ -410,13 +427,13 @@ def _tail_loss(sm: dict, uniq, group, lab) -> None:
     sm["lost"] = sm["expected"] - np.asarray(sm["distinct"])
 
 
-def _lab_flows(conv: pd.DataFrame, group, lab, ts, n_groups) -> pd.DataFrame:
+def _lab_flows(conv: Table, group, lab, ts, n_groups) -> Table:
     """One row per (conversation, direction, lab flow id): loss, duplicates, RFC 4737
     reordering, RFC 3550 jitter over send_ns, one-way delay (shared clock assumed).
     Control datagrams (hello, end: kind KIND_CONTROL) are not numbered data: left out."""
     k = np.flatnonzero(lab["valid"] & (lab["kind"] != wire.KIND_CONTROL))
     if len(k) == 0:
-        return pd.DataFrame({c: [] for c in FLOW_COLUMNS})
+        return Table({c: np.zeros(0) for c in FLOW_COLUMNS})
     key = group[k] << 32 | (lab["flow"][k] & 0xFFFFFFFF)
     uniq, fid = np.unique(key, return_inverse=True)
     fid = fid.reshape(-1).astype(np.int64)
@@ -439,14 +456,14 @@ def _lab_flows(conv: pd.DataFrame, group, lab, ts, n_groups) -> pd.DataFrame:
     p50, p99 = _group_quantiles(owd, fid, nf, (0.5, 0.99))
     stream = uniq >> 33
     d = (uniq >> 32) & 1
-    a_addr = conv["a_addr"].to_numpy()[stream]
-    b_addr = conv["b_addr"].to_numpy()[stream]
-    a_port = conv["a_port"].to_numpy()[stream]
-    b_port = conv["b_port"].to_numpy()[stream]
+    a_addr = np.asarray(conv["a_addr"], object)[stream]
+    b_addr = np.asarray(conv["b_addr"], object)[stream]
+    a_port = conv["a_port"][stream]
+    b_port = conv["b_port"][stream]
     with np.errstate(divide="ignore", invalid="ignore"):
         loss_ratio = sm["lost"] / sm["expected"]
         reordered_ratio = sm["reordered"] / sm["distinct"]
-    return pd.DataFrame({
+    return Table({
         "stream": stream, "direction": np.array(DIRECTIONS, object)[d],
         "src_addr": np.where(d == 0, a_addr, b_addr), "src_port": np.where(d == 0, a_port, b_port),
         "dst_addr": np.where(d == 0, b_addr, a_addr), "dst_port": np.where(d == 0, b_port, a_port),
@@ -460,4 +477,4 @@ def _lab_flows(conv: pd.DataFrame, group, lab, ts, n_groups) -> pd.DataFrame:
         "jitter_ms": jit["final"], "jitter_max_ms": jit["max"],
         "owd_mean_ms": mean, "owd_std_ms": std, "owd_min_ms": lo, "owd_p50_ms": p50,
         "owd_p99_ms": p99, "owd_max_ms": hi,
-    }, columns=FLOW_COLUMNS)
+    })

@@ -48,7 +48,8 @@ def default_threads() -> int:
     return max(1, min(n, MAX_THREADS))
 
 
-def _executor() -> ThreadPoolExecutor:
+def executor() -> ThreadPoolExecutor:
+    """The worker threads of the decoding (also lent to the analyses)."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -106,7 +107,7 @@ class Scanner:
                 if status != K.FULL:        # FULL: the notes ran out; go on after them
                     return sk, uk, qk, found
 
-        futures = [_executor().submit(part, t, cols) for t in range(1, len(bounds) - 1)]
+        futures = [executor().submit(part, t, cols) for t in range(1, len(bounds) - 1)]
         try:
             results = [part(0, cols)]
         finally:
