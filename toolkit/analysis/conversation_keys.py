@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from ..pcap.jit import kernel
 
 
 @njit(inline="always")
@@ -47,7 +48,7 @@ def _hash(a, b):
     return h
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _pair_ids(rows, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
     n = rows.shape[0]
     out = np.empty(n, np.int32)

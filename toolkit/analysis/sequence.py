@@ -23,10 +23,10 @@ decision 3): no Python object per datagram.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ..pcap.jit import kernel
 
 
-@njit(cache=True)
+@kernel
 def _counting_sort(group, n_groups):
     counts = np.zeros(n_groups, np.int64)
     for i in range(group.shape[0]):
@@ -53,7 +53,7 @@ def group_offsets(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndar
     return _counting_sort(np.asarray(group, np.int64), int(n_groups))
 
 
-@njit(cache=True)
+@kernel
 def _duplicates_sorted(offsets, seq):
     """Over members sorted by group: True for each repeat of a seq within its group."""
     dup = np.zeros(seq.shape[0], np.bool_)
@@ -80,7 +80,7 @@ def duplicates(group: np.ndarray, seq: np.ndarray, n_groups: int | None = None) 
     return dup
 
 
-@njit(cache=True)
+@kernel
 def _reordering(offsets, seq, dup):
     """Over datagrams sorted by group (arrival order within): RFC 4737 per group."""
     n_groups = offsets.shape[0] - 1

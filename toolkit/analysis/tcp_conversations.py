@@ -25,6 +25,7 @@ from . import verdicts as V
 from .addresses import addresses_text
 from .table import Table
 from .tcp import TcpSegments
+from ..pcap.jit import kernel
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
 M32 = 0xFFFFFFFF
@@ -61,7 +62,7 @@ def _originators(rows, stream, flow, tflags, n_conv):
     return orig
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirelen, mss,
           wscale, sackperm, has_ts, count_bits, n_conv):
     """One pass over the segments (rows: their frame rows; stream, flow, bits: per

@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from . import verdicts as V
+from ..pcap.jit import kernel
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 M32 = 0xFFFFFFFF
@@ -98,7 +99,7 @@ def _grow(a, n):
     return b
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                       ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
                       seqs, acks, tflags, wins, paylen, wscale,

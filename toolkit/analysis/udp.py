@@ -69,7 +69,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from numba import njit
 
 from .. import wire
 from ..pcap.columns import FRAG_NONE, L4_UDP, UDP_HEAD
@@ -77,6 +76,7 @@ from .addresses import addresses_text
 from .conversation_keys import pair_ids
 from .sequence import group_offsets, sequence_metrics
 from .table import Table
+from ..pcap.jit import kernel
 
 __all__ = ["UdpResult", "analyze_udp", "udp_datagram_rows", "RTP_CLOCK"]
 
@@ -325,7 +325,7 @@ def _gap_stats(ts, group, order, offsets) -> dict[str, np.ndarray]:
             "max": np.where(has, hi, np.nan)}
 
 
-@njit(cache=True)
+@kernel
 def _segment_quantiles(offsets, values, qs):
     """Per segment of `values` (segments at offsets): quantiles, interpolated linearly
     between order statistics as numpy.quantile does; NaN for an empty segment."""
@@ -354,7 +354,7 @@ def _group_quantiles(values, group, n_groups, qs) -> list[np.ndarray]:
     return list(out)
 
 
-@njit(cache=True)
+@kernel
 def _jitter_loop(offsets, arrival_ns, send, rate, wrap32):
     """RFC 3550 interarrival jitter per group, over datagrams sorted by group (arrival order
     within). send: the sender's timestamps in ticks of `rate` per second (0: no clock).

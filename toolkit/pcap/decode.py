@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from .columns import PACKET_COLUMNS, UDP_HEAD
+from .jit import kernel
 
 # Index of each column in the output tuple (PACKET_COLUMNS order).
 (TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, IP_ID,
@@ -403,7 +404,7 @@ def _ticks_to_ns(ticks, mul, div, shift):
     return np.int64(ticks // np.uint64(div)) * mul
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def scan(decode, b, pos, end, big, pcapng, tick_ns, ifs, if_base, C, S, row, limit, sk, uk,
          qk, notes, nn, base, marks):
     """Walk the records of b[pos:end], frame `row` first.
