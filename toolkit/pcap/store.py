@@ -27,6 +27,9 @@ import numpy as np
 
 from .columns import PACKET_COLUMNS, UDP_HEAD
 
+# private anonymous memory: plain pages (a shared anonymous map is shmem, slower to fault)
+MAP_FLAGS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+
 # sparse side tables: name, dtype, shape of one entry (decode.py indexes them in this order)
 SIDE_TABLES = [("sack_rows", np.int64, ()), ("sack_le", np.uint32, (4,)),
                ("sack_re", np.uint32, (4,)),
@@ -46,11 +49,18 @@ def side_buffers(entries: int) -> tuple[np.ndarray, ...]:
     return tuple(np.zeros((entries,) + tail, dt) for _, dt, tail in SIDE_TABLES)
 
 
+def _anonymous(size: int) -> mmap.mmap:
+    try:
+        return mmap.mmap(-1, size, flags=MAP_FLAGS) if MAP_FLAGS else mmap.mmap(-1, size)
+    except (OSError, ValueError):
+        return mmap.mmap(-1, size)
+
+
 class _Column:
     def __init__(self, name: str, dtype, rows: int):
         self.name = name
         self.dtype = np.dtype(dtype)
-        self.map = mmap.mmap(-1, max(rows, 1) * self.dtype.itemsize)
+        self.map = _anonymous(max(rows, 1) * self.dtype.itemsize)
 
     def view(self, rows: int) -> np.ndarray:
         return np.frombuffer(self.map, self.dtype, count=rows)
@@ -60,7 +70,7 @@ class _Column:
         try:
             self.map.resize(size)           # mremap: no copy, no second set of pages
         except (OSError, SystemError, ValueError):
-            new = mmap.mmap(-1, size)       # no mremap on this platform: copy over
+            new = _anonymous(size)          # no mremap on this platform: copy over
             keep = min(size, len(self.map))
             new[:keep] = self.map[:keep]
             self.map.close()
