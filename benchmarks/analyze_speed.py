@@ -12,8 +12,8 @@ last line is machine-readable:
 
     packets=N labkit_pps=N tshark_pps=N ratio=R labkit_peak_bytes_per_packet=B
 
-Everything it creates is named lkbench-<pid>-* (veths lkb<pid>a/b, nftables table
-inet lkbench_<pid> inside b's namespace) and removed on every exit path, SIGTERM included.
+Everything it creates is named lk-bench-<pid>-* (veths lkb<pid>a/b, nftables table
+inet labkit_bench_<pid> inside b's namespace) and removed on every exit path, SIGTERM included.
 The load is bounded three ways: dumpcap stops after --packets packets, the sender after
 enough bytes for them, and both after --seconds.
 
@@ -41,10 +41,10 @@ sys.path.insert(0, str(REPO))
 from toolkit import capture  # noqa: E402  (the repository, also when not installed)
 
 PID = os.getpid()
-PREFIX = f"lkbench-{PID}"
+PREFIX = f"lk-bench-{PID}"
 NS_A, NS_B = f"{PREFIX}-a", f"{PREFIX}-b"
 VETH_A, VETH_B = f"lkb{PID % 10_000_000}a", f"lkb{PID % 10_000_000}b"   # IFNAMSIZ 15
-NFT_TABLE = f"lkbench_{PID}"
+NFT_TABLE = f"labkit_bench_{PID}"
 ADDR_A, ADDR_B = "10.231.0.1", "10.231.0.2"
 PORT = 5201
 MSS = 1448                      # 1500 - 20 (IP) - 20 (TCP) - 12 (timestamps)

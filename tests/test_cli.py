@@ -94,3 +94,116 @@ def test_output_file_is_written_whole(capsys, small, tmp_path):
     rc, _, _ = run(capsys, "analyze", "--format", "json", "-o", str(out), str(small))
     assert rc == 0 and json.loads(out.read_text())["summary"]["frames"] == 3
     assert not list(tmp_path.glob("*.part"))
+
+
+# ---- the progress bar: on stderr when it is a terminal, and only then ----
+
+
+class _FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_and_clears_its_line(monkeypatch):
+    from toolkit.cli import Progress
+
+    clock = iter([1000.0, 1000.05, 1000.06, 1000.5, 1000.55]).__next__
+    monkeypatch.setattr("toolkit.cli.time.monotonic", clock)
+    term = _FakeTerminal()
+    bar = Progress("reading x", stream=term, min_bytes=100)   # starts at t=1000.0
+    bar(10, 100)            # t+0.05: drawn (the first)
+    bar(20, 100)            # t+0.06: within 0.1 s of the last, not drawn
+    bar(60, 100)            # t+0.5: drawn
+    bar(100, 100)           # t+0.55: the end is always drawn
+    bar.close()
+    frames = term.getvalue().split("\r")
+    assert frames[0] == ""
+    drawn = [f for f in frames[1:] if f.strip()]
+    assert [f.split("]")[1].split("%")[0].strip() for f in drawn] == ["10.0", "60.0", "100.0"]
+    assert drawn[-1].startswith("reading x: [" + "#" * 30 + "]")
+    assert frames[-1] == "" and frames[-2].strip() == ""     # the line is blanked at the end
+
+
+def test_progress_bar_silent_when_not_a_terminal_or_a_small_file():
+    from toolkit.cli import Progress
+
+    pipe = io.StringIO()                    # isatty() is False
+    bar = Progress("reading x", stream=pipe, min_bytes=0)
+    bar(50, 100)
+    bar(100, 100)
+    bar.close()
+    term = _FakeTerminal()
+    small = Progress("reading x", stream=term, min_bytes=1000)
+    small(100, 100)
+    small.close()
+    assert pipe.getvalue() == "" and term.getvalue() == ""
+
+
+def _big_capture(path, min_bytes: int) -> int:
+    """A pcap of identical TCP segments, at least min_bytes long; returns the frames."""
+    import struct
+
+    frame = B.ether(B.ipv4(B.tcp(flags=0x10, payload=b"x" * 200)))
+    record = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame
+    n = min_bytes // len(record) + 1
+    path.write_bytes(B.pcap([]) + record * n)
+    return n
+
+
+def _labkit(argv, stderr_fd):
+    import subprocess
+    import sys
+
+    code = "import sys; from toolkit.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
+                            stderr=stderr_fd, stdin=subprocess.DEVNULL)
+
+
+def test_progress_bar_on_a_pty_through_the_command(tmp_path):
+    """`labkit analyze` with stderr on a terminal (a pty) draws the bar there; stdout
+    carries the result alone."""
+    import os
+    import select
+
+    from toolkit.cli import Progress
+
+    path = tmp_path / "big.pcap"
+    frames = _big_capture(path, Progress("x", io.StringIO()).min_bytes + (1 << 20))
+    master, slave = os.openpty()
+    try:
+        p = _labkit(["analyze", "--format", "json", str(path)], slave)
+        os.close(slave)
+        slave = -1
+        out = p.stdout.read()
+        p.wait(120)
+        err = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:                 # EIO: the child's side is closed
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert p.returncode == 0
+    assert json.loads(out)["summary"]["frames"] == frames
+    text = err.decode()
+    assert f"\rreading {path.name}: [" in text and "100.0%" in text and "MB/s" in text
+    assert text.endswith("\r" + " " * 70 + "\r")       # the bar's line is cleared
+
+
+def test_no_progress_bar_when_stderr_is_a_pipe(tmp_path):
+    import subprocess
+
+    from toolkit.cli import Progress
+
+    path = tmp_path / "big.pcap"
+    _big_capture(path, Progress("x", io.StringIO()).min_bytes + (1 << 20))
+    p = _labkit(["analyze", "--format", "json", str(path)], subprocess.PIPE)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and json.loads(out)["summary"]["frames"] > 0
+    assert err == b""

@@ -13,11 +13,18 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
+if "numpy" not in sys.modules:
+    # The analyzer does no linear algebra, but numpy's OpenBLAS starts a spinning thread
+    # per CPU when numpy is first imported: on a small machine they take CPU from the
+    # decoding threads. Only when numpy is not loaded yet and nobody has chosen.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402  (after the setting above)
 
 from .analysis import verdicts as V
 from .analysis.addresses import address_text
