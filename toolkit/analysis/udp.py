@@ -97,9 +97,19 @@ DIRECTIONS = ("a_to_b", "b_to_a")
 
 @dataclass
 class UdpResult:
-    stream: np.ndarray               # per frame: udp.stream, -1 when not a UDP datagram
+    frames: int                      # frames in the capture
+    stream_rows: np.ndarray          # rows (frames - 1) that have a udp.stream ...
+    stream_ids: np.ndarray           # ... and that udp.stream
     conversation_table: Table        # one row per conversation, a_to_b / b_to_a columns
     flow_table: Table                # one row per lab-header flow (conversation, direction)
+
+    @cached_property
+    def stream(self) -> np.ndarray:
+        """Per frame: udp.stream, -1 when the frame has none (built on first use: 8 bytes
+        a frame, for what is mostly -1)."""
+        out = np.full(self.frames, -1, np.int64)
+        out[self.stream_rows] = self.stream_ids
+        return out
 
     @cached_property
     def conversations(self):
@@ -136,8 +146,6 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
     ids, n_conv = pair_ids(keys, np.arange(len(key_rows), dtype=np.int64))
     key_pair = np.empty(len(key_rows), np.int64)
     key_pair[by_frame] = ids
-    stream_of = np.full(n, -1, np.int64)
-    stream_of[key_rows] = key_pair
     pair = key_pair[:m]
     n_groups = 2 * n_conv
 
@@ -216,7 +224,7 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
             conv[f"{name}_{tag}"] = values[d::2]
     conv = Table(conv)
     flows = _lab_flows(conv, group, lab, ts, n_groups)
-    return UdpResult(stream_of, conv, flows)
+    return UdpResult(n, key_rows, key_pair, conv, flows)
 
 
 # Optional sparse table of UDP headers quoted in ICMP / ICMPv6 errors (RFC 792, RFC 4443

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-CHUNK = 8 << 20
+CHUNK = 4 << 20
 
 
 class ChunkSource:
