@@ -216,12 +216,18 @@ def record(path: Path, packets: int, seconds: float, loss: float) -> dict:
     return info
 
 
+# An installed labkit runs with its bytecode cached, as Python does by default: the cold
+# run writes the .pyc files (and numba's compiled kernels), the warm runs use them. A shell
+# that sets PYTHONDONTWRITEBYTECODE would make every run compile the sources again.
+RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(cmd: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of a child process; its stdout is discarded."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=err)
+                             stderr=err, env=RUN_ENV)
         try:
             _, status, usage = os.wait4(p.pid, 0)
         except BaseException:
