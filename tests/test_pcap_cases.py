@@ -333,3 +333,26 @@ def test_pcap_big_endian_nanoseconds_header_fields(tmp_path):
                                 snaplen=1000))
     assert cap.cols["ts_ns"][0] == 5 * 10**9 + 7 and cap.interfaces[0].snaplen == 1000
     assert cap.interfaces[0].tsresol == 1
+
+
+def test_decoding_threads_work_in_a_forked_child(tmp_path):
+    """A child forked after a threaded read gets its own worker threads (an inherited
+    pool would take the parts and never decode them: a hang)."""
+    import os
+
+    frames = _mixed_frames(20000)
+    path = tmp_path / "t.pcap"
+    path.write_bytes(B.pcap(frames))
+    parent = read_capture(path, threads=2)
+    pid = os.fork()
+    if pid == 0:                                    # the child: exit status says it all
+        code = 1
+        try:
+            import signal
+            signal.alarm(60)                        # a hang ends the child, failing
+            child = read_capture(path, threads=2)
+            code = 0 if np.array_equal(child.cols["seq"], parent.cols["seq"]) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -57,6 +57,18 @@ def executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool() -> None:
+    # a forked child has none of the parent's threads: a pool inherited from it would
+    # take work and never run it
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 class Scanner:
     """Runs the index and decode passes over buffers, appending rows to a ColumnStore."""
 
