@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 The first bytes say what the file is: gzip (1f 8b: decompressed as a stream), pcap
 (pcap.py) or pcapng (pcapng.py). Either reader pulls the file through one reusable chunk
-buffer (source.py) and lets a compiled kernel (decode.py) decode the frames of each chunk
-straight into the final column arrays (store.py). Memory stays near the size of the
-columns whatever the file's size: the packets' bytes are never all in memory at once.
+buffer (source.py); for each chunk a compiled kernel (decode.py) first indexes the records,
+then decodes their frames straight into the final column arrays (store.py), in parts on
+several threads (scanner.py). Memory stays near the size of the columns whatever the
+file's size: the packets' bytes are never all in memory at once.
 
 Damage (a length that cannot be, a file that ends inside a record) stops the reading:
 every frame before it is kept and `Capture.error` names the byte offset where the first
