@@ -1,9 +1,9 @@
 """What each capture tool is told, and what it says back: pure functions, no processes.
 
 A backend is described by data: how to build its command line, which line on stderr
-proves the capture is running, how long its kernel ring may hold a packet back, and how
-to read the counters it prints when it exits. Tests check all of it without root, on
-saved stderr text.
+proves the capture is running, how long its kernel ring may hold a packet back, how many
+packets per second it can keep up with, and how to read the counters it prints when it
+exits. Tests check all of it without root, on saved stderr text.
 
 Readiness, per backend, and why the marker is proof rather than a hint:
 - dumpcap prints "Capturing on 'lo'" *before* it opens the interface, so that line
@@ -12,22 +12,36 @@ Readiness, per backend, and why the marker is proof rather than a hint:
   in dumpcap.c). From then on every packet the filter accepts lands in its ring.
 - tcpdump prints "listening on <if>" after pcap_activate, pcap_setfilter and opening the
   output file, right before its capture loop.
+- scapy (our scapy_backend.py) prints its line after the socket is bound with its filter,
+  the file header is flushed and the sniffer thread runs.
 
 Draining, per backend: dumpcap 4.0 has no immediate mode; libpcap's TPACKET_V3 ring hands
 a block to user space only when the block fills or its 250 ms timeout expires, and on
 SIGINT dumpcap stops without draining a half-filled block. So a stop waits for longer than
 that timeout first (measured here: packets sent 0 ms before SIGINT were lost every time,
-300 ms before, never). tcpdump runs with --immediate-mode and has no such delay.
+300 ms before, never). tcpdump runs with --immediate-mode and has no such delay; the scapy
+backend reads its socket dry after SIGINT.
+
+Ring buffer, ring=(file_mib, files): dumpcap counts file sizes in kB of 1,000 bytes
+(measured: filesize:20 switches at 20,420 bytes) and names files a_00001_<time>.pcapng;
+tcpdump counts whole millions of bytes (so the size rounds up to at least 1 MB) and reuses
+the names a.pcap0 .. a.pcap<N-1>; the scapy backend rotates as dumpcap does.
+
+Comments: dumpcap writes a section comment with --capture-comment, but refuses it for a
+ring buffer ("only if we capture into a single pcapng file"); live.py then adds it to each
+file after the stop (files.annotate). The scapy backend writes it itself. tcpdump writes
+pcap, which has no comments: the comment stays in the capture's metadata (run.json).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-PREFERENCE = ("dumpcap", "tcpdump")
+PREFERENCE = ("dumpcap", "tcpdump", "scapy")
 
 
 @dataclass(frozen=True)
@@ -37,22 +51,46 @@ class BackendSpec:
     settle_s: float            # how long a packet may sit in the kernel ring before delivery
     file_format: str           # "pcapng" or "pcap"
     argv: Callable[..., list[str]]
+    max_pps: int | None = None  # packets/s it keeps up with; None: more than a lab sends
+    writes_comment: str = "no"  # "always", "single" (not with a ring buffer), "no"
+
+
+def ring_sizes(ring) -> tuple[float, int]:
+    """Check ring=(file_mib, files); the error names what is wrong."""
+    try:
+        file_mib, files = ring
+    except (TypeError, ValueError):
+        raise ValueError(f"ring must be (file_mib, files), got {ring!r}") from None
+    if isinstance(file_mib, bool) or not isinstance(file_mib, (int, float)) or \
+            not file_mib > 0 or not math.isfinite(file_mib):
+        raise ValueError(f"ring file size must be a positive number of MiB, got {file_mib!r}")
+    if isinstance(files, bool) or not isinstance(files, int) or files < 1:
+        raise ValueError(f"ring file count must be a whole number >= 1, got {files!r}")
+    return float(file_mib), files
 
 
 def _dumpcap_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: str,
-                  buffer_mib: int | None, packet_limit: int | None) -> list[str]:
+                  buffer_mib: int | None, packet_limit: int | None, *, ring=None,
+                  comment: str = "") -> list[str]:
     argv = [exe, "-i", interface, "-w", out, "-n", "-s", str(snaplen)]
     if buffer_mib:
         argv += ["-B", str(buffer_mib)]
     if packet_limit:
         argv += ["-c", str(packet_limit)]
+    if ring:
+        file_mib, files = ring_sizes(ring)
+        kb = max(1, round(file_mib * (1 << 20) / 1000))
+        argv += ["-b", f"filesize:{kb}", "-b", f"files:{files}"]
+    elif comment:
+        argv += ["--capture-comment", comment]
     if bpf_filter:
         argv += ["-f", bpf_filter]
     return argv
 
 
 def _tcpdump_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: str,
-                  buffer_mib: int | None, packet_limit: int | None) -> list[str]:
+                  buffer_mib: int | None, packet_limit: int | None, *, ring=None,
+                  comment: str = "") -> list[str]:
     # -U: write each packet as it arrives, so a killed tcpdump still leaves them on disk;
     # --immediate-mode: no ring block timeout, so SIGINT loses nothing already received;
     # -Z root (as root only): Debian's tcpdump otherwise drops to user "tcpdump" before
@@ -64,17 +102,46 @@ def _tcpdump_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: 
         argv += ["-B", str(buffer_mib * 1024)]      # tcpdump counts KiB
     if packet_limit:
         argv += ["-c", str(packet_limit)]
+    if ring:
+        file_mib, files = ring_sizes(ring)
+        megabytes = max(1, math.ceil(file_mib * (1 << 20) / 1_000_000))
+        argv += ["-C", str(megabytes), "-W", str(files)]
     if bpf_filter:
         argv.append(bpf_filter)
     return argv
 
 
+def _scapy_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: str,
+                buffer_mib: int | None, packet_limit: int | None, *, ring=None,
+                comment: str = "") -> list[str]:
+    argv = [exe, "-m", "toolkit.capture.scapy_backend", "-i", interface, "-w", out,
+            "-s", str(snaplen)]
+    if buffer_mib:
+        argv += ["-B", str(buffer_mib)]
+    if packet_limit:
+        argv += ["-c", str(packet_limit)]
+    if ring:
+        file_mib, files = ring_sizes(ring)
+        argv += ["--ring-bytes", str(max(1, round(file_mib * (1 << 20)))),
+                 "--ring-files", str(files)]
+    if comment:
+        argv += ["--comment", comment]
+    if bpf_filter:
+        argv += ["-f", bpf_filter]
+    return argv
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "dumpcap": BackendSpec("dumpcap", re.compile(r"^File: ", re.M), 0.5, "pcapng",
-                           _dumpcap_argv),
+                           _dumpcap_argv, writes_comment="single"),
     "tcpdump": BackendSpec("tcpdump", re.compile(r"listening on "), 0.05, "pcap",
                            _tcpdump_argv),
+    # the scapy backend reads its socket dry on SIGINT: nothing to wait for. Its ceiling:
+    # see scapy_backend.py (and test_capture_scapy.py, which holds it to it)
+    "scapy": BackendSpec("scapy", re.compile(r"^labkit-scapy: listening on ", re.M), 0.0,
+                         "pcapng", _scapy_argv, max_pps=1000, writes_comment="always"),
 }
+
 
 # dumpcap's running count, rewritten in place with "\r" (absent with -q)
 RUNNING_COUNT = re.compile(r"Packets: (\d+)")
@@ -135,7 +202,7 @@ def parse_counters(backend: str, stderr: str) -> CaptureCounters:
                                ("flushed", "flushed"), ("ps_ifdrop", "dropped_interface")):
                 if pairs.get(key, "").isdigit():
                     f[field] = _add(f.get(field), int(pairs[key]))
-    elif backend == "tcpdump":
+    elif backend in ("tcpdump", "scapy"):       # the scapy backend prints tcpdump's lines
         names = {"captured": "captured", "received by filter": "received",
                  "dropped by kernel": "dropped_kernel",
                  "dropped by interface": "dropped_interface"}

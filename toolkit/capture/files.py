@@ -130,3 +130,63 @@ def repair(path: str | Path, file_format: str, snaplen: int = 262144) -> str | N
         return (f"cut a torn tail of {s.file_bytes - s.good_bytes} bytes from {path.name} "
                 f"({s.packets} whole packets kept)")
     return None
+
+
+def section_comments(path: str | Path) -> list[str]:
+    """The comments (opt_comment) of a pcapng file's first section header; [] for pcap."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or struct.unpack("<I", head[:4])[0] != PCAPNG_SHB:
+            return []
+        end = "<" if struct.unpack("<I", head[8:12])[0] == PCAPNG_BOM else ">"
+        shb = head + f.read(struct.unpack(end + "I", head[4:8])[0] - 12)
+    # type, length, byte-order magic, version, section length: 24 bytes; then options
+    return [v.decode("utf-8", "replace") for code, v in _options(shb[24:-4], end)
+            if code == 1]
+
+
+def _options(raw: bytes, end: str) -> list[tuple[int, bytes]]:
+    out, pos = [], 0
+    while pos + 4 <= len(raw):
+        code, n = struct.unpack(end + "HH", raw[pos:pos + 4])
+        if code == 0:
+            break
+        out.append((code, raw[pos + 4:pos + 4 + n]))
+        pos += 4 + n + (-n % 4)
+    return out
+
+
+def annotate(path: str | Path, comment: str) -> bool:
+    """Add `comment` to the first section header of a pcapng file, as its opt_comment,
+    unless it is already there; True if the file was rewritten.
+
+    The section header's other options and every later block are kept byte for byte;
+    the section length field counts only what follows the header, so it stays right.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or struct.unpack("<I", head[:4])[0] != PCAPNG_SHB:
+            raise ValueError(f"{path} is not a pcapng file: pcap has no place for a comment")
+        end = "<" if struct.unpack("<I", head[8:12])[0] == PCAPNG_BOM else ">"
+        shb = head + f.read(struct.unpack(end + "I", head[4:8])[0] - 12)
+        opts = _options(shb[24:-4], end)
+        if any(code == 1 and v == comment.encode() for code, v in opts):
+            return False
+        opts.insert(0, (1, comment.encode()))
+        raw = b"".join(struct.pack(end + "HH", c, len(v)) + v + b"\0" * (-len(v) % 4)
+                       for c, v in opts) + struct.pack(end + "HH", 0, 0)
+        new_body = shb[8:24] + raw        # byte-order magic, version, section length
+        n = 12 + len(new_body)
+        tmp = path.with_name(path.name + ".lk-annotate")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(struct.pack(end + "II", PCAPNG_SHB, n) + new_body
+                          + struct.pack(end + "I", n))
+                while chunk := f.read(_CHUNK):
+                    out.write(chunk)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return True

@@ -1,0 +1,201 @@
+"""The scapy backend: a capture process in pure Python, for where dumpcap and tcpdump are not.
+
+    ip netns exec NS python -m toolkit.capture.scapy_backend -i IFACE -w OUT.pcapng \
+        [-s SNAPLEN] [-f FILTER] [-c COUNT] [-B MIB] [-F pcapng|pcap] [--comment TEXT] \
+        [--ring-bytes N --ring-files K]
+
+It behaves like the other backends toward live.py: it runs in the namespace it captures
+in (a child process under any argv prefix), says on stderr when it is recording, stops
+cleanly on SIGINT or SIGTERM, and prints its counters the way tcpdump does, so one parser
+reads both.
+
+Readiness: the AF_PACKET socket is created, the BPF filter attached and the socket bound
+(scapy's L2ListenSocket does these in that order, then flushes what arrived before the
+filter), the file header is written and flushed, and AsyncSniffer's thread has started;
+only then is the READY line printed. From then on every packet the filter accepts is
+queued in the socket by the kernel, whether or not Python has read it yet.
+
+Stop: AsyncSniffer stops, then whatever is still queued in the socket is read and written
+(non-blocking), then the socket's PACKET_STATISTICS give the kernel's counts: packets that
+passed the filter, and those dropped because the receive queue was full. Those drops are
+how this backend's ceiling shows: Python dissects each packet, about a thousand per
+second, and the queue absorbs only a burst (measured: ~1,200 packets/s kept up with,
+21% lost at 1,500/s). So BackendSpec.max_pps declares 1,000 and a runner caps its traffic
+below it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+
+from .writer import CaptureWriter, RingWriter
+
+READY = "labkit-scapy: listening on"
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+SO_RCVBUFFORCE = 33
+PACKET_OUTGOING = 4
+ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 0xFFFE
+# what the socket's hardware type means as a capture file's link type
+LINKTYPES = {ARPHRD_ETHER: 1, ARPHRD_LOOPBACK: 1, ARPHRD_NONE: 101}    # 101: raw IP
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m toolkit.capture.scapy_backend",
+                                description="capture with scapy's AsyncSniffer")
+    p.add_argument("-i", dest="interface", required=True)
+    p.add_argument("-w", dest="out", required=True)
+    p.add_argument("-s", dest="snaplen", type=int, default=262144)
+    p.add_argument("-f", dest="filter", default="")
+    p.add_argument("-c", dest="count", type=int, default=0)
+    p.add_argument("-B", dest="buffer_mib", type=int, default=0)
+    p.add_argument("-F", dest="file_format", choices=("pcapng", "pcap"), default="pcapng")
+    p.add_argument("--comment", default="")
+    p.add_argument("--ring-bytes", type=int, default=0)
+    p.add_argument("--ring-files", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"labkit-scapy: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def socket_statistics(sock: socket.socket) -> tuple[int, int]:
+    """(passed the filter, dropped for a full queue) since the last call: the kernel resets
+    them on every read. tp_packets already includes tp_drops (af_packet.c)."""
+    raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    return struct.unpack("II", raw)
+
+
+def _frame_socket(L2ListenSocket, raw_layer, get_last_packet_timestamp):
+    """scapy's listening socket, handing over frames undissected, and without lo's echo.
+
+    Dissecting each frame into layers is most of scapy's cost per packet, and a capture
+    only writes the bytes: Raw keeps them as they came. On a loopback interface every
+    packet passes twice, outgoing and incoming; libpcap keeps only the incoming copy
+    (pcap-linux.c), and so do we, so a capture of lo counts what tcpdump counts.
+    """
+
+    class FrameSocket(L2ListenSocket):
+        def recv_raw(self, x=65535):
+            frame, sa_ll, ts = self._recv_raw(self.ins, x)
+            if sa_ll[2] == PACKET_OUTGOING and sa_ll[3] == ARPHRD_LOOPBACK:
+                return None, None, None
+            if ts is None:      # no SCM_TIMESTAMPNS: the kernel's stamp by ioctl
+                ts = get_last_packet_timestamp(self.ins)
+            return raw_layer, frame, ts
+
+    return FrameSocket
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    try:
+        from scapy.arch.linux import L2ListenSocket, get_last_packet_timestamp
+        from scapy.config import conf
+        from scapy.error import Scapy_Exception
+        from scapy.sendrecv import AsyncSniffer
+    except ImportError as e:
+        return _fail(f"scapy is not installed ({e}): pip install scapy", 2)
+    conf.verb = 0
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    # before the socket exists: a stop that arrives during start-up still ends cleanly
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # scapy warns that it cannot name lo's link layer: we do not ask it to (FrameSocket)
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    try:
+        sock = _frame_socket(L2ListenSocket, conf.raw_layer, get_last_packet_timestamp)(
+            iface=args.interface, filter=args.filter or None)
+    except (OSError, Scapy_Exception, ValueError) as e:
+        return _fail(f"cannot capture on {args.interface!r}"
+                     f"{' with filter ' + repr(args.filter) if args.filter else ''}: {e}")
+    linktype = LINKTYPES.get(sock.ins.getsockname()[3])
+    if linktype is None:
+        sock.close()
+        return _fail(f"{args.interface!r} has ARP hardware type "
+                     f"{sock.ins.getsockname()[3]}, which this backend cannot frame")
+    writer = None
+    try:
+        if args.buffer_mib:
+            size = args.buffer_mib << 20
+            try:        # past net.core.rmem_max needs CAP_NET_ADMIN
+                sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+            except OSError:
+                sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        kw = dict(file_format=args.file_format, interface=args.interface,
+                  snaplen=args.snaplen, bpf_filter=args.filter, comment=args.comment,
+                  linktype=linktype)
+        try:
+            writer = (RingWriter(args.out, args.ring_bytes, args.ring_files, **kw)
+                      if args.ring_bytes else CaptureWriter(args.out, **kw))
+        except OSError as e:
+            return _fail(f"cannot write {args.out}: {e}")
+        return _capture(args, sock, writer, stop, AsyncSniffer)
+    finally:
+        sock.close()
+
+
+def _capture(args, sock, writer, stop: threading.Event, AsyncSniffer) -> int:
+    received = dropped = 0
+
+    def write(pkt) -> None:
+        # bytes(pkt) gives back the raw frame (scapy caches it), not a re-encoding
+        writer.packet(int(pkt.time * 1_000_000_000), bytes(pkt))
+        if args.count and writer.packets >= args.count:
+            stop.set()
+
+    started = threading.Event()
+    sniffer = AsyncSniffer(opened_socket=sock, prn=write, store=False,
+                           started_callback=started.set)
+    sniffer.start()
+    if not started.wait(30) or not sniffer.running:
+        return _fail(f"the sniffer thread did not start: {sniffer.exception}")
+    print(f"{READY} {args.interface} (filter: {args.filter or 'none'}), file {args.out}",
+          file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(0.2):
+            if not sniffer.running:       # its socket failed: say so, keep the file
+                break
+            writer.flush()
+    finally:
+        if sniffer.running:
+            sniffer.stop(join=True)
+        # packets the kernel queued before the sniffer stopped belong to the capture
+        while (not args.count or writer.packets < args.count) and \
+                select.select([sock.ins], [], [], 0)[0]:
+            try:
+                pkt = sock.recv()
+            except OSError:
+                break
+            if pkt is not None:
+                write(pkt)
+        try:
+            received, dropped = socket_statistics(sock.ins)
+        except OSError:
+            received = dropped = None
+        writer.close(received, dropped)
+    if sniffer.exception is not None:
+        print(f"labkit-scapy: the sniffer failed: {sniffer.exception}", file=sys.stderr)
+    # tcpdump's wording, so backends.parse_counters reads both
+    print(f"{writer.packets} packets captured", file=sys.stderr)
+    if received is not None:
+        print(f"{received} packets received by filter\n{dropped} packets dropped by kernel",
+              file=sys.stderr)
+    sys.stderr.flush()
+    return 0 if sniffer.exception is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
