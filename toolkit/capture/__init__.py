@@ -24,8 +24,10 @@ from .files import FileSummary, annotate, repair, section_comments, summarize
 from .live import (Capture, CaptureFailed, CaptureResult, installed_backends, launch,
                    ring_files, start)
 from .probe import CaptureProbe, CaptureUnavailable, probe
+from .vantage import CaptureSet, VantagePoint, start_many, vantage_points
 
 __all__ = ["BACKENDS", "Capture", "CaptureCounters", "CaptureFailed", "CaptureProbe",
-           "CaptureResult", "CaptureUnavailable", "FileSummary", "annotate",
-           "installed_backends", "launch", "parse_counters", "probe", "repair", "ring_files",
-           "section_comments", "start", "summarize"]
+           "CaptureResult", "CaptureSet", "CaptureUnavailable", "FileSummary", "VantagePoint",
+           "annotate", "installed_backends", "launch", "parse_counters", "probe", "repair",
+           "ring_files", "section_comments", "start", "start_many", "summarize",
+           "vantage_points"]

@@ -221,6 +221,11 @@ def permission_hint(text: str) -> str:
     denied = "not permitted" in low or "permission denied" in low or "permission to" in low
     if not denied:
         return ""
+    if "couldn't change to" in low:
+        # tcpdump running as uid 0 always switches user after opening the interface
+        # (initgroups, setuid), and a user namespace forbids setgroups
+        return ("tcpdump cannot give up root inside a user namespace (a rootless lab): "
+                "capture with dumpcap or scapy there (backend='dumpcap')")
     if "network namespace" in low:
         return ("entering a network namespace needs root (CAP_SYS_ADMIN): run as root, "
                 "e.g. sudo make demo")
