@@ -190,3 +190,46 @@ def annotate(path: str | Path, comment: str) -> bool:
             tmp.unlink(missing_ok=True)
             raise
     return True
+
+
+def _ns(units: int, if_tsresol: int) -> int:
+    """A pcapng timestamp in ns: units of 10^-n s, or of 2^-n s when the high bit is set."""
+    n = if_tsresol & 0x7F
+    if if_tsresol & 0x80:
+        return units * 1_000_000_000 >> n
+    return units * 10 ** (9 - n) if n <= 9 else units // 10 ** (n - 9)
+
+
+def iter_frames(path: str | Path):
+    """Yield (timestamp_ns, frame_bytes, original_length) for each packet of a pcap or
+    pcapng file, in file order; a quick look for checks and tests (dpkt-style: bytes
+    out, decoding elsewhere). The analyzer's reader (toolkit.pcap) is the fast path."""
+    data = Path(path).read_bytes()
+    if len(data) >= 24 and data[:4] in PCAP_MAGICS:
+        end = PCAP_MAGICS[data[:4]]
+        scale = 1 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1000
+        pos = 24
+        while pos + 16 <= len(data):
+            sec, frac, incl, orig = struct.unpack(end + "IIII", data[pos:pos + 16])
+            if pos + 16 + incl > len(data):
+                return
+            yield sec * 1_000_000_000 + frac * scale, data[pos + 16:pos + 16 + incl], orig
+            pos += 16 + incl
+        return
+    pos, end, tick = 0, "<", []         # tick: if_tsresol per interface
+    while pos + 12 <= len(data):
+        if struct.unpack("<I", data[pos:pos + 4])[0] == PCAPNG_SHB:
+            end = "<" if struct.unpack("<I", data[pos + 8:pos + 12])[0] == PCAPNG_BOM else ">"
+            tick = []
+        btype, blen = struct.unpack(end + "II", data[pos:pos + 8])
+        if blen < 12 or pos + blen > len(data):
+            return
+        body = data[pos + 8:pos + blen - 4]
+        if btype == 1:                                           # interface description
+            resol = next((v[0] for c, v in _options(body[8:], end) if c == 9 and v), 6)
+            tick.append(resol)
+        elif btype == PCAPNG_EPB:
+            iface, hi, lo, incl, orig = struct.unpack(end + "IIIII", body[:20])
+            ns = _ns((hi << 32) | lo, tick[iface] if iface < len(tick) else 6)
+            yield ns, body[20:20 + incl], orig
+        pos += blen

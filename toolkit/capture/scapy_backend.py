@@ -18,10 +18,12 @@ queued in the socket by the kernel, whether or not Python has read it yet.
 Stop: AsyncSniffer stops, then whatever is still queued in the socket is read and written
 (non-blocking), then the socket's PACKET_STATISTICS give the kernel's counts: packets that
 passed the filter, and those dropped because the receive queue was full. Those drops are
-how this backend's ceiling shows: Python dissects each packet, about a thousand per
-second, and the queue absorbs only a burst (measured: ~1,200 packets/s kept up with,
-21% lost at 1,500/s). So BackendSpec.max_pps declares 1,000 and a runner caps its traffic
-below it.
+how this backend's ceiling shows: Python handles each packet, and the queue absorbs only
+a burst. scapy's usual sniffing dissects every frame into layers and keeps up with only
+~1,200 packets/s (21% lost at 1,500/s, measured for issue 3); a capture only needs the
+bytes, so FrameSocket hands them over undissected, which lifts the ceiling to ~9,000/s
+on one core here. BackendSpec.max_pps declares a margin below that (backends.py), and a
+runner caps its traffic below it and says so.
 """
 
 from __future__ import annotations
