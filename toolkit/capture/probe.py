@@ -11,7 +11,9 @@ would. Being uid 0 is not enough on its own (a container may drop CAP_NET_RAW).
 from __future__ import annotations
 
 import grp
+import importlib.util
 import os
+import socket
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -57,7 +59,7 @@ def _has(mask: int, cap: int) -> bool:
 
 @dataclass(frozen=True)
 class CaptureProbe:
-    installed: dict[str, str]             # backend -> path
+    installed: dict[str, str]             # backend -> path (scapy: its package)
     usable: tuple[str, ...]               # backends that opened the interface (best first)
     problems: dict[str, str] = field(default_factory=dict)   # backend -> why not
     root: bool = False
@@ -112,9 +114,25 @@ def _why_not(name: str, path: str, caps: int) -> str:
     return "you are not root and your process lacks CAP_NET_RAW"
 
 
+def _packet_socket_problem(interface: str) -> str | None:
+    """Why the scapy backend could not capture on `interface` from this process, or None.
+    It runs in a child of ours, with our privileges: opening the same AF_PACKET socket
+    here fails exactly when it would there."""
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)) as s:
+            s.bind((interface, 0))
+    except PermissionError:
+        return ("you are not root and your process lacks CAP_NET_RAW (the scapy backend "
+                "opens an AF_PACKET socket itself)")
+    except OSError as e:
+        return f"could not open an AF_PACKET socket on {interface}: {e.strerror or e}"
+    return None
+
+
 def probe(interface: str = "lo", live: bool = True, timeout: float = 10.0) -> CaptureProbe:
     """Which capture backends are installed and which can capture on `interface`."""
     installed = {n: p for n in ("dumpcap", "tcpdump") if (p := which(n))}
+    scapy = importlib.util.find_spec("scapy")
     caps = process_capabilities()
     usable: list[str] = []
     problems: dict[str, str] = {}
@@ -137,5 +155,13 @@ def probe(interface: str = "lo", live: bool = True, timeout: float = 10.0) -> Ca
                 usable.append(name)
             else:
                 problems[name] = _why_not(name, path, caps)
+    if scapy is not None:
+        installed["scapy"] = scapy.origin or "scapy"
+        why = _packet_socket_problem(interface) if live else (
+            None if _has(caps, CAP_NET_RAW) else "your process lacks CAP_NET_RAW")
+        if why is None:
+            usable.append("scapy")
+        else:
+            problems["scapy"] = why
     return CaptureProbe(installed, tuple(usable), problems, os.geteuid() == 0,
                         _has(caps, CAP_NET_RAW), _has(caps, CAP_SYS_ADMIN))
