@@ -199,8 +199,15 @@ def _settle() -> None:
     so does the interpreter's exit: 0.3-0.4 s of a `labkit analyze` run. gc.freeze() puts
     them in a generation the collector skips; objects are still freed by reference
     counting, only reference cycles among the objects frozen here would never be
-    collected. Young objects are collected as usual."""
-    gc.freeze()
+    collected. Done once, on the first analysis: what later calls create is collected as
+    usual, so a notebook analyzing many captures does not keep their tables."""
+    global _settled
+    if not _settled:
+        _settled = True
+        gc.freeze()
+
+
+_settled = False
 
 
 def _address_column(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray):
