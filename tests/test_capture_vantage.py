@@ -126,11 +126,15 @@ SERVER = textwrap.dedent("""
         c, _ = s.accept()
         c.close()
 """)
+# Waits in a's namespace for a line, then connects at once: the SYN leaves within a
+# millisecond of start_many returning (spawning a client per run would give every
+# capture ~50 ms of grace, and a readiness bug would pass unseen).
 CLIENT = textwrap.dedent("""
     import socket, sys
-    s = socket.create_connection((sys.argv[1], 5001), timeout=5)
-    print(s.getsockname()[1])
-    s.close()
+    for line in sys.stdin:
+        s = socket.create_connection((sys.argv[1], 5001), timeout=5)
+        print(s.getsockname()[1], flush=True)
+        s.close()
 """)
 
 
@@ -171,13 +175,16 @@ def test_first_syn_seen_at_every_vantage_point_over_many_runs(lab, tmp_path, bac
     points = capture.vantage_points(lab)
     mac_a, mac_rb = lab.mac("a", "r"), lab.mac("r", "b")
     imp = I.from_dict({"a_to_b": {"delay": "1ms"}})       # named in the comment only
+    client = lab.popen("a", [sys.executable, "-c", CLIENT, lab.addr("b")],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     for run in range(RUNS[backend]):
         run_dir = tmp_path / str(run)
         with capture.start_many(lab, points, run_dir, backend=backend, impairment=imp,
                                 bpf_filter="tcp port 5001") as caps:
-            client = lab.exec("a", [sys.executable, "-c", CLIENT, lab.addr("b")], timeout=20)
-            assert client.returncode == 0, client.stderr
-        port = int(client.stdout)
+            client.stdin.write("connect\n")
+            client.stdin.flush()
+            port = int(client.stdout.readline() or 0)
+            assert port, f"run {run}: the client in a failed (status {client.poll()})"
         expect = {"a": (64, mac_a), "r-a": (64, mac_a), "r-b": (63, mac_rb),
                   "b": (63, mac_rb)}
         for name, result in caps.results.items():
