@@ -94,20 +94,22 @@ class Scanner:
             n = rows - self.row
             if n:
                 self.store.reserve(rows)
-                self._decode(buf, pos, stop, n, big, pcapng, tick_ns, ifs, if_base, base)
+                self._decode(buf, stop, n, big, pcapng, tick_ns, ifs, if_base, base)
                 self.row = rows
             pos = stop
             if status != K.FULL:
                 return pos, status, value
 
-    def _decode(self, buf, pos, stop, n, big, pcapng, tick_ns, ifs, if_base, base) -> None:
+    def _decode(self, buf, stop, n, big, pcapng, tick_ns, ifs, if_base, base) -> None:
         parts = max(1, min(self.threads, n // MIN_PART_ROWS))
         # part t starts at a marked frame (a multiple of MARK_STEP rows in)
         starts = sorted({(n * t // parts) // K.MARK_STEP * K.MARK_STEP for t in range(parts)})
         bounds = [(k, int(self.marks[k // K.MARK_STEP])) for k in starts] + [(n, stop)]
-        cols = self.store.columns()
 
-        def part(t: int, cols: tuple):
+        def part(t: int):
+            # the column views live in this frame only: once every part has returned, no
+            # thread holds one, and the store may grow (mremap) again
+            cols = self.store.columns()
             (k0, p0), (_, p1) = bounds[t], bounds[t + 1]
             side, notes = self.side[t], self.notes[t]
             p, row, sk, uk, qk, found = p0, self.row + k0, 0, 0, 0, []
@@ -119,12 +121,11 @@ class Scanner:
                 if status != K.FULL:        # FULL: the notes ran out; go on after them
                     return sk, uk, qk, found
 
-        futures = [executor().submit(part, t, cols) for t in range(1, len(bounds) - 1)]
+        futures = [executor().submit(part, t) for t in range(1, len(bounds) - 1)]
         try:
-            results = [part(0, cols)]
+            results = [part(0)]
         finally:
             results += [f.result() for f in futures]    # never leave a thread writing
-        del cols
         for t, (sk, uk, qk, found) in enumerate(results):
             self.store.add_side(self.side[t], (sk, uk, qk))
             self.comments += found

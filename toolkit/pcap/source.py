@@ -40,7 +40,11 @@ class ChunkSource:
     def fill(self, need: int = 0) -> None:
         """Read until the buffer is full (at least `need` bytes) or the stream ends."""
         if need > len(self.buf):
-            self.buf.extend(bytes(need - len(self.buf)))
+            # a new buffer, not a resize: a decoding thread may still hold a view of the
+            # old one for a moment (a bytearray cannot be resized while viewed)
+            grown = bytearray(need)
+            grown[:self.filled] = self.buf[:self.filled]
+            self.buf = grown
         with memoryview(self.buf) as view:
             while not self.eof and self.filled < len(self.buf):
                 try:
