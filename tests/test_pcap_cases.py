@@ -356,3 +356,17 @@ def test_decoding_threads_work_in_a_forked_child(tmp_path):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_records_larger_than_the_buffer_grow_it(tmp_path, monkeypatch, fmt):
+    """A record longer than the whole chunk buffer makes a bigger buffer; the frames around
+    it, and it, are decoded whole."""
+    monkeypatch.setattr(source_mod, "CHUNK", 1000)
+    sizes = [100, 5000, 120, 9000, 50]
+    frames = [B.ether(B.ipv4(B.tcp(seq=i, payload=b"q" * n))) for i, n in enumerate(sizes)]
+    data = (B.pcap(frames) if fmt == "pcap"
+            else _ng(B.idb(), *[B.epb(f, i) for i, f in enumerate(frames)]))
+    cap = read(tmp_path, data, "t." + fmt, threads=2)
+    assert cap.error is None and cap.cols["seq"].tolist() == list(range(len(sizes)))
+    assert cap.cols["paylen"].tolist() == sizes
