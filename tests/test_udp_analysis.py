@@ -473,3 +473,36 @@ def test_icmp_quoted_udp_from_a_capture(tmp_path):
     # the reader provides the quoted-header table (toolkit.analysis.udp.QUOTED_COLUMNS)
     assert cols["icmp_rows"].tolist() == [1, 2]
     assert analyze_udp(cols).stream.tolist() == ICMP_TSHARK_STREAMS
+
+
+def test_udp_on_its_own_thread_changes_nothing(tmp_path, monkeypatch):
+    """toolkit.analyze runs a large UDP analysis beside the TCP one (on a worker thread):
+    the tables equal those of one thread."""
+    import struct
+
+    import toolkit.api as api
+
+    monkeypatch.setattr(api, "UDP_THREAD_MIN", 1000)
+
+    def frame(src, dst, proto, l4):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0,
+                         bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+        return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + l4
+
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(6000):
+        if i % 3:
+            seq = struct.pack("!I", i)
+            f = frame("10.0.0.1", f"10.0.1.{i % 7}", 17,
+                      struct.pack("!HHHH", 4000 + i % 5, 53, 12, 0) + seq)
+        else:
+            f = frame("10.0.0.2", "10.0.0.3", 6, struct.pack(
+                "!HHIIHHHH", 1234, 80, 1000 + i, 0, (5 << 12) | 0x10, 65535, 0, 0))
+        out.append(struct.pack("<IIII", 1000 + i // 1000, (i % 1000) * 1000, len(f), len(f))
+                   + f)
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(b"".join(out))
+    one, two = api.analyze(path, threads=1), api.analyze(path, threads=2)
+    assert len(one.udp) == 35 and len(one.tcp) == 1
+    assert one.udp.equals(two.udp) and one.tcp.equals(two.tcp)
+    assert np.array_equal(one.udp_stream, two.udp_stream)
