@@ -137,10 +137,10 @@ BACKENDS: dict[str, BackendSpec] = {
     "tcpdump": BackendSpec("tcpdump", re.compile(r"listening on "), 0.05, "pcap",
                            _tcpdump_argv),
     # the scapy backend reads its socket dry on SIGINT: nothing to wait for. Its ceiling
-    # (scapy_backend.py; test_capture_scapy.py holds it to it), measured in the lab on 2
-    # cores shared with the sender: one capture lost nothing at 5,000/s and 2% at 10,000/s;
-    # four at once (a, r-a, r-b, b) nothing at 2,000/s each, 23% at 3,000/s. Declared
-    # with room for a busier machine; CaptureSet.max_pps divides it among the cores.
+    # (scapy_backend.py; test_capture_scapy.py holds it to it), measured in the lab for
+    # 10 s on 2 cores shared with the sender and other work: one capture lost 0.7% at
+    # 8,000/s and 25% at 12,000/s; four at once (a, r-a, r-b, b) nothing at 3,500/s each.
+    # Declared with room for a busier machine; CaptureSet.max_pps divides it among cores.
     "scapy": BackendSpec("scapy", re.compile(r"^labkit-scapy: listening on ", re.M), 0.0,
                          "pcapng", _scapy_argv, max_pps=2500, writes_comment="always"),
 }

@@ -10,8 +10,8 @@ cleanly on SIGINT or SIGTERM, and prints its counters the way tcpdump does, so o
 reads both.
 
 Readiness: the AF_PACKET socket is created, the BPF filter attached and the socket bound
-(scapy's L2ListenSocket does these in that order, then flushes what arrived before the
-filter), the file header is written and flushed, and AsyncSniffer's thread has started;
+(in libpcap's order: see FrameSocket), the file header is written and flushed, and
+AsyncSniffer's thread has started;
 only then is the READY line printed. From then on every packet the filter accepts is
 queued in the socket by the kernel, whether or not Python has read it yet.
 
@@ -19,17 +19,16 @@ Stop: AsyncSniffer stops, then whatever is still queued in the socket is read an
 (non-blocking), then the socket's PACKET_STATISTICS give the kernel's counts: packets that
 passed the filter, and those dropped because the receive queue was full. Those drops are
 how this backend's ceiling shows: Python handles each packet, and the queue absorbs only
-a burst. scapy's usual sniffing dissects every frame into layers and keeps up with only
-~1,200 packets/s (21% lost at 1,500/s, measured for issue 3); a capture only needs the
-bytes, so FrameSocket hands them over undissected, which lifts the ceiling to ~9,000/s
-on one core here. BackendSpec.max_pps declares a margin below that (backends.py), and a
-runner caps its traffic below it and says so.
+a burst (2 MiB by default, as dumpcap's). scapy's usual sniffing dissects every frame
+into layers and keeps up with only ~1,200 packets/s (21% lost at 1,500/s, measured for
+issue 3); a capture only needs the bytes, so FrameSocket hands them over undissected,
+which lifts the ceiling to ~9,000/s on one core here. BackendSpec.max_pps declares a
+margin below that (backends.py), and a runner caps its traffic below it and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import select
 import signal
 import socket
@@ -40,9 +39,9 @@ import threading
 from .writer import CaptureWriter, RingWriter
 
 READY = "labkit-scapy: listening on"
-SOL_PACKET, PACKET_STATISTICS = 263, 6
-SO_RCVBUFFORCE = 33
-PACKET_OUTGOING = 4
+SOL_PACKET, PACKET_ADD_MEMBERSHIP, PACKET_STATISTICS, PACKET_AUXDATA = 263, 1, 6, 8
+PACKET_MR_PROMISC, PACKET_OUTGOING, ETH_P_ALL = 1, 4, 0x0003
+SO_RCVBUFFORCE, SO_TIMESTAMPNS = 33, 35
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 0xFFFE
 # what the socket's hardware type means as a capture file's link type
 LINKTYPES = {ARPHRD_ETHER: 1, ARPHRD_LOOPBACK: 1, ARPHRD_NONE: 101}    # 101: raw IP
@@ -76,8 +75,15 @@ def socket_statistics(sock: socket.socket) -> tuple[int, int]:
     return struct.unpack("II", raw)
 
 
-def _frame_socket(L2ListenSocket, raw_layer, get_last_packet_timestamp):
-    """scapy's listening socket, handing over frames undissected, and without lo's echo.
+def _frame_socket_class(SuperSocket, attach_filter, raw_layer, get_last_packet_timestamp):
+    """A scapy socket that listens the way libpcap does, and hands frames over whole.
+
+    Order matters for the counters: a packet socket opened for ETH_P_ALL receives every
+    frame of every interface until it is bound, and the kernel counts those in its
+    statistics even once they are flushed (scapy's L2ListenSocket works that way: seen
+    here as 11 "drops" on a quiet lo). Opened with protocol 0 it receives nothing
+    (packet(7)); the filter goes on, then the bind to the interface with ETH_P_ALL, and
+    from that moment only filtered frames of that interface are queued and counted.
 
     Dissecting each frame into layers is most of scapy's cost per packet, and a capture
     only writes the bytes: Raw keeps them as they came. On a loopback interface every
@@ -85,7 +91,29 @@ def _frame_socket(L2ListenSocket, raw_layer, get_last_packet_timestamp):
     (pcap-linux.c), and so do we, so a capture of lo counts what tcpdump counts.
     """
 
-    class FrameSocket(L2ListenSocket):
+    class FrameSocket(SuperSocket):
+        desc = "labkit: frames of one interface, filtered in the kernel, undissected"
+
+        def __init__(self, iface: str, bpf_filter: str, rcvbuf: int):
+            ifindex = socket.if_nametoindex(iface)      # OSError: no such interface
+            SuperSocket.__init__(self, socket.AF_PACKET, socket.SOCK_RAW, 0, iface=iface)
+            self.outs = None                            # listen only
+            if bpf_filter:
+                attach_filter(self.ins, bpf_filter, iface)
+            # promiscuous, as dumpcap and tcpdump are by default; the membership ends
+            # with the socket (struct packet_mreq: ifindex, type, alen, address)
+            self.ins.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
+                                struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b""))
+            try:        # past net.core.rmem_max needs CAP_NET_ADMIN
+                self.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                self.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.ins.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)      # VLAN tags (scapy)
+            self.ins.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.auxdata_available = True
+            self.ins.bind((iface, ETH_P_ALL))
+            self.hatype = self.ins.getsockname()[3]
+
         def recv_raw(self, x=65535):
             frame, sa_ll, ts = self._recv_raw(self.ins, x)
             if sa_ll[2] == PACKET_OUTGOING and sa_ll[3] == ARPHRD_LOOPBACK:
@@ -100,10 +128,11 @@ def _frame_socket(L2ListenSocket, raw_layer, get_last_packet_timestamp):
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     try:
-        from scapy.arch.linux import L2ListenSocket, get_last_packet_timestamp
+        from scapy.arch.linux import attach_filter, get_last_packet_timestamp
         from scapy.config import conf
         from scapy.error import Scapy_Exception
         from scapy.sendrecv import AsyncSniffer
+        from scapy.supersocket import SuperSocket
     except ImportError as e:
         return _fail(f"scapy is not installed ({e}): pip install scapy", 2)
     conf.verb = 0
@@ -115,27 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     # before the socket exists: a stop that arrives during start-up still ends cleanly
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    # scapy warns that it cannot name lo's link layer: we do not ask it to (FrameSocket)
-    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    FrameSocket = _frame_socket_class(SuperSocket, attach_filter, conf.raw_layer,
+                                      get_last_packet_timestamp)
     try:
-        sock = _frame_socket(L2ListenSocket, conf.raw_layer, get_last_packet_timestamp)(
-            iface=args.interface, filter=args.filter or None)
-    except (OSError, Scapy_Exception, ValueError) as e:
+        sock = FrameSocket(args.interface, args.filter, (args.buffer_mib or 2) << 20)
+    except (OSError, Scapy_Exception, ValueError, ImportError) as e:
         return _fail(f"cannot capture on {args.interface!r}"
                      f"{' with filter ' + repr(args.filter) if args.filter else ''}: {e}")
-    linktype = LINKTYPES.get(sock.ins.getsockname()[3])
-    if linktype is None:
-        sock.close()
-        return _fail(f"{args.interface!r} has ARP hardware type "
-                     f"{sock.ins.getsockname()[3]}, which this backend cannot frame")
-    writer = None
     try:
-        if args.buffer_mib:
-            size = args.buffer_mib << 20
-            try:        # past net.core.rmem_max needs CAP_NET_ADMIN
-                sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-            except OSError:
-                sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        linktype = LINKTYPES.get(sock.hatype)
+        if linktype is None:
+            return _fail(f"{args.interface!r} has ARP hardware type {sock.hatype}, "
+                         "which this backend cannot frame")
         kw = dict(file_format=args.file_format, interface=args.interface,
                   snaplen=args.snaplen, bpf_filter=args.filter, comment=args.comment,
                   linktype=linktype)
