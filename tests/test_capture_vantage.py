@@ -84,6 +84,19 @@ def test_capture_set_ceiling_shares_the_cores(monkeypatch, limits, cores, expect
     assert CaptureSet([], caps).max_pps == expected
 
 
+def test_a_runner_caps_its_rate_below_the_ceiling_and_says_so():
+    assert capture.limit_rate(5000, None) == (5000, None)
+    assert capture.limit_rate(900, 1000) == (900, None)
+    rate, note = capture.limit_rate(5000, 1000)
+    assert rate == 1000 and note == ("traffic capped at 1,000 packets/s (asked: 5,000): "
+                                     "the capture cannot keep up with more")
+    caps = {n: SimpleNamespace(max_pps=2500, backend="scapy") for n in "abcd"}
+    s = CaptureSet([], caps)
+    rate, note = s.limit_rate(10_000)
+    assert rate == s.max_pps < 2500
+    assert note.endswith(": 4 scapy captures at once cannot keep up with more")
+
+
 def test_start_many_rejects_bad_arguments(tmp_path):
     lab = _fake_lab()
     with pytest.raises(ValueError, match="at least one"):
@@ -343,3 +356,18 @@ def _check_rootless_run(r, out: Path) -> None:
             f"labkit run {got['run_id']}, vantage point {name} "
             f"({'r' if name.startswith('r-') else name}: "
             f"lk-{name if name.startswith('r-') else name + '-r'}), impairment: none"]
+
+
+# --- start(): a generic prefix, or netns= as its shorthand -------------------------------------
+
+def test_netns_and_prefix_are_exclusive(tmp_path):
+    with pytest.raises(ValueError, match="netns= or prefix=, not both"):
+        capture.start("lo", tmp_path / "x.pcapng", netns="lk-x", prefix=["env"])
+
+
+@pytest.mark.root
+def test_failure_under_a_prefix_names_it(tmp_path):
+    if not capture.probe("lo").usable:
+        pytest.skip("no capture here")
+    with pytest.raises(capture.CaptureFailed, match="lknope0 under env LK_PREFIX=1 exited"):
+        capture.start("lknope0", tmp_path / "x.pcapng", prefix=["env", "LK_PREFIX=1"])

@@ -24,10 +24,10 @@ from .files import FileSummary, annotate, repair, section_comments, summarize
 from .live import (Capture, CaptureFailed, CaptureResult, installed_backends, launch,
                    ring_files, start)
 from .probe import CaptureProbe, CaptureUnavailable, probe
-from .vantage import CaptureSet, VantagePoint, start_many, vantage_points
+from .vantage import CaptureSet, VantagePoint, limit_rate, start_many, vantage_points
 
 __all__ = ["BACKENDS", "Capture", "CaptureCounters", "CaptureFailed", "CaptureProbe",
            "CaptureResult", "CaptureSet", "CaptureUnavailable", "FileSummary", "VantagePoint",
-           "annotate", "installed_backends", "launch", "parse_counters", "probe", "repair",
-           "ring_files", "section_comments", "start", "start_many", "summarize",
-           "vantage_points"]
+           "annotate", "installed_backends", "launch", "limit_rate", "parse_counters",
+           "probe", "repair", "ring_files", "section_comments", "start", "start_many",
+           "summarize", "vantage_points"]

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import (BACKENDS, PREFERENCE, RUNNING_COUNT, CaptureCounters, parse_counters,
@@ -87,7 +87,6 @@ class CaptureResult:
     max_pps: int | None = None
     started_at: float | None = None
     stopped_at: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """For run.json."""
@@ -97,7 +96,7 @@ class CaptureResult:
                 "comment_in_file": self.comment_in_file, "repaired": list(self.repaired),
                 "escalated": self.escalated, "returncode": self.returncode,
                 "max_pps": self.max_pps, "started_at": self.started_at,
-                "stopped_at": self.stopped_at, **self.extra}
+                "stopped_at": self.stopped_at}
 
 
 def ring_files(path: Path, backend: str) -> list[Path]:

@@ -76,6 +76,16 @@ def comment_for(run_id: str, point: VantagePoint, impairment) -> str:
             f"{point.interface}), impairment: {describe_impairment(impairment)}")
 
 
+def limit_rate(pps: float, max_pps: int | None, who: str = "the capture"
+               ) -> tuple[float, str | None]:
+    """Cap a traffic rate at a capture's ceiling; the note says so, for the run's output
+    and run.json. A capture that cannot keep up would report loss the link never made."""
+    if max_pps is None or pps <= max_pps:
+        return pps, None
+    return float(max_pps), (f"traffic capped at {max_pps:,} packets/s (asked: {pps:,.0f}): "
+                            f"{who} cannot keep up with more")
+
+
 class CaptureSet:
     """Captures at several vantage points, started and stopped together."""
 
@@ -95,6 +105,14 @@ class CaptureSet:
             return None
         share = min(1.0, (os.cpu_count() or 1) / len(limits))
         return int(min(limits) * share)
+
+    def limit_rate(self, pps: float) -> tuple[float, str | None]:
+        """The packet rate a runner may send at, and what to tell the user if it is
+        lower than asked (None when the captures keep up with `pps`)."""
+        backends = sorted({c.backend for c in self.captures.values() if c.max_pps})
+        n = sum(1 for c in self.captures.values() if c.max_pps)
+        who = f"{n} {'/'.join(backends)} capture{'s at once' if n > 1 else ''}"
+        return limit_rate(pps, self.max_pps, who)
 
     def __getitem__(self, name: str) -> Capture:
         return self.captures[name]
@@ -164,7 +182,7 @@ def start_many(lab, points: list[VantagePoint], run_dir: str | os.PathLike, *,
                 comment=comment_for(lab.run_id, p, impairment))
         for p in points:
             try:
-                captures[p.name]._await_ready(ready_timeout)
+                captures[p.name].await_ready(ready_timeout)
             except CaptureFailed as e:
                 raise CaptureFailed(f"vantage point {p.name}: {e}") from None
     except BaseException:
