@@ -401,6 +401,8 @@ def _ticks_to_ns(ticks, mul, div, shift):
             drop = np.uint64(shift - 34)
             ns = ((frac >> drop) * np.uint64(1_000_000_000)) >> np.uint64(34)
         return np.int64(sec) * 1_000_000_000 + np.int64(ns)
+    if div == 1:                                 # 10^-9 ... 10^-0: no division
+        return np.int64(ticks) * mul
     return np.int64(ticks // np.uint64(div)) * mul
 
 
