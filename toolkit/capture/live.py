@@ -11,8 +11,10 @@
 interface is open and the filter installed (see backends.py for why that line is proof).
 `stop` waits out the kernel ring's delivery delay, then SIGINT (the backend flushes, closes
 its file and prints its counters), then SIGTERM, then SIGKILL, each with a timeout; then
-it repairs the file if a kill tore it. It runs from `__exit__` and from `start`'s own
-failure paths, so no exit path leaves a capture process behind.
+it repairs each file a kill tore, adds the comment to pcapng files the backend could not
+comment itself (dumpcap's ring files), and returns a CaptureResult naming the files. It
+runs from `__exit__` and from `start`'s own failure paths, so no exit path leaves a
+capture process behind.
 
 Under a prefix (`ip netns exec NS`, or the lab's rootless `nsenter ... ip netns exec NS`)
 every command in it execs the next, so the pid we hold and signal is the backend's own.
@@ -23,6 +25,7 @@ group stops it too, instead of leaving an orphan filling the disk.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import re
@@ -104,11 +107,12 @@ def ring_files(path: Path, backend: str) -> list[Path]:
     if backend == "tcpdump":
         # a.pcap0, a.pcap1, ...: reused in turn, so only the times tell the order
         rx = re.compile(re.escape(path.name) + r"\d+")
-        found = [p for p in path.parent.glob(path.name + "*") if rx.fullmatch(p.name)]
+        found = [p for p in path.parent.glob(glob.escape(path.name) + "*")
+                 if rx.fullmatch(p.name)]
         return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
     # dumpcap's (and our scapy backend's) a_00001_20261122234451.pcapng
     rx = re.compile(re.escape(path.stem) + r"_(\d{5,})_\d{14}" + re.escape(path.suffix))
-    found = [(int(m.group(1)), p) for p in path.parent.glob(path.stem + "_*")
+    found = [(int(m.group(1)), p) for p in path.parent.glob(glob.escape(path.stem) + "_*")
              if (m := rx.fullmatch(p.name))]
     return [p for _, p in sorted(found)]
 
