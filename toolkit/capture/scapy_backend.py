@@ -29,6 +29,7 @@ margin below that (backends.py), and a runner caps its traffic below it and says
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import signal
 import socket
@@ -61,6 +62,33 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ring-bytes", type=int, default=0)
     p.add_argument("--ring-files", type=int, default=0)
     return p.parse_args(argv)
+
+
+class StopFlag:
+    """Set from a signal handler or a thread, waited on by the main thread.
+
+    Not a threading.Event: Event.set takes a lock that the main thread may be holding
+    inside Event.wait when the signal handler runs on top of it, and then both wait
+    forever (seen here: one stop in ~40 hung until SIGKILL). A flag and a self-pipe
+    take no lock; os.write is safe in a handler.
+    """
+
+    def __init__(self):
+        self.is_set = False
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+
+    def set(self) -> None:
+        self.is_set = True
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:          # the pipe is full: a wake-up is pending anyway
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        if not self.is_set:
+            select.select([self._r], [], [], timeout)
+        return self.is_set
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -136,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         return _fail(f"scapy is not installed ({e}): pip install scapy", 2)
     conf.verb = 0
-    stop = threading.Event()
+    stop = StopFlag()
 
     def on_signal(signum, frame):
         stop.set()
@@ -169,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         sock.close()
 
 
-def _capture(args, sock, writer, stop: threading.Event, AsyncSniffer) -> int:
+def _capture(args, sock, writer, stop: StopFlag, AsyncSniffer) -> int:
     received = dropped = 0
 
     def write(pkt) -> None:
