@@ -201,6 +201,9 @@ def _capture(args, sock, writer, stop: StopFlag, AsyncSniffer) -> int:
     received = dropped = 0
 
     def write(pkt) -> None:
+        # the sniffer may hand over more before the main thread stops it: -c is exact
+        if args.count and writer.packets >= args.count:
+            return
         # bytes(pkt) gives back the raw frame (scapy caches it), not a re-encoding
         writer.packet(int(pkt.time * 1_000_000_000), bytes(pkt))
         if args.count and writer.packets >= args.count:
