@@ -161,7 +161,11 @@ def test_writes_pcap_when_asked(tmp_path):
         time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGINT)
-        err = proc.communicate(timeout=10)[1]
+        try:
+            err = proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()                 # never leave it behind; the test fails below
+            err = proc.communicate()[1] + "\n(did not stop on SIGINT within 10 s)"
     assert proc.returncode == 0 and "2 packets captured" in err
     assert capture.summarize(path).file_format == "pcap"
     assert [orig for _, _, orig in files.iter_frames(path)] == [142, 142]
