@@ -371,3 +371,21 @@ def test_failure_under_a_prefix_names_it(tmp_path):
         pytest.skip("no capture here")
     with pytest.raises(capture.CaptureFailed, match="lknope0 under env LK_PREFIX=1 exited"):
         capture.start("lknope0", tmp_path / "x.pcapng", prefix=["env", "LK_PREFIX=1"])
+
+
+@pytest.mark.root
+def test_the_lab_teardown_stops_captures_left_running(tmp_path):
+    _need_lab()
+    _need_backend("dumpcap")
+    from toolkit import netlab
+    with netlab.up(netlab.default_topology()) as lab:
+        caps = capture.start_many(lab, capture.vantage_points(lab, ["a", "b"]), tmp_path,
+                                  backend="dumpcap", bpf_filter="icmp")
+        assert lab.exec("a", ["ping", "-c1", "-W2", lab.addr("b")]).returncode == 0
+        pids = [c.pid for c in caps.captures.values()]
+    assert lab.teardown_errors == []
+    for name in ("a", "b"):
+        r = caps.results[name]
+        assert r.escalated is None and r.returncode == 0          # SIGINT, not a kill
+        assert r.counters.captured == 2 and len(list(files.iter_frames(r.files[0]))) == 2
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)

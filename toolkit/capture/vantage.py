@@ -192,4 +192,9 @@ def start_many(lab, points: list[VantagePoint], run_dir: str | os.PathLike, *,
             except Exception:
                 pass
         raise
+    # the lab's teardown stops them too (cleanly: SIGINT, counters, whole files) if the
+    # caller never does; a stopped set's stop() is a no-op
+    push_undo = getattr(lab, "push_undo", None)
+    if push_undo is not None:
+        push_undo(started.stop, why=f"stop the captures at {', '.join(names)}")
     return started
