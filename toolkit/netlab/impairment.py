@@ -91,7 +91,8 @@ class Fault:
     that must be clear (`not_flags`), with or without payload, inside the time window
     [start_s, end_s) counted from when the link came up. Among the packets that match,
     the fault acts on number `nth` (1-based) and the `count - 1` after it; nth=None acts
-    on every match (a blackhole window). `last` picks the last data segment of its
+    on every match (written nth = "every"; the default when a window is given, so
+    `{action = "drop", start = "1s", end = "1300ms"}` blackholes the link for 300 ms). `last` picks the last data segment of its
     direction instead (the engine holds each candidate until the next segment shows
     whether it was the last; see emulator.py).
     """
@@ -253,9 +254,13 @@ def _fault(raw, where: str) -> Fault:
                             f"{TCP_FLAG_LETTERS} (e.g. 'S' for SYN, 'SA' for SYN-ACK)")
         if v and proto not in (None, "tcp"):
             raise SpecError(f"{where}.{key}: TCP flags need proto = 'tcp'")
-    nth = raw.get("nth", 1)
+    # a time window with no nth means every match in it (a blackhole); else the first match
+    windowed = "start" in raw or "end" in raw
+    nth = raw.get("nth", None if windowed else 1)
+    if nth == "every":
+        nth = None
     if nth is not None and (not isinstance(nth, int) or isinstance(nth, bool) or nth < 1):
-        raise SpecError(f"{where}.nth: {nth!r}; expected a count from 1")
+        raise SpecError(f"{where}.nth: {nth!r}; expected a count from 1, or 'every'")
     count = raw.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise SpecError(f"{where}.count: {count!r}; expected a count from 1")

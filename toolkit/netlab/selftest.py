@@ -74,26 +74,11 @@ class _KernelEngine:
 
 class _UserspaceEngine:
     def __init__(self, lab: Lab, imp: Impairment, ledger: Path):
-        try:
-            from . import emulator
-        except ImportError as e:
-            raise RuntimeError(f"the userspace engine is not available: {e}") from None
-        # the emulator forwards; the router's kernel must not forward a second copy
-        self.ex = Executor(prefix=lab.executor.prefix)
-        self.ex.apply(kernel.plan_forwarding(lab.netns("r"), on=False))
-        try:
-            self.handle = emulator.start(lab, imp, ledger)
-        except BaseException:
-            self.ex.unwind()
-            raise
+        from . import emulator
+        self.handle = emulator.start(lab, imp, ledger)
 
     def stop(self) -> dict:
-        try:
-            stats = self.handle.stop()
-        finally:
-            errors = self.ex.unwind()
-        out = stats if isinstance(stats, dict) else getattr(stats, "__dict__", {"stats": stats})
-        return {**out, "errors": errors}
+        return self.handle.stop()
 
 
 def _engine(lab: Lab, imp: Impairment, choice: EngineChoice, netem: bool, ledger: Path):

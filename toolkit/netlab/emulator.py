@@ -1,0 +1,539 @@
+"""The userspace engine: a link emulator in the router's namespace.
+
+    handle = emulator.start(lab, impairment, Path("link.jsonl"))
+    ...                                   # traffic between a and b
+    stats = handle.stop()                 # also run by the lab's teardown
+
+Theory of operation. The router's kernel stops forwarding (kernel.plan_forwarding) and this
+program, run as its own process inside r, forwards instead: one AF_PACKET socket per router
+interface receives every frame that arrives (PACKET_IGNORE_OUTGOING: not the ones it sends
+itself); a frame addressed to the router's MAC and to an IP address on another link is
+routed (frames.route: new MACs, TTL one less), passed through its direction's faults
+(faults.py) and link model (linkmodel.py), and queued for departure; a select() with a
+microsecond timeout wakes for the next departure and sends it on the other interface.
+Everything else (ARP, neighbour discovery, pings to the router itself) is the kernel's,
+which still answers for the router's own addresses. The MACs are fixed by the topology,
+so no ARP is needed on the way out.
+
+The hosts' transmit checksum offload is turned off while the engine runs: with it on, a
+veth hands over frames whose TCP/UDP checksum is only the pseudo-header part
+(CHECKSUM_PARTIAL), and those bytes, sent on from userspace, would fail the receiver's check.
+
+Capacity. The engine is a Python loop: each frame costs a receive, a parse, a decision,
+a send and a ledger line. It never drops a frame it was not told to drop: its receive
+buffers are large, it counts the kernel's drops on its sockets (PACKET_STATISTICS) as
+overruns and reports them, and it refuses a configured rate above MAX_RATE_BPS (measured
+on a 2-core machine, with a margin) rather than pretend to carry it. A frame sent more
+than LATE_NS after its planned departure is counted as late.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from . import frames, ledger
+from .executor import Executor
+from .faults import LAST_HOLD_S, Decision, FaultBook
+from .impairment import DIRECTIONS, BurstLoss, Direction, Fault, Impairment, SpecError
+from .kernel import plan_forwarding
+from .linkmodel import DirectionModel
+from .plan import Plan
+from .topology import ROUTER, iface
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = 33                # <asm-generic/socket.h>; not in Python's socket module
+MAX_RATE_BPS = 200_000_000      # see the module doc; `labkit selftest --engine userspace`
+LATE_NS = 1_000_000
+HOLD_NS = int(LAST_HOLD_S * 1e9)
+RCVBUF = 32 << 20
+
+
+class EmulatorError(RuntimeError):
+    """The engine cannot run as configured; the message says why."""
+
+
+def check_capacity(imp: Impairment) -> None:
+    """Refuse, before anything starts, what the engine could not carry faithfully."""
+    for name in DIRECTIONS:
+        rate = imp.direction(name).rate_bps
+        if rate and rate > MAX_RATE_BPS:
+            raise EmulatorError(
+                f"link.{name}.rate: {rate / 1e6:g} Mbit/s is beyond the userspace engine's "
+                f"capacity of {MAX_RATE_BPS / 1e6:g} Mbit/s; use a lower rate, or the kernel "
+                f"engine (rate and loss only) for higher ones")
+
+
+def impairment_from_plain(d: dict) -> Impairment:
+    """Inverse of Impairment.as_dict (for the config handed to the emulator process)."""
+    def direction(x: dict) -> Direction:
+        x = dict(x)
+        if x.get("burst"):
+            x["burst"] = BurstLoss(**x["burst"])
+        return Direction(**{k: v for k, v in x.items() if k in _DIR_FIELDS})
+    return Impairment(direction(d["a_to_b"]), direction(d["b_to_a"]),
+                      tuple(Fault(**f) for f in d.get("faults", ())), d.get("seed", 1))
+
+
+_DIR_FIELDS = {f.name for f in fields(Direction)}
+
+
+# ---- the forwarding process ----
+
+@dataclass
+class Port:
+    host: str
+    ifname: str
+    router_mac: bytes
+    host_mac: bytes
+    net4: bytes           # first three bytes of the link's /24
+    net6: bytes           # first eight bytes of the link's /64
+    own4: bytes
+    own6: bytes
+    rx: socket.socket | None = None
+    tx: socket.socket | None = None
+
+
+@dataclass
+class Item:
+    """One frame on its way through the link."""
+    n: int
+    direction: str
+    t_in: int              # monotonic ns
+    frame: bytes
+    pkt: frames.Packet
+    out: Port
+    action: str = "forward"
+    why: str = ""
+    depart: int = 0
+
+
+class Forwarder:
+    def __init__(self, imp: Impairment, ports: list[Port], pair: tuple[str, str],
+                 ledger_path: Path, header: dict):
+        self.imp, self.ports = imp, ports
+        a, b = pair
+        self.dir_name = {(a, b): "a_to_b", (b, a): "b_to_a"}
+        self.models: dict[str, DirectionModel] = {
+            name: DirectionModel(imp.direction(name), imp.seed, name) for name in DIRECTIONS}
+        self.book = FaultBook(imp.faults)
+        self.fault_rng = random.Random(f"{imp.seed}/faults")
+        self.heap: list = []
+        self.order = 0
+        self.n = 0
+        self.held: dict[str, tuple[Item, int]] = {}          # reorder/hold: item, deadline
+        self.last_held: dict[str, tuple[Item, int, int]] = {}  # item, fault, deadline
+        self.wall_offset = time.time_ns() - time.monotonic_ns()
+        self.ledger = ledger.Writer(ledger_path, header)
+        self.overruns = 0
+        self.late = {"count": 0, "max_ns": 0, "sent": 0}
+        self.drops = {name: 0 for name in DIRECTIONS}
+        self.t0 = time.monotonic_ns()
+        self.stopping = False
+
+    # -- routing --
+    def out_port(self, pkt: frames.Packet) -> Port | None:
+        for p in self.ports:
+            if pkt.family == 4 and pkt.dst[:3] == p.net4 and pkt.dst != p.own4:
+                return p
+            if pkt.family == 6 and pkt.dst[:8] == p.net6 and pkt.dst != p.own6:
+                return p
+        return None
+
+    def direction(self, src: Port, dst: Port) -> str:
+        return self.dir_name.get((src.host, dst.host), f"{src.host}_to_{dst.host}")
+
+    # -- arrival --
+    def arrive(self, port: Port, frame: bytes, now: int) -> None:
+        if frame[0:6] != port.router_mac:
+            return
+        pkt = frames.identify(frame)
+        if not pkt.family:
+            return
+        out = self.out_port(pkt)
+        if out is None or out is port:
+            return
+        direction = self.direction(port, out)
+        item = Item(self.n, direction, now, frame, pkt, out)
+        self.n += 1
+        t_s = (now - self.t0) / 1e9
+        data = pkt.proto == "tcp" and pkt.payload_len > 0
+        cand = self.last_held.get(direction)
+        if cand is not None and (data or "F" in pkt.flags):
+            del self.last_held[direction]
+            held, i, _ = cand
+            if data:                          # not the last: on it goes, untouched
+                self.through(held, None, now)
+            else:                             # a FIN after it: it was the last
+                self.through(held, self.book.confirm_last(i), now)
+        if direction not in self.models:
+            self.through(item, None, now)
+            return
+        decision = self.book.decide(direction, pkt, t_s)
+        if decision is None and data:
+            i = self.book.last_candidate(direction, pkt, t_s)
+            if i is not None:
+                if "F" in pkt.flags:          # data with the FIN: the last, no doubt
+                    decision = self.book.confirm_last(i)
+                else:
+                    self.last_held[direction] = (item, i, now + HOLD_NS)
+                    return
+        self.through(item, decision, now)
+
+    def through(self, item: Item, decision: Decision | None, now: int) -> None:
+        """Faults, then the link model, then the departure queue."""
+        d = item.direction
+        if decision is not None:
+            item.action = decision.fault.action
+            item.why = f"fault {decision.index}: {decision.fault.describe()}"
+            if item.action == "drop":
+                self.drop(item)
+                return
+        routed = frames.route(item.frame, item.out.router_mac, item.out.host_mac)
+        if routed is None:
+            item.action, item.why = "drop", "ttl"
+            self.drop(item)
+            return
+        item.frame = routed
+        model = self.models.get(d)
+        if model is None:
+            item.depart = now
+            self.schedule(item)
+            return
+        v = model.admit(now, len(routed))
+        if v.action == "drop":
+            item.action, item.why = "drop", v.why
+            self.drop(item)
+            return
+        item.depart = v.depart_ns
+        duplicate, hold, flip = v.duplicate, v.reorder, v.corrupt
+        if decision is not None:
+            act = decision.fault.action
+            if act == "delay":
+                item.depart += int(decision.fault.delay_s * 1e9)
+            duplicate |= act == "duplicate"
+            hold |= act == "hold"
+            if act == "corrupt":
+                flip = self.fault_rng.random()
+        if item.why == "":
+            for flag, name in ((hold, "reorder"), (duplicate, "duplicate"),
+                               (flip is not None, "corrupt")):
+                if flag:
+                    item.action = "hold" if name == "reorder" else name
+                    item.why = name
+                    break
+        if flip is not None:
+            item.frame, _ = frames.corrupt(item.frame, item.pkt, flip)
+        copies = 2 if duplicate else 1
+        if hold:
+            self.release_held(d, None)
+            self.held[d] = (item, now + HOLD_NS, copies)
+            return
+        self.schedule(item, copies)
+        self.release_held(d, item.depart)
+
+    def release_held(self, direction: str, after: int | None) -> None:
+        """A held frame leaves right after the next one of its direction (or at `after`
+        = None: now, its wait is over)."""
+        held = self.held.pop(direction, None)
+        if held is None:
+            return
+        item, _, copies = held
+        item.depart = max(item.depart, after) if after is not None else max(
+            item.depart, time.monotonic_ns())
+        self.schedule(item, copies)
+
+    def schedule(self, item: Item, copies: int = 1) -> None:
+        for copy in range(1, copies + 1):
+            self.order += 1
+            heapq.heappush(self.heap, (item.depart, self.order, copy, item))
+
+    def drop(self, item: Item) -> None:
+        if item.direction in self.drops:
+            self.drops[item.direction] += 1
+        self.ledger.record(item.n, item.direction, item.t_in + self.wall_offset, None,
+                           len(item.frame), item.pkt.describe(), "drop", item.why)
+
+    # -- departure --
+    def send_due(self, now: int) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            depart, _, copy, item = heapq.heappop(heap)
+            try:
+                item.out.tx.send(item.frame)
+            except OSError as e:
+                item.action, item.why = "drop", f"send failed: {e.strerror}"
+                self.drop(item)
+                continue
+            sent = time.monotonic_ns()
+            lateness = sent - depart
+            self.late["sent"] += 1
+            if lateness > LATE_NS:
+                self.late["count"] += 1
+            if lateness > self.late["max_ns"]:
+                self.late["max_ns"] = lateness
+            self.ledger.record(item.n, item.direction, item.t_in + self.wall_offset,
+                               sent + self.wall_offset, len(item.frame), item.pkt.describe(),
+                               item.action, item.why, copy)
+
+    def expire_holds(self, now: int) -> None:
+        for d, (item, deadline, _) in list(self.held.items()):
+            if now >= deadline:
+                item.why += " (no next packet: released after the hold time)"
+                self.release_held(d, None)
+        for d, (item, _, deadline) in list(self.last_held.items()):
+            if now >= deadline:
+                del self.last_held[d]
+                item.why = "held as a possible last segment; no FIN followed"
+                self.through(item, None, now)
+
+    def next_wake(self, now: int) -> float:
+        t = now + 250_000_000            # check the stop flag and counters 4 times a second
+        if self.heap:
+            t = min(t, self.heap[0][0])
+        for _, deadline, _ in self.held.values():
+            t = min(t, deadline)
+        for _, _, deadline in self.last_held.values():
+            t = min(t, deadline)
+        return max(0, t - now) / 1e9
+
+    def poll_overruns(self) -> None:
+        for p in self.ports:
+            _, drops = struct.unpack("II", p.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            self.overruns += drops
+
+    def run(self, wakeup: int | None = None) -> None:
+        socks = {p.rx.fileno(): p for p in self.ports}
+        rx = [p.rx for p in self.ports]
+        if wakeup is not None:           # a signal writes a byte here: stop without waiting
+            rx.append(wakeup)
+        last_stats = time.monotonic_ns()
+        while not self.stopping:
+            now = time.monotonic_ns()
+            self.send_due(now)
+            self.expire_holds(now)
+            try:
+                ready, _, _ = select.select(rx, [], [], self.next_wake(now))
+            except InterruptedError:
+                continue
+            for s in ready:
+                if s is wakeup:
+                    with contextlib.suppress(OSError):
+                        os.read(wakeup, 64)
+                    continue
+                port = socks[s.fileno()]
+                for _ in range(256):
+                    try:
+                        frame, addr = s.recvfrom(65536)
+                    except BlockingIOError:
+                        break
+                    if addr[2] != PACKET_OUTGOING:
+                        self.arrive(port, frame, time.monotonic_ns())
+            now = time.monotonic_ns()
+            if now - last_stats > 1_000_000_000:
+                self.poll_overruns()
+                self.ledger.flush()
+                last_stats = now
+
+    def finish(self) -> dict:
+        """Stop: what is still queued or held never leaves (the link went down)."""
+        self.poll_overruns()
+        pending = [item for _, _, copy, item in self.heap if copy == 1]
+        pending += [item for item, _, _ in self.held.values()]
+        pending += [item for item, _, _ in self.last_held.values()]
+        for item in pending:
+            item.action, item.why = "drop", "stopped: still in the link when it went down"
+            self.drop(item)
+        stats = {
+            "engine": "userspace", "frames": self.n, "overruns": self.overruns,
+            "late": self.late, "loss_drops": dict(self.drops),
+            "directions": {name: {**m.counts, "peak_backlog_bytes": m.peak_backlog}
+                           for name, m in self.models.items()},
+            "faults": self.book.summary(), "stopped_in_link": len(pending),
+        }
+        self.ledger.close({"stopped_ns": time.time_ns(), **stats})
+        return stats
+
+
+def open_port(p: Port) -> None:
+    # protocol 0 until bound (as libpcap does): nothing from other interfaces is queued
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    with contextlib.suppress(OSError):
+        rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except OSError:       # rootless: capped by net.core.rmem_max
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    rx.bind((p.ifname, ETH_P_ALL))
+    rx.setblocking(False)
+    rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)       # reading resets the counters
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)   # protocol 0: receives nothing
+    tx.bind((p.ifname, 0))
+    p.rx, p.tx = rx, tx
+
+
+def _precise_timers() -> None:
+    """The kernel may fire a sleeping process's timer up to its timer slack late (50 us by
+    default); a delay line wants its departures on time, so ask for 1 ns
+    (prctl PR_SET_TIMERSLACK). Best effort."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(29, 1, 0, 0, 0)
+
+
+def serve(config: dict) -> int:
+    """The process body: config in (JSON on stdin), 'ready' out, run until SIGTERM/SIGINT,
+    the stats as one JSON line out."""
+    imp = impairment_from_plain(config["impairment"])
+    ports = [Port(x["host"], x["ifname"], bytes.fromhex(x["router_mac"]),
+                  bytes.fromhex(x["host_mac"]), bytes.fromhex(x["net4"]),
+                  bytes.fromhex(x["net6"]), bytes.fromhex(x["own4"]),
+                  bytes.fromhex(x["own6"])) for x in config["ports"]]
+    for p in ports:
+        open_port(p)
+    fwd = Forwarder(imp, ports, tuple(config["pair"]), Path(config["ledger"]), {
+        "run": config.get("run_id"), "impairment": config["impairment"],
+        "describe": imp.describe(), "pair": config["pair"], "clock": "CLOCK_REALTIME ns",
+        "started_ns": time.time_ns(), "max_rate_bps": MAX_RATE_BPS})
+
+    def stop(signum, frame):
+        fwd.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    _precise_timers()
+    print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
+    try:
+        fwd.run(wake_r)
+    finally:
+        stats = fwd.finish()
+        print(json.dumps(stats), flush=True)
+    return 0
+
+
+# ---- the caller's side ----
+
+def _config(lab, imp: Impairment, ledger_path: Path, pair: tuple[str, str]) -> dict:
+    ports = []
+    for host in lab.topology.host_names:
+        link = lab.topology.link(host)
+        net4 = bytes(int(x) for x in link.addr(False).split(".")[:3])
+        ports.append({
+            "host": host, "ifname": iface(ROUTER, host),
+            "router_mac": link.mac(True).replace(":", ""),
+            "host_mac": link.mac(False).replace(":", ""),
+            "net4": net4.hex(), "net6": socket.inet_pton(socket.AF_INET6,
+                                                         link.addr(False, 6))[:8].hex(),
+            "own4": socket.inet_aton(link.addr(True)).hex(),
+            "own6": socket.inet_pton(socket.AF_INET6, link.addr(True, 6)).hex()})
+    return {"run_id": lab.run_id, "impairment": imp.as_dict(), "ports": ports,
+            "pair": list(pair), "ledger": str(ledger_path)}
+
+
+def plan_engine(lab) -> Plan:
+    """Around the engine: the router's kernel stops forwarding; the hosts compute their
+    own checksums (see the module doc)."""
+    plan = plan_forwarding(lab.netns(ROUTER), on=False)
+    for host in lab.topology.host_names:
+        dev = iface(host, ROUTER)
+        plan.add("ethtool", "-K", dev, "tx", "off", netns=lab.netns(host),
+                 undo=("ethtool", "-K", dev, "tx", "on"),
+                 why=f"checksums computed by {host}'s stack, not left to offload")
+    return plan
+
+
+class Handle:
+    def __init__(self, proc: subprocess.Popen, executor: Executor, ledger_path: Path):
+        self.proc, self.executor, self.ledger = proc, executor, ledger_path
+        self.stats: dict | None = None
+
+    def stop(self, timeout: float = 10.0) -> dict:
+        """Stop the engine (idempotent); the router's kernel forwards again."""
+        if self.stats is not None:
+            return self.stats
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                out, err = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+            lines = [x for x in out.splitlines() if x.startswith("{")]
+            stats = json.loads(lines[-1]) if lines else {
+                "engine": "userspace", "error": f"the engine died: {err.strip()[-400:]}"}
+        finally:
+            errors = self.executor.unwind()
+        self.stats = {**stats, "ledger": str(self.ledger), "errors": errors}
+        return self.stats
+
+
+def start(lab, imp: Impairment, ledger_path: Path, *,
+          pair: tuple[str, str] | None = None) -> Handle:
+    """Start the engine in the lab's router; returns once it is forwarding. Its stop is
+    also pushed onto the lab's undo stack, so a lab torn down with it running stops it."""
+    check_capacity(imp)
+    hosts = lab.topology.host_names
+    if pair is None:
+        if len(hosts) < 2:
+            raise SpecError("the userspace engine needs two hosts to join")
+        pair = (hosts[0], hosts[1])
+    ledger_path = Path(ledger_path)
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ex = Executor(prefix=lab.executor.prefix)
+    ex.apply(plan_engine(lab))
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        proc = lab.popen(ROUTER, [sys.executable, "-m", "toolkit.netlab.emulator"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+        proc.stdin.write(json.dumps(_config(lab, imp, ledger_path, pair)))
+        proc.stdin.close()
+        proc.stdin = None               # communicate() must not flush it again
+        line = proc.stdout.readline()
+        if not line.startswith('{"ready"'):
+            proc.kill()
+            _, err = proc.communicate()
+            raise EmulatorError(f"the userspace engine did not start: "
+                                f"{(line + err).strip()[-600:]}")
+    except BaseException:
+        ex.unwind()
+        raise
+    handle = Handle(proc, ex, ledger_path)
+    lab.push_undo(handle.stop, "stop the userspace link engine")
+    return handle
+
+
+def main() -> int:
+    try:
+        config = json.loads(sys.stdin.read())
+        return serve(config)
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        print(f"labkit link engine: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
