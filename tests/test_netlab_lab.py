@@ -104,8 +104,11 @@ RUNNER = textwrap.dedent("""
 
 
 def _start_runner():
+    # a shell's background job inherits SIGINT ignored, and Python keeps it so: give the
+    # runner the default handling a user's terminal gives it
     proc = subprocess.Popen([sys.executable, "-c", RUNNER.format(repo=str(REPO))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run_id = proc.stdout.readline().strip()
     assert run_id, proc.stderr.read()
     assert len(_ours(run_id)) == 3

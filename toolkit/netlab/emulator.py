@@ -275,13 +275,13 @@ class Forwarder:
         heap = self.heap
         while heap and heap[0][0] <= now:
             depart, _, copy, item = heapq.heappop(heap)
+            sent = time.monotonic_ns()       # the moment it goes to the wire
             try:
                 item.out.tx.send(item.frame)
             except OSError as e:
                 item.action, item.why = "drop", f"send failed: {e.strerror}"
                 self.drop(item)
                 continue
-            sent = time.monotonic_ns()
             lateness = sent - depart
             self.late["sent"] += 1
             if lateness > LATE_NS:

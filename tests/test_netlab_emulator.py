@@ -1,0 +1,310 @@
+"""The userspace engine in a real lab: fidelity of loss, delay and rate, and scripted faults
+checked three ways: the ledger (what the engine says it did), the captures on both sides
+of the link (what the wire saw) and the analyzer's verdicts on them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import toolkit
+from conftest import REPO, is_root
+from toolkit import netlab
+from toolkit.capture import start_many, vantage_points
+from toolkit.netlab import emulator, kernel, ledger, selftest
+from toolkit.netlab import impairment as I
+
+pytestmark = pytest.mark.root
+PORT = 5401
+MSS = 1448                  # 1500 - 20 (IPv4) - 20 (TCP) - 12 (timestamps option)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if not is_root():
+        pytest.skip("needs root (network namespaces); CI runs as root")
+    with netlab.up(netlab.default_topology()) as lab:
+        yield lab
+
+
+SERVER = textwrap.dedent("""
+    import socket
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", {port}))
+    s.listen()
+    s.settimeout(30)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    c.settimeout(30)
+    n = 0
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        n += len(d)
+    c.close()
+    print(n, flush=True)
+""")
+
+CLIENT = textwrap.dedent("""
+    import socket
+    c = socket.create_connection(({host!r}, {port}), timeout=30)
+    c.sendall(b"x" * {size})
+    c.shutdown(socket.SHUT_WR)
+    while c.recv(65536):
+        pass
+    c.close()
+""")
+
+
+def _tcp_transfer(lab, size: int) -> int:
+    server = lab.popen("b", [sys.executable, "-c", SERVER.format(port=PORT)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready", server.stderr.read()
+    client = lab.exec("a", [sys.executable, "-c", CLIENT.format(host=lab.addr("b"), port=PORT,
+                                                                size=size)], timeout=60)
+    assert client.returncode == 0, client.stderr
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    return int(out.split()[-1])
+
+
+def _faulted_transfer(lab, tmp_path, spec: dict, size: int = 20 * MSS):
+    """A TCP transfer a->b through the engine with the given [link] spec, captured at a and
+    at b. Returns (ledger, packets at a, packets at b), packets of the data direction."""
+    imp = I.from_dict(spec)
+    path = tmp_path / "link.jsonl"
+    caps = start_many(lab, vantage_points(lab, ["a", "b"]), tmp_path, impairment=imp)
+    with caps:
+        handle = emulator.start(lab, imp, path)
+        try:
+            assert _tcp_transfer(lab, size) == size
+        finally:
+            stats = handle.stop()
+    assert stats["overruns"] == 0 and not stats["errors"], stats
+    led = ledger.read(path)
+    assert led.trailer is not None, led.note
+    views = {}
+    for name in ("a", "b"):
+        a = toolkit.analyze(caps.results[name].files[0])
+        pk = a.packets
+        pk = pk.assign(t_ns=a.capture.cols["ts_ns"][pk.frame.to_numpy() - 1])
+        views[name] = pk[(pk.proto == "TCP") & (pk.dport == PORT)]
+    return led, views["a"], views["b"]
+
+
+def _sent_again(pk):
+    """Data segments whose sequence number the capture already showed: retransmissions,
+    by the bytes on the wire rather than by any tool's heuristics."""
+    data = pk[pk.tcp_len > 0]
+    return data[data.seq_raw.duplicated()]
+
+
+def _flagged(row) -> bool:
+    """Wireshark's verdict on a segment sent again: a retransmission of some kind, or, when
+    it follows the highest segment within an RTT, out of order (packet-tcp.c)."""
+    return bool(row.retransmission or row.fast_retransmission
+                or row.spurious_retransmission or row.out_of_order)
+
+
+# ---- fidelity: the bounds issue 3 sets ----
+
+def test_random_loss_lands_in_the_binomial_interval_and_equals_the_ledger(lab, tmp_path):
+    imp = I.from_dict({"a_to_b": {"loss": "5%"}, "seed": 11})
+    path = tmp_path / "loss.jsonl"
+    handle = emulator.start(lab, imp, path)
+    try:
+        got = selftest.measure_loss(lab, 10_000, 20_000)
+    finally:
+        stats = handle.stop()
+    lo, hi = kernel.binomial_interval(10_000, 0.05)
+    assert lo <= got["lost"] <= hi and got["duplicates"] == 0
+    assert stats["overruns"] == 0
+    led = ledger.read(path)
+    udp = [r for r in led.records if r["dir"] == "a_to_b" and r["pkt"]["proto"] == "udp"]
+    assert len(udp) == 10_000                       # one record per frame
+    drops = [r for r in udp if r["action"] == "drop"]
+    assert all(r["why"] == "loss" and r["t_out"] is None for r in drops)
+    assert len(drops) == got["lost"] == stats["loss_drops"]["a_to_b"]
+
+
+def test_one_way_delay_gives_ping_rtt_within_a_millisecond(lab, tmp_path):
+    imp = I.from_dict({"both": {"delay": "15ms"}})
+    handle = emulator.start(lab, imp, tmp_path / "delay.jsonl")
+    try:
+        rtt = selftest.measure_rtt(lab)
+    finally:
+        stats = handle.stop()
+    assert rtt["received"] == 20
+    assert abs(rtt["median_s"] - 0.030) <= 1e-3, rtt
+    assert stats["late"]["count"] == 0, stats["late"]
+
+
+def test_rate_gives_tcp_goodput_within_ten_percent(lab, tmp_path):
+    imp = I.from_dict({"a_to_b": {"rate": "20mbit"}})
+    handle = emulator.start(lab, imp, tmp_path / "rate.jsonl")
+    try:
+        good = selftest.measure_goodput(lab, 3.0)
+    finally:
+        stats = handle.stop()
+    assert good["goodput_bps"] == pytest.approx(20e6, rel=0.10)
+    assert stats["overruns"] == 0
+
+
+def test_a_rate_beyond_the_engines_capacity_is_refused_before_anything_starts(lab, tmp_path):
+    imp = I.from_dict({"a_to_b": {"rate": "10gbit"}})
+    with pytest.raises(emulator.EmulatorError, match=r"link.a_to_b.rate: 10000 Mbit/s is "
+                                                     r"beyond the userspace engine's capacity"):
+        emulator.start(lab, imp, tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+    # and the router still forwards by itself: nothing of the engine was left behind
+    assert lab.exec("a", ["ping", "-c1", "-W2", lab.addr("b")]).returncode == 0
+
+
+# ---- scripted faults ----
+
+def test_dropping_the_third_data_segment_gives_exactly_one_retransmission_of_it(lab, tmp_path):
+    led, at_a, at_b = _faulted_transfer(lab, tmp_path, {"fault": [
+        {"action": "drop", "direction": "a_to_b", "proto": "tcp", "payload": True, "nth": 3}]})
+    drops = led.dropped()
+    assert len(drops) == 1 and drops[0]["why"].startswith("fault 0: drop #3 tcp with data a>b")
+    data = led.where(dir="a_to_b", proto="tcp")
+    data = [r for r in data if r["pkt"]["len"] > 0]
+    assert drops[0]["n"] == data[2]["n"]            # the third data segment, by the ledger
+    seq = drops[0]["pkt"]["seq"]
+    again = _sent_again(at_a)
+    assert list(again.seq_raw) == [seq]             # one retransmission, of exactly it
+    assert _flagged(again.iloc[0])
+    assert len(_sent_again(at_b)) == 0              # b saw it once: the original never came
+    assert (at_a.seq_raw == seq).sum() == 2 and (at_b.seq_raw == seq).sum() == 1
+    # the ledger's departure of the retransmission is the frame b captured
+    sent = [r for r in led.where(dir="a_to_b", seq=seq) if r["t_out"]]
+    assert len(sent) == 1
+    t_b = int(at_b[at_b.seq_raw == seq].t_ns.iloc[0])
+    assert abs(t_b - sent[0]["t_out"]) < 2_000_000      # on b's wire as it left the link
+
+
+def test_dropping_the_first_syn_costs_one_syn_retransmission(lab, tmp_path):
+    led, at_a, at_b = _faulted_transfer(lab, tmp_path, {"fault": [
+        {"action": "drop", "proto": "tcp", "flags": "S", "not_flags": "A", "note": "first SYN"}]},
+        size=3 * MSS)
+    drops = led.dropped()
+    assert [(r["pkt"]["flags"], r["why"]) for r in drops] == [("S", "fault 0: first SYN")]
+    syn_a = at_a[at_a.tcp_flags == 0x02]
+    syn_b = at_b[at_b.tcp_flags == 0x02]
+    assert len(syn_a) == 2 and len(syn_b) == 1
+    assert syn_a.retransmission.iloc[1] == 1
+    # Linux's initial RTO is 1 s (RFC 6298 2.1)
+    assert 0.9 < float(syn_a.time.iloc[1] - syn_a.time.iloc[0]) < 1.5
+
+
+def test_holding_a_segment_reorders_it_after_the_next(lab, tmp_path):
+    led, at_a, at_b = _faulted_transfer(lab, tmp_path, {"fault": [
+        {"action": "hold", "direction": "a_to_b", "proto": "tcp", "payload": True, "nth": 7}]})
+    held = led.where(action="hold")
+    assert len(held) == 1
+    seq7 = held[0]["pkt"]["seq"]
+    data_b = at_b[at_b.tcp_len > 0]
+    order = list(data_b.seq_raw)
+    i = order.index(seq7)
+    assert order[i - 1] == seq7 + MSS               # segment 8 arrived first
+    assert data_b.out_of_order.iloc[i] == 1         # Wireshark's verdict at the receiver
+    assert len(_sent_again(at_a)) == 0
+
+
+def test_dropping_the_last_data_segment(lab, tmp_path):
+    led, at_a, at_b = _faulted_transfer(lab, tmp_path, {"fault": [
+        {"action": "drop", "direction": "a_to_b", "proto": "tcp", "last": True}]},
+        size=10 * MSS + 100)
+    drops = led.dropped()
+    assert len(drops) == 1 and drops[0]["pkt"]["len"] == 100    # the short tail
+    again = _sent_again(at_a)
+    assert list(again.seq_raw) == [drops[0]["pkt"]["seq"]]
+    assert _flagged(again.iloc[0])
+
+
+def test_corrupting_a_segment_makes_the_receiver_discard_it(lab, tmp_path):
+    led, at_a, at_b = _faulted_transfer(lab, tmp_path, {"fault": [
+        {"action": "corrupt", "direction": "a_to_b", "proto": "tcp", "payload": True,
+         "nth": 4}]})
+    bad = led.where(action="corrupt")
+    assert len(bad) == 1 and bad[0]["t_out"] is not None
+    seq = bad[0]["pkt"]["seq"]
+    # b's stack found the bad checksum and dropped it: a had to send it again
+    assert list(_sent_again(at_a).seq_raw) == [seq]
+    assert (at_b.seq_raw == seq).sum() == 2
+
+
+def test_a_blackhole_window_drops_everything_in_it_and_nothing_after(lab, tmp_path):
+    imp = I.from_dict({"fault": [{"action": "drop", "start": "0ms", "end": "300ms",
+                                  "note": "blackhole"}]})
+    path = tmp_path / "hole.jsonl"
+    handle = emulator.start(lab, imp, path)
+    try:
+        t0 = time.monotonic()
+        done = lab.exec("a", ["ping", "-c", "12", "-i", "0.05", "-W", "1", lab.addr("b")],
+                        timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        handle.stop()
+    led = ledger.read(path)
+    start = led.header["started_ns"]
+    pings = led.where(dir="a_to_b", proto="icmp")
+    assert len(pings) == 12 and elapsed > 0.5
+    for r in pings:
+        in_window = r["t_in"] - start < 0.3e9
+        assert (r["action"] == "drop") == in_window, r
+    lost = sum(r["action"] == "drop" for r in pings)
+    assert 1 <= lost < 12
+    assert f"{12 - lost} received" in done.stdout
+
+
+def test_the_engine_stops_with_the_lab_and_leaves_the_router_forwarding(tmp_path):
+    if not is_root():
+        pytest.skip("needs root (network namespaces); CI runs as root")
+    with netlab.up(netlab.default_topology()) as lab:
+        emulator.start(lab, I.from_dict({"both": {"delay": "5ms"}}), tmp_path / "l.jsonl")
+        proc = lab.processes[-1]
+        # never stopped by the caller: the teardown does it
+    assert proc.poll() is not None
+    led = ledger.read(tmp_path / "l.jsonl")
+    assert led.trailer is not None and led.note == ""
+
+
+ROOTLESS = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from toolkit import netlab
+    from toolkit.netlab import emulator, impairment, selftest
+    with netlab.up(netlab.default_topology()) as lab:
+        h = emulator.start(lab, impairment.from_dict({{"both": {{"delay": "10ms"}}}}),
+                           Path({ledger!r}))
+        rtt = selftest.measure_rtt(lab, 10)
+        stats = h.stop()
+        print(json.dumps({{"mode": lab.privilege.mode, "rtt": rtt, "stats": stats}}))
+""")
+
+
+def test_the_engine_runs_rootless_as_an_unprivileged_user(tmp_path):
+    from test_netlab_lab import _as_nobody_or_skip
+    python = _as_nobody_or_skip()
+    out = f"/tmp/labkit-test-ledger-{time.time_ns()}.jsonl"
+    try:
+        done = subprocess.run(["runuser", "-u", "nobody", "--", python, "-c",
+                               ROOTLESS.format(repo=str(REPO), ledger=out)],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+        assert done.returncode == 0, done.stderr
+        got = json.loads(done.stdout.splitlines()[-1])
+        assert got["mode"] == "rootless"
+        assert abs(got["rtt"]["median_s"] - 0.020) <= 1e-3, got["rtt"]
+        assert got["stats"]["overruns"] == 0
+        assert ledger.read(out).trailer is not None
+    finally:
+        subprocess.run(["rm", "-f", out])
