@@ -105,3 +105,32 @@ def test_rootless_selftest_as_an_unprivileged_user():
                                  user="nobody", python=python)
     assert out["privilege"]["mode"] == "rootless", err
     assert status == 0 and out["ok"], out["checks"]
+
+
+@pytest.mark.root
+def test_userspace_engine_loss_delay_and_rate_match_the_configuration():
+    if not is_root():
+        pytest.skip("needs root (CAP_NET_ADMIN); CI runs as root")
+    status, out, err = _selftest("--engine", "userspace", "--loss", "5%", "--delay", "10ms",
+                                 "--rate", "20mbit")
+    assert out["engine"] == "userspace"
+    checks = {c["name"]: c for c in out["checks"]}
+    assert set(checks) == {"loss a>b", "rtt", "rate a>b", "engine"}
+    assert all(c["ok"] for c in checks.values()), checks
+    # ground truth: every datagram lost is one the engine's ledger says it dropped
+    assert out["measured"]["loss"]["lost"] == out["engine_stats"]["loss"]["loss_drops"]["a_to_b"]
+    assert abs(out["measured"]["rtt"]["median_s"] - 0.020) <= 1e-3
+    assert abs(out["measured"]["goodput"]["goodput_bps"] - 20e6) <= 2e6
+    assert status == 0 and out["ok"] is True
+
+
+@pytest.mark.root
+def test_userspace_engine_refuses_a_rate_beyond_its_capacity():
+    if not is_root():
+        pytest.skip("needs root (CAP_NET_ADMIN); CI runs as root")
+    done = subprocess.run([sys.executable, "-m", "toolkit.cli", "selftest", "--engine",
+                           "userspace", "--rate", "5gbit"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--rate: 5000 Mbit/s is beyond the userspace engine's capacity" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -43,6 +43,8 @@ def run(args) -> int:
         msg = str(e)
         for key in link:
             msg = msg.replace(f"option.both.{key}", f"--{key}")
+            for d in ("a_to_b", "b_to_a"):
+                msg = msg.replace(f"link.{d}.{key}", f"--{key}")
         print(f"labkit selftest: {msg}", file=sys.stderr)
         return 2
     except (PrivilegeError, ApplyError, RuntimeError) as e:

@@ -193,6 +193,21 @@ def judge_rate(rate_bps: int | None, goodput_bps: float, engine: str) -> Check:
                  err <= RATE_TOLERANCE, f"TCP goodput within 10% (off {err:.1%})")
 
 
+def judge_engine(engine_stats: dict) -> Check:
+    """The userspace engine's own account: it must not have been overrun (frames the
+    kernel dropped before it could read them) or have sent frames late, in any phase."""
+    overruns = sum(s.get("overruns", 0) for s in engine_stats.values())
+    late = sum(s.get("late", {}).get("count", 0) for s in engine_stats.values())
+    worst = max((s.get("late", {}).get("max_ns", 0) for s in engine_stats.values()), default=0)
+    died = [p for p, s in engine_stats.items() if "error" in s]
+    ok = overruns == 0 and late == 0 and not died
+    detail = f"worst departure {worst / 1e3:.0f} us after plan; late = over 1 ms"
+    if died:
+        detail = f"the engine died in phase {', '.join(died)}; " + detail
+    return Check("engine", "0 overruns, 0 late", f"{overruns} overruns, {late} late", ok,
+                 detail)
+
+
 def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
         count: int = 10_000, pps: float = 20_000, seconds: float = 3.0,
         ledger_dir: Path | None = None) -> dict:
@@ -203,6 +218,9 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
     with up(default_topology(), privilege=privilege) as lab:
         netem = have_netem(lab)
         choice = choose_engine(imp, netem, engine)
+        if choice.engine == "userspace":
+            from .emulator import check_capacity
+            check_capacity(imp)
         ledger_dir = ledger_dir or Path("/tmp")
         d = imp.a_to_b
 
@@ -238,6 +256,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
             engine_stats["rate"] = eng.stop()
         measured["goodput"] = good
         checks.append(judge_rate(d.rate_bps, good["goodput_bps"], choice.engine))
+        if choice.engine == "userspace":
+            checks.append(judge_engine(engine_stats))
         privilege_info = lab.privilege.as_dict()
     return {
         "engine": choice.engine, "engine_reason": choice.reason, "netem": netem,
