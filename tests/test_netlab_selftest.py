@@ -134,3 +134,16 @@ def test_userspace_engine_refuses_a_rate_beyond_its_capacity():
     assert done.returncode == 2, done.stderr
     assert "--rate: 5000 Mbit/s is beyond the userspace engine's capacity" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("stats,ok", [
+    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 10_000, "max_ns": 500}}}, True),
+    ({"loss": {"overruns": 0, "late": {"count": 100, "sent": 10_000, "max_ns": 2e6}}}, True),
+    ({"loss": {"overruns": 0, "late": {"count": 101, "sent": 10_000, "max_ns": 2e6}}}, False),
+    ({"loss": {"overruns": 1, "late": {"count": 0, "sent": 10_000, "max_ns": 0}}}, False),
+    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 5, "max_ns": 0}},
+      "rtt": {"engine": "userspace", "error": "the engine died: boom"}}, False),
+])
+def test_judge_engine(stats, ok):
+    from toolkit.netlab.selftest import judge_engine
+    assert judge_engine(stats).ok is ok

@@ -45,18 +45,29 @@ class Verdict:
 
 
 class DirectionModel:
-    def __init__(self, spec: Direction, seed: int, name: str):
+    """`ceiling` = (bits/s, frames/s): what the engine running the model can carry. With no
+    rate configured the link runs at the ceiling's bit rate; and no frame is serialized
+    faster than the ceiling's frame rate. A frame the queue refuses because of the ceiling
+    (and not the configured rate) is dropped with why = "capacity", so the ledger tells
+    the engine's limits from the lab's."""
+
+    def __init__(self, spec: Direction, seed: int, name: str,
+                 ceiling: tuple[int, int] | None = None):
         self.spec = spec
         self.rng = random.Random(f"{seed}/{name}")
         self.bad = False                     # Gilbert-Elliott state
         self.link_free = 0                   # ns: when the serializer is next idle
         self.last_depart = 0
+        rate = spec.rate_bps or (ceiling[0] if ceiling else None)
+        self.rate_bps = rate
         self.queue = (spec.queue_bytes if spec.queue_bytes is not None
-                      else default_queue_bytes(spec.rate_bps) if spec.rate_bps else 0)
-        self.ns_per_byte = 8e9 / spec.rate_bps if spec.rate_bps else 0.0
-        self.counts = {"packets": 0, "loss": 0, "burst": 0, "queue": 0, "duplicate": 0,
-                       "reorder": 0, "corrupt": 0}
+                      else default_queue_bytes(rate) if rate else 0)
+        self.ns_per_byte = 8e9 / rate if rate else 0.0
+        self.ns_per_frame = int(1e9 / ceiling[1]) if ceiling else 0
+        self.counts = {"packets": 0, "loss": 0, "burst": 0, "queue": 0, "capacity": 0,
+                       "duplicate": 0, "reorder": 0, "corrupt": 0}
         self.peak_backlog = 0
+        self.capacity_bound = False          # did the ceiling set the last frame's pace?
 
     def backlog(self, now: int) -> int:
         """Bytes waiting in the queue or still on the serializer."""
@@ -81,11 +92,14 @@ class DirectionModel:
         if self.ns_per_byte:
             backlog = self.backlog(now)
             if backlog + size > self.queue:
-                self.counts["queue"] += 1
-                return Verdict("drop", "queue")
+                why = "capacity" if self.capacity_bound else "queue"
+                self.counts[why] += 1
+                return Verdict("drop", why)
             self.peak_backlog = max(self.peak_backlog, backlog + size)
             start = max(now, self.link_free)
-            self.link_free = start + int(size * self.ns_per_byte)
+            wire = int(size * self.ns_per_byte)
+            self.capacity_bound = self.ns_per_frame > wire or not self.spec.rate_bps
+            self.link_free = start + max(wire, self.ns_per_frame)
             t = self.link_free
         if s.delay_s:
             d = s.delay_s

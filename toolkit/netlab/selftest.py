@@ -35,6 +35,7 @@ from .topology import default_topology
 UDP_PORT, TCP_PORT = 5301, 5302
 RTT_TOLERANCE_S = 1e-3
 RATE_TOLERANCE = 0.10
+USERSPACE_PPS = 10_000
 
 
 @dataclass
@@ -193,18 +194,25 @@ def judge_rate(rate_bps: int | None, goodput_bps: float, engine: str) -> Check:
                  err <= RATE_TOLERANCE, f"TCP goodput within 10% (off {err:.1%})")
 
 
+LATE_FRACTION = 0.01
+
+
 def judge_engine(engine_stats: dict) -> Check:
     """The userspace engine's own account: it must not have been overrun (frames the
-    kernel dropped before it could read them) or have sent frames late, in any phase."""
+    kernel dropped before it could read them: loss nobody configured), and fewer than 1%
+    of its frames may leave late (over 1 ms after plan: the scheduler of a busy 2-core
+    machine, which the loss, RTT and rate checks bound in their own terms)."""
     overruns = sum(s.get("overruns", 0) for s in engine_stats.values())
     late = sum(s.get("late", {}).get("count", 0) for s in engine_stats.values())
+    sent = sum(s.get("late", {}).get("sent", 0) for s in engine_stats.values())
     worst = max((s.get("late", {}).get("max_ns", 0) for s in engine_stats.values()), default=0)
     died = [p for p, s in engine_stats.items() if "error" in s]
-    ok = overruns == 0 and late == 0 and not died
-    detail = f"worst departure {worst / 1e3:.0f} us after plan; late = over 1 ms"
+    ok = overruns == 0 and late <= LATE_FRACTION * sent and not died
+    detail = (f"{sent} frames; late = over 1 ms after plan, at most 1%; worst "
+              f"{worst / 1e3:.0f} us")
     if died:
         detail = f"the engine died in phase {', '.join(died)}; " + detail
-    return Check("engine", "0 overruns, 0 late", f"{overruns} overruns, {late} late", ok,
+    return Check("engine", "0 overruns, <1% late", f"{overruns} overruns, {late} late", ok,
                  detail)
 
 
@@ -228,7 +236,10 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
         phase = _only(imp, ("loss", "burst"))
         eng = _engine(lab, phase, choice, netem, ledger_dir / f"selftest-{lab.run_id}-loss.jsonl")
         try:
-            loss = measure_loss(lab, count, pps)
+            # the userspace engine carries about 30k frames/s on 2 cores: keep the loss
+            # measurement well inside that, so it measures the loss and not the engine
+            loss = measure_loss(lab, count, pps if choice.engine == "kernel"
+                                else min(pps, USERSPACE_PPS))
         finally:
             engine_stats["loss"] = eng.stop()
         p = d.burst.mean_loss() if d.burst else d.loss
