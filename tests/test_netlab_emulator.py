@@ -120,7 +120,7 @@ def test_random_loss_lands_in_the_binomial_interval_and_equals_the_ledger(lab, t
     path = tmp_path / "loss.jsonl"
     handle = emulator.start(lab, imp, path)
     try:
-        got = selftest.measure_loss(lab, 10_000, 20_000)
+        got = selftest.measure_loss(lab, 10_000, selftest.USERSPACE_PPS)
     finally:
         stats = handle.stop()
     lo, hi = kernel.binomial_interval(10_000, 0.05)
@@ -308,3 +308,23 @@ def test_the_engine_runs_rootless_as_an_unprivileged_user(tmp_path):
         assert ledger.read(out).trailer is not None
     finally:
         subprocess.run(["rm", "-f", out])
+
+
+def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_overrun(
+        lab, tmp_path):
+    path = tmp_path / "flood.jsonl"
+    handle = emulator.start(lab, I.from_dict({}), path)
+    try:
+        got = selftest.measure_loss(lab, 6000, 3 * emulator.MAX_FPS)    # 0.2 s at 3x
+    finally:
+        stats = handle.stop()
+    assert stats["overruns"] == 0
+    led = ledger.read(path)
+    drops = led.dropped("a_to_b")
+    assert got["lost"] == len(drops) > 1000
+    assert {r["why"] for r in drops} == {"capacity"}
+    assert stats["directions"]["a_to_b"]["capacity"] == len(drops)
+    # what it carried, it carried at its ceiling: no faster than MAX_FPS
+    out = sorted(r["t_out"] for r in led.records if r["t_out"] and r["dir"] == "a_to_b")
+    span = (out[-1] - out[0]) / 1e9
+    assert (len(out) - 1) / span <= emulator.MAX_FPS * 1.02

@@ -92,9 +92,9 @@ class Fault:
     [start_s, end_s) counted from when the link came up. Among the packets that match,
     the fault acts on number `nth` (1-based) and the `count - 1` after it; nth=None acts
     on every match (written nth = "every"; the default when a window is given, so
-    `{action = "drop", start = "1s", end = "1300ms"}` blackholes the link for 300 ms). `last` picks the last data segment of its
-    direction instead (the engine holds each candidate until the next segment shows
-    whether it was the last; see emulator.py).
+    `{action = "drop", start = "1s", end = "1300ms"}` blackholes the link for 300 ms).
+    `last` picks the last data segment of its direction instead (the engine holds each
+    candidate until the next segment shows whether it was the last; see faults.py).
     """
     action: str
     direction: str | None = None
