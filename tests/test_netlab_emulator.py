@@ -328,3 +328,63 @@ def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_ov
     out = sorted(r["t_out"] for r in led.records if r["t_out"] and r["dir"] == "a_to_b")
     span = (out[-1] - out[0]) / 1e9
     assert (len(out) - 1) / span <= emulator.MAX_FPS * 1.02
+
+
+KILLED = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from toolkit import netlab
+    from toolkit.netlab import emulator, impairment
+    with netlab.up(netlab.default_topology()) as lab:
+        h = emulator.start(lab, impairment.from_dict({{}}), Path({ledger!r}))
+        print(lab.run_id, h.proc.pid, flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_runner_killed_with_sigkill_takes_its_engine_with_it(tmp_path):
+    if not is_root():
+        pytest.skip("needs root (network namespaces); CI runs as root")
+    path = tmp_path / "killed.jsonl"
+    runner = subprocess.Popen([sys.executable, "-c", KILLED.format(repo=str(REPO),
+                                                                   ledger=str(path))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id, pid = runner.stdout.readline().split()
+    runner.kill()
+    runner.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(int(pid)):
+        time.sleep(0.05)
+    assert not _alive(int(pid)), "the engine outlived its runner"
+    assert ledger.read(path).trailer is not None      # it stopped cleanly, on SIGTERM
+    done = subprocess.run([sys.executable, "-m", "toolkit.cli", "clean"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert f"removed run {run_id}" in done.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_fin_drop_and_ipv6_through_the_engine(lab, tmp_path):
+    led, at_a, at_b = _faulted_transfer(lab, tmp_path, {"fault": [
+        {"action": "drop", "direction": "a_to_b", "proto": "tcp", "flags": "F"}]},
+        size=4 * MSS)
+    drops = led.dropped()
+    assert len(drops) == 1 and "F" in drops[0]["pkt"]["flags"]
+    fins_a = at_a[(at_a.tcp_flags & 0x01) == 1]
+    assert len(fins_a) == 2 and ((at_b.tcp_flags & 0x01) == 1).sum() == 1
+    handle = emulator.start(lab, I.from_dict({"both": {"delay": "2ms"}}), tmp_path / "6.jsonl")
+    try:
+        six = lab.exec("a", ["ping", "-6", "-c", "3", "-i", "0.1", lab.addr("b", 6)])
+    finally:
+        handle.stop()
+    assert six.returncode == 0, six.stdout + six.stderr
+    led6 = ledger.read(tmp_path / "6.jsonl")
+    assert len(led6.where(dir="a_to_b", proto="icmp", type=128)) == 3      # echo requests
+    assert len(led6.where(dir="b_to_a", proto="icmp", type=129)) == 3      # echo replies

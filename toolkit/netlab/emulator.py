@@ -459,6 +459,17 @@ def _precise_timers() -> str:
     return "normal"
 
 
+def _die_with_parent() -> None:
+    """If the process that started the engine dies (even by SIGKILL), stop too: a link
+    left forwarding into namespaces `labkit clean` is about to delete would be a process
+    nobody owns (prctl PR_SET_PDEATHSIG, the same promise rootless.py's holder keeps)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:                 # it died before the prctl took effect
+        raise SystemExit(0)
+
+
 def serve(config: dict) -> int:
     """The process body: config in (JSON on stdin), 'ready' out, run until SIGTERM/SIGINT,
     the stats as one JSON line out."""
@@ -479,6 +490,7 @@ def serve(config: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    _die_with_parent()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
