@@ -388,3 +388,13 @@ def test_fin_drop_and_ipv6_through_the_engine(lab, tmp_path):
     led6 = ledger.read(tmp_path / "6.jsonl")
     assert len(led6.where(dir="a_to_b", proto="icmp", type=128)) == 3      # echo requests
     assert len(led6.where(dir="b_to_a", proto="icmp", type=129)) == 3      # echo replies
+
+
+def test_doctor_reports_the_userspace_engine_and_its_ceiling():
+    if not is_root():
+        pytest.skip("needs root (probing namespaces); CI runs as root")
+    done = subprocess.run([sys.executable, "-m", "toolkit.cli", "doctor", "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    engine = json.loads(done.stdout)["userspace_engine"]
+    assert engine == {"available": True, "max_rate_bps": emulator.MAX_RATE_BPS,
+                      "max_frames_per_s": emulator.MAX_FPS}

@@ -48,10 +48,15 @@ def lab_verdicts(report, labs_dir: Path = LABS_DIR) -> dict[str, str]:
 def run(args) -> int:
     from ..netlab.probe import TOOLS, probe_machine
 
+    from ..netlab.emulator import MAX_FPS, MAX_RATE_BPS
+
     report = probe_machine(args.privilege)
     labs = lab_verdicts(report)
+    userspace = {"available": bool(report.kernel.get("af_packet")),
+                 "max_rate_bps": MAX_RATE_BPS, "max_frames_per_s": MAX_FPS}
     if args.json:
-        print(json.dumps({**report.as_dict(), "labs": labs}, indent=1))
+        print(json.dumps({**report.as_dict(), "userspace_engine": userspace, "labs": labs},
+                         indent=1))
         return 0 if report.can_build else 1
     w = sys.stdout.write
     priv = report.privilege
@@ -64,6 +69,9 @@ def run(args) -> int:
         if not report.have_netem:
             w("  without netem, delay/jitter/reordering/duplication/corruption use the "
               "userspace link emulator\n")
+        w(f"userspace engine: {'yes' if userspace['available'] else 'no (needs AF_PACKET)'}"
+          f"; every impairment and scripted fault, up to {MAX_RATE_BPS / 1e6:g} Mbit/s and "
+          f"{MAX_FPS} frames/s per direction\n")
     elif report.kernel_errors:
         w(f"kernel: not probed: {report.kernel_errors}\n")
     w("tools:\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -21,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--count", type=int, default=10_000,
                    help="UDP datagrams for the loss measurement (default 10000)")
     p.add_argument("--privilege", choices=["auto", "root", "rootless"], default="auto")
+    p.add_argument("--ledger-dir", metavar="DIR",
+                   help="keep the userspace engine's ledgers (one per phase) in DIR")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -37,7 +40,8 @@ def run(args) -> int:
         if not 100 <= args.count <= 1_000_000:
             raise SpecError(f"--count {args.count}: expected 100 to 1000000 datagrams")
         result = selftest.run(imp, engine=args.engine, privilege=args.privilege,
-                              count=args.count)
+                              count=args.count,
+                              ledger_dir=Path(args.ledger_dir) if args.ledger_dir else None)
     except SpecError as e:
         # "option.both.loss: ..." -> "--loss: ..."
         msg = str(e)
@@ -55,9 +59,9 @@ def run(args) -> int:
         return 0 if result["ok"] else 1
     print(f"engine: {result['engine']} ({result['engine_reason']}); "
           f"privilege: {result['privilege']['mode']}; netem: {'yes' if result['netem'] else 'no'}")
-    print(f"{'check':14} {'configured':>14} {'measured':>22}  ok   bound")
+    print(f"{'check':14} {'configured':>20} {'measured':>22}  ok   bound")
     for c in result["checks"]:
-        print(f"{c['name']:14} {c['configured']:>14} {c['measured']:>22}  "
+        print(f"{c['name']:14} {c['configured']:>20} {c['measured']:>22}  "
               f"{'yes' if c['ok'] else 'NO '}  {c['detail']}")
     print(f"selftest {'passed' if result['ok'] else 'FAILED'} in {result['seconds']:.1f} s")
     return 0 if result["ok"] else 1

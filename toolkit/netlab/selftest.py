@@ -22,6 +22,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -229,7 +230,14 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
         if choice.engine == "userspace":
             from .emulator import check_capacity
             check_capacity(imp)
-        ledger_dir = ledger_dir or Path("/tmp")
+        # the userspace engine's ledgers: kept where asked, else in a directory removed
+        # at the end (the figures that matter are in the result)
+        scratch = None
+        if ledger_dir is None:
+            scratch = tempfile.TemporaryDirectory(prefix="labkit-selftest-")
+            ledger_dir = Path(scratch.name)
+        Path(ledger_dir).mkdir(parents=True, exist_ok=True)
+        ledger_dir = Path(ledger_dir)
         d = imp.a_to_b
 
         # loss
@@ -270,6 +278,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
         if choice.engine == "userspace":
             checks.append(judge_engine(engine_stats))
         privilege_info = lab.privilege.as_dict()
+        if scratch is not None:
+            scratch.cleanup()
     return {
         "engine": choice.engine, "engine_reason": choice.reason, "netem": netem,
         "privilege": privilege_info,
