@@ -311,3 +311,27 @@ def test_tcp_info_fields_parse_from_a_known_layout():
     assert info["snd_ssthresh"] is None and info["snd_cwnd"] == 10
     assert info["delivery_rate"] == 1_000_000
     assert "snd_wnd" not in parse(bytes(raw[:104]))     # an older kernel's shorter struct
+
+
+def test_the_portable_path_without_linux_only_calls(monkeypatch, tmp_path):
+    """What runs on macOS: no recvmmsg, no UDP GSO, no TCP_INFO. Simulated here by turning
+    the Linux-only paths off; every count must still be exact."""
+    import types
+
+    from toolkit.endpoints import batch, tcpinfo
+    monkeypatch.setattr(batch, "_LINUX", False)
+    monkeypatch.setattr(tcpinfo, "sys", types.SimpleNamespace(platform="darwin"))
+    rx = _udp_receiver(max_flows=1)
+    with Running(rx):
+        doc = udp_send(UdpSendConfig("127.0.0.1", rx.port, count=3000, rate_bps=0,
+                                     lengths=[1000], flow=9), quiet(proto="udp"))
+        assert _wait_for(lambda: rx.report.doc["connections"])
+    assert doc["end"]["gso_batch"] == 1 and doc["end"]["datagrams"] == 3000
+    flow = rx.report.doc["connections"][0]
+    assert (flow["packets"], flow["lost"], flow["duplicates"]) == (3000, 0, 0)
+    srv = tcp_server("thread", tmp_path)
+    with Running(srv):
+        sent = tcp_send(TcpSendConfig("127.0.0.1", srv.port, "bulk", total_bytes=1 << 20,
+                                      interval=0.05), quiet())
+    assert sent["end"]["bytes"] == 1 << 20
+    assert all(iv.get("tcp_info") is None for iv in sent["intervals"])

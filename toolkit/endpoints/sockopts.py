@@ -10,11 +10,13 @@ TCP_CONGESTION (the congestion control algorithm, per socket).
 from __future__ import annotations
 
 import socket
+import sys
 import struct
 from dataclasses import asdict, dataclass
 
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)
+_LINUX = sys.platform.startswith("linux")
 
 
 @dataclass
@@ -44,6 +46,9 @@ def apply(sock: socket.socket, opts: SocketOptions, *, listening: bool = False) 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, opts.sndbuf)
     if tcp and opts.nodelay and not listening:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tcp and opts.congestion and not _LINUX:
+        raise OSError(f"congestion control {opts.congestion!r}: choosing it per socket "
+                      f"(TCP_CONGESTION) is Linux-only")
     if tcp and opts.congestion:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, opts.congestion.encode())
@@ -53,7 +58,9 @@ def apply(sock: socket.socket, opts: SocketOptions, *, listening: bool = False) 
                           ) from None
     if opts.linger0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    if opts.pacing_bps:
+    if opts.pacing_bps and not _LINUX:
+        got["max_pacing_rate_bps"] = None
+    elif opts.pacing_bps:
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(opts.pacing_bps / 8))
             got["max_pacing_rate_bps"] = opts.pacing_bps
@@ -61,12 +68,13 @@ def apply(sock: socket.socket, opts: SocketOptions, *, listening: bool = False) 
             got["max_pacing_rate_bps"] = None
     got["rcvbuf"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     got["sndbuf"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-    if tcp:
+    if tcp and _LINUX:       # elsewhere these option numbers mean other things, or nothing
         try:
             got["congestion"] = sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16
                                                 ).split(b"\0")[0].decode()
         except OSError:
             pass
+    if tcp:
         got["nodelay"] = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     got["linger0"] = opts.linger0
     return got
