@@ -42,6 +42,16 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+@pytest.fixture(scope="module")
+def lab():
+    """An a-r-b lab shared by a module's tests (modules that need more define their own)."""
+    if not is_root():
+        pytest.skip("needs root (network namespaces); CI runs as root")
+    from toolkit import netlab
+    with netlab.up(netlab.default_topology()) as lab:
+        yield lab
+
+
 # ---- the suite leaves nothing of the kit behind (issue: no namespace, veth or table) ----
 
 def _kit_leftovers() -> set[str]:

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, is_root
+from conftest import REPO
 from toolkit import netlab
 from toolkit.endpoints.servers import MODELS
 from toolkit.netlab import impairment as I
@@ -20,14 +20,6 @@ from toolkit.netlab import kernel as K
 
 pytestmark = pytest.mark.root
 PY = [sys.executable, "-m", "toolkit.cli"]
-
-
-@pytest.fixture(scope="module")
-def lab():
-    if not is_root():
-        pytest.skip("needs root (network namespaces); CI runs as root")
-    with netlab.up(netlab.default_topology()) as lab:
-        yield lab
 
 
 def _serve(lab, tmp_path, *args):
