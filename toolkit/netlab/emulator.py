@@ -159,7 +159,7 @@ class Forwarder:
         self.heap: list = []
         self.order = 0
         self.n = 0
-        self.held: dict[str, tuple[Item, int]] = {}          # reorder/hold: item, deadline
+        self.held: dict[str, tuple[Item, int, int]] = {}     # reorder/hold: item, deadline, copies
         self.last_held: dict[str, tuple[Item, int, int]] = {}  # item, fault, deadline
         self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.ledger = ledger.Writer(ledger_path, header)
