@@ -258,7 +258,7 @@ def test_a_blackhole_window_drops_everything_in_it_and_nothing_after(lab, tmp_pa
     assert f"{12 - lost} received" in done.stdout
 
 
-def test_the_engine_stops_with_the_lab_and_leaves_the_router_forwarding(tmp_path):
+def test_the_engine_stops_with_the_lab_and_writes_its_trailer(tmp_path):
     if not is_root():
         pytest.skip("needs root (network namespaces); CI runs as root")
     with netlab.up(netlab.default_topology()) as lab:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -90,6 +91,13 @@ def test_faults_from_the_labs_examples():
     assert f[3].last and f[3].payload is True
     assert (f[5].nth, f[5].start_s, f[5].end_s) == (None, 1.0, 1.3)
     assert f[6].delay_s == pytest.approx(0.3)
+    # the plain form handed to the userspace engine's process comes back whole
+    full = I.from_dict({"seed": 9, "a_to_b": {"rate": "10mbit", "queue": "64kb",
+                                              "burst": {"p": "1%", "r": "30%"}},
+                        "b_to_a": {"delay": "20ms", "jitter": "2ms", "corrupt": "1%"},
+                        "fault": [{"action": "drop", "proto": "tcp", "flags": "S"}]})
+    for spec in (imp, full):
+        assert I.from_plain(json.loads(json.dumps(spec.as_dict()))) == spec
     assert "faults" in imp.needs()
     assert I.choose_engine(imp, have_netem=True).engine == "userspace"
 

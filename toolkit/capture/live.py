@@ -40,9 +40,9 @@ from pathlib import Path
 
 from .backends import (BACKENDS, PREFERENCE, RUNNING_COUNT, CaptureCounters, parse_counters,
                        permission_hint, ring_sizes)
+from ..runtime import child_env
 from .files import annotate, repair
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])   # where `toolkit` is importable
 
 _KEEP = 16 * 1024     # stderr kept from the start and from the end (counters come last)
 
@@ -337,9 +337,7 @@ def launch(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
         where = f" under {' '.join(prefix)}"
     env = None
     if name == "scapy":     # our module must import wherever the prefix takes it
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env = child_env()
     return Capture(name, interface, out, [*(prefix or []), *argv], netns, snaplen,
                    ring=ring, comment=comment, where=where, env=env)
 

@@ -46,9 +46,8 @@ def lab_verdicts(report, labs_dir: Path = LABS_DIR) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from ..netlab.probe import TOOLS, probe_machine
-
     from ..netlab.emulator import MAX_FPS, MAX_RATE_BPS
+    from ..netlab.probe import TOOLS, probe_machine
 
     report = probe_machine(args.privilege)
     labs = lab_verdicts(report)

@@ -49,16 +49,18 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime import child_env
 from . import frames, ledger
 from .executor import Executor
 from .faults import LAST_HOLD_S, Decision, FaultBook
-from .impairment import DIRECTIONS, BurstLoss, Direction, Fault, Impairment, SpecError
+from .impairment import DIRECTIONS, Impairment, SpecError, from_plain
 from .kernel import plan_forwarding
 from .linkmodel import DirectionModel
 from .plan import Plan
+from .rootless import die_with_parent
 from .topology import ROUTER, iface
 
 ETH_P_ALL = 0x0003
@@ -99,20 +101,6 @@ def check_capacity(imp: Impairment) -> None:
                 f"link.{name}.rate: {rate / 1e6:g} Mbit/s is beyond the userspace engine's "
                 f"capacity of {MAX_RATE_BPS / 1e6:g} Mbit/s; use a lower rate, or the kernel "
                 f"engine (rate and loss only) for higher ones")
-
-
-def impairment_from_plain(d: dict) -> Impairment:
-    """Inverse of Impairment.as_dict (for the config handed to the emulator process)."""
-    def direction(x: dict) -> Direction:
-        x = dict(x)
-        if x.get("burst"):
-            x["burst"] = BurstLoss(**x["burst"])
-        return Direction(**{k: v for k, v in x.items() if k in _DIR_FIELDS})
-    return Impairment(direction(d["a_to_b"]), direction(d["b_to_a"]),
-                      tuple(Fault(**f) for f in d.get("faults", ())), d.get("seed", 1))
-
-
-_DIR_FIELDS = {f.name for f in fields(Direction)}
 
 
 # ---- the forwarding process ----
@@ -459,21 +447,10 @@ def _precise_timers() -> str:
     return "normal"
 
 
-def _die_with_parent() -> None:
-    """If the process that started the engine dies (even by SIGKILL), stop too: a link
-    left forwarding into namespaces `labkit clean` is about to delete would be a process
-    nobody owns (prctl PR_SET_PDEATHSIG, the same promise rootless.py's holder keeps)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:                 # it died before the prctl took effect
-        raise SystemExit(0)
-
-
 def serve(config: dict) -> int:
     """The process body: config in (JSON on stdin), 'ready' out, run until SIGTERM/SIGINT,
     the stats as one JSON line out."""
-    imp = impairment_from_plain(config["impairment"])
+    imp = from_plain(config["impairment"])
     ports = [Port(x["host"], x["ifname"], bytes.fromhex(x["router_mac"]),
                   bytes.fromhex(x["host_mac"]), bytes.fromhex(x["net4"]),
                   bytes.fromhex(x["net6"]), bytes.fromhex(x["own4"]),
@@ -490,7 +467,6 @@ def serve(config: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    _die_with_parent()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -578,13 +554,14 @@ def start(lab, imp: Impairment, ledger_path: Path, *,
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
     ex = Executor(prefix=lab.executor.prefix)
     ex.apply(plan_engine(lab))
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
+        # SIGTERM if the caller dies, even by SIGKILL: a link left forwarding into
+        # namespaces `labkit clean` is about to delete would be a process nobody owns;
+        # on SIGTERM the engine still writes its ledger's trailer
         proc = lab.popen(ROUTER, [sys.executable, "-m", "toolkit.netlab.emulator"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=child_env(),
+                         preexec_fn=lambda: die_with_parent(signal.SIGTERM))
         proc.stdin.write(json.dumps(_config(lab, imp, ledger_path, pair)))
         proc.stdin.close()
         proc.stdin = None               # communicate() must not flush it again

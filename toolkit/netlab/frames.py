@@ -43,15 +43,7 @@ class Packet:
     ack: int | None = None
     flow: int | None = None        # the lab header's flow id (UDP)
     icmp: tuple[int, int] | None = None     # (type, code)
-
-    @property
-    def payload_at(self) -> int:
-        """Offset of the transport payload in the frame (end of frame when unknown)."""
-        if self.l4 < 0:
-            return -1
-        return self.l4 + self._l4_header_len
-
-    _l4_header_len: int = 0
+    payload_at: int = -1           # offset of the transport payload (-1: none to read)
 
     def describe(self) -> dict:
         """The ledger's short identity of a packet."""
@@ -120,7 +112,7 @@ def identify(frame: bytes) -> Packet:
         sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", frame, l4)
         hlen = (off_flags >> 12) * 4
         return Packet(family, src, dst, name, l4, max(0, l4_len - hlen), sport, dport,
-                      flag_letters(off_flags & 0xFF), seq, ack, _l4_header_len=hlen)
+                      flag_letters(off_flags & 0xFF), seq, ack, payload_at=l4 + hlen)
     if proto == UDP and l4 + 8 <= len(frame):
         sport, dport, length = struct.unpack_from("!HHH", frame, l4)
         flow = seq = None
@@ -128,18 +120,14 @@ def identify(frame: bytes) -> Packet:
         if frame[head:head + 4] == LAB_MAGIC and head + 20 <= len(frame):
             flow, seq = struct.unpack_from("!IQ", frame, head + 8)
         return Packet(family, src, dst, name, l4, max(0, length - 8), sport, dport,
-                      seq=seq, flow=flow, _l4_header_len=8)
+                      seq=seq, flow=flow, payload_at=l4 + 8)
     if proto in (ICMP, ICMPV6) and l4 + 8 <= len(frame):
         kind, code = frame[l4], frame[l4 + 1]
         echo = kind in (0, 8) if proto == ICMP else kind in (128, 129)
         ident, seq = struct.unpack_from("!HH", frame, l4 + 4) if echo else (None, None)
         return Packet(family, src, dst, name, l4, max(0, l4_len - 8), seq=seq, ack=ident,
-                      icmp=(kind, code), _l4_header_len=8)
+                      icmp=(kind, code), payload_at=l4 + 8)
     return Packet(family, src, dst, name)
-
-
-def mac_bytes(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
 
 
 def route(frame: bytes, src_mac: bytes, dst_mac: bytes) -> bytes | None:
@@ -183,12 +171,3 @@ def corrupt(frame: bytes, pkt: Packet, draw: float) -> tuple[bytes, int]:
     out = bytearray(frame)
     out[bit // 8] ^= 0x80 >> (bit % 8)
     return bytes(out), bit
-
-
-def checksum_ok_ipv4_header(frame: bytes) -> bool:
-    """RFC 1071: the one's complement sum over the header is 0xFFFF (for tests)."""
-    ihl = (frame[14] & 0x0F) * 4
-    s = sum(struct.unpack_from(f"!{ihl // 2}H", frame, ETH_LEN))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s == 0xFFFF

@@ -312,6 +312,18 @@ def from_dict(table: dict, where: str = "link") -> Impairment:
     return Impairment(dirs["a_to_b"], dirs["b_to_a"], faults, seed)
 
 
+def from_plain(d: dict) -> Impairment:
+    """The inverse of Impairment.as_dict: an Impairment from its own plain form (already
+    checked; e.g. the config handed to the userspace engine's process)."""
+    def direction(x: dict) -> Direction:
+        x = dict(x)
+        if x.get("burst"):
+            x["burst"] = BurstLoss(**x["burst"])
+        return Direction(**x)
+    return Impairment(direction(d["a_to_b"]), direction(d["b_to_a"]),
+                      tuple(Fault(**f) for f in d.get("faults", ())), d.get("seed", 1))
+
+
 # ---- which engine ----
 
 KERNEL_ALWAYS = {"rate", "loss"}                     # tbf/htb and nftables numgen

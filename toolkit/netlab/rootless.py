@@ -100,10 +100,12 @@ def detect(prefer: str = "auto") -> Privilege:
         + ("".join(f"\n  - {b}" for b in blockers) if blockers else ""))
 
 
-def _die_with_parent() -> None:
-    # runs in the child between fork and exec: SIGKILL it when the parent dies
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Run in a child between fork and exec (Popen's preexec_fn): the kernel sends it `sig`
+    when the parent dies, even by SIGKILL. The setting survives exec (of anything but a
+    set-user-ID program), so `ip netns exec` and nsenter pass it on."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 class Holder:
@@ -114,7 +116,7 @@ class Holder:
             ["unshare", "--user", "--map-root-user", "--mount", "--net",
              "--propagation", "private", "sh", "-c", _HOLDER_SCRIPT],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, preexec_fn=_die_with_parent)
+            text=True, preexec_fn=die_with_parent)
         line = self.proc.stdout.readline()       # sh writes it after /run is ours
         if line.strip() != "labkit-userns-ready":
             err = self.stop()

@@ -74,19 +74,11 @@ class _KernelEngine:
         return {"loss_drops": drops, "qdiscs": qdiscs, "errors": errors}
 
 
-class _UserspaceEngine:
-    def __init__(self, lab: Lab, imp: Impairment, ledger: Path):
-        from . import emulator
-        self.handle = emulator.start(lab, imp, ledger)
-
-    def stop(self) -> dict:
-        return self.handle.stop()
-
-
 def _engine(lab: Lab, imp: Impairment, choice: EngineChoice, netem: bool, ledger: Path):
     if choice.engine == "kernel":
         return _KernelEngine(lab, imp, netem)
-    return _UserspaceEngine(lab, imp, ledger)
+    from . import emulator
+    return emulator.start(lab, imp, ledger)       # its Handle stops like _KernelEngine
 
 
 def _only(imp: Impairment, keys: tuple[str, ...]) -> Impairment:
@@ -224,20 +216,17 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
     measured: dict = {}
     engine_stats: dict = {}
     t0 = time.monotonic()
-    with up(default_topology(), privilege=privilege) as lab:
+    # the userspace engine's ledgers: kept where asked, else in a directory removed on
+    # every way out (the figures that matter are in the result)
+    with tempfile.TemporaryDirectory(prefix="labkit-selftest-") as scratch, \
+            up(default_topology(), privilege=privilege) as lab:
+        ledger_dir = Path(ledger_dir or scratch)
+        ledger_dir.mkdir(parents=True, exist_ok=True)
         netem = have_netem(lab)
         choice = choose_engine(imp, netem, engine)
         if choice.engine == "userspace":
             from .emulator import check_capacity
             check_capacity(imp)
-        # the userspace engine's ledgers: kept where asked, else in a directory removed
-        # at the end (the figures that matter are in the result)
-        scratch = None
-        if ledger_dir is None:
-            scratch = tempfile.TemporaryDirectory(prefix="labkit-selftest-")
-            ledger_dir = Path(scratch.name)
-        Path(ledger_dir).mkdir(parents=True, exist_ok=True)
-        ledger_dir = Path(ledger_dir)
         d = imp.a_to_b
 
         # loss
@@ -278,8 +267,6 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
         if choice.engine == "userspace":
             checks.append(judge_engine(engine_stats))
         privilege_info = lab.privilege.as_dict()
-        if scratch is not None:
-            scratch.cleanup()
     return {
         "engine": choice.engine, "engine_reason": choice.reason, "netem": netem,
         "privilege": privilege_info,
