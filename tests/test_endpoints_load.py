@@ -22,12 +22,17 @@ CLIENTS = 1000
 SECONDS = 3.0
 
 
+# Every wait below is bounded: one client that fails must fail the test, not leave the
+# other 999 waiting for a start signal that never comes.
+STEP_S = 30.0
+
+
 async def _echo(reader, writer, deframer, flow, seq, body, tally) -> bool:
     writer.write(wire.frame(wire.Header(flow, seq, time.time_ns(), 0, wire.KIND_REQUEST),
                             body))
     got = []
     while not got:
-        data = await asyncio.wait_for(reader.read(65536), 30)
+        data = await asyncio.wait_for(reader.read(65536), STEP_S)
         if not data:
             tally["lost"] += 1
             return False
@@ -41,7 +46,7 @@ async def _echo(reader, writer, deframer, flow, seq, body, tally) -> bool:
 
 async def _client(port: int, flow: int, start: asyncio.Event, tally: dict) -> None:
     rng = random.Random(flow)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), STEP_S)
     writer.write(control.encode(flow, control.hello("tcp", "echo", flow)))
     deframer = wire.Deframer(1 << 16)
     seq = 0
@@ -54,7 +59,8 @@ async def _client(port: int, flow: int, start: asyncio.Event, tally: dict) -> No
         if tally["connected"] == CLIENTS:
             tally["until"] = time.monotonic() + SECONDS
             start.set()
-        await start.wait()                   # all thousand served before the load starts
+        # all thousand served before the load starts
+        await asyncio.wait_for(start.wait(), STEP_S * 2)
         while time.monotonic() < tally["until"]:
             body = rng.randbytes(rng.randint(0, 600))
             if not await _echo(reader, writer, deframer, flow, seq, body, tally):
@@ -64,16 +70,23 @@ async def _client(port: int, flow: int, start: asyncio.Event, tally: dict) -> No
         tally["fewest"] = min(tally["fewest"], seq - 1)
     finally:
         writer.write_eof()
-        await reader.read()                          # the server's final report, then EOF
-        writer.close()
-        tally["done"] += 1
+        try:
+            await asyncio.wait_for(reader.read(), STEP_S)  # the server's final report, EOF
+        finally:
+            writer.close()
+            tally["done"] += 1
 
 
 async def _load(port: int) -> dict:
     tally = {"messages": 0, "lost": 0, "corrupted": 0, "done": 0, "fewest": 1 << 30,
-             "connected": 0}
+             "connected": 0, "errors": []}
     start = asyncio.Event()
-    await asyncio.gather(*(_client(port, 1000 + i, start, tally) for i in range(CLIENTS)))
+    results = await asyncio.gather(
+        *(_client(port, 1000 + i, start, tally) for i in range(CLIENTS)),
+        return_exceptions=True)
+    errors = [f"client {i}: {type(r).__name__}: {r}" for i, r in enumerate(results)
+              if isinstance(r, BaseException)]
+    tally["errors"] = errors[:5] + ([f"... {len(errors)} in all"] if len(errors) > 5 else [])
     return tally
 
 
@@ -82,6 +95,13 @@ def _raise_fd_limit():
     if hard != resource.RLIM_INFINITY and hard < CLIENTS + 200:
         pytest.skip(f"the hard file descriptor limit {hard} is below {CLIENTS + 200}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+
+
+def _stderr(server: subprocess.Popen) -> str:
+    if server.poll() is None:
+        server.kill()
+        server.wait()
+    return server.stderr.read()
 
 
 @pytest.mark.parametrize("model", ["thread", "selectors", "asyncio"])
@@ -96,7 +116,8 @@ def test_a_thousand_clients_echo_without_loss(model, tmp_path):
         line = server.stdout.readline()
         port = int(line.split("port ")[1].split()[0])
         tally = asyncio.run(_load(port))
-        assert server.wait(timeout=60) == 0, server.stderr.read()
+        assert not tally["errors"], (tally, _stderr(server))
+        assert server.wait(timeout=60) == 0, _stderr(server)
     finally:
         if server.poll() is None:
             server.kill()

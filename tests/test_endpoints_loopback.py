@@ -65,6 +65,24 @@ def tcp_server(model, tmp_path, **kw):
                   quiet("server", "tcp", model))
 
 
+def _listen_backlog(port: int) -> int:
+    """The kernel's listen backlog of a listening socket: ss shows it as Send-Q."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[2])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_listens_with_the_backlog_asked_for(model, tmp_path):
+    srv = tcp_server(model, tmp_path, options=SocketOptions(backlog=777))
+    with Running(srv):
+        # one echo first: the model is serving, so any listen() of its own has happened
+        rep = tcp_send(TcpSendConfig("127.0.0.1", srv.port, "rr", count=1, lengths=[8],
+                                     response_size=8), quiet(mode="rr"))
+        assert rep["end"]["transactions"] == 1
+        assert _listen_backlog(srv.port) == 777
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_serves_every_mode_and_tells_endings_apart(model, tmp_path):
     content = bytes(range(256)) * 4096

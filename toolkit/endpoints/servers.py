@@ -320,8 +320,11 @@ class Server:
 
     async def _asyncio_main(self) -> None:
         self.sock.setblocking(False)
+        # start_server listens again on the socket it is given, with its own default
+        # backlog of 100 unless told otherwise: a burst of clients beyond that would see
+        # dropped SYNs and handshake ACKs, and wait seconds on retransmission timers
         server = await asyncio.start_server(self._asyncio_client, sock=self.sock,
-                                            limit=RECV)
+                                            limit=RECV, backlog=self.cfg.options.backlog)
         tasks: set[asyncio.Task] = set()
         self._tasks = tasks
         async with server:
