@@ -4,12 +4,14 @@ leaves, malformed clients among good ones, UDP counting and pacing, the CLI's er
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +146,28 @@ def test_every_model_serves_every_mode_and_tells_endings_apart(model, tmp_path):
     assert "peer" not in results["reset"]["end"]
     paced = results["paced"]["end"]
     assert paced["bits_per_second"] == pytest.approx(8e6, rel=0.1)
+
+
+def _children() -> set[int]:
+    return {int(pid) for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+def test_process_model_child_keeps_no_other_descriptor(tmp_path):
+    # This process is the server's parent and also a client: a child forked while our
+    # client socket was open would hold a copy of it, so our close() would send no FIN
+    # and the child would wait out its 60 s receive timeout.
+    before = _children()
+    srv = tcp_server("process", tmp_path)
+    with Running(srv):
+        c = socket.create_connection(("127.0.0.1", srv.port))
+        c.sendall(control.encode(1, control.hello("tcp", "bulk", 1))
+                  + wire.frame(wire.Header(1, 0, time.time_ns()), b"a" * 100))
+        assert _wait_for(lambda: _children() - before)     # the child serving us exists
+        c.close()
+        assert _wait_for(lambda: len(srv.report.doc["connections"]) == 1, timeout=10)
+    rec, = srv.report.doc["connections"]
+    assert rec["how"] == "close" and rec["bytes"] > 100, rec
 
 
 def test_json_report_schema(tmp_path):

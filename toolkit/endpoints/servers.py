@@ -247,6 +247,10 @@ class Server:
                     try:
                         os.close(rfd)
                         self.sock.close()
+                        _close_inherited(keep=(conn.fileno(), wfd))
+                        # fork() copies only the calling thread: a lock another thread
+                        # (the ticker) held at that moment would stay held in the child
+                        self.lock = threading.Lock()
                         session, how = self._serve_blocking(conn, peer)
                         rec = session.report()
                         rec["how"] = how
@@ -381,6 +385,20 @@ class Server:
             writer.close()
             self._finished(session, how)
             self._tasks.discard(task)
+
+
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor a forked child inherited but its connection, its report pipe
+    and stdio. A TCP connection is closed (FIN) only when the last copy of its descriptor
+    is: a child that kept copies of other sockets of its parent (another client's end,
+    when the server runs inside a program that is also a client) would hold those
+    connections open, and their peers would wait for a FIN that never comes."""
+    lo = 3
+    for fd in sorted(keep):
+        if fd >= lo:
+            os.closerange(lo, fd)
+            lo = fd + 1
+    os.closerange(lo, os.sysconf("SC_OPEN_MAX"))
 
 
 def _closing(conn: socket.socket, final: bytes) -> str:
