@@ -42,11 +42,20 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def network_or_skip() -> str:
+    """How this process builds a lab: "root", or "rootless" through an unprivileged user
+    namespace; skips, saying what is missing, where neither is possible."""
+    from toolkit.netlab import rootless
+    try:
+        return rootless.detect().mode
+    except rootless.PrivilegeError as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module")
 def lab():
     """An a-r-b lab shared by a module's tests (modules that need more define their own)."""
-    if not is_root():
-        pytest.skip("needs root (network namespaces); CI runs as root")
+    network_or_skip()
     from toolkit import netlab
     with netlab.up(netlab.default_topology()) as lab:
         yield lab

@@ -82,6 +82,9 @@ def test_counters_unknown_backend():
     ('setting the network namespace "lkx" failed: Operation not permitted', "CAP_SYS_ADMIN"),
     ('Cannot open network namespace "lkx": No such file or directory', ""),
     ('There is no device named "lknope0"', ""),
+    ("tcpdump: Couldn't change to 'tcpdump' uid=104 gid=111: Operation not permitted",
+     "dumpcap or scapy"),
+    ("tcpdump: Couldn't change ownership of savefile", "dumpcap or scapy"),
 ])
 def test_permission_hint(text, expect):
     hint = permission_hint(text)

@@ -83,7 +83,7 @@ def test_udp_loss_accounting_equals_what_the_link_dropped(lab, tmp_path):
     path = tmp_path / "b.pcapng"
     try:
         server = _serve(lab, tmp_path, "--proto", "udp", "-1", "-t", "60")
-        with capture.start(lab.iface("b", "r"), path, netns=lab.netns("b"), snaplen=96,
+        with capture.start(lab.iface("b", "r"), path, prefix=lab.prefix("b"), snaplen=96,
                            bpf_filter="udp port 5201"):
             sent = _send(lab, tmp_path, "udp", "--proto", "udp", "-k", "5000", "-b", "40M",
                          "-l", "1000", "--flow", "77")
@@ -113,7 +113,7 @@ def test_slow_reader_shows_zero_window_in_the_capture(lab, tmp_path):
 
     path = tmp_path / "a.pcapng"
     server = _serve(lab, tmp_path, "-1", "--pause", "1.5", "--rcvbuf", "8K", "-t", "60")
-    with capture.start(lab.iface("a", "r"), path, netns=lab.netns("a"), snaplen=128,
+    with capture.start(lab.iface("a", "r"), path, prefix=lab.prefix("a"), snaplen=128,
                        bpf_filter="tcp port 5201"):
         _send(lab, tmp_path, "slow", "-t", "1", "--sndbuf", "64K")
     assert server.wait(timeout=30) == 0

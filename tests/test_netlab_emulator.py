@@ -13,7 +13,7 @@ import time
 import pytest
 
 import toolkit
-from conftest import REPO, is_root
+from conftest import REPO, is_root, network_or_skip
 from toolkit import netlab
 from toolkit.capture import start_many, vantage_points
 from toolkit.netlab import emulator, kernel, ledger, selftest
@@ -259,8 +259,7 @@ def test_a_blackhole_window_drops_everything_in_it_and_nothing_after(lab, tmp_pa
 
 
 def test_the_engine_stops_with_the_lab_and_writes_its_trailer(tmp_path):
-    if not is_root():
-        pytest.skip("needs root (network namespaces); CI runs as root")
+    network_or_skip()
     with netlab.up(netlab.default_topology()) as lab:
         emulator.start(lab, I.from_dict({"both": {"delay": "5ms"}}), tmp_path / "l.jsonl")
         proc = lab.processes[-1]
@@ -338,7 +337,8 @@ KILLED = textwrap.dedent("""
 
 def test_a_runner_killed_with_sigkill_takes_its_engine_with_it(tmp_path):
     if not is_root():
-        pytest.skip("needs root (network namespaces); CI runs as root")
+        pytest.skip("`labkit clean` of a root run's leftovers needs root")
+    network_or_skip()
     path = tmp_path / "killed.jsonl"
     runner = subprocess.Popen([sys.executable, "-c", KILLED.format(repo=str(REPO),
                                                                    ledger=str(path))],
@@ -384,8 +384,7 @@ def test_fin_drop_and_ipv6_through_the_engine(lab, tmp_path):
 
 
 def test_doctor_reports_the_userspace_engine_and_its_ceiling():
-    if not is_root():
-        pytest.skip("needs root (probing namespaces); CI runs as root")
+    network_or_skip()
     done = subprocess.run([sys.executable, "-m", "toolkit.cli", "doctor", "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     engine = json.loads(done.stdout)["userspace_engine"]

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import REPO, is_root
+from conftest import REPO, is_root, network_or_skip
 from toolkit import netlab
 from toolkit.netlab import impairment as I
 from toolkit.netlab import kernel as K
@@ -25,12 +25,20 @@ from toolkit.netlab import registry
 pytestmark = pytest.mark.root
 
 
-def _need_root():
-    if not is_root():
-        pytest.skip("needs root (CAP_NET_ADMIN for namespaces); CI runs as root")
+def _need_network():
+    network_or_skip()
     for tool in ("ip", "ethtool", "ping"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             pytest.skip(f"{tool} is not installed (make test installs it as root)")
+
+
+def _need_root_run():
+    """Tests that look for a run's namespaces in this machine's `ip netns` list, where only
+    a root run puts them: a rootless run's live in its own user and mount namespaces and
+    die with its holder (test_rootless_as_an_unprivileged_user checks that)."""
+    if not is_root():
+        pytest.skip("looks for a root run's namespaces in the host's list: needs root")
+    _need_network()
 
 
 def _ours(run_id: str) -> list[str]:
@@ -43,7 +51,7 @@ def _ping(lab, src, dst, family=4, count=1):
 
 
 def test_build_reach_and_tear_down_fast():
-    _need_root()
+    _need_root_run()
     topo = netlab.default_topology(sysctls={"a": {"tcp_congestion_control": "reno"}})
     with netlab.up(topo) as lab:
         assert sorted(_ours(lab.run_id)) == sorted(lab.netns(n) for n in ("a", "b", "r"))
@@ -70,7 +78,7 @@ def test_build_reach_and_tear_down_fast():
 
 
 def test_an_exception_inside_tears_down_and_propagates():
-    _need_root()
+    _need_root_run()
     with pytest.raises(ZeroDivisionError):
         with netlab.up(netlab.default_topology()) as lab:
             run_id = lab.run_id
@@ -81,7 +89,7 @@ def test_an_exception_inside_tears_down_and_propagates():
 
 
 def test_a_failing_step_unwinds_what_was_built():
-    _need_root()
+    _need_root_run()
     # an MTU the veth driver refuses (above 65535) makes `ip link add` fail after the
     # namespaces exist; from_dict would refuse it, so the links are made by hand
     topo = netlab.default_topology()
@@ -117,7 +125,7 @@ def _start_runner():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signals_tear_down(sig):
-    _need_root()
+    _need_root_run()
     proc, run_id = _start_runner()
     proc.send_signal(sig)
     proc.wait(timeout=10)
@@ -126,7 +134,7 @@ def test_signals_tear_down(sig):
 
 
 def test_sigkill_then_clean_removes_the_dead_run_and_nothing_else():
-    _need_root()
+    _need_root_run()
     with netlab.up(netlab.default_topology()) as live:
         proc, dead_id = _start_runner()
         proc.kill()
@@ -145,7 +153,7 @@ def test_sigkill_then_clean_removes_the_dead_run_and_nothing_else():
 
 
 def test_rootless_path_as_root():
-    _need_root()
+    _need_network()
     with netlab.up(netlab.default_topology(), privilege="rootless") as lab:
         assert lab.privilege.mode == "rootless"
         assert _ping(lab, "a", "b").returncode == 0
@@ -220,7 +228,7 @@ def test_rootless_as_an_unprivileged_user(kill):
 
 
 def test_kernel_engine_loss_is_counted_by_the_kernel():
-    _need_root()
+    _need_network()
     imp = I.from_dict({"a_to_b": {"loss": "20%"}})
     with netlab.up(netlab.default_topology()) as lab:
         lab.apply(K.plan_kernel(imp, lab.run_id, lab.netns("r"), have_netem=False))

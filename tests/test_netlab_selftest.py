@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, is_root
+from conftest import REPO, network_or_skip
 from toolkit.netlab.selftest import judge_loss, judge_rate, judge_rtt
 
 
@@ -60,8 +60,7 @@ def _selftest(*args, user=None, python=sys.executable, timeout=120):
 
 @pytest.mark.root
 def test_kernel_engine_loss_and_rate_match_the_configuration():
-    if not is_root():
-        pytest.skip("needs root (CAP_NET_ADMIN); CI runs as root")
+    network_or_skip()
     status, out, err = _selftest("--engine", "kernel", "--loss", "5%", "--rate", "20mbit")
     assert out["engine"] == "kernel" and out["configured"]["loss"] == 0.05
     checks = {c["name"]: c for c in out["checks"]}
@@ -77,8 +76,7 @@ def test_kernel_engine_loss_and_rate_match_the_configuration():
 
 @pytest.mark.root
 def test_selftest_refuses_what_the_engine_cannot_do_and_bad_values():
-    if not is_root():
-        pytest.skip("needs root (CAP_NET_ADMIN); CI runs as root")
+    network_or_skip()
     done = subprocess.run([sys.executable, "-m", "toolkit.cli", "selftest", "--loss", "5"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--loss: percentage '5'" in done.stderr
@@ -109,8 +107,7 @@ def test_rootless_selftest_as_an_unprivileged_user():
 
 @pytest.mark.root
 def test_userspace_engine_loss_delay_and_rate_match_the_configuration():
-    if not is_root():
-        pytest.skip("needs root (CAP_NET_ADMIN); CI runs as root")
+    network_or_skip()
     status, out, err = _selftest("--engine", "userspace", "--loss", "5%", "--delay", "10ms",
                                  "--rate", "20mbit")
     assert out["engine"] == "userspace"
@@ -126,8 +123,7 @@ def test_userspace_engine_loss_delay_and_rate_match_the_configuration():
 
 @pytest.mark.root
 def test_userspace_engine_refuses_a_rate_beyond_its_capacity():
-    if not is_root():
-        pytest.skip("needs root (CAP_NET_ADMIN); CI runs as root")
+    network_or_skip()
     done = subprocess.run([sys.executable, "-m", "toolkit.cli", "selftest", "--engine",
                            "userspace", "--rate", "5gbit"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)

@@ -222,13 +222,15 @@ def permission_hint(text: str) -> str:
     """What to do, when a backend's error text says it lacked privileges."""
     low = text.lower()
     denied = "not permitted" in low or "permission denied" in low or "permission to" in low
-    if not denied:
-        return ""
-    if "couldn't change to" in low:
-        # tcpdump running as uid 0 always switches user after opening the interface
-        # (initgroups, setuid), and a user namespace forbids setgroups
+    # tcpdump running as uid 0 gives its savefile to its own user (chown), then switches to
+    # that user (initgroups, setuid). In a user namespace that user is not mapped and
+    # setgroups is forbidden, so one of the two fails: the chown when the namespace's root
+    # owns the output directory (a rootless lab started by an ordinary user), else the switch
+    if "couldn't change ownership of savefile" in low or (denied and "couldn't change to" in low):
         return ("tcpdump cannot give up root inside a user namespace (a rootless lab): "
                 "capture with dumpcap or scapy there (backend='dumpcap')")
+    if not denied:
+        return ""
     if "network namespace" in low:
         return ("entering a network namespace needs root (CAP_SYS_ADMIN): run as root, "
                 "e.g. sudo make demo")
