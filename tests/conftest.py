@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,30 @@ def network_or_skip() -> str:
         return rootless.detect().mode
     except rootless.PrivilegeError as e:
         pytest.skip(str(e))
+
+
+def as_nobody_or_skip() -> str:
+    """The interpreter to run a rootless lab with as user nobody (runuser), from a root
+    test process; skips, saying what is missing, where that cannot be done."""
+    if not is_root():
+        pytest.skip("switching to user nobody needs root (run as an ordinary user, the lab "
+                    "tests themselves build rootless labs)")
+    if not shutil.which("runuser"):
+        pytest.skip("runuser (util-linux) is missing")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no 'nobody' user to run the rootless test as")
+    probe = subprocess.run(["runuser", "-u", "nobody", "--", "unshare", "--user",
+                            "--map-root-user", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this kernel forbids unprivileged user namespaces: {probe.stderr.strip()}")
+    # the venv's interpreter may sit under a root-only home: the netlab and capture are
+    # stdlib-only, so the system python3 runs them
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if not python:
+        pytest.skip("no system python3 for the unprivileged user")
+    return python
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO, is_root, network_or_skip
+from conftest import REPO, as_nobody_or_skip, network_or_skip
 from toolkit import capture
 from toolkit.capture import files
 from toolkit.capture.vantage import CaptureSet, VantagePoint, comment_for, describe_impairment
@@ -320,21 +320,9 @@ ROOTLESS = textwrap.dedent("""
 @pytest.mark.root
 def test_rootless_as_an_unprivileged_user(tmp_path):
     """As nobody: the lab in a user namespace, dumpcap at all four points."""
-    if not is_root():
-        pytest.skip("switching to user nobody needs root (run as an ordinary user, this "
-                    "file's other lab tests already capture in a rootless lab)")
+    python = as_nobody_or_skip()
     _need_lab()
     _need_backend("dumpcap")
-    if not shutil.which("runuser"):
-        pytest.skip("runuser (util-linux) is missing")
-    probe = subprocess.run(["runuser", "-u", "nobody", "--", "unshare", "--user",
-                            "--map-root-user", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"this kernel forbids unprivileged user namespaces: {probe.stderr}")
-    # toolkit.capture and toolkit.netlab are stdlib-only: the system python3 runs them
-    python = shutil.which("python3", path="/usr/bin:/bin")
-    if not python:
-        pytest.skip("no system python3 for the unprivileged user")
     # pytest's tmp_path sits under a root-only directory: nobody needs its own
     out = Path(tempfile.mkdtemp(prefix="lk-capt-"))
     try:

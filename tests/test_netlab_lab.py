@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import REPO, is_root, network_or_skip
+from conftest import REPO, as_nobody_or_skip, is_root, network_or_skip
 from toolkit import netlab
 from toolkit.netlab import impairment as I
 from toolkit.netlab import kernel as K
@@ -179,30 +178,9 @@ ROOTLESS = textwrap.dedent("""
 """)
 
 
-def _as_nobody_or_skip():
-    if not is_root():
-        pytest.skip("switching to an unprivileged user needs root (CI runs as root)")
-    if not shutil.which("runuser"):
-        pytest.skip("runuser (util-linux) is missing")
-    try:
-        pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("no 'nobody' user to run the rootless test as")
-    probe = subprocess.run(["runuser", "-u", "nobody", "--", "unshare", "--user",
-                            "--map-root-user", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"this kernel forbids unprivileged user namespaces: {probe.stderr.strip()}")
-    # the venv's interpreter may sit under a root-only home: the netlab is stdlib-only,
-    # so the system python3 runs it
-    python = shutil.which("python3", path="/usr/bin:/bin")
-    if not python:
-        pytest.skip("no system python3 for the unprivileged user")
-    return python
-
-
 @pytest.mark.parametrize("kill", [False, True])
 def test_rootless_as_an_unprivileged_user(kill):
-    python = _as_nobody_or_skip()
+    python = as_nobody_or_skip()
     proc = subprocess.Popen(["runuser", "-u", "nobody", "--", python, "-c",
                              ROOTLESS.format(repo=str(REPO), kill=kill)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, network_or_skip
+from conftest import REPO, as_nobody_or_skip, network_or_skip
 from toolkit.netlab.selftest import judge_loss, judge_rate, judge_rtt
 
 
@@ -94,9 +94,7 @@ def test_selftest_refuses_what_the_engine_cannot_do_and_bad_values():
 
 @pytest.mark.root
 def test_rootless_selftest_as_an_unprivileged_user():
-    from test_netlab_lab import _as_nobody_or_skip
-
-    python = _as_nobody_or_skip()
+    python = as_nobody_or_skip()
     if not shutil.which("tc") and not os.path.exists("/usr/sbin/tc"):
         pytest.skip("tc is not installed")
     status, out, err = _selftest("--engine", "kernel", "--loss", "10%", "--count", "2000",

@@ -49,11 +49,12 @@ class Writer:
         # and halves its cost. Safe because pkt holds only ints, None and the engine's own
         # short names; `why` (which may quote a lab's note) still goes through json.
         fields = ",".join(f'"{k}":{_value(v)}' for k, v in pkt.items())
-        self.file.write(
-            f'{{"n":{n},"dir":"{direction}","t_in":{t_in},'
-            f'"t_out":{"null" if t_out is None else t_out},"len":{length},"pkt":{{{fields}}},'
-            f'"action":"{action}","why":{json.dumps(why) if why else chr(34) * 2}'
-            f'{f",{chr(34)}copy{chr(34)}:{copy}" if copy != 1 else ""}}}\n')
+        out = "null" if t_out is None else t_out
+        reason = json.dumps(why) if why else '""'
+        extra = f',"copy":{copy}' if copy != 1 else ""
+        self.file.write(f'{{"n":{n},"dir":"{direction}","t_in":{t_in},"t_out":{out},'
+                        f'"len":{length},"pkt":{{{fields}}},"action":"{action}",'
+                        f'"why":{reason}{extra}}}\n')
 
     def flush(self) -> None:
         self.file.flush()
