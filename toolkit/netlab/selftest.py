@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import kernel
-from .executor import Executor
-from .impairment import DIRECTIONS, Direction, EngineChoice, Impairment, choose_engine
+from .engine import have_netem
+from .engine import start as start_engine
+from .impairment import Direction, Impairment, choose_engine
 from .lab import Lab, up
 from .topology import default_topology
 
@@ -46,39 +47,6 @@ class Check:
     measured: str
     ok: bool
     detail: str = ""
-
-
-def have_netem(lab: Lab) -> bool:
-    """Try it: add a netem qdisc on the router's loopback, and remove it."""
-    done = lab.exec("r", ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
-    if done.returncode != 0:
-        return False
-    lab.exec("r", ["tc", "qdisc", "del", "dev", "lo", "root"])
-    return True
-
-
-class _KernelEngine:
-    def __init__(self, lab: Lab, imp: Impairment, netem: bool):
-        self.lab, self.run_id = lab, lab.run_id
-        self.ex = Executor(prefix=lab.executor.prefix)
-        self.ex.apply(kernel.plan_kernel(imp, lab.run_id, lab.netns("r"), have_netem=netem))
-
-    def stop(self) -> dict:
-        table = self.lab.exec("r", ["nft", "-j", "list", "table", "inet",
-                                    kernel.table_name(self.run_id)])
-        drops = kernel.parse_nft_drops(table.stdout) if table.returncode == 0 else {}
-        qdiscs = {d: kernel.parse_tc_stats(self.lab.exec(
-            "r", ["tc", "-s", "-j", "qdisc", "show", "dev", kernel.egress(d)]).stdout)
-            for d in DIRECTIONS}
-        errors = self.ex.unwind()
-        return {"loss_drops": drops, "qdiscs": qdiscs, "errors": errors}
-
-
-def _engine(lab: Lab, imp: Impairment, choice: EngineChoice, netem: bool, ledger: Path):
-    if choice.engine == "kernel":
-        return _KernelEngine(lab, imp, netem)
-    from . import emulator
-    return emulator.start(lab, imp, ledger)       # its Handle stops like _KernelEngine
 
 
 def _only(imp: Impairment, keys: tuple[str, ...]) -> Impairment:
@@ -231,7 +199,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
 
         # loss
         phase = _only(imp, ("loss", "burst"))
-        eng = _engine(lab, phase, choice, netem, ledger_dir / f"selftest-{lab.run_id}-loss.jsonl")
+        eng = start_engine(lab, phase, choice, netem,
+                           ledger_dir / f"selftest-{lab.run_id}-loss.jsonl")
         try:
             # the userspace engine carries about 30k frames/s on 2 cores: keep the loss
             # measurement well inside that, so it measures the loss and not the engine
@@ -247,7 +216,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
 
         # rtt
         phase = _only(imp, ("delay_s", "jitter_s"))
-        eng = _engine(lab, phase, choice, netem, ledger_dir / f"selftest-{lab.run_id}-rtt.jsonl")
+        eng = start_engine(lab, phase, choice, netem,
+                           ledger_dir / f"selftest-{lab.run_id}-rtt.jsonl")
         try:
             rtt = measure_rtt(lab)
         finally:
@@ -257,7 +227,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
 
         # rate
         phase = _only(imp, ("rate_bps", "queue_bytes", "delay_s", "jitter_s"))
-        eng = _engine(lab, phase, choice, netem, ledger_dir / f"selftest-{lab.run_id}-rate.jsonl")
+        eng = start_engine(lab, phase, choice, netem,
+                           ledger_dir / f"selftest-{lab.run_id}-rate.jsonl")
         try:
             good = measure_goodput(lab, seconds)
         finally:

@@ -1,0 +1,341 @@
+"""`labkit run`: a lab spec in, a run folder out (docs/runs.md).
+
+    build the lab (root or rootless) -> start the link engine -> start the captures and
+    prove them ready -> receivers listening -> senders on schedule -> stop in reverse
+    (senders, receivers, captures after the kernel ring has drained, engine) -> tear down
+    -> analyze every capture -> reconcile with the ledger -> expectations -> report
+
+run.json is written at the start (status "running") and again at the end of every phase,
+always through a temporary file and a rename, so a run cut short by Ctrl-C, SIGTERM or an
+error leaves a folder that says how far it got; the lab's own teardown (netlab.up) removes
+everything of the lab on every path. Exit status: 0 every expectation holds, 1 one failed,
+2 a bad spec or option, 3 this machine cannot run the lab (the message says what to do),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import expect
+from .spec import LabError, LabSpec
+
+EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_CANNOT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LATE_SHARE_RELIABLE = 0.01        # the selftest's bar for the userspace engine
+
+
+class CannotRun(RuntimeError):
+    """This machine cannot run the lab; the message says what is missing and what to do."""
+
+
+def default_out(spec: LabSpec, root: Path = Path("runs")) -> Path:
+    return root / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class Console:
+    """Progress on the terminal: one rewritten line on a tty, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self._open = False
+        self._last_plain = 0.0
+
+    def line(self, text: str) -> None:
+        if self._open:
+            self.stream.write("\r\033[K")
+            self._open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def status(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self._open = True
+            self.stream.flush()
+        elif time.monotonic() - self._last_plain >= 2.0:
+            self._last_plain = time.monotonic()
+            self.line(text)
+
+    def done(self) -> None:
+        if self._open:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._open = False
+
+
+class RunRecord:
+    """run.json as it grows, written after every phase."""
+
+    def __init__(self, spec: LabSpec, out: Path):
+        self.out = out
+        self.doc: dict = {
+            "schema": "labkit-run", "version": 1,
+            "lab": {"name": spec.name, "title": spec.title, "path": str(spec.path),
+                    "sha256": spec.sha256},
+            "spec": spec.resolved, "params": spec.params, "overrides": list(spec.overrides),
+            "seed": spec.seed, "status": "running", "interrupted": None, "exit_status": None,
+            "started_unix_s": time.time(), "ended_unix_s": None, "phases": [],
+            "environment": None, "network": None, "engine": None,
+            "timing": {"reliable": True, "notes": []}, "captures": {}, "flows": [],
+            "events": [], "expectations": [], "summary": {}}
+        self.phase_name: str | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str, console: Console):
+        self.phase_name = name
+        t0, wall = time.monotonic(), time.time()
+        console.status(f"[{name}]")
+        try:
+            yield
+        finally:
+            self.doc["phases"].append({"name": name, "started_unix_s": wall,
+                                       "duration_s": round(time.monotonic() - t0, 6)})
+            self.write()
+
+    def write(self) -> None:
+        path = self.out / "run.json"
+        tmp = path.with_name(f".run.json.{os.getpid()}.part")
+        tmp.write_text(json.dumps(self.doc, indent=1, default=_jsonable) + "\n")
+        os.replace(tmp, path)
+
+
+def _jsonable(x):
+    try:
+        import numpy as np
+        if isinstance(x, np.integer):
+            return int(x)
+        if isinstance(x, np.floating):
+            return None if np.isnan(x) else float(x)
+        if isinstance(x, np.bool_):
+            return bool(x)
+    except ImportError:
+        pass
+    return str(x)
+
+
+def prepare_out(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise LabError(f"--out {out}: exists and is not empty; a run never overwrites another")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str = "auto",
+        stream=sys.stdout) -> int:
+    """Run the lab into `out` (which must not hold anything yet); returns the exit status."""
+    from ..netlab import Interrupted
+
+    console = Console(stream)
+    prepare_out(out)
+    (out / "lab.toml").write_text(spec.source)
+    rec = RunRecord(spec, out)
+    rec.write()
+    console.line(f"labkit run {spec.name}: {spec.title}")
+    console.line(f"  seed {spec.seed}, link: {spec.impairment.describe()}, into {out}")
+    status = EXIT_OK
+    try:
+        _live_part(spec, out, rec, console, engine or spec.engine, privilege)
+        status = _offline_part(out, rec, console)
+        rec.doc["status"] = "complete"
+    except (KeyboardInterrupt, Interrupted) as e:
+        sig = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
+        rec.doc["status"] = "interrupted"
+        rec.doc["interrupted"] = {"phase": rec.phase_name, "signal": sig}
+        console.line(f"labkit run: interrupted during {rec.phase_name} ({sig}); the lab is "
+                     f"torn down, the folder {out} keeps what was written")
+        status = EXIT_INTERRUPTED
+    except CannotRun as e:
+        rec.doc["status"] = "failed"
+        rec.doc["interrupted"] = {"phase": rec.phase_name, "error": str(e)}
+        console.line(f"labkit run: this machine cannot run {spec.name}: {e}")
+        status = EXIT_CANNOT
+    except LabError as e:
+        rec.doc["status"] = "failed"
+        rec.doc["interrupted"] = {"phase": rec.phase_name, "error": str(e)}
+        console.line(f"labkit run: {e}")
+        status = EXIT_INPUT
+    except Exception as e:
+        rec.doc["status"] = "failed"
+        rec.doc["interrupted"] = {"phase": rec.phase_name, "error": f"{type(e).__name__}: {e}"}
+        console.line(f"labkit run: failed during {rec.phase_name}: {type(e).__name__}: {e}")
+        status = EXIT_FAIL
+    finally:
+        console.done()
+        rec.doc["exit_status"] = status
+        rec.doc["ended_unix_s"] = time.time()
+        rec.write()
+    return status
+
+
+def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engine_asked: str,
+               privilege: str) -> None:
+    from .. import capture, netlab
+    from ..netlab import engine as engines
+    from ..netlab.emulator import CapacityError, EmulatorError
+    from ..netlab.impairment import SpecError, choose_engine
+    from . import record
+    from .flows import FlowError, Traffic
+
+    with rec.phase("environment", console):
+        rec.doc["environment"] = record.environment()
+        try:
+            priv = netlab.detect(privilege)
+        except netlab.PrivilegeError as e:
+            raise CannotRun(str(e)) from None
+        rec.doc["environment"]["privilege"] = priv.as_dict()
+        backend = spec.capture.backend
+        installed = capture.installed_backends()
+        if backend is None:
+            backend = next((b for b in ("dumpcap", "tcpdump", "scapy") if b in installed), None)
+            if priv.mode == "rootless" and backend == "tcpdump":
+                backend = "dumpcap" if "dumpcap" in installed else "scapy"
+        if backend is None or backend not in installed:
+            raise CannotRun(f"no capture backend{f' {backend!r}' if backend else ''} here: "
+                            f"install dumpcap (Debian package wireshark-common), tcpdump, or "
+                            f"scapy (pip install scapy); `make test` as root installs them")
+
+    with rec.phase("lab", console), netlab.up(spec.topology, privilege=privilege) as lab:
+        console.line(f"  lab {lab.run_id} up ({lab.privilege.mode}) in "
+                     f"{lab.timings.get('setup_s', 0):.2f} s")
+        rec.doc["network"] = {"run_id": lab.run_id}
+
+        with rec.phase("engine", console):
+            link = spec.impairment
+            eng = None
+            choice = None
+            if not link.is_clean() or engine_asked == "userspace":
+                netem = engines.have_netem(lab)
+                try:
+                    choice = choose_engine(link, netem, engine_asked)
+                except SpecError as e:
+                    raise CannotRun(str(e)) from None
+                try:
+                    eng = engines.start(lab, link, choice, netem, out / "link.jsonl")
+                except CapacityError as e:
+                    raise LabError(str(e)) from None
+                except EmulatorError as e:
+                    raise CannotRun(str(e)) from None
+                rec.doc["engine"] = {"name": choice.engine, "reason": choice.reason,
+                                     "netem": netem, "stats": None}
+                console.line(f"  link engine: {choice.engine} ({choice.reason})")
+            else:
+                rec.doc["engine"] = {"name": None, "reason": "no impairment: the router's "
+                                     "kernel forwards", "netem": None, "stats": None}
+            sysctl_names = tuple(n for h in spec.topology.hosts for n, _ in h.sysctls)
+            rec.doc["network"] = record.network(lab, sysctl_names)
+
+        with rec.phase("capture", console):
+            points = capture.vantage_points(lab, list(spec.capture.points)
+                                            if spec.capture.points else None)
+            try:
+                caps = capture.start_many(lab, points, out, backend=backend,
+                                          impairment=link, snaplen=spec.capture.snaplen,
+                                          bpf_filter=spec.capture.filter)
+            except capture.CaptureFailed as e:
+                raise CannotRun(f"the capture did not start: {e}") from None
+            console.line(f"  capturing with {backend} at {', '.join(p.name for p in points)}")
+
+        traffic = Traffic(lab, spec.flows, out, spec.duration_s)
+        try:
+            with rec.phase("receivers", console):
+                try:
+                    traffic.start_receivers()
+                except FlowError as e:
+                    raise LabError(str(e)) from None
+
+            with rec.phase("traffic", console):
+                def tick(elapsed: float, running: list[str]) -> None:
+                    counts = " ".join(f"{p.name} {_packets(caps, p.name)}" for p in points)
+                    console.status(f"  traffic {elapsed:4.1f}/{spec.duration_s:g} s  "
+                                   f"running: {', '.join(running) or '-'}  packets: {counts}")
+                traffic.run(tick)
+                for line in traffic.events:
+                    console.line(f"  {line}")
+        finally:
+            traffic.stop_all()
+            rec.doc["flows"] = traffic.as_dicts()
+            rec.doc["events"] = traffic.events
+            with rec.phase("stop", console):
+                results = caps.stop()
+                rec.doc["captures"] = _captures_doc(caps, results, out)
+                if eng is not None:
+                    stats = eng.stop()
+                    rec.doc["engine"]["stats"] = stats
+                    _judge_timing(rec, stats)
+
+
+def _packets(caps, point: str) -> str:
+    from ..capture import summarize
+    try:
+        return str(summarize(caps[point].path).packets)
+    except Exception:
+        return "?"
+
+
+def _captures_doc(caps, results, out: Path) -> dict:
+    doc = caps.as_dict()
+    for entry in doc.values():
+        entry["files"] = [os.path.relpath(f, out) for f in entry.get("files", [])]
+    return doc
+
+
+def _judge_timing(rec: RunRecord, stats: dict) -> None:
+    """The userspace engine says how late it was; a lab's timing expectations are only as
+    good as that (a busy CI machine can make it late)."""
+    notes = rec.doc["timing"]["notes"]
+    late = stats.get("late") or {}
+    sent = late.get("sent") or 0
+    if stats.get("overruns"):
+        notes.append(f"the link engine lost {stats['overruns']} frames to socket overruns")
+    if sent and late.get("count", 0) / sent > LATE_SHARE_RELIABLE:
+        notes.append(f"the link engine sent {late['count']} of {sent} frames more than 1 ms "
+                     f"late (worst {late.get('max_ns', 0) / 1e6:.1f} ms): the machine was busy")
+    if stats.get("error"):
+        notes.append(f"the link engine failed: {stats['error']}")
+    rec.doc["timing"]["reliable"] = not notes
+
+
+def _offline_part(out: Path, rec: RunRecord, console: Console) -> int:
+    """Everything after the lab is gone: reads only the run folder (as `labkit check` will)."""
+    from .folder import RunFolder
+    from .report import write_report
+
+    run = RunFolder(out)
+    with rec.phase("analysis", console):
+        run.doc = rec.doc
+        tables = out / "analysis"
+        for point in run.points:
+            a = run.analysis(point)
+            a.write(tables / point, "parquet", packets=True)
+        recon = run.reconciliation()
+        recon.summary.to_parquet(tables / "reconciliation.parquet", index=False)
+        recon.drops.to_parquet(tables / "drops.parquet", index=False)
+        from .results import flow_rows
+        side = flow_rows(run)
+        rec.doc["summary"]["side_by_side"] = side
+        rec.doc["reconciliation"] = {"truth": recon.truth, "unexplained": recon.unexplained,
+                                     "notes": recon.notes}
+        (tables / "analysis.json").write_text(json.dumps({
+            "points": {p: run.analysis(p).summary() for p in run.points},
+            "side_by_side": side, "reconciliation": recon.as_dict()},
+            indent=1, default=_jsonable) + "\n")
+
+    with rec.phase("expectations", console):
+        exps = list(expect.parse(rec.doc["spec"].get("expect", []), "expect"))
+        results = expect.evaluate(exps, run.table, timing_reliable=run.timing_reliable)
+        rec.doc["expectations"] = [r.as_dict() for r in results]
+        rec.doc["summary"]["expectations"] = expect.summarize(results)
+        status = expect.exit_status(results)
+
+    with rec.phase("report", console):
+        text = write_report(run, results)
+        console.done()
+        console.line("")
+        console.line(text)
+    return status
+
