@@ -141,10 +141,12 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    return run_demo(out)
+    if args.loopback:
+        from .demo import run_demo
+        out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+        return run_demo(out)
+    from .labs import demo
+    return demo.run(Path(args.out) if args.out else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,9 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write to PATH (a file for json/csv, a directory for parquet)")
     an.set_defaults(func=cmd_analyze)
 
-    de = sub.add_parser("demo", help="record a short TCP and UDP exchange on loopback and "
-                                     "analyze it (needs capture rights)")
-    de.add_argument("--out", metavar="DIR", help="run directory (default runs/demo-TIME)")
+    de = sub.add_parser("demo", help="run the loss lab (04-loss): TCP and UDP through a lossy "
+                                     "link, captured, analyzed and reconciled",
+                        description="Runs `labkit run 04-loss` (root, or rootless in a user "
+                                    "namespace). Where this machine can build no lab, it says "
+                                    "why and shows the saved reference run in captures/.")
+    de.add_argument("--out", metavar="DIR",
+                    help="run folder (default runs/04-loss-TIME, or runs/demo-TIME)")
+    de.add_argument("--loopback", action="store_true",
+                    help="instead: a short TCP and UDP exchange on lo, no namespaces (needs "
+                         "capture rights)")
     de.set_defaults(func=cmd_demo)
 
     # the other subcommands live one per module in toolkit/commands (see its docstring)

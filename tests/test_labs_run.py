@@ -1,0 +1,147 @@
+"""`labkit run` for real: each lab builds, captures, runs its flows, and its run folder
+holds what docs/runs.md promises; expectations hold; the ground truth has nothing
+unexplained; one seed gives one fate; Ctrl-C leaves a readable folder and no lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, is_root, network_or_skip
+from toolkit.runtime import child_env
+
+pytestmark = pytest.mark.root
+LABS = ["01-handshake", "03-boundaries", "04-loss"]
+
+
+def labkit_run(lab: str, out, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", "run", lab, "--out", str(out),
+                           *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=child_env())
+
+
+def lab_namespaces(run_id: str) -> list[str]:
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return [line.split()[0] for line in done.stdout.splitlines() if run_id in line]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    network_or_skip()
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for lab in LABS:
+        done = labkit_run(lab, root / lab)
+        out[lab] = (done, root / lab)
+    return out
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_a_lab_runs_and_its_expectations_hold(runs, lab):
+    done, folder = runs[lab]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    doc = json.loads((folder / "run.json").read_text())
+    assert doc["schema"] == "labkit-run" and doc["version"] == 1
+    assert doc["status"] == "complete" and doc["exit_status"] == 0
+    assert doc["lab"]["name"] == lab
+    phases = [p["name"] for p in doc["phases"]]
+    for name in ("environment", "engine", "capture", "receivers", "traffic", "stop", "lab",
+                 "analysis", "expectations", "report"):
+        assert name in phases
+    assert doc["environment"]["kernel"] and doc["environment"]["privilege"]["mode"]
+    for point in ("a", "r-a", "r-b", "b"):
+        cap = doc["captures"][point]
+        assert (folder / cap["files"][0]).stat().st_size > 0
+        assert cap["counters"]["dropped"] == 0
+        assert (folder / "analysis" / point / "tcp_conversations.parquet").exists()
+    for flow in doc["flows"]:
+        assert flow["send"]["exit_status"] == 0 and flow["serve"]["exit_status"] == 0
+        assert not flow["send"]["timed_out"]
+        assert (folder / flow["send"]["report"]).exists()
+        assert (folder / flow["serve"]["report"]).exists()
+    # offloads read back from the kernel: off, or captures would show 64 KB "segments"
+    offloads = doc["network"]["nodes"]["a"]["offloads"]["lk-a-r"]
+    assert offloads["generic-segmentation-offload"] == "off"
+    statuses = {e["name"]: e["status"] for e in doc["expectations"]}
+    assert statuses and set(statuses.values()) <= {"pass", "unreliable"}, statuses
+    if doc["timing"]["reliable"]:
+        assert set(statuses.values()) == {"pass"}
+    assert doc["reconciliation"]["unexplained"] == 0, doc["reconciliation"]
+    report = (folder / "report.md").read_text()
+    assert "Ground truth, reconciled" in report and "Expectations" in report
+    assert "Ground truth, reconciled" in done.stdout     # printed at the end, too
+    if is_root():
+        assert lab_namespaces(doc["network"]["run_id"]) == []
+
+
+def test_the_loss_lab_puts_tcp_and_udp_side_by_side(runs):
+    done, folder = runs["04-loss"]
+    assert done.returncode == 0, done.stdout[-2000:]
+    doc = json.loads((folder / "run.json").read_text())
+    side = {r["flow"]: r for r in doc["summary"]["side_by_side"]}
+    assert side["tcp"]["delivered_payload_bytes"] == side["tcp"]["sent_payload_bytes"]
+    assert side["tcp"]["tcpinfo_total_retrans"] >= 1
+    assert side["udp"]["app_lost_units"] >= 1
+    drops = pd.read_parquet(folder / "analysis" / "drops.parquet")
+    udp_drops = drops[(drops["proto"] == "udp") & (drops["direction"] == "a_to_b")]
+    # every datagram the receiving program missed is one the link says it dropped
+    assert len(udp_drops) == side["udp"]["app_lost_units"]
+    assert doc["engine"]["name"] == "userspace"
+
+
+def test_one_seed_drops_the_same_datagrams(runs, tmp_path):
+    _, first = runs["04-loss"]
+    done = labkit_run("04-loss", tmp_path / "again")
+    assert done.returncode == 0, done.stdout[-2000:]
+
+    def lost(folder):
+        d = pd.read_parquet(folder / "analysis" / "drops.parquet")
+        return sorted(d[(d["proto"] == "udp")]["udp_seq"].astype(int).tolist())
+
+    a, b = lost(first), lost(tmp_path / "again")
+    assert a and a == b
+    done = labkit_run("04-loss", tmp_path / "other", "--seed", "8")
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert lost(tmp_path / "other") != a
+
+
+def test_ctrl_c_leaves_a_readable_folder_and_no_lab(tmp_path):
+    network_or_skip()
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "run", "04-loss", "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, env=child_env())
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                doc = json.loads((out / "run.json").read_text())
+            except (OSError, ValueError):
+                doc = {}
+            if any(p["name"] == "receivers" for p in doc.get("phases", [])):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run never reached its traffic phase")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "interrupted"
+    assert doc["interrupted"]["phase"] in ("traffic", "stop", "lab")
+    assert "interrupted" in output
+    for point in ("a", "b"):
+        assert (out / f"{point}.pcapng").exists()
+    if is_root():
+        assert lab_namespaces(doc["network"]["run_id"]) == []
+    assert os.path.exists(out / "lab.toml")
