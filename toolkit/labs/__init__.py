@@ -1,0 +1,1 @@
+"""Labs: specs, flows and expectations of `labkit run`."""
