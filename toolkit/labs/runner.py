@@ -333,6 +333,7 @@ def _offline_part(out: Path, rec: RunRecord, console: Console) -> int:
         status = expect.exit_status(results)
 
     with rec.phase("report", console):
+        rec.doc["status"] = "complete"        # the report says so; an error here undoes it
         text = write_report(run, results)
         console.done()
         console.line("")
