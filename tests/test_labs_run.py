@@ -145,3 +145,18 @@ def test_ctrl_c_leaves_a_readable_folder_and_no_lab(tmp_path):
     if is_root():
         assert lab_namespaces(doc["network"]["run_id"]) == []
     assert os.path.exists(out / "lab.toml")
+
+
+def test_a_lab_runs_rootless_in_a_user_namespace(tmp_path):
+    """The rootless path (an unprivileged user namespace with its own mount and network
+    namespaces; dumpcap inside it), taken on purpose even when the suite is root."""
+    from toolkit.netlab import rootless
+    try:
+        rootless.detect("rootless")
+    except rootless.PrivilegeError as e:
+        pytest.skip(str(e))
+    done = labkit_run("01-handshake", tmp_path / "rl", "--privilege", "rootless")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    doc = json.loads((tmp_path / "rl" / "run.json").read_text())
+    assert doc["environment"]["privilege"]["mode"] == "rootless"
+    assert {e["status"] for e in doc["expectations"]} <= {"pass", "unreliable"}
