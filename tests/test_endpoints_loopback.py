@@ -291,6 +291,8 @@ def _cli(*args, timeout=60):
     (["send", "127.0.0.1", "--mode", "paced"], "needs --rate"),
     (["send", "127.0.0.1", "--file", "/nonexistent/x"], "--file /nonexistent/x"),
     (["send", "127.0.0.1", "--proto", "udp", "--no-framing"], "--no-framing"),
+    (["send", "127.0.0.1", "--cport", "0"], "--cport 0"),
+    (["send", "127.0.0.1", "--proto", "udp", "--cport", "65536"], "--cport 65536"),
     (["serve", "--limit", "lots"], "size 'lots'"),
     (["serve", "--out-dir", "/nonexistent"], "--out-dir"),
 ])
@@ -328,6 +330,83 @@ def test_cli_pair_writes_both_reports(tmp_path):
     assert c["end"]["bytes"] == 1 << 20 == s["connections"][0]["messages"]["bytes"]
     assert s["connections"][0]["how"] == "half-close"
     assert "[total]" in done.stdout and ("Mbit/s" in done.stdout or "Gbit/s" in done.stdout)
+
+
+def _free_port() -> int:
+    """A port free for both TCP and UDP on loopback just now."""
+    while True:
+        t = socket.socket()
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_cli_cport_binds_the_senders_source_port(proto, tmp_path):
+    port, cport = _free_port(), _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--proto", proto,
+                               "-1", "-p", str(port), "--json", str(tmp_path / "s.json")],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    assert "listening" in server.stdout.readline()
+    amount = {"tcp": ["-n", "200K"], "udp": ["-k", "200", "-b", "0"]}[proto]
+    done = _cli("send", "127.0.0.1", "--proto", proto, "-p", str(port), *amount, "--cport",
+                str(cport), "--json", str(tmp_path / "c.json"))
+    assert done.returncode == 0, done.stderr
+    assert server.wait(timeout=30) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert c["start"]["local"] == f"127.0.0.1:{cport}"
+    assert s["connections"][0]["peer"] == f"127.0.0.1:{cport}"      # what the server saw
+
+
+def test_cport_in_every_mode_and_again_past_time_wait(tmp_path):
+    cport = _free_port()
+    srv, again = tcp_server("thread", tmp_path), tcp_server("thread", tmp_path)
+    with Running(srv), Running(again):
+        for mode, kw in [("bulk", dict(total_bytes=100_000)), ("rr", dict(count=5)),
+                         ("echo", dict(count=5))]:
+            doc = tcp_send(TcpSendConfig("127.0.0.1", srv.port, mode, cport=cport, **kw),
+                           quiet(mode=mode))
+            assert doc["start"]["local"] == f"127.0.0.1:{cport}"
+        # the sender closed first, so its end of the last connection waits in TIME-WAIT
+        # on cport; SO_REUSEADDR lets the next run bind the port all the same
+        tw = subprocess.run(["ss", "-Htan", "state", "time-wait", f"sport = :{cport}"],
+                            capture_output=True, text=True).stdout
+        assert tw.strip(), "expected a TIME-WAIT socket on the source port"
+        doc = tcp_send(TcpSendConfig("127.0.0.1", again.port, "bulk", total_bytes=1000,
+                                     cport=cport), quiet())
+        assert doc["start"]["local"] == f"127.0.0.1:{cport}"
+        assert _wait_for(lambda: len(srv.report.doc["connections"]) == 3
+                         and len(again.report.doc["connections"]) == 1)
+    peers = {c["peer"] for c in srv.report.doc["connections"] + again.report.doc["connections"]}
+    assert peers == {f"127.0.0.1:{cport}"}
+    rx = _udp_receiver(max_flows=2)
+    with Running(rx):
+        for mode in ("bulk", "rr"):
+            doc = udp_send(UdpSendConfig("127.0.0.1", rx.port, mode, count=20, rate_bps=0,
+                                         lengths=[64], cport=cport), quiet(proto="udp"))
+            assert doc["start"]["local"] == f"127.0.0.1:{cport}"
+        assert _wait_for(lambda: len(rx.report.doc["connections"]) == 2)
+    assert {c["peer"] for c in rx.report.doc["connections"]} == {f"127.0.0.1:{cport}"}
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_cport_equal_to_the_local_destination_port_is_refused(proto):
+    # nobody listens there: TCP's simultaneous open would connect the socket to itself
+    port = _free_port()
+    done = _cli("send", "127.0.0.1", "--proto", proto, "-p", str(port), "--cport", str(port),
+                "-k", "3", timeout=30)
+    assert done.returncode == 1 and "connected to itself" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_sigterm_stops_a_server_and_keeps_its_report(tmp_path):

@@ -14,7 +14,7 @@ from toolkit.netlab import frames, ledger
 from toolkit.netlab import impairment as I
 from toolkit.netlab.faults import FaultBook, matches
 from toolkit.netlab.frames import Packet
-from toolkit.netlab.linkmodel import DirectionModel, default_queue_bytes
+from toolkit.netlab.linkmodel import DEFAULT_FLOW, DirectionModel, default_queue_bytes
 
 R_MAC, H_MAC = bytes.fromhex("026c6b000201"), bytes.fromhex("026c6b000202")
 
@@ -278,6 +278,153 @@ def test_duplicate_reorder_corrupt_are_drawn_per_packet():
     for attr in ("duplicate", "reorder"):
         assert 1800 < sum(getattr(v, attr) for v in vs) < 2200
     assert 1800 < sum(v.corrupt is not None for v in vs) < 2200
+
+
+# ---- random streams per flow ----
+
+FLOW_X = "udp 10.201.1.2:41001>10.201.2.2:5202"
+FLOW_Y = "tcp 10.201.1.2:41000>10.201.2.2:5201"
+
+
+def _dropped(verdicts) -> set[int]:
+    return {i for i, v in enumerate(verdicts) if v.action == "drop"}
+
+
+def _interleaved(model, flows: dict[str, int], pattern_seed: int) -> dict[str, list]:
+    """Feed each flow's packets in its own order, the flows mixed in a random pattern;
+    returns each flow's verdicts in its own packet order."""
+    order = [k for k, n in flows.items() for _ in range(n)]
+    random.Random(pattern_seed).shuffle(order)
+    out: dict[str, list] = {k: [] for k in flows}
+    for t, key in enumerate(order):
+        out[key].append(model.admit(t * 1000, 100, key))
+    return out
+
+
+def test_a_flows_drops_do_not_depend_on_other_flows_interleaving():
+    alone = _model(7, loss="10%")
+    expected = _dropped([alone.admit(i * 1000, 100, FLOW_X) for i in range(2000)])
+    for pattern in range(5):
+        mixed = _interleaved(_model(7, loss="10%"), {FLOW_X: 2000, FLOW_Y: 1500 + pattern},
+                             pattern)
+        assert _dropped(mixed[FLOW_X]) == expected
+
+
+def test_every_draw_is_per_flow_even_past_a_shared_queue():
+    """Jitter, duplicate, reorder and corrupt too; and a packet the shared queue drops
+    (which depends on the other flows) still uses up its draws."""
+    spec = dict(loss="5%", delay="10ms", jitter="2ms", duplicate="5%", reorder="5%",
+                corrupt="5%")
+
+    def fates(verdicts):
+        return [(v.duplicate, v.reorder, v.corrupt) for v in verdicts if v.action != "drop"]
+    alone = _model(7, **spec)
+    solo = [alone.admit(i * 10**6, 100, FLOW_X) for i in range(2000)]
+    mixed = _interleaved(_model(7, **spec), {FLOW_X: 2000, FLOW_Y: 3000}, 1)[FLOW_X]
+    assert _dropped(mixed) == _dropped(solo) and fates(mixed) == fates(solo)
+    # a tight queue: Y's packets crowd out some of X's, the rest keep their own draws
+    tight = dict(spec, rate="8mbit", queue="1000b")
+    lone = _model(7, **tight)
+    solo = [lone.admit(i * 10**6, 100, FLOW_X) for i in range(2000)]
+    crowded = _interleaved(_model(7, **tight), {FLOW_X: 2000, FLOW_Y: 20_000}, 2)[FLOW_X]
+    queued = {i for i, v in enumerate(crowded) if v.why == "queue"}
+    assert queued and _dropped(solo) <= _dropped(crowded)
+    assert all((solo[i].duplicate, solo[i].reorder, solo[i].corrupt)
+               == (crowded[i].duplicate, crowded[i].reorder, crowded[i].corrupt)
+               for i in range(2000) if i not in queued and solo[i].action == "forward")
+
+
+def test_different_seeds_give_different_drops():
+    def drops(seed):
+        m = _model(seed, loss="10%")
+        return _dropped([m.admit(i * 1000, 100, FLOW_X) for i in range(2000)])
+    assert drops(7) == drops(7)
+    assert len({frozenset(drops(seed)) for seed in (7, 8, 9)}) == 3
+
+
+def test_two_flows_with_the_same_packets_draw_independently():
+    m = _model(7, loss="10%")
+    out = _interleaved(m, {FLOW_X: 2000, FLOW_Y: 2000}, 3)
+    x, y = _dropped(out[FLOW_X]), _dropped(out[FLOW_Y])
+    assert x != y
+    # independent: both dropped about 0.1 * 0.1 * 2000 = 20 times (not 200, not 0)
+    assert 5 <= len(x & y) <= 45
+    # callers that name no flow share one default stream
+    unnamed, named = _model(7, loss="10%"), _model(7, loss="10%")
+    assert [unnamed.admit(i, 100).action for i in range(500)] == [
+        named.admit(i, 100, DEFAULT_FLOW).action for i in range(500)]
+
+
+def test_burst_state_is_per_flow():
+    spec = dict(burst={"p": "1%", "r": "25%"})
+    alone = _model(7, **spec)
+    expected = _dropped([alone.admit(i, 100, FLOW_X) for i in range(20_000)])
+    mixed = _interleaved(_model(7, **spec), {FLOW_X: 20_000, FLOW_Y: 20_000}, 4)
+    assert _dropped(mixed[FLOW_X]) == expected
+    # a flow's bad state is its own: X in a burst leaves Y's state where it was
+    m = _model(7, burst={"p": "100%", "r": "0%", "loss_bad": "100%"})
+    m.flow(FLOW_Y)                                   # Y starts good
+    assert m.admit(0, 100, FLOW_X).why == "burst"
+    assert m.flow(FLOW_X).bad and not m.flow(FLOW_Y).bad
+
+
+def _binomial_interval(n: int, p: float, z: float = 3.29) -> tuple[float, float]:
+    """Normal approximation, 99.9%."""
+    sd = (n * p * (1 - p)) ** 0.5
+    return n * p - z * sd, n * p + z * sd
+
+
+def test_each_flows_loss_rate_is_binomial():
+    m = _model(11, loss="5%")
+    keys = [f"udp 10.201.1.2:{41000 + i}>10.201.2.2:5202" for i in range(8)]
+    out = _interleaved(m, {k: 4000 for k in keys}, 5)
+    low, high = _binomial_interval(4000, 0.05)
+    for k in keys:
+        assert low <= len(_dropped(out[k])) <= high, k
+
+
+def test_the_flow_table_is_bounded_and_evicts_the_least_recently_seen(monkeypatch):
+    from toolkit.netlab import linkmodel
+    monkeypatch.setattr(linkmodel, "MAX_FLOWS", 3)
+    m = _model(7, loss="10%")
+    for key in ("a", "b", "c", "a", "d"):            # "b" is the least recently seen
+        m.admit(0, 100, key)
+    assert list(m.flows) == ["c", "a", "d"] and m.flows_evicted == 1 and m.flows_seen == 4
+
+
+def test_flow_keys_name_the_five_tuple_or_the_protocol():
+    assert frames.identify(ipv4(17, udp(b"x"))).flow_key() == \
+        "udp 10.201.1.2:40000>10.201.2.2:5301"
+    assert frames.identify(ipv6(6, tcp(0x02))).flow_key() == \
+        "tcp [fd00:201:1::2]:40000>[fd00:201:2::2]:5401"
+    echo = struct.pack("!BBHHH", 8, 0, 0, 77, 3)
+    assert frames.identify(ipv4(1, echo)).flow_key() == "icmp"
+    assert frames.identify(ipv6(58, struct.pack("!BBHHH", 128, 0, 0, 1, 1))).flow_key() \
+        == "icmp6"
+    assert frames.identify(ipv4(6, b"\0" * 40, frag=10)).flow_key() == "tcp"
+    assert frames.identify(ipv4(47, b"\0" * 8)).flow_key() == "47"
+
+
+def test_the_forwarder_draws_per_flow(tmp_path):
+    """Through the engine's own arrival path: a UDP flow's drops are the same alone and
+    mixed with a TCP flow's segments."""
+    def dgram(seq: int, a_port) -> bytes:
+        head = b"LBK1\x01\x00\x00\x00" + struct.pack("!IQqI", 1, seq, 0, 0)
+        return a_port.router_mac + ipv4(17, udp(head))[6:]
+
+    def lost(mix: bool) -> set[int]:
+        fwd, a, b = _forwarder(tmp_path, {"seed": 7, "a_to_b": {"loss": "20%"}})
+        frames_in = []
+        for i in range(500):
+            frames_in.append(dgram(i, a))
+            if mix and i % 3:
+                frames_in.append(_segment(a, i))
+        for i, f in enumerate(frames_in):       # 5,000 frames/s: under the engine's ceiling
+            fwd.arrive(a, f, 10**9 + i * 200_000)
+        fwd.send_due(10**11)
+        got = {frames.identify(f).seq for f in b.tx.sent if frames.identify(f).proto == "udp"}
+        return set(range(500)) - got
+    assert lost(False) == lost(True) and 50 < len(lost(False)) < 150
 
 
 # ---- the ledger ----

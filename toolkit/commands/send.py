@@ -39,6 +39,9 @@ def register(sub) -> None:
                         "receiver reports how its reads lined up with them")
     p.add_argument("--no-gso", action="store_true", help="UDP: one datagram per system call")
     p.add_argument("--flow", type=int, metavar="ID", help="flow id (default random)")
+    p.add_argument("--cport", type=int, metavar="PORT",
+                   help="bind the sending socket to this local (source) port, as iperf3's "
+                        "--cport (default: an ephemeral port)")
     p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
     p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
@@ -74,6 +77,8 @@ def run(args) -> int:
             raise q.QuantityError("--no-framing applies to TCP bulk and stream modes")
         if mode == "paced" and not args.rate:
             raise q.QuantityError("--mode paced needs --rate")
+        if args.cport is not None and not 1 <= args.cport <= 65535:
+            raise q.QuantityError(f"--cport {args.cport}: a port is 1..65535")
         report = Report("sender", args.proto, mode, quiet=args.quiet)
         if args.proto == "tcp":
             from ..endpoints.tcp import TcpSendConfig, send
@@ -84,7 +89,7 @@ def run(args) -> int:
                                 response_size=q.size(args.response_size), count=args.count,
                                 tps=args.tps, file=Path(args.file) if args.file else None,
                                 framing=not args.no_framing, interval=interval,
-                                flow=args.flow, options=opts)
+                                flow=args.flow, options=opts, cport=args.cport)
         else:
             from ..endpoints.udp import UdpSendConfig, send
             if mode == "paced":
@@ -95,7 +100,7 @@ def run(args) -> int:
                                 lengths=lengths or [1400 if mode != "rr" else 64],
                                 response_size=q.size(args.response_size), tps=args.tps,
                                 interval=interval, flow=args.flow, gso=not args.no_gso,
-                                options=opts)
+                                options=opts, cport=args.cport)
     except (q.QuantityError, ValueError) as e:
         print(f"labkit send: {e}", file=sys.stderr)
         return 2

@@ -56,19 +56,66 @@ class TcpSendConfig:
     flow: int | None = None
     options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
     connect_timeout: float = 10.0
+    cport: int | None = None             # the local (source) port; None: an ephemeral one
+
+
+class BindError(OSError):
+    """The source port asked for (--cport) cannot be had; no other address will help."""
+
+
+def check_cport(port: int | None) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"--cport {port}: a port is 1..65535")
+
+
+def bind_cport(sock: socket.socket, port: int | None, reuseaddr: bool = True) -> None:
+    """Bind the sender's socket to source port `port` before it connects (iperf3's
+    --cport), on every local address: the route still picks the source address. A fixed
+    source port makes a flow's 5-tuple, and so its random stream on the lab's link, the
+    same on every run. SO_REUSEADDR on TCP (unless --no-reuseaddr said otherwise): the
+    previous run's connection from this port may still sit in TIME-WAIT, which refuses
+    the bind for a minute without it."""
+    if port is None:
+        return
+    check_cport(port)
+    if reuseaddr and sock.type == socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    anywhere = "::" if sock.family == socket.AF_INET6 else "0.0.0.0"
+    try:
+        sock.bind((anywhere, port))
+    except OSError as e:
+        err = BindError(f"cannot bind source port {port} (--cport): {e.strerror}")
+        err.errno = e.errno
+        raise err from None
+
+
+def refuse_self_connection(sock: socket.socket) -> None:
+    """A source port equal to a local destination port connects the socket to itself
+    (TCP's simultaneous open, RFC 9293 3.5; for UDP, its datagrams come back to it): it
+    would then send into its own receive buffer, measuring nothing."""
+    if sock.getsockname()[:2] == sock.getpeername()[:2]:
+        host, port = sock.getsockname()[:2]
+        raise BindError(f"the socket connected to itself ({host} port {port} to "
+                        f"{host} port {port}): choose another --cport")
 
 
 def _connect(cfg: TcpSendConfig) -> tuple[socket.socket, dict]:
+    check_cport(cfg.cport)
     last = None
     for family, type_, proto, _, addr in socket.getaddrinfo(cfg.host, cfg.port,
                                                            type=socket.SOCK_STREAM):
         sock = socket.socket(family, type_, proto)
         try:
             granted = sockopts.apply(sock, cfg.options)
+            bind_cport(sock, cfg.cport, cfg.options.reuseaddr)
             sock.settimeout(cfg.connect_timeout)
             sock.connect(addr)
+            refuse_self_connection(sock)
             sock.settimeout(30.0)            # a stalled peer cannot hang the sender forever
             return sock, granted
+        except BindError:
+            sock.close()
+            raise
         except OSError as e:
             sock.close()
             last = e

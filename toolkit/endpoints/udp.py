@@ -28,6 +28,7 @@ from .. import wire
 from . import batch, control, sockopts
 from .report import Report
 from .stats import SequenceStats
+from .tcp import bind_cport, refuse_self_connection
 
 SPIN_S = 100e-6
 MIN_GAP_S = 50e-6
@@ -51,6 +52,7 @@ class UdpSendConfig:
     flow: int | None = None
     gso: bool = True
     options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
+    cport: int | None = None             # the local (source) port; None: an ephemeral one
 
 
 def _template(flow: int, length: int, kind: int = wire.KIND_DATA) -> np.ndarray:
@@ -80,8 +82,14 @@ class _Datagrams:
 def _socket(cfg: UdpSendConfig):
     info = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)[0]
     sock = socket.socket(info[0], socket.SOCK_DGRAM)
-    granted = sockopts.apply(sock, cfg.options)
-    sock.connect(info[4])
+    try:
+        granted = sockopts.apply(sock, cfg.options)
+        bind_cport(sock, cfg.cport)
+        sock.connect(info[4])
+        refuse_self_connection(sock)
+    except BaseException:
+        sock.close()
+        raise
     return sock, granted
 
 

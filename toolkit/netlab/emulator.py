@@ -9,8 +9,9 @@ program, run as its own process inside r, forwards instead: one AF_PACKET socket
 interface receives every frame that arrives (PACKET_IGNORE_OUTGOING: not the ones it sends
 itself); a frame addressed to the router's MAC and to an IP address on another link is
 routed (frames.route: new MACs, TTL one less), passed through its direction's faults
-(faults.py) and link model (linkmodel.py), and queued for departure; a select() with a
-microsecond timeout wakes for the next departure and sends it on the other interface.
+(faults.py) and link model (linkmodel.py: random choices from a stream per flow, keyed by
+frames.Packet.flow_key), and queued for departure; a select() with a microsecond timeout
+wakes for the next departure and sends it on the other interface.
 Everything else (ARP, neighbour discovery, pings to the router itself) is the kernel's,
 which still answers for the router's own addresses. The MACs are fixed by the topology,
 so no ARP is needed on the way out.
@@ -227,7 +228,9 @@ class Forwarder:
             item.depart = now
             self.schedule(item)
             return
-        v = model.admit(now, len(routed))
+        # the packet's own flow's random stream: its fate must not hang on how other
+        # flows' packets interleave with it (linkmodel.py)
+        v = model.admit(now, len(routed), item.pkt.flow_key())
         if v.action == "drop":
             item.action, item.why = "drop", v.why
             self.drop(item)
@@ -399,7 +402,8 @@ class Forwarder:
         stats = {
             "engine": "userspace", "frames": self.n, "overruns": self.overruns,
             "late": self.late, "loss_drops": dict(self.drops),
-            "directions": {name: {**m.counts, "peak_backlog_bytes": m.peak_backlog}
+            "directions": {name: {**m.counts, "peak_backlog_bytes": m.peak_backlog,
+                                  "flows": m.flows_seen, "flows_evicted": m.flows_evicted}
                            for name, m in self.models.items()},
             "faults": self.book.summary(), "stopped_in_link": len(pending),
             "scheduling": self.scheduling,

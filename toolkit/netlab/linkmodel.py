@@ -15,9 +15,35 @@ The order a packet meets things in, as on a real path (queue, wire, propagation)
 - Lengths are Ethernet frame lengths (as tbf counts them), so TCP goodput at rate R is
   about R * 1448/1514 with timestamps on.
 
-Every random choice comes from one random.Random per direction seeded from the lab's seed
-and the direction's name, drawn in a fixed order per packet, so the same packets in the same
-order meet the same fate on every run.
+Random choices: one stream per flow. Every random choice (Bernoulli loss, the
+Gilbert-Elliott state and its draws, jitter, duplicate, reorder, corrupt) comes from a
+random.Random of the packet's flow in this direction, seeded with the text
+f"{seed}/{direction}/{flow}" (a string seed is hashed with SHA-512: the same on every run
+and platform). Why per flow: with one stream per direction, a UDP stream sharing a lossy
+link with a TCP transfer took its draws in whatever order the two protocols' packets
+happened to interleave, so which datagrams a seed dropped depended on timing and two runs
+with one seed dropped different ones. Per flow, the n-th packet of a flow meets the n-th
+draws of its own stream, whatever else crosses the link. To keep that true, each packet
+takes the same number of draws, all of them before anything is decided (the draws of the
+features the spec turns on, and only those): a packet dropped by loss or by the shared
+queue does not leave the later draws to shift onto the next packet.
+
+The flow is the caller's text key (frames.Packet.flow_key), for TCP and UDP
+
+    udp 10.201.1.2:41001>10.201.2.2:5202        tcp [fd00:201:1::2]:41000>[fd00:201:2::2]:5201
+
+and the protocol alone for the rest ("icmp", "icmp6", "47"); admit() without one uses
+DEFAULT_FLOW. The Gilbert-Elliott state is per flow too (a burst is a run of one flow's
+losses). What the flows share is what a link shares: the queue, the serializer and the
+FIFO's last departure; so with a rate, whether the queue has room for a packet, and when
+it leaves, still depend on the other flows, as on a real bottleneck.
+
+A link normally sees a handful of flows, but a flood of distinct 5-tuples (a SYN flood, a
+port scan) must not grow the table without bound: each stream holds a Mersenne Twister's
+state, about 3 KB, so the table keeps at most MAX_FLOWS flows (about 48 MB a direction at
+worst, far more flows than a lab runs at once), evicting the least recently seen. A flow
+that comes back after eviction starts its stream again from the beginning; evictions are
+counted (`flows_evicted`, in the engine's stats) so a run can tell.
 """
 
 from __future__ import annotations
@@ -28,6 +54,8 @@ from dataclasses import dataclass
 from .impairment import Direction
 
 FRAME = 1514
+MAX_FLOWS = 16384
+DEFAULT_FLOW = "-"
 
 
 def default_queue_bytes(rate_bps: int, frame: int = FRAME) -> int:
@@ -44,6 +72,17 @@ class Verdict:
     corrupt: float | None = None  # where to flip a bit, as a draw in [0, 1)
 
 
+class FlowState:
+    """One flow's random stream and Gilbert-Elliott state, in one direction."""
+    __slots__ = ("rng", "bad")
+
+    def __init__(self, seed: int, direction: str, key: str):
+        self.rng = random.Random(f"{seed}/{direction}/{key}")
+        self.bad = False
+
+
+
+
 class DirectionModel:
     """`ceiling` = (bits/s, frames/s): what the engine running the model can carry. With no
     rate configured the link runs at the ceiling's bit rate; and no frame is serialized
@@ -54,8 +93,10 @@ class DirectionModel:
     def __init__(self, spec: Direction, seed: int, name: str,
                  ceiling: tuple[int, int] | None = None):
         self.spec = spec
-        self.rng = random.Random(f"{seed}/{name}")
-        self.bad = False                     # Gilbert-Elliott state
+        self.seed, self.name = seed, name
+        self.flows: dict[str, FlowState] = {}   # least recently seen first
+        self.flows_seen = 0                  # streams started (a returning evicted flow: again)
+        self.flows_evicted = 0
         self.link_free = 0                   # ns: when the serializer is next idle
         self.last_depart = 0
         rate = spec.rate_bps or (ceiling[0] if ceiling else None)
@@ -75,19 +116,56 @@ class DirectionModel:
             return 0
         return int((self.link_free - now) / self.ns_per_byte)
 
-    def admit(self, now: int, size: int) -> Verdict:
-        s, rng = self.spec, self.rng
-        self.counts["packets"] += 1
+    def flow(self, key: str | None) -> FlowState:
+        """The flow's state, made on its first packet; the table is kept in order of last
+        use, so the one evicted at MAX_FLOWS is the least recently seen."""
+        key = DEFAULT_FLOW if key is None else key
+        flows = self.flows
+        state = flows.pop(key, None)
+        if state is None:
+            if len(flows) >= MAX_FLOWS:
+                del flows[next(iter(flows))]
+                self.flows_evicted += 1
+            state = FlowState(self.seed, self.name, key)
+            self.flows_seen += 1
+        flows[key] = state
+        return state
+
+    def draw(self, flow: FlowState) -> tuple[str, float, bool, bool, float | None]:
+        """Every draw the spec calls for, each packet the same ones in the same order,
+        whatever becomes of it (module doc: a flow's n-th packet gets its n-th draws).
+        Returns (lost: "", "burst" or "loss"; jitter in s; duplicate; reorder; where to
+        corrupt or None): a plain tuple, as this runs for every frame the engine carries."""
+        s, rng = self.spec, flow.rng
+        lost, jitter, duplicate, reorder, corrupt = "", 0.0, False, False, None
         if s.burst is not None:
             b = s.burst
             # move first, then lose with the new state's probability (netem gemodel order)
-            self.bad = (rng.random() >= b.r) if self.bad else (rng.random() < b.p)
-            if rng.random() < (b.loss_bad if self.bad else b.loss_good):
-                self.counts["burst"] += 1
-                return Verdict("drop", "burst")
-        if s.loss and rng.random() < s.loss:
-            self.counts["loss"] += 1
-            return Verdict("drop", "loss")
+            flow.bad = (rng.random() >= b.r) if flow.bad else (rng.random() < b.p)
+            if rng.random() < (b.loss_bad if flow.bad else b.loss_good):
+                lost = "burst"
+        if s.loss and rng.random() < s.loss and not lost:
+            lost = "loss"
+        if s.delay_s and s.jitter_s:
+            jitter = rng.uniform(-s.jitter_s, s.jitter_s)
+        if s.duplicate:
+            duplicate = rng.random() < s.duplicate
+        if s.reorder:
+            reorder = rng.random() < s.reorder
+        if s.corrupt:
+            hit, where = rng.random() < s.corrupt, rng.random()
+            corrupt = where if hit else None
+        return lost, jitter, duplicate, reorder, corrupt
+
+    def admit(self, now: int, size: int, flow: str | None = None) -> Verdict:
+        """One packet of `flow` (frames.Packet.flow_key; None: DEFAULT_FLOW) arriving at
+        `now` (ns), `size` bytes on the wire."""
+        s = self.spec
+        self.counts["packets"] += 1
+        lost, jitter, duplicate, reorder, corrupt = self.draw(self.flow(flow))
+        if lost:
+            self.counts[lost] += 1
+            return Verdict("drop", lost)
         t = now
         if self.ns_per_byte:
             backlog = self.backlog(now)
@@ -102,20 +180,14 @@ class DirectionModel:
             self.link_free = start + max(wire, self.ns_per_frame)
             t = self.link_free
         if s.delay_s:
-            d = s.delay_s
-            if s.jitter_s:
-                d += rng.uniform(-s.jitter_s, s.jitter_s)
-            t += int(d * 1e9)
+            t += int((s.delay_s + jitter) * 1e9)
         t = max(t, self.last_depart)
         self.last_depart = t
-        v = Verdict("forward", depart_ns=t)
-        if s.duplicate and rng.random() < s.duplicate:
-            v.duplicate = True
+        if duplicate:
             self.counts["duplicate"] += 1
-        if s.reorder and rng.random() < s.reorder:
-            v.reorder = True
+        if reorder:
             self.counts["reorder"] += 1
-        if s.corrupt and rng.random() < s.corrupt:
-            v.corrupt = rng.random()
+        if corrupt is not None:
             self.counts["corrupt"] += 1
-        return v
+        return Verdict("forward", depart_ns=t, duplicate=duplicate, reorder=reorder,
+                       corrupt=corrupt)
