@@ -128,6 +128,7 @@ def prepare_out(out: Path) -> None:
 def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str = "auto",
         stream=sys.stdout) -> int:
     """Run the lab into `out` (which must not hold anything yet); returns the exit status."""
+    from .. import netlab
     from ..netlab import Interrupted
 
     console = Console(stream)
@@ -139,8 +140,12 @@ def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str =
     console.line(f"  seed {spec.seed}, link: {spec.impairment.describe()}, into {out}")
     status = EXIT_OK
     try:
-        _live_part(spec, out, rec, console, engine or spec.engine, privilege)
-        status = _offline_part(out, rec, console)
+        with _terminate_raises():
+            try:
+                _live_part(spec, out, rec, console, engine or spec.engine, privilege)
+            except netlab.ApplyError as e:
+                raise _explain_apply_error(e) from None
+            status = _offline_part(out, rec, console)
         rec.doc["status"] = "complete"
     except (KeyboardInterrupt, Interrupted) as e:
         sig = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
@@ -170,6 +175,42 @@ def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str =
         rec.doc["ended_unix_s"] = time.time()
         rec.write()
     return status
+
+
+@contextlib.contextmanager
+def _terminate_raises():
+    """SIGTERM and SIGHUP end the run as Ctrl-C does, in every phase (netlab.up does the
+    same while the lab is up): run.json then says where it stopped."""
+    import signal
+    import threading
+
+    from ..netlab import Interrupted
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _explain_apply_error(e) -> Exception:
+    """A step of building the lab failed: a spec the kernel refused is the lab's error (2),
+    anything else this machine's (3); either way with what the kernel said."""
+    text = str(e)
+    if "tcp_congestion_control" in text and "not permitted" in text.lower():
+        return LabError(f"{text}\n  a network namespace may only make an algorithm listed in "
+                        f"net.ipv4.tcp_allowed_congestion_control its default; choose it per "
+                        f"flow instead: send = {{congestion = \"cubic\", ...}}")
+    if "sysctl" in text and ("cannot stat" in text or "No such file" in text):
+        return LabError(f"{text}\n  this kernel has no such sysctl; check [topology.sysctl]")
+    return CannotRun(text)
 
 
 def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engine_asked: str,
