@@ -11,7 +11,8 @@ def register(sub) -> None:
                        description="Lists the labs in labs/ (or --dir): name, title, "
                                    "duration, flows and what running each one needs.")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--dir", metavar="DIR", help="where the labs are (default: labs/ of labkit)")
+    p.add_argument("--dir", metavar="DIR",
+                   help="where the labs are (default: ./labs, else labs/ of labkit)")
     p.set_defaults(func=run)
 
 

@@ -123,7 +123,11 @@ class LabSpec:
 # ---- finding labs ----
 
 def labs_dir() -> Path:
-    """labs/ of this checkout (the package sits beside it)."""
+    """Where the labs are: ./labs when the current directory has one (a course's own
+    repository, or this one), else labs/ of the checkout the package was imported from."""
+    here = Path("labs")
+    if any(here.glob("*/lab.toml")):
+        return here
     return Path(__file__).resolve().parents[2] / "labs"
 
 
