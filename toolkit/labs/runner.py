@@ -290,7 +290,14 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
                     raise LabError(str(e)) from None
 
             with rec.phase("traffic", console):
+                shown = [0.0]
+
                 def tick(elapsed: float, running: list[str]) -> None:
+                    # once a second: counting walks the capture files, and the link engine
+                    # needs the CPU more than the terminal does
+                    if elapsed - shown[0] < 1.0:
+                        return
+                    shown[0] = elapsed
                     counts = " ".join(f"{p.name} {_packets(caps, p.name)}" for p in points)
                     console.status(f"  traffic {elapsed:4.1f}/{spec.duration_s:g} s  "
                                    f"running: {', '.join(running) or '-'}  packets: {counts}")
