@@ -12,13 +12,21 @@ run's leftovers from a live run's namespaces. Stdlib only, so it also runs under
 python3 (the rootless tests use that).
 """
 
-from .executor import ApplyError, Executor
-from .impairment import Impairment, SpecError
-from .lab import Interrupted, Lab, up
-from .plan import Plan, Step
-from .rootless import PrivilegeError, detect
-from .topology import Topology, TopologyError, default_topology
+import importlib
 
-__all__ = ["ApplyError", "Executor", "Impairment", "Interrupted", "Lab", "Plan",
-           "PrivilegeError", "SpecError", "Step", "Topology", "TopologyError", "default_topology",
-           "detect", "up"]
+# Loaded on first use (PEP 562), so that reading a lab spec or a ledger (impairment,
+# topology, units, ledger) never imports the parts that drive Linux namespaces: `labkit
+# check` and the notebooks run where the wheels install, macOS and Windows included.
+_WHERE = {"ApplyError": "executor", "Executor": "executor", "Impairment": "impairment",
+          "SpecError": "impairment", "Interrupted": "lab", "Lab": "lab", "up": "lab",
+          "Plan": "plan", "Step": "plan", "PrivilegeError": "rootless", "detect": "rootless",
+          "Topology": "topology", "TopologyError": "topology",
+          "default_topology": "topology"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
