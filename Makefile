@@ -40,6 +40,7 @@ system-deps bench-deps:
 	fi
 
 test: venv system-deps
+	$(VENV)/bin/labkit check captures/
 	$(PY) -m pytest -q
 
 demo: venv system-deps

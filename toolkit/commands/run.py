@@ -23,6 +23,9 @@ def register(sub) -> None:
                                                 "--repeat, the folder that holds the runs")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="N runs with seeds seed .. seed+N-1")
+    p.add_argument("--save", metavar="DIR",
+                   help="then save the run as the reference run DIR/<lab> (gzip captures, "
+                        "blessed expectations; what `labkit check` replays)")
     p.add_argument("--privilege", choices=["auto", "root", "rootless"], default="auto",
                    help="build the lab as root, or in an unprivileged user namespace "
                         "(rootless); default: root when root, else rootless")
@@ -37,6 +40,10 @@ def run(args) -> int:
 
     if args.repeat < 1:
         print("labkit run: --repeat: give 1 or more runs", file=sys.stderr)
+        return 2
+    if args.save and args.repeat != 1:
+        print("labkit run: --save keeps one reference run per lab; it takes no --repeat",
+              file=sys.stderr)
         return 2
     if args.seed is not None and args.seed < 0:
         print("labkit run: --seed: a seed is a non-negative integer", file=sys.stderr)
@@ -64,6 +71,14 @@ def run(args) -> int:
             print(f"labkit run: {e}", file=sys.stderr)
             return 2
         worst = max(worst, status) if status != runner.EXIT_INTERRUPTED else status
+        if args.save:
+            if status != runner.EXIT_OK:
+                print(f"labkit run: not saved: a reference run must pass its expectations "
+                      f"(exit {status}); {out} keeps this run", file=sys.stderr)
+                return status
+            from ..labs.saved import save
+            dest = save(out, Path(args.save) / spec.name)
+            print(f"saved as the reference run {dest}")
         if status in (runner.EXIT_INPUT, runner.EXIT_CANNOT, runner.EXIT_INTERRUPTED):
             return status
     return worst

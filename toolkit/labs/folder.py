@@ -69,7 +69,7 @@ class RunFolder:
 
     @property
     def ledger_path(self) -> Path | None:
-        p = self.path / "link.jsonl"
+        p = self.path / ((self.doc.get("files") or {}).get("ledger") or "link.jsonl")
         return p if p.exists() else None
 
     def ledger(self):

@@ -710,7 +710,7 @@ def reconcile(run_dir: Path, run: dict, analyses: dict) -> Reconciliation:
     run_dir = Path(run_dir)
     engine = run.get("engine") or {}
     led_records, pair, header, trailer, led_note = None, None, {}, None, ""
-    path = run_dir / "link.jsonl"
+    path = run_dir / ((run.get("files") or {}).get("ledger") or "link.jsonl")
     if engine.get("name") in ("userspace", None) and path.exists():
         try:
             led = ledger_mod.read(path)

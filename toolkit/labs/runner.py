@@ -83,7 +83,7 @@ class RunRecord:
             "started_unix_s": time.time(), "ended_unix_s": None, "phases": [],
             "environment": None, "network": None, "engine": None,
             "timing": {"reliable": True, "notes": []}, "captures": {}, "flows": [],
-            "events": [], "expectations": [], "summary": {}}
+            "events": [], "files": {}, "expectations": [], "summary": {}}
         self.phase_name: str | None = None
 
     @contextlib.contextmanager
@@ -263,6 +263,8 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
                     raise CannotRun(str(e)) from None
                 rec.doc["engine"] = {"name": choice.engine, "reason": choice.reason,
                                      "netem": netem, "stats": None}
+                if choice.engine == "userspace":
+                    rec.doc["files"]["ledger"] = "link.jsonl"
                 console.line(f"  link engine: {choice.engine} ({choice.reason})")
             else:
                 rec.doc["engine"] = {"name": None, "reason": "no impairment: the router's "

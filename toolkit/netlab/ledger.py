@@ -95,7 +95,15 @@ class Ledger:
 def read(path: Path) -> Ledger:
     path = Path(path)
     with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":             # a saved run keeps its ledger gzip-compressed
+        import gzip
+        import zlib
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise LedgerError(f"{path}: damaged gzip data ({e})") from None
+    lines = data.split(b"\n")
     if not lines or not lines[0].strip():
         raise LedgerError(f"{path}: empty; not a labkit link ledger")
     try:
