@@ -17,6 +17,10 @@ def register(sub) -> None:
     p.add_argument("--expect", metavar="FILE",
                    help="a TOML file of [[expect]] tables (required for a capture file; "
                         "for saved runs, checked in addition to theirs)")
+    p.add_argument("--lab", metavar="NAME|PATH",
+                   help="grade runs against this lab's own expectations (a course's copy of "
+                        "the lab), not those the run folders carry; each run must have been "
+                        "made from that very lab file, with no --set")
     p.add_argument("--update", action="store_true",
                    help="re-bless the saved runs' exact expectations (expect.toml) from a "
                         "fresh analysis of their captures, instead of checking")
@@ -35,12 +39,12 @@ def run(args) -> int:
 
     from ..labs import check as C
 
-    if args.update and (args.junit or args.json or args.expect):
+    if args.update and (args.junit or args.json or args.expect or args.lab):
         print("labkit check: --update re-blesses and checks nothing; it takes no --junit, "
-              "--json or --expect", file=sys.stderr)
+              "--json, --expect or --lab", file=sys.stderr)
         return 2
     try:
-        targets = C.collect(args.paths, args.expect)
+        targets = C.collect(args.paths, args.expect, args.lab)
     except C.CheckInputError as e:
         print(f"labkit check: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ class Target:
     path: Path
     kind: str                      # "run" | "capture"
     expect_file: Path | None = None
+    lab: Path | None = None        # grade against this lab file's expectations
 
     @property
     def label(self) -> str:
@@ -48,10 +49,19 @@ class Outcome:
         return expect.exit_status(self.results)
 
 
-def collect(paths: list[str], expect_file: str | None = None) -> list[Target]:
+def collect(paths: list[str], expect_file: str | None = None,
+            lab: str | None = None) -> list[Target]:
     """PATH: a saved run (a folder with run.json), a folder holding saved runs (searched
-    below it), or a capture file (with expect_file)."""
+    below it), or a capture file (with expect_file). `lab`: the lab file whose own
+    expectations a run is graded against (instead of those the run folder carries)."""
     out: list[Target] = []
+    lab_path = None
+    if lab is not None:
+        from .spec import LabError, find
+        try:
+            lab_path = find(lab)
+        except LabError as e:
+            raise CheckInputError(f"--lab {lab}: {e}") from None
     for raw in paths:
         p = Path(raw)
         if not p.exists():
@@ -62,13 +72,14 @@ def collect(paths: list[str], expect_file: str | None = None) -> list[Target]:
                                       f"expectations to check it against)")
             out.append(Target(p, "capture", Path(expect_file)))
         elif (p / "run.json").is_file():
-            out.append(Target(p, "run", Path(expect_file) if expect_file else None))
+            out.append(Target(p, "run", Path(expect_file) if expect_file else None, lab_path))
         else:
             runs = sorted(r.parent for r in p.rglob("run.json"))
             if not runs:
                 raise CheckInputError(f"{p}: no saved run in this folder (a saved run is a "
                                       f"folder with run.json, made by `labkit run --save`)")
-            out += [Target(r, "run", Path(expect_file) if expect_file else None) for r in runs]
+            out += [Target(r, "run", Path(expect_file) if expect_file else None, lab_path)
+                    for r in runs]
     return out
 
 
@@ -116,9 +127,13 @@ def _check_run(target: Target, out: Outcome) -> None:
     except RunFolderError as e:
         raise CheckInputError(str(e)) from None
     out.title = f"lab {run.doc['lab']['name']}, seed {run.doc.get('seed')}"
-    exps = _parse(run.doc.get("spec", {}).get("expect", []), "expect",
-                  target.path / "run.json")
-    blessed = _parse(read_blessed(target.path), "blessed", target.path / "expect.toml")
+    if target.lab is not None:
+        exps = _graded_by(target.lab, run)
+        blessed = []              # a student's run has no blessing: the lab's checks grade it
+    else:
+        exps = _parse(run.doc.get("spec", {}).get("expect", []), "expect",
+                      target.path / "run.json")
+        blessed = _parse(read_blessed(target.path), "blessed", target.path / "expect.toml")
     extra = (_parse(_load_expect_file(target.expect_file), "expect", target.expect_file)
              if target.expect_file else [])
     _damage(run, out)
@@ -126,6 +141,29 @@ def _check_run(target: Target, out: Outcome) -> None:
         return
     out.results = expect.evaluate([*exps, *blessed, *extra], run.table,
                                   timing_reliable=run.timing_reliable)
+
+
+def _graded_by(lab_path: Path, run) -> list:
+    """The lab file's own expectations, for a run that must have been made from exactly
+    that file (its sha256 is in run.json) with no --set (which could loosen the lab)."""
+    from .spec import LabError, load
+    try:
+        lab = load(lab_path)
+    except LabError as e:
+        raise CheckInputError(str(e)) from None
+    made = run.doc.get("lab") or {}
+    where = run.path / "run.json"
+    if made.get("name") != lab.name:
+        raise CheckInputError(f"{where}: a run of lab {made.get('name')!r}, not of "
+                              f"{lab.name!r} ({lab_path})")
+    if made.get("sha256") != lab.sha256:
+        raise CheckInputError(f"{where}: made from a different {lab_path.name} than "
+                              f"{lab_path} (sha256 {str(made.get('sha256'))[:12]}... against "
+                              f"{lab.sha256[:12]}...); run the lab as given")
+    if run.doc.get("overrides"):
+        raise CheckInputError(f"{where}: made with --set {' --set '.join(run.doc['overrides'])}"
+                              f"; a graded run runs the lab as given")
+    return list(lab.expectations)
 
 
 def _damage(run, out: Outcome) -> None:
