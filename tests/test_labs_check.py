@@ -229,3 +229,26 @@ def test_check_as_an_ordinary_user_with_no_capture_tools(nobody_python, tmp_path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 failed, 0 errors" in done.stdout
     assert ET.parse(junit).getroot().get("failures") == "0"
+
+
+def test_demo_without_any_way_to_build_a_lab_shows_the_saved_run(monkeypatch, tmp_path):
+    """`make demo` on a machine with neither root nor user namespaces: it says why, then
+    replays captures/04-loss."""
+    import io
+
+    from toolkit.labs import demo
+    from toolkit.netlab import rootless
+
+    def refuse(prefer="auto"):
+        raise rootless.PrivilegeError("not root, and user namespaces are off (test)")
+
+    monkeypatch.setattr(rootless, "detect", refuse)
+    out = io.StringIO()
+    status = demo.run(tmp_path / "run", stream=out)
+    text = out.getvalue()
+    assert status == 0, text
+    assert "cannot run 04-loss: not root, and user namespaces are off (test)" in text
+    assert "saved reference run" in text and "Ground truth, reconciled" in text
+    assert "PASS  expect[0] tcp-delivers-everything" in text
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert doc["status"] == "failed" and doc["exit_status"] == 3
