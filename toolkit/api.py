@@ -127,7 +127,7 @@ class Analysis:
         """Write the tables: json -> one file, csv/parquet -> a directory of tables."""
         out = Path(out)
         if fmt == "json":
-            out.write_text(json.dumps(self.to_json(packets=packets), indent=1, default=_jsonable))
+            out.write_text(json.dumps(self.to_json(packets=packets), indent=1, default=jsonable))
             return [out]
         out.mkdir(parents=True, exist_ok=True)
         tables = {"tcp_conversations": self.tcp, "udp_conversations": self.udp,
@@ -147,7 +147,8 @@ class Analysis:
         return written
 
 
-def _jsonable(x):
+def jsonable(x):
+    """json.dumps(default=...) for numpy scalars: NaN becomes null."""
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, np.floating):

@@ -69,6 +69,11 @@ class Console:
             self._open = False
 
 
+def jsonable_value(x):
+    from ..api import jsonable        # numpy scalars from the analysis tables
+    return jsonable(x)
+
+
 class RunRecord:
     """run.json as it grows, written after every phase."""
 
@@ -101,22 +106,8 @@ class RunRecord:
     def write(self) -> None:
         path = self.out / "run.json"
         tmp = path.with_name(f".run.json.{os.getpid()}.part")
-        tmp.write_text(json.dumps(self.doc, indent=1, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(self.doc, indent=1, default=jsonable_value) + "\n")
         os.replace(tmp, path)
-
-
-def _jsonable(x):
-    try:
-        import numpy as np
-        if isinstance(x, np.integer):
-            return int(x)
-        if isinstance(x, np.floating):
-            return None if np.isnan(x) else float(x)
-        if isinstance(x, np.bool_):
-            return bool(x)
-    except ImportError:
-        pass
-    return str(x)
 
 
 def prepare_out(out: Path) -> None:
@@ -130,6 +121,7 @@ def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str =
     """Run the lab into `out` (which must not hold anything yet); returns the exit status."""
     from .. import netlab
     from ..netlab import Interrupted
+    from ..netlab.lab import signals_raise
 
     console = Console(stream)
     prepare_out(out)
@@ -140,7 +132,9 @@ def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str =
     console.line(f"  seed {spec.seed}, link: {spec.impairment.describe()}, into {out}")
     status = EXIT_OK
     try:
-        with _terminate_raises():
+        # SIGTERM and SIGHUP end the run as Ctrl-C does in every phase, not only while the
+        # lab is up: run.json then says where it stopped
+        with signals_raise():
             try:
                 _live_part(spec, out, rec, console, engine or spec.engine, privilege)
             except netlab.ApplyError as e:
@@ -175,29 +169,6 @@ def run(spec: LabSpec, out: Path, *, engine: str | None = None, privilege: str =
         rec.doc["ended_unix_s"] = time.time()
         rec.write()
     return status
-
-
-@contextlib.contextmanager
-def _terminate_raises():
-    """SIGTERM and SIGHUP end the run as Ctrl-C does, in every phase (netlab.up does the
-    same while the lab is up): run.json then says where it stopped."""
-    import signal
-    import threading
-
-    from ..netlab import Interrupted
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _explain_apply_error(e) -> Exception:
@@ -373,7 +344,7 @@ def _offline_part(out: Path, rec: RunRecord, console: Console) -> int:
         (tables / "analysis.json").write_text(json.dumps({
             "points": {p: run.analysis(p).summary() for p in run.points},
             "side_by_side": side, "reconciliation": recon.as_dict()},
-            indent=1, default=_jsonable) + "\n")
+            indent=1, default=jsonable_value) + "\n")
 
     with rec.phase("expectations", console):
         exps = list(expect.parse(rec.doc["spec"].get("expect", []), "expect"))

@@ -133,7 +133,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def _signals_raise():
+def signals_raise():
     """While the lab is up, SIGTERM and SIGHUP raise Interrupted in the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -170,7 +170,7 @@ def up(topology: Topology, *, run_id: str | None = None, privilege: str = "auto"
     priv = detect(privilege)
     names = Names(run_id or registry.new_run_id(), topology.names)
     holder = None
-    with _signals_raise():
+    with signals_raise():
         registered = False
         lab = None
         try:
