@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -168,4 +169,37 @@ def nobody_python(tmp_path_factory):
                       "--find-links", str(wheels), "-r", str(req), env=[f"HOME={home}"],
                       timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    return home, venv / "bin" / "python"
+    return NobodyPython(home, venv / "bin" / "python", _numba_cache_for_nobody(home))
+
+
+@dataclass(frozen=True)
+class NobodyPython:
+    home: Path
+    python: Path
+    numba_cache: Path
+
+    def env(self) -> list[str]:
+        """HOME, this checkout on the path, and numba's kernels compiled already."""
+        return [f"HOME={self.home}", f"PYTHONPATH={REPO}", f"NUMBA_CACHE_DIR={self.numba_cache}"]
+
+
+def _numba_cache_for_nobody(home: Path) -> Path:
+    """The kernels this suite's runs compiled (numba's cache beside each module, where
+    nobody may not write) copied to where numba looks when NUMBA_CACHE_DIR is set:
+    <dir>/<folder>_<sha1 of the folder's path> (numba.core.caching's user-provided
+    locator). Same source files, same numba: they load instead of compiling for a minute.
+    Whatever is not there nobody compiles into it itself."""
+    import hashlib
+    cache = home / "numba-cache"
+    for pycache in (REPO / "toolkit").rglob("__pycache__"):
+        files = [f for f in pycache.iterdir() if f.suffix in (".nbi", ".nbc")]
+        if not files:
+            continue
+        src = str(pycache.parent.resolve())
+        dest = cache / f"{pycache.parent.name}_{hashlib.sha1(src.encode()).hexdigest()}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(f, dest / f.name)
+    cache.mkdir(exist_ok=True)
+    subprocess.run(["chmod", "-R", "a+rwX", str(cache)], check=True)
+    return cache

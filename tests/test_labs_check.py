@@ -219,13 +219,11 @@ def test_check_imports_nothing_linux_only():
 
 @pytest.mark.root
 def test_check_as_an_ordinary_user_with_no_capture_tools(nobody_python, tmp_path):
-    home, python = nobody_python
-    empty = home / "no-tools"
+    empty = nobody_python.home / "no-tools"
     empty.mkdir(exist_ok=True)
-    junit = home / "junit.xml"
-    done = as_nobody(str(python), "-m", "toolkit.cli", "check", str(CAPTURES), "--junit",
-                     str(junit), env=[f"HOME={home}", f"PYTHONPATH={REPO}",
-                                      f"PATH={empty}"])
+    junit = nobody_python.home / "junit.xml"
+    done = as_nobody(str(nobody_python.python), "-m", "toolkit.cli", "check", str(CAPTURES),
+                     "--junit", str(junit), env=[*nobody_python.env(), f"PATH={empty}"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 failed, 0 errors" in done.stdout
     assert ET.parse(junit).getroot().get("failures") == "0"

@@ -12,16 +12,15 @@ import os
 
 import pytest
 
-from conftest import REPO, as_nobody
+from conftest import as_nobody
 
 pytestmark = pytest.mark.root
 
 
 def test_the_loss_lab_runs_as_an_ordinary_user(nobody_python):
-    home, python = nobody_python
-    out = home / "run"
-    done = as_nobody(str(python), "-m", "toolkit.cli", "run", "04-loss", "--seed", "7",
-                      "--out", str(out), env=[f"HOME={home}", f"PYTHONPATH={REPO}"])
+    out = nobody_python.home / "run"
+    done = as_nobody(str(nobody_python.python), "-m", "toolkit.cli", "run", "04-loss",
+                     "--seed", "7", "--out", str(out), env=nobody_python.env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     doc = json.loads((out / "run.json").read_text())
     assert doc["environment"]["privilege"]["mode"] == "rootless"

@@ -105,12 +105,17 @@ def test_broken_specs_name_file_and_key(text, override, message):
     assert str(e.value).startswith("labs/x/lab.toml: ")
 
 
-def test_find_by_name_number_and_path():
-    assert S.find("04-loss") == REPO / "labs" / "04-loss" / "lab.toml"
-    assert S.find("04") == REPO / "labs" / "04-loss" / "lab.toml"
+def test_find_by_name_number_and_path(monkeypatch, tmp_path):
+    assert S.find("04-loss").resolve() == REPO / "labs" / "04-loss" / "lab.toml"
+    assert S.find("04").resolve() == REPO / "labs" / "04-loss" / "lab.toml"
     assert S.find(str(REPO / "labs" / "04-loss")).name == "lab.toml"
     with pytest.raises(S.LabError, match="no such lab"):
         S.find("99-nothing")
+    # a course's own labs/ in the current directory comes first
+    (tmp_path / "labs" / "04-loss").mkdir(parents=True)
+    (tmp_path / "labs" / "04-loss" / "lab.toml").write_text("[lab]\ntitle = 'x'\n")
+    monkeypatch.chdir(tmp_path)
+    assert S.find("04-loss").resolve() == tmp_path / "labs" / "04-loss" / "lab.toml"
 
 
 def _labkit(*args, cwd=None):
