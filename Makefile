@@ -12,7 +12,7 @@ SYSTEM_TOOLS = tshark:tshark dumpcap:wireshark-common tcpdump:tcpdump nft:nftabl
 # reference tools the endpoint benchmark compares against
 BENCH_TOOLS  = iperf3:iperf3 sockperf:sockperf
 
-.PHONY: test demo venv system-deps bench bench-endpoints clean
+.PHONY: test demo venv system-deps bench bench-endpoints clean notebooks
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ test: venv system-deps
 
 demo: venv system-deps
 	$(VENV)/bin/labkit demo
+
+# JupyterLab from the project's venv, on the notebooks (a saved run without privileges,
+# a live run where the machine can build a lab)
+notebooks: venv
+	$(VENV)/bin/pip install -q -e '.[test,notebooks]'
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: venv system-deps
 	$(PY) benchmarks/analyze_speed.py
