@@ -26,8 +26,9 @@ from ..netlab import impairment as imp_mod
 from ..netlab import topology as topo_mod
 from ..netlab import units
 from . import expect
+from . import questions as questions_mod
 
-SECTIONS = ("lab", "params", "topology", "link", "capture", "flow", "expect")
+SECTIONS = ("lab", "params", "topology", "link", "capture", "flow", "expect", "question")
 LAB_KEYS = ("title", "summary", "duration", "seed", "engine", "name")
 CAPTURE_KEYS = ("points", "snaplen", "backend", "filter")
 FLOW_KEYS = ("name", "proto", "client", "server", "port", "client_port", "start", "after",
@@ -93,6 +94,7 @@ class LabSpec:
     capture: CaptureSpec
     flows: tuple[FlowSpec, ...]
     expectations: tuple[expect.Expectation, ...]
+    questions: tuple[questions_mod.Question, ...]
     resolved: dict = field(repr=False)  # the spec as plain data, parameters substituted
 
     @property
@@ -232,7 +234,16 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
         expectations = tuple(expect.parse(raw_expect, "expect"))
     except expect.ExpectError as e:
         raise LabError(str(e)) from None
+    try:
+        questions = questions_mod.parse(resolved.get("question", []), "question")
+    except questions_mod.QuestionError as e:
+        raise LabError(str(e)) from None
     points = capture.points or default_points(topology)
+    for q in questions:
+        at = q.answer.get("at")
+        if at is not None and at not in points:
+            raise LabError(f"question[{q.index}].answer.at: {at!r} is not captured in this "
+                           f"lab (points: {', '.join(points)})")
     for e in expectations:
         if e.at is not None and e.at not in points:
             raise LabError(f"expect[{e.index}].at: {e.at!r} is not captured in this lab "
@@ -240,7 +251,8 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
     return LabSpec(name=name, path=path, source=source, title=title, summary=summary,
                    duration_s=duration, seed=seed, engine=engine, params=params,
                    overrides=overrides, topology=topology, impairment=impairment,
-                   capture=capture, flows=flows, expectations=expectations, resolved=resolved)
+                   capture=capture, flows=flows, expectations=expectations, questions=questions,
+                   resolved=resolved)
 
 
 def default_points(topology: topo_mod.Topology) -> tuple[str, ...]:
