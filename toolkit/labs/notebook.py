@@ -137,3 +137,61 @@ def question(run: RunFolder, qid: str) -> str:
 def check(run: RunFolder, qid: str, answer):
     from .questions import check as check_one
     return check_one(run, qid, answer)
+
+
+# ---- a parameter sweep ----
+
+def sweep_dir(lab: str, param: str, value) -> Path:
+    """Where the saved sweep run of `lab` with `param` = value is: captures/sweep-<lab>/
+    <param>-<value without its unit>/<lab> (made by `labkit run LAB --set PARAM=VALUE
+    --save captures/sweep-LAB/PARAM-N`)."""
+    tag = str(value).rstrip("%").replace(".", "_")
+    return saved_dir(f"sweep-{lab}") / f"{param}-{tag}" / lab
+
+
+def sweep(lab: str, param: str, values, *, extra: dict | None = None,
+          source: str | None = None, say=print) -> dict:
+    """One run per value of `param` (with `extra` parameters fixed): live where this
+    machine can, else the saved sweep; value -> RunFolder."""
+    from . import runner
+    from . import spec as S
+
+    source = source or os.environ.get("LABKIT_SOURCE", "auto")
+    reason = why_not_live() if source in ("auto", "live") else "saved runs asked for"
+    if source == "live" and reason:
+        raise RuntimeError(f"cannot run {lab} live here: {reason}")
+    sets = [f"{k}={v}" for k, v in (extra or {}).items()]
+    out = {}
+    if reason is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for v in values:
+            spec = S.load(S.find(lab), overrides=[*sets, f"{param}={v}"])
+            folder = Path("runs") / f"sweep-{lab}-{stamp}" / f"{param}-{v}".replace("%", "")
+            say(f"running {lab} with {param}={v} into {folder}")
+            runner.run(spec, folder, stream=_Quiet())
+            out[v] = RunFolder(folder)
+        return out
+    say(f"Using the saved sweep of {lab} (this machine cannot run it live: {reason}).")
+    for v in values:
+        out[v] = RunFolder(sweep_dir(lab, param, v))
+    return out
+
+
+def sweep_table(runs: dict, param: str):
+    """One row per run: the parameter, TCP's goodput and completion, UDP's delivery."""
+    import pandas as pd
+    rows = []
+    for value, run in runs.items():
+        flows = {r["flow"]: r for r in run.table("flows").to_dict("records")}
+        tcp, udp = flows.get("tcp", {}), flows.get("udp", {})
+        recon = run.reconciliation().summary
+        dropped = int(recon["link_dropped"].fillna(0).sum())
+        sent, got = udp.get("sent_units"), udp.get("delivered_units")
+        rows.append({param: value, "link_dropped": dropped,
+                     "tcp_goodput_bps": tcp.get("goodput_bps"),
+                     "tcp_completion_s": tcp.get("completion_s"),
+                     "tcp_delivered_bytes": tcp.get("delivered_payload_bytes"),
+                     "tcp_retransmissions": tcp.get("tcpinfo_total_retrans"),
+                     "udp_delivered_fraction": got / sent if sent else None,
+                     "udp_lost": udp.get("app_lost_units")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,143 @@
+"""The notebooks: stored without outputs, one per lab, and each runs top to bottom in a real
+Jupyter kernel (nbclient) on the saved runs; the loss notebook live too where this machine
+can run the lab. The questions' checks accept the right answer and reject a wrong one."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import REPO, network_or_skip
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+LABS = sorted(p.parent.name for p in (REPO / "labs").glob("*/lab.toml"))
+CELL_TIMEOUT_S = 180
+
+
+def test_every_lab_has_a_notebook_and_there_are_inspect_and_compare():
+    names = {p.stem for p in NOTEBOOKS}
+    assert set(LABS) <= names
+    assert {"inspect-capture", "compare-runs"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_are_kept_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name}: cell {i} has stored output"
+            assert cell.get("execution_count") is None, f"{path.name}: cell {i} was run"
+
+
+def execute(path, source: str, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(path, as_version=4)
+    old = os.environ.get("LABKIT_SOURCE")
+    os.environ["LABKIT_SOURCE"] = source          # the kernel inherits it
+    try:
+        client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                         resources={"metadata": {"path": str(tmp_path)}})
+        client.execute()
+    finally:
+        if old is None:
+            os.environ.pop("LABKIT_SOURCE", None)
+        else:
+            os.environ["LABKIT_SOURCE"] = old
+    return nb
+
+
+def outputs_text(nb) -> str:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                out.append(o.get("text", ""))
+            for value in (o.get("data") or {}).values():
+                if isinstance(value, str):
+                    out.append(value)
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_a_notebook_runs_top_to_bottom_on_the_saved_runs(path, tmp_path):
+    nb = execute(path, "saved", tmp_path)      # nbclient raises on the first failing cell
+    text = outputs_text(nb)
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            assert o.get("output_type") != "error", o
+    if path.stem in LABS:
+        assert "Using the saved run" in text
+        assert any("image/png" in (o.get("data") or {}) for c in nb.cells
+                   for o in c.get("outputs", [])), "the lab notebook draws its figures"
+        assert "no answer yet" in text            # the question cells, unanswered
+
+
+@pytest.mark.root
+def test_the_loss_notebook_runs_live_where_the_machine_can(tmp_path):
+    network_or_skip()
+    nb = execute(REPO / "notebooks" / "04-loss.ipynb", "live", tmp_path)
+    text = outputs_text(nb)
+    assert "Running 04-loss live" in text and "Live run done" in text
+    assert list((tmp_path / "runs").glob("04-loss-*/run.json"))
+
+
+# ---- the questions: right answers accepted, wrong ones rejected with the frames ----
+
+def _right_answers(run) -> dict:
+    """Each question's answer worked out here without the expectation language: from the
+    analyzer's DataFrames, the endpoint reports and the ledger."""
+    import toolkit
+    name = run.doc["lab"]["name"]
+    out = {}
+    if name == "01-handshake":
+        a = toolkit.analyze(run.capture_file("a"))
+        pk = a.packets
+        out["syn-isn"] = int(pk[pk["tcp_flags"] == 2]["seq_raw"].iloc[0])
+        out["client-mss"] = int(a.tcp["mss_a"].iloc[0])
+        out["handshake-rtt-ms"] = round(float(a.tcp["handshake_rtt_ms"].iloc[0]) + 0.4, 1)
+        out["time-wait-endpoint"] = "A"
+        out["udp-datagrams"] = int(((pk["proto"] == "UDP") & (pk["dport"] == 5202)).sum())
+    elif name == "03-boundaries":
+        serve = run.endpoint_report("udp", "serve")
+        out["udp-recvs"] = serve["connections"][0]["packets"]
+        unframed = run.endpoint_report("tcp-unframed", "serve")
+        out["unframed-reads"] = unframed["connections"][0]["alignment"]["reads"]
+        pk = toolkit.analyze(run.capture_file("a")).packets
+        for qid, port in (("nagle-on-segments", 5204), ("nagle-off-segments", 5205)):
+            out[qid] = int(((pk["proto"] == "TCP") & (pk["dport"] == port)).sum())
+    elif name == "04-loss":
+        serve = run.endpoint_report("udp", "serve")
+        out["udp-lost"] = serve["connections"][0]["lost"]
+        led = run.ledger()
+        drops = led.dropped("a_to_b")
+        out["udp-lost-on-link"] = sum(1 for r in drops if r["pkt"]["proto"] == "udp"
+                                      and r["pkt"].get("flow") is not None)
+        out["tcp-segments-dropped"] = sum(1 for r in drops if r["pkt"]["proto"] == "tcp"
+                                          and r["pkt"]["len"] > 0)
+        pk = toolkit.analyze(run.capture_file("a")).packets
+        out["wireshark-retransmissions"] = int(((pk["dport"] == 5201)
+                                                & (pk["retransmission"] == 1)).sum())
+        out["tcp-delivered"] = run.endpoint_report("tcp", "serve")["connections"][0][
+            "messages"]["bytes"]
+    return out
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_the_questions_accept_the_right_answer_and_reject_a_wrong_one(lab):
+    from toolkit import labs
+    run = labs.open_run(REPO / "captures" / lab)
+    questions = labs.questions_of(run)
+    right = _right_answers(run)
+    assert {q.id for q in questions} == set(right), "a question without a worked answer"
+    for q in questions:
+        answer = labs.check_answer(run, q.id, right[q.id])
+        assert answer.right is True, str(answer)
+        wrong = "B" if right[q.id] == "A" else right[q.id] + 3
+        answer = labs.check_answer(run, q.id, wrong)
+        assert answer.right is False, str(answer)
+        assert answer.frames, "a wrong answer is shown the rows that hold the right one"
+        assert labs.check_answer(run, q.id, str(right[q.id])).right is True   # as typed
+    assert labs.check_answer(run, questions[0].id, None).right is None
