@@ -75,6 +75,10 @@ def build(run, results) -> str:
     side = doc.get("summary", {}).get("side_by_side") or []
     if side:
         lines += ["", "## TCP and UDP side by side", "", side_by_side(side)]
+    figures = doc.get("figures") or []
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in figures]
     recon = run.reconciliation()
     lines += ["", "## Ground truth, reconciled", "", recon.to_markdown()]
     lines += ["", "## Expectations", ""]

@@ -353,6 +353,17 @@ def _offline_part(out: Path, rec: RunRecord, console: Console) -> int:
         rec.doc["summary"]["expectations"] = expect.summarize(results)
         status = expect.exit_status(results)
 
+    with rec.phase("figures", console):
+        # the pictures that fit this run, for report.md and the notebooks; a figure that
+        # cannot be drawn is noted, never the end of a run whose data is all written
+        try:
+            from ..plot import save_figures
+            paths = save_figures(run, out / "figures")
+            rec.doc["figures"] = [os.path.relpath(p, out) for p in paths]
+        except Exception as e:
+            rec.doc["figures"] = []
+            rec.doc["events"].append(f"figures not drawn: {type(e).__name__}: {e}")
+
     with rec.phase("report", console):
         rec.doc["status"] = "complete"        # the report says so; an error here undoes it
         text = write_report(run, results)
