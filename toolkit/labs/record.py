@@ -19,7 +19,7 @@ SYSCTLS = ("net.ipv4.tcp_congestion_control", "net.ipv4.tcp_sack", "net.ipv4.tcp
            "net.ipv4.tcp_no_metrics_save", "net.core.rmem_max", "net.core.wmem_max")
 OFFLOADS = ("tcp-segmentation-offload", "generic-segmentation-offload",
             "generic-receive-offload", "tx-checksumming", "rx-checksumming")
-PACKAGES = ("numpy", "numba", "pandas", "pyarrow", "scapy", "pyshark")
+PACKAGES = ("numpy", "numba", "pandas", "pyarrow", "scapy", "matplotlib")
 TOOLS = {"dumpcap": ["-v"], "tcpdump": ["--version"], "tshark": ["-v"], "ip": ["-V"],
          "tc": ["-V"], "nft": ["--version"], "ethtool": ["--version"]}
 

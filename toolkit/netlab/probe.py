@@ -24,7 +24,7 @@ TOOLS = {  # command -> Debian package
     "dumpcap": "wireshark-common", "tcpdump": "tcpdump", "tshark": "tshark",
     "ping": "iputils-ping", "unshare": "util-linux", "nsenter": "util-linux",
 }
-PACKAGES = ("numpy", "numba", "pandas", "pyarrow", "scapy", "pyshark")
+PACKAGES = ("numpy", "numba", "pandas", "pyarrow", "scapy", "matplotlib")
 
 _TRIALS = {
     "netem": ["tc", "qdisc", "add", "dev", "lk-r-a", "root", "netem", "delay", "1ms"],
