@@ -53,7 +53,7 @@ def test_a_lab_runs_and_its_expectations_hold(runs, lab):
     assert doc["lab"]["name"] == lab
     phases = [p["name"] for p in doc["phases"]]
     for name in ("environment", "engine", "capture", "receivers", "traffic", "stop", "lab",
-                 "analysis", "expectations", "report"):
+                 "analysis", "expectations", "figures", "report"):
         assert name in phases
     assert doc["environment"]["kernel"] and doc["environment"]["privilege"]["mode"]
     for point in ("a", "r-a", "r-b", "b"):
@@ -94,6 +94,14 @@ def test_the_loss_lab_puts_tcp_and_udp_side_by_side(runs):
     # every datagram the receiving program missed is one the link says it dropped
     assert len(udp_drops) == side["udp"]["app_lost_units"]
     assert doc["engine"]["name"] == "userspace"
+    # the figures that fit the loss lab, in the run folder and in report.md
+    figures = doc["figures"]
+    assert {"side-by-side", "ladder", "udp"} <= {f.split("/")[-1].split(".")[0]
+                                                 for f in figures}, figures
+    report = (folder / "report.md").read_text()
+    for f in figures:
+        assert (folder / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({f})" in report
 
 
 def test_one_seed_drops_the_same_datagrams(runs, tmp_path):
