@@ -12,10 +12,18 @@ object with a `type`:
             connection; a lab flow has only the one path). The count is also in the
             header's seq field, which a capture keeps, so the analyzer sees it as well
     report  the receiver's totals, sent back when the sender half-closes (TCP)
+    ready   the receiver accepts a file hello: the sender waits for it before sending data
     file    the receiver's verdict on a file transfer: ok, or why not
+    error   the receiver refuses the connection (a protocol error: a bad hello, a refused
+            file, a malformed frame), sent just before it closes, so the sender can say why
 
 UDP request/response carries the wanted response size in the request itself (the first
 4 bytes of the body), so a lost hello cannot stall the exchange.
+
+Everything in a control message is the peer's to choose: `decode` turns any body that is not
+a JSON object with a string `type` into ProtocolError (including nesting too deep for the
+parser and integers too long to convert), and `shown` is how a peer's value may appear in a
+log line: quoted, control characters escaped, cut short.
 """
 
 from __future__ import annotations
@@ -57,11 +65,25 @@ def decode(header: wire.Header, body: bytes) -> dict:
         raise ProtocolError(f"expected a control message, got kind {header.kind}")
     try:
         msg = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise ProtocolError("control message is not JSON: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        # ValueError covers JSONDecodeError and integers too long to convert (int_max_str_digits)
         raise ProtocolError(f"control message is not JSON: {e}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError("control message without a type")
     return msg
+
+
+def shown(value, limit: int = 60) -> str:
+    """A peer's value for a log line or an error message: repr() escapes control characters
+    (a terminal would obey escape sequences) and the result is cut to about `limit`."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def error(why: str) -> dict:
+    return {"type": "error", "error": why}
 
 
 def hello(proto: str, mode: str, flow: int, **params) -> dict:
@@ -97,7 +119,7 @@ class HelloReader:
             return None
         msg = decode(self.header, bytes(self._buf[wire.HEADER_LEN:end]))
         if msg["type"] != "hello":
-            raise ProtocolError(f"at stream byte 0: expected hello, got {msg['type']!r}")
+            raise ProtocolError(f"at stream byte 0: expected hello, got {shown(msg['type'])}")
         rest = bytes(self._buf[end:])
         self._buf = bytearray()
         return msg, rest

@@ -14,8 +14,11 @@ receiver gets them from one recvmmsg()-like batch or one read, and keeps, per fl
 - one-way delay R - S (min, mean, max): meaningful only when the sender shares the clock
   (same machine, or namespaces of one machine); the caller decides whether to report it.
 
-Memory is bounded whatever arrives: the seen-bitmap grows only up to `window` numbers past
-the highest sequence so far; anything further, or negative, is counted as `stray`.
+Memory is bounded whatever arrives: a number more than `window` past the highest so far, or
+negative, is counted as `stray`, and the seen-bitmap (one bit per number) covers at most
+the `history` numbers up to the highest: it slides forward with it, so a peer that jumps its
+sequence numbers costs at most history / 8 bytes (128 KB by default) however far it jumps. A
+number that falls behind the bitmap (over a million late) is counted as `stray` too.
 Each interval() returns the counts since the previous one, as iperf3's interval lines do.
 """
 
@@ -29,9 +32,11 @@ _POW = _A ** np.arange(_CHUNK, -1, -1, dtype=np.float64)   # a^CHUNK ... a^0
 
 
 class SequenceStats:
-    def __init__(self, window: int = 1 << 24):
+    def __init__(self, window: int = 1 << 24, history: int = 1 << 20):
         self.window = window
-        self._seen = np.zeros(4096, dtype=bool)
+        self.history = max(4096, -(-history // 8) * 8)     # whole bytes of bits
+        self._seen = np.zeros(512, dtype=np.uint8)          # bit k: number _base + k seen
+        self._base = 0                                      # a multiple of 8
         self.max_seq = -1
         self.unique = 0
         self.bytes = 0
@@ -48,6 +53,25 @@ class SequenceStats:
         self.first_recv_ns: int | None = None
         self.last_recv_ns: int | None = None
         self._mark = self._counts()
+
+    def _room_for(self, top: int) -> None:
+        """Make the bitmap cover `top`: grow it up to `history` bits, then slide it."""
+        have = len(self._seen) * 8
+        need = top - self._base + 1
+        if need <= have:
+            return
+        if need <= self.history:
+            grown = np.zeros(min(self.history, max(2 * have, need)) // 8 + 1, np.uint8)
+            grown[:len(self._seen)] = self._seen
+            self._seen = grown
+            return
+        base = -(-(top - self.history + 1) // 8) * 8        # > self._base, a multiple of 8
+        slid = np.zeros(self.history // 8, np.uint8)
+        skip = (base - self._base) // 8
+        if skip < len(self._seen):
+            kept = self._seen[skip:]
+            slid[:len(kept)] = kept
+        self._seen, self._base = slid, base
 
     # ---- input ----
 
@@ -68,14 +92,16 @@ class SequenceStats:
         if seq < 0 or seq > max(self.max_seq, 0) + self.window:
             self.stray += 1
             return
-        if seq >= len(self._seen):
-            grown = np.zeros(max(2 * len(self._seen), seq + 1), dtype=bool)
-            grown[:len(self._seen)] = self._seen
-            self._seen = grown
-        if self._seen[seq]:
+        self._room_for(seq)
+        k = seq - self._base
+        if k < 0:                       # behind the bitmap: too late to tell
+            self.stray += 1
+            return
+        bit = 1 << (k & 7)
+        if self._seen[k >> 3] & bit:
             self.duplicates += 1
             return
-        self._seen[seq] = True
+        self._seen[k >> 3] |= bit
         if seq < self.max_seq:          # RFC 4737: below NextExp = max + 1
             self.reordered += 1
             self.max_reorder_gap = max(self.max_reorder_gap, self.max_seq - seq)
@@ -102,24 +128,24 @@ class SequenceStats:
         self.last_recv_ns = int(recv_ns[-1])
         self._jitter(recv_ns - send_ns)
         ok = (seq >= 0) & (seq <= max(self.max_seq, 0) + self.window)
+        if ok.any():
+            self._room_for(int(seq[ok].max()))
+            ok &= seq >= self._base
         if not ok.all():
             self.stray += int((~ok).sum())
             seq, send_ns, recv_ns, nbytes = seq[ok], send_ns[ok], recv_ns[ok], nbytes[ok]
             if len(seq) == 0:
                 return
-        top = int(seq.max())
-        if top >= len(self._seen):
-            grown = np.zeros(max(2 * len(self._seen), top + 1), dtype=bool)
-            grown[:len(self._seen)] = self._seen
-            self._seen = grown
+        k = seq - self._base
+        byte, bit = k >> 3, np.left_shift(1, k & 7).astype(np.uint8)
         first = np.zeros(len(seq), dtype=bool)
         first[np.unique(seq, return_index=True)[1]] = True
-        new = first & ~self._seen[seq]
+        new = first & ((self._seen[byte] & bit) == 0)
         self.duplicates += len(seq) - int(new.sum())
         s = seq[new]
         if len(s) == 0:
             return
-        self._seen[s] = True
+        np.bitwise_or.at(self._seen, byte[new], bit[new])
         # RFC 4737: NextExp before each arrival = 1 + the highest number that came before
         before = np.maximum.accumulate(np.concatenate(([self.max_seq], s)))[:-1]
         late = s < before
