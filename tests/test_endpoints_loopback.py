@@ -63,7 +63,8 @@ def _wait_for(pred, timeout=10.0):
 
 
 def tcp_server(model, tmp_path, **kw):
-    return Server(ServerConfig(port=0, host="127.0.0.1", model=model, out_dir=tmp_path, **kw),
+    return Server(ServerConfig(port=0, host="127.0.0.1", model=model, receive_dir=tmp_path,
+                               **kw),
                   quiet("server", "tcp", model))
 
 
@@ -294,7 +295,11 @@ def _cli(*args, timeout=60):
     (["send", "127.0.0.1", "--cport", "0"], "--cport 0"),
     (["send", "127.0.0.1", "--proto", "udp", "--cport", "65536"], "--cport 65536"),
     (["serve", "--limit", "lots"], "size 'lots'"),
-    (["serve", "--out-dir", "/nonexistent"], "--out-dir"),
+    (["serve", "--receive-dir", "/nonexistent"], "--receive-dir /nonexistent: not a dir"),
+    (["serve", "--out-dir", "/nonexistent"], "/nonexistent: not a directory"),
+    (["serve", "--proto", "udp", "--receive-dir", "."], "received over TCP only"),
+    (["send", "127.0.0.1", "--proto", "udp", "--mode", "rr", "-l", "64", "--response-size",
+      "1K"], "at most 8 times the request datagram"),
 ])
 def test_cli_bad_options_say_what_is_wrong(args, words):
     done = _cli(*args)
@@ -456,3 +461,125 @@ def test_the_portable_path_without_linux_only_calls(monkeypatch, tmp_path):
                                       interval=0.05), quiet())
     assert sent["end"]["bytes"] == 1 << 20
     assert "tcp_info" not in sent["end"]          # Linux would have sampled it here
+
+
+# ---- what a peer sends must not become an unbounded allocation or stop a server ----
+
+@pytest.mark.parametrize("model", MODELS)
+def test_pipelined_rr_requests_are_answered_in_order(model, tmp_path):
+    # 64 requests in one write, each asking 1 MB back: answered a budget at a time
+    srv = tcp_server(model, tmp_path, limit=1 << 20)
+    with Running(srv):
+        c = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        c.sendall(control.encode(3, control.hello("tcp", "rr", 3, response_size=1 << 20))
+                  + b"".join(wire.frame(wire.Header(3, i, 0, 0, wire.KIND_REQUEST))
+                             for i in range(64)))
+        deframer = wire.Deframer(1 << 20, keep_bodies=False)
+        seqs = []
+        while len(seqs) < 64:
+            data = c.recv(1 << 20)
+            assert data, seqs
+            seqs += [h.seq for h, _ in deframer.feed(data)]
+        c.close()
+    assert seqs == list(range(64))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_client_that_never_reads_is_not_read_without_bound(model, tmp_path):
+    # echo requests, never reading the echoes: the server must stop reading too (the
+    # selectors model used to read on and keep every echo in memory)
+    srv = tcp_server(model, tmp_path)
+    with Running(srv):
+        c = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        c.sendall(control.encode(1, control.hello("tcp", "echo", 1)))
+        c.settimeout(2.0)
+        body, pushed, seq = bytes(1 << 20), 0, 0
+        try:
+            while pushed < 256 << 20:
+                c.sendall(wire.frame(wire.Header(1, seq, 0, 0, wire.KIND_REQUEST), body))
+                pushed, seq = pushed + len(body), seq + 1
+        except (TimeoutError, socket.timeout):
+            pass
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    assert pushed < 96 << 20, pushed          # the socket buffers both ways, and no more
+
+
+def test_udp_receiver_survives_hostile_control_datagrams():
+    rx = _udp_receiver(max_flows=1)
+    with Running(rx):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", rx.port))
+
+        def ctrl(body: bytes) -> bytes:
+            return wire.frame(wire.Header(5, 0, time.time_ns(), 0, wire.KIND_CONTROL), body)
+
+        s.send(ctrl(b"[" * 30_000))                                  # too deep to parse
+        s.send(ctrl(b'{"type": "hello", "n": ' + b"9" * 5000 + b"}"))  # too long an int
+        s.send(control.encode(5, {"type": "hello", "mode": "\x1b[2J" * 1000}))
+        for seq in range(50):
+            s.send(wire.frame(wire.Header(5, seq, time.time_ns()), b"q" * 50))
+        for sent in ("many", 10 ** 30, -1, 2.5, True):               # not a count
+            s.send(control.encode(5, {"type": "end", "sent": sent}))
+        time.sleep(0.2)
+        assert rx.flows and not rx.report.doc["connections"]         # still open, alive
+        s.send(control.encode(5, {"type": "end", "sent": 50}))
+        assert _wait_for(lambda: rx.report.doc["connections"])
+    flow = rx.report.doc["connections"][0]
+    assert (flow["packets"], flow["expected"], flow["lost"]) == (50, 50, 0)
+    assert flow["mode"] is None                   # not the peer's escape sequences
+    assert rx.stray >= 7
+
+
+def test_udp_rr_response_is_at_most_8_times_the_request():
+    # a 36-byte request asking for 60,000 bytes: from a forged source address that would
+    # be a 1,600-fold amplifier aimed at someone else
+    rx = _udp_receiver()
+    with Running(rx):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", rx.port))
+        s.settimeout(5)
+        s.send(wire.frame(wire.Header(9, 0, time.time_ns(), 0, wire.KIND_REQUEST),
+                          control.RESPONSE_SIZE.pack(60_000)))
+        reply = s.recv(65536)
+    assert len(reply) == 8 * 36
+    with pytest.raises(ValueError, match="at most 8 times the request datagram"):
+        udp_send(UdpSendConfig("127.0.0.1", rx.port, mode="rr", count=1, lengths=[36],
+                               response_size=1000), quiet(proto="udp"))
+
+
+def test_udp_receiver_keeps_a_bounded_number_of_flows():
+    rx = _udp_receiver(max_live_flows=4)
+    with Running(rx):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", rx.port))
+        for flow in range(10):
+            for seq in range(3):
+                s.send(wire.frame(wire.Header(flow, seq, time.time_ns()), b"f" * 20))
+        assert _wait_for(lambda: rx.stray == 18)
+        assert len(rx.flows) == 4
+    assert any("too many flows" in e["event"] for e in rx.report.doc["log"])
+
+
+def test_cli_sender_says_why_the_server_ended_the_connection():
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "-p", "0",
+                               "-B", "127.0.0.1", "--limit", "64K", "--clients", "2"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        line = server.stdout.readline()
+        assert "listening" in line
+        port = line.split("port")[1].split()[0]
+        done = _cli("send", "127.0.0.1", "-p", port, "--mode", "rr", "-k", "3",
+                    "--response-size", "1M")
+        assert done.returncode == 1, done
+        assert "the server ended the connection: response_size 1048576 out of range" \
+            in done.stderr, done.stderr
+        done = _cli("send", "127.0.0.1", "-p", port, "-n", "1M")     # 128K messages
+        assert done.returncode == 1, done
+        assert "exceeds the limit of 65536" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+        server.wait()

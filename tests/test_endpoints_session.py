@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -14,6 +15,11 @@ from toolkit.endpoints.sessions import MAX_READS_KEPT, Session
 
 def hello(mode, **params):
     return control.encode(7, control.hello("tcp", mode, 7, **params))
+
+
+def raw_hello(**fields):
+    """A hello with any field set to anything, as a hostile or broken client writes it."""
+    return control.encode(7, {**control.hello("tcp", "bulk", 7), **fields})
 
 
 def data(seq, body=b"x" * 10, kind=wire.KIND_DATA, send_ns=1_000):
@@ -57,7 +63,14 @@ def test_rr_answers_each_request_with_its_sequence_number():
     (hello("teleport"), "modes bulk, paced"),
     (hello("rr", response_size=1 << 40), "response_size"),
     (hello("unframed", message_sizes=[]), "message_sizes"),
-    (hello("file", file={"name": "x"}), "needs name, size and sha256"),
+    (hello("file", file={"name": "x"}), "does not receive files"),
+    (raw_hello(flow="7"), "hello flow '7'"),
+    (raw_hello(flow=1 << 40), "a flow id is 0 to 4294967295"),
+    (raw_hello(flow=[1]), "hello flow [1]"),
+    (raw_hello(mode="\x1b]0;owned\x07"), "'\\x1b]0;owned\\x07'"),
+    (hello("rr", response_size=True), "response_size True"),
+    (hello("unframed", message_sizes=[1 << 70]), "message_sizes"),
+    (hello("unframed", message_sizes=[1.5]), "message_sizes"),
 ])
 def test_malformed_streams_end_the_session_with_a_clear_error(stream, words):
     s = Session()
@@ -75,7 +88,8 @@ def test_malformed_streams_end_the_session_with_a_clear_error(stream, words):
 def test_a_stream_that_stops_mid_frame_is_an_error_at_close(tail, words):
     s = Session()
     s.received(hello("bulk") + data(0) + tail)
-    assert s.peer_closed() == b""
+    said = controls(s.peer_closed())          # the error goes back to the client too
+    assert [m["type"] for m in said] == ["error"] and words in said[0]["error"]
     assert words in s.error
 
 
@@ -104,16 +118,25 @@ def _file_hello(content: bytes, name="notes.txt", **override):
 
 def test_file_transfer_is_verified_and_atomic(tmp_path):
     content = bytes(range(256)) * 1000
-    s = Session(out_dir=tmp_path)
+    s = Session(receive_dir=tmp_path)
     chunks = [content[i:i + 65536] for i in range(0, len(content), 65536)]
-    s.received(_file_hello(content) + b"".join(
-        data(i, c, wire.KIND_FILE) for i, c in enumerate(chunks)))
+    ready = controls(s.received(_file_hello(content) + b"".join(
+        data(i, c, wire.KIND_FILE) for i, c in enumerate(chunks))))
+    assert ready == [{"type": "ready", "name": "notes.txt", "size": len(content)}]
     assert not (tmp_path / "notes.txt").exists()          # not before it is verified
     verdict = controls(s.peer_closed())[0]
     assert verdict == {"type": "file", "ok": True, "name": "notes.txt",
                        "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
     assert (tmp_path / "notes.txt").read_bytes() == content
+    assert (tmp_path / "notes.txt").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]   # no temporary left
+
+
+def test_file_hello_needs_name_size_and_sha256(tmp_path):
+    s = Session(receive_dir=tmp_path)
+    s.received(hello("file", file={"name": "x"}))
+    assert "needs name, size and sha256" in s.error
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("override,sent,words", [
@@ -121,7 +144,7 @@ def test_file_transfer_is_verified_and_atomic(tmp_path):
     ({}, b"hel", "got 3 of 5 bytes"),
 ])
 def test_a_bad_file_is_refused_and_leaves_nothing(tmp_path, override, sent, words):
-    s = Session(out_dir=tmp_path)
+    s = Session(receive_dir=tmp_path)
     s.received(_file_hello(b"hello", **override) + data(0, sent, wire.KIND_FILE))
     verdict = controls(s.peer_closed())[0]
     assert verdict["ok"] is False and words in verdict["error"]
@@ -129,15 +152,18 @@ def test_a_bad_file_is_refused_and_leaves_nothing(tmp_path, override, sent, word
 
 
 def test_a_file_name_cannot_escape_the_directory(tmp_path):
-    s = Session(out_dir=tmp_path / "in")
+    # a path is refused outright (it used to be cut to its last part and stored)
+    s = Session(receive_dir=tmp_path / "in")
     (tmp_path / "in").mkdir()
-    s.received(_file_hello(b"hi", name="../../etc/passwd") + data(0, b"hi", wire.KIND_FILE))
-    assert controls(s.peer_closed())[0]["ok"]
-    assert (tmp_path / "in" / "passwd").read_bytes() == b"hi"
+    said = controls(s.received(_file_hello(b"hi", name="../../etc/passwd")
+                               + data(0, b"hi", wire.KIND_FILE)))
+    assert said[0]["type"] == "error" and "starts with a dot" in said[0]["error"]
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+    assert list((tmp_path / "in").iterdir()) == []
 
 
 def test_more_file_data_than_announced_is_an_error(tmp_path):
-    s = Session(out_dir=tmp_path)
+    s = Session(receive_dir=tmp_path)
     s.received(_file_hello(b"hi") + data(0, b"hi!", wire.KIND_FILE))
     assert "beyond the announced size" in s.error
     assert list(tmp_path.iterdir()) == []
@@ -169,3 +195,84 @@ def test_control_messages_reject_garbage():
         control.decode(h, json.dumps([1]).encode())
     with pytest.raises(ValueError, match="exceeds"):
         control.encode(1, {"type": "x", "pad": "p" * (control.MAX_CONTROL + 1)})
+
+
+# ---- what a peer sends must not become an unbounded allocation, a crash or a path ----
+
+def test_rr_answers_a_batch_of_requests_a_budget_at_a_time():
+    from toolkit.endpoints.sessions import RESPONSE_BUDGET
+    size = 1 << 20
+    s = Session(limit=size)
+    # 200 requests of 32 bytes in one read would be 200 MB of responses made at once
+    out = s.received(hello("rr", response_size=size) + b"".join(
+        data(i, b"", kind=wire.KIND_REQUEST) for i in range(200)))
+    assert len(out) <= RESPONSE_BUDGET + size + wire.HEADER_LEN
+    assert s.pending
+    seqs = []
+    while out:
+        seqs += [h.seq for h, _ in wire.Deframer(size).feed(out)]
+        out = s.more()
+    assert seqs == list(range(200)) and s.responses == 200 and not s.pending
+
+
+def test_rr_response_size_is_bounded_by_the_servers_limit():
+    s = Session(limit=1000)
+    said = controls(s.received(hello("rr", response_size=1001)))
+    assert said[0]["type"] == "error" and "0 to 1000 bytes" in said[0]["error"]
+    assert s._response_body is None               # nothing allocated for it
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 60_000,                                  # deeper than the JSON parser recurses
+    b'{"type": "hello", "flow": ' + b"9" * 5000 + b"}",   # longer than int() converts
+    b'"just a string"',
+    b"\xff\xfe",
+])
+def test_a_hostile_hello_ends_the_session_and_never_raises(body):
+    s = Session()
+    said = controls(s.received(wire.frame(wire.Header(7, 0, 0, 0, wire.KIND_CONTROL), body)))
+    assert said[0]["type"] == "error" and s.ended == "error", s.error
+
+
+def test_unframed_report_costs_memory_per_read_not_per_promised_message():
+    import tracemalloc
+    s = Session()
+    s.received(hello("unframed", message_sizes=[1]))
+    for _ in range(64):
+        s.received(b"z" * (1 << 20))              # 64 MB promised as 1-byte messages
+    tracemalloc.start()
+    try:
+        rep = controls(s.peer_closed())[-1]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rep["alignment"]["messages"] == 64 << 20
+    assert peak < 10 << 20, peak                  # a list of every message end: 512 MB
+
+
+def test_a_file_goes_into_place_without_hard_links_too(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(*a, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    s = Session(receive_dir=tmp_path)
+    s.received(_file_hello(b"hi", name="a.txt") + data(0, b"hi", wire.KIND_FILE))
+    assert controls(s.peer_closed())[0]["ok"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    # and renameat2(RENAME_NOREPLACE) refuses a name that appeared meanwhile
+    s = Session(receive_dir=tmp_path)
+    s.received(_file_hello(b"yo", name="b.txt") + data(0, b"yo", wire.KIND_FILE))
+    (tmp_path / "b.txt").write_bytes(b"first")
+    verdict = controls(s.peer_closed())[0]
+    assert verdict["ok"] is False and "meanwhile" in verdict["error"]
+    assert (tmp_path / "b.txt").read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_released_session_leaves_no_temporary_file(tmp_path):
+    s = Session(receive_dir=tmp_path)
+    s.received(_file_hello(b"hello", name="c.txt") + data(0, b"he", wire.KIND_FILE))
+    assert len(list(tmp_path.iterdir())) == 1     # the temporary file, hidden
+    s.release()                                   # the server stopped, say
+    assert list(tmp_path.iterdir()) == []

@@ -105,3 +105,63 @@ def test_intervals_count_since_the_previous_interval():
 def test_align_reads(reads, sizes, expect):
     got = align_reads(reads, sizes)
     assert {k: got[k] for k in expect} == expect
+
+
+def test_a_peer_jumping_its_sequence_numbers_costs_bounded_memory():
+    st = SequenceStats()                      # window 2**24 ahead, history 2**20 behind
+    for k in range(1, 65):                    # each jump within the window: all accepted
+        st.add(k << 24, 0, 1, 10)
+    st.add_batch([(65 << 24) - 5, 65 << 24], [0, 0], [1, 1], [10, 10])
+    assert st.unique == 66 and st.stray == 0
+    assert st._seen.nbytes <= (1 << 20) // 8  # 128 KB; a bitmap of every number: 1 GB
+
+
+def test_the_bitmap_slides_and_numbers_behind_it_are_stray():
+    st = SequenceStats(history=4096)
+    st.add_batch(list(range(10_000)), [0] * 10_000, [1] * 10_000, [1] * 10_000)
+    st.add(9_990, 0, 1, 1)                    # recent: still known, a duplicate
+    st.add(100, 0, 1, 1)                      # far behind the bitmap: cannot tell
+    st.add_batch([9_999, 10_001, 50], [0] * 3, [1] * 3, [1] * 3)
+    assert (st.unique, st.duplicates, st.stray, st.lost) == (10_001, 2, 2, 1)
+    assert st._seen.nbytes <= 4096 // 8
+
+
+def _align_by_bytes(reads, sizes):
+    """align_reads the slow way: which message each byte belongs to."""
+    total = sum(reads)
+    owner, i = [], 0
+    while len(owner) < total:
+        owner += [i] * sizes[i % len(sizes)]
+        i += 1
+    owner = owner[:total]
+    complete = sum(1 for m in set(owner) if owner.count(m) == sizes[m % len(sizes)])
+    out = dict(exact=0, glued=0, partial=0)
+    pos, cut_in = 0, set()
+    for n in reads:
+        ms = owner[pos:pos + n]
+        whole = len(set(ms)) == 1 and ms.count(ms[0]) == sizes[ms[0] % len(sizes)]
+        out["exact" if whole else "glued" if len(set(ms)) > 1 else "partial"] += 1
+        pos += n
+        if pos < total and owner[pos - 1] == owner[pos]:
+            cut_in.add(owner[pos])
+    return {"reads": len(reads), "messages": complete, **out, "split_messages": len(cut_in)}
+
+
+def test_align_reads_agrees_with_a_byte_by_byte_count():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        sizes = [int(x) for x in rng.integers(1, 40, rng.integers(1, 4))]
+        reads = [int(x) for x in rng.integers(1, 90, rng.integers(1, 12))]
+        assert align_reads(reads, sizes) == _align_by_bytes(reads, sizes), (reads, sizes)
+
+
+def test_align_reads_costs_memory_per_read_not_per_message():
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        got = align_reads([1 << 30] * 4, [1, 2])  # 4 GB of 1- and 2-byte messages
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got["messages"] == (4 << 30) // 3 * 2 + 1 and got["glued"] == 4
+    assert peak < 1 << 20, peak

@@ -30,10 +30,15 @@ def register(sub) -> None:
     p.add_argument("-l", "--length", metavar="L",
                    help="message/datagram size, or sizes cycled: 100,1400 "
                         "(default TCP 128K, UDP 1400)")
-    p.add_argument("--response-size", default="128", metavar="SIZE", help="rr response size")
+    p.add_argument("--response-size", default="128", metavar="SIZE",
+                   help="rr response size (default 128; TCP: at most the server's --limit; "
+                        "UDP: at most 8 times the request datagram)")
     p.add_argument("--tps", type=float, default=0.0, metavar="N",
                    help="rr: transactions per second (default: back to back)")
-    p.add_argument("--file", metavar="PATH", help="file transfer (TCP)")
+    p.add_argument("--file", metavar="PATH",
+                   help="file transfer (TCP); the server must receive files (labkit serve "
+                        "--receive-dir DIR), keeps the name, never replaces a file, and "
+                        "refuses hidden names and files above its --limit")
     p.add_argument("--no-framing", action="store_true",
                    help="TCP: write messages back to back with no framing promise; the "
                         "receiver reports how its reads lined up with them")
@@ -91,9 +96,11 @@ def run(args) -> int:
                                 framing=not args.no_framing, interval=interval,
                                 flow=args.flow, options=opts, cport=args.cport)
         else:
-            from ..endpoints.udp import UdpSendConfig, send
+            from ..endpoints.udp import UdpSendConfig, check_rr, send
             if mode == "paced":
                 mode = "bulk"
+            if mode == "rr":
+                check_rr(lengths or [64], q.size(args.response_size))
             cfg = UdpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
                                 count=args.count,
                                 rate_bps=q.rate(args.rate) if args.rate is not None else 1e6,
@@ -106,9 +113,12 @@ def run(args) -> int:
         return 2
     report.say(f"Connecting to host {args.host}, {args.proto.upper()} port {args.port}, "
                f"mode {mode}")
+    from ..endpoints.control import ProtocolError, clean
+    from ..wire import FramingError
+
     try:
         doc = send(cfg, report)
-    except (ConnectionError, OSError) as e:
+    except (ConnectionError, OSError, ProtocolError, FramingError) as e:
         if report.doc["intervals"]:
             report.write(args.json)        # what was measured before the failure is kept
         print(f"labkit send: {e}", file=sys.stderr)
@@ -118,4 +128,16 @@ def run(args) -> int:
         report.write(args.json)
         return 130
     report.write(args.json)
+    end = doc["end"] if doc else {}
+    if end.get("peer_error"):
+        print(f"labkit send: the server ended the connection: {end['peer_error']}",
+              file=sys.stderr)
+        return 1
+    if mode == "file":
+        verdict = end.get("file_result")
+        if not isinstance(verdict, dict) or verdict.get("ok") is not True:
+            why = (clean(verdict.get("error")) if isinstance(verdict, dict)
+                   else "no verdict came back")
+            print(f"labkit send: the server did not store the file: {why}", file=sys.stderr)
+            return 1
     return 0 if doc else 1

@@ -10,8 +10,9 @@ from ..endpoints.options import add_socket_options, socket_options
 def register(sub) -> None:
     p = sub.add_parser("serve", help="receive TCP or UDP lab traffic (iperf3 -s style)",
                        description="Serves every sender mode: bulk, paced, stream, rr "
-                                   "(echo), file, unframed. Rates and sizes as iperf3 writes "
-                                   "them (10M, 64K).")
+                                   "(echo), unframed, and file when --receive-dir is given. "
+                                   "Listens on every address unless -B says which. Rates "
+                                   "and sizes as iperf3 writes them (10M, 64K).")
     p.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
     p.add_argument("-p", "--port", type=int, default=5201)
     p.add_argument("-B", "--bind", default="", metavar="ADDR", help="local address")
@@ -22,10 +23,16 @@ def register(sub) -> None:
                    help="stop after one client (TCP) or one flow (UDP)")
     p.add_argument("--clients", type=int, metavar="N", help="stop after N clients or flows")
     p.add_argument("-t", "--time", metavar="S", help="stop after S seconds")
-    p.add_argument("--out-dir", default=".", metavar="DIR", help="where received files go")
+    p.add_argument("--receive-dir", "--out-dir", dest="receive_dir", default=None,
+                   metavar="DIR",
+                   help="receive files (send --mode file) into DIR, an existing folder; "
+                        "without it file transfers are refused. A file is never replaced; "
+                        "names must be plain (no path, no leading dot, no control "
+                        "characters, at most 255 bytes); size at most --limit; stored mode "
+                        "0600 once its SHA-256 checks (--out-dir is the old name)")
     p.add_argument("--limit", default="16M", metavar="SIZE",
-                   help="largest message accepted (default 16M); a larger length field "
-                        "closes that connection")
+                   help="largest message accepted, rr response sent and file received "
+                        "(default 16M); a larger length field closes that connection")
     p.add_argument("--pause", metavar="S", help="slow reader: wait S seconds before reading")
     p.add_argument("--slow-read", metavar="RATE", help="slow reader: read at most RATE bits/s")
     p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
@@ -45,6 +52,7 @@ def _raise_fd_limit() -> None:
 
 
 def run(args) -> int:
+    import os
     import signal
     from pathlib import Path
 
@@ -63,13 +71,19 @@ def run(args) -> int:
             raise q.QuantityError("--interval must be above zero")
         report = Report("server" if args.proto == "tcp" else "receiver", args.proto,
                         args.model if args.proto == "tcp" else "udp", quiet=args.quiet)
+        receive_dir = None
+        if args.receive_dir is not None:
+            if args.proto != "tcp":
+                raise q.QuantityError("--receive-dir: files are received over TCP only")
+            receive_dir = Path(args.receive_dir).resolve()
+            if not receive_dir.is_dir():
+                raise q.QuantityError(f"--receive-dir {args.receive_dir}: not a directory")
+            if not os.access(receive_dir, os.W_OK | os.X_OK):
+                raise q.QuantityError(f"--receive-dir {args.receive_dir}: not writable")
         if args.proto == "tcp":
-            out_dir = Path(args.out_dir)
-            if not out_dir.is_dir():
-                raise q.QuantityError(f"--out-dir {args.out_dir}: not a directory")
             server = Server(ServerConfig(
                 port=args.port, host=args.bind, model=args.model, limit=q.size(args.limit),
-                out_dir=out_dir, options=opts,
+                receive_dir=receive_dir, options=opts,
                 pause_s=q.seconds(args.pause) if args.pause else 0.0,
                 slow_read_bps=q.rate(args.slow_read) if args.slow_read else 0.0,
                 max_connections=max_clients, max_seconds=seconds, interval=interval), report)
@@ -92,6 +106,8 @@ def run(args) -> int:
     # always printed, even with -q: scripts wait for this line before they connect
     print(f"Server listening on {args.proto.upper()} port {server.port}"
           + (f" ({args.model} model)" if args.proto == "tcp" else ""), flush=True)
+    if receive_dir is not None:
+        report.say(f"Receiving files into {receive_dir}")
     doc = server.run()
     report.write(args.json)
     return 0 if doc else 1

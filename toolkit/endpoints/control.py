@@ -82,6 +82,14 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def clean(text, limit: int = 300) -> str:
+    """Text from a peer for a terminal, unquoted: what is not printable is escaped as repr()
+    would escape it, and the text is cut to about `limit` characters."""
+    text = str(text)
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def error(why: str) -> dict:
     return {"type": "error", "error": why}
 

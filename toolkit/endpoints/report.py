@@ -5,12 +5,15 @@ In the spirit of iperf3 -J. The JSON document (schema "labkit-endpoint-report", 
     {"schema": "labkit-endpoint-report", "version": 1,
      "start":     {"role": "sender"|"receiver"|"server", "proto": "tcp"|"udp", "mode": ...,
                    "local": "host:port", "remote": "host:port", "time_unix": float,
-                   "flow": int, "options": {every socket choice made}},
+                   "flow": int, "options": {every socket choice made},
+                   "receive_dir": the folder a TCP server receives files into, or null},
      "intervals": [{"start": s, "end": s, "bytes": n, "bits_per_second": x,
                     "packets": n, "lost": n, "duplicates": n, "reordered": n,
                     "jitter_s": x, "tcp_info": {...} | absent}, ...],
      "end":       {"seconds": s, "bytes": n, "bits_per_second": x, ... totals ...,
-                   "tcp_info": {...}, "peer": {the other side's report, when it sent one}},
+                   "tcp_info": {...}, "peer": {the other side's report, when it sent one},
+                   "file_result": {a file receiver's verdict}, "peer_error": "why the
+                   server ended the connection, when it did"},
      "connections": [per-connection reports of a server], "log": [events]}
 
 Times in intervals are seconds since "start". Counts in an interval are since the previous

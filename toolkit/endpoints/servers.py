@@ -14,6 +14,12 @@ Each serves every mode of sessions.py and tells apart how a client left:
     error       the client broke the protocol (malformed frame): we closed on it
 It logs which, and keeps serving the others. A slow reader (--pause, --slow-read) delays
 or paces recv() so the client's window fills (zero windows, window-full in the capture).
+
+No model reads more from a client while replies to it are still unsent or owed (the
+session's `pending` rr responses): a client that sends and never reads stops being read, and
+the server's memory per connection stays bounded. A protocol error is answered with the
+session's error message before the connection is closed, so the client can say why. Files
+are received only into `receive_dir`, when one is given (see sessions.py for the rules).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class ServerConfig:
     host: str = ""
     model: str = "thread"
     limit: int = wire.DEFAULT_LIMIT
-    out_dir: Path = field(default_factory=Path.cwd)
+    receive_dir: Path | None = None      # None: file mode is refused (receiving is opt-in)
     options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
     pause_s: float = 0.0             # wait this long before the first read
     slow_read_bps: float = 0.0       # then read no faster than this
@@ -73,7 +79,9 @@ class Server:
         self.port = self.sock.getsockname()[1]
         self.report.doc["start"].update({"local": f"{cfg.host or '*'}:{self.port}",
                                          "options": {**cfg.options.as_dict(), **granted},
-                                         "model": cfg.model})
+                                         "model": cfg.model,
+                                         "receive_dir": None if cfg.receive_dir is None
+                                         else str(cfg.receive_dir)})
 
     # ---- bookkeeping shared by every model ----
 
@@ -84,10 +92,19 @@ class Server:
             self.live.discard(session)
             self.report.doc["connections"].append(rec)
             self.done += 1
-        details = {"peer": session.peer, "mode": session.mode, "bytes": session.bytes_in}
-        if session.error:
-            details["error"] = session.error
-        self.report.event(f"client {how}", **details)
+        session.release()
+        self._log(rec)
+
+    def _log(self, rec: dict, **extra) -> None:
+        """The log line of a finished connection: how it ended, and why when it failed."""
+        details = {"peer": rec["peer"], "mode": rec["mode"], "bytes": rec["bytes"], **extra}
+        if rec.get("error"):
+            details["error"] = rec["error"]
+        fr = rec.get("file")
+        if isinstance(fr, dict):
+            details["file"] = (f"stored {fr.get('name')!r} ({fr.get('bytes')} bytes)"
+                               if fr.get("ok") else f"refused: {fr.get('error')}")
+        self.report.event(f"client {rec['how']}", **details)
 
     def _enough(self) -> bool:
         cfg = self.cfg
@@ -98,7 +115,8 @@ class Server:
         return cfg.max_seconds is not None and self.report.elapsed() >= cfg.max_seconds
 
     def _new_session(self, peer) -> Session:
-        s = Session(f"{peer[0]}:{peer[1]}", limit=self.cfg.limit, out_dir=self.cfg.out_dir)
+        s = Session(f"{peer[0]}:{peer[1]}", limit=self.cfg.limit,
+                    receive_dir=self.cfg.receive_dir)
         with self.lock:
             self.live.add(s)
         return s
@@ -141,8 +159,9 @@ class Server:
                     how = _closing(conn, session.peer_closed())
                     break
                 reply = session.received(data)
-                if reply:
+                while reply:              # rr responses owed go out before the next read
                     conn.sendall(reply)
+                    reply = session.more()
                 if session.error:
                     how = "error"
                     break
@@ -154,6 +173,7 @@ class Server:
             session.error = session.error or f"{type(e).__name__}: {e}"
             how = "error"
         finally:
+            session.release()
             conn.close()
         return session, how
 
@@ -233,8 +253,7 @@ class Server:
                 with self.lock:
                     self.report.doc["connections"].append(rec)
                     self.done += 1
-                self.report.event(f"client {rec['how']}", peer=rec["peer"], mode=rec["mode"],
-                                  bytes=rec["bytes"], pid=pid)
+                self._log(rec, pid=pid)
 
         while not self._enough():
             r, _, _ = select.select([self.sock, *children], [], [], 0.2)
@@ -316,6 +335,7 @@ class Server:
                         self._finished(c.session, c.how)
         finally:
             for c in conns.values():
+                c.session.release()
                 c.sock.close()
             sel.close()
 
@@ -370,9 +390,10 @@ class Server:
                         how = "close"
                     break
                 reply = session.received(data)
-                if reply:
+                while reply:              # rr responses owed go out before the next read
                     writer.write(reply)
                     await writer.drain()
+                    reply = session.more()
                 if session.error:
                     break
         except ConnectionResetError:
@@ -435,7 +456,8 @@ class _Conn:
 
     def interest(self) -> int:
         ev = 0
-        if not self.resume_at and (not self.eof or self.closing_since):
+        # nothing more is read while replies wait: a client that never reads is not read
+        if not self.resume_at and ((not self.eof and not self.out) or self.closing_since):
             ev |= selectors.EVENT_READ
         if self.out:
             ev |= selectors.EVENT_WRITE
@@ -446,6 +468,8 @@ class _Conn:
             if events & selectors.EVENT_WRITE and self.out:
                 n = self.sock.send(self.out)
                 del self.out[:n]
+                if not self.out:
+                    self.out += self.session.more()
                 if not self.out and self.eof and not self.closing_since:
                     self.sock.shutdown(socket.SHUT_WR)
                     self.closing_since = time.monotonic()
@@ -468,6 +492,10 @@ class _Conn:
                     return
                 self.out += self.session.received(data)
                 if self.session.error:
+                    try:                       # the error message, if the socket takes it now
+                        self.sock.send(self.out)
+                    except OSError:
+                        pass
                     self.how, self.finished = "error", True
                     return
                 if self.cfg.slow_read_bps:

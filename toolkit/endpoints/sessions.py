@@ -232,10 +232,14 @@ class FileSink:
         except FileExistsError:
             raise ProtocolError(f"a file named {shown(self.name)} appeared in the receiving "
                                 f"folder meanwhile (a file is never replaced)") from None
-        if self.tmp is not None:
-            os.unlink(self.tmp, dir_fd=self.dir_fd)
-            self.tmp = None
-        os.fsync(self.dir_fd)
+        # the file is in place: what follows is tidying (abort() retries the unlink)
+        try:
+            if self.tmp is not None:
+                os.unlink(self.tmp, dir_fd=self.dir_fd)
+                self.tmp = None
+            os.fsync(self.dir_fd)
+        except OSError:
+            pass
         return {"type": "file", "ok": True, "name": self.name, "bytes": self.received,
                 "sha256": digest}
 

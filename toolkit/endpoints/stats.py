@@ -61,7 +61,7 @@ class SequenceStats:
         if need <= have:
             return
         if need <= self.history:
-            grown = np.zeros(min(self.history, max(2 * have, need)) // 8 + 1, np.uint8)
+            grown = np.zeros(-(-min(self.history, max(2 * have, need)) // 8), np.uint8)
             grown[:len(self._seen)] = self._seen
             self._seen = grown
             return
@@ -128,12 +128,28 @@ class SequenceStats:
         self.last_recv_ns = int(recv_ns[-1])
         self._jitter(recv_ns - send_ns)
         ok = (seq >= 0) & (seq <= max(self.max_seq, 0) + self.window)
-        if ok.any():
-            self._room_for(int(seq[ok].max()))
-            ok &= seq >= self._base
         if not ok.all():
             self.stray += int((~ok).sum())
             seq, send_ns, recv_ns, nbytes = seq[ok], send_ns[ok], recv_ns[ok], nbytes[ok]
+        if len(seq):
+            self._count(seq, send_ns, recv_ns, nbytes)
+
+    def _count(self, seq, send_ns, recv_ns, nbytes) -> None:
+        """Accepted numbers, in arrival order, into the bitmap and the counts."""
+        top = int(seq.max())
+        if len(seq) > 1 and int(seq.min()) < top - self.history + 8:
+            # the bitmap would slide past some of these: take them in arrival order, in
+            # halves, as one at a time would (the sum of the halves' work stays n log n)
+            half = len(seq) // 2
+            self._count(seq[:half], send_ns[:half], recv_ns[:half], nbytes[:half])
+            self._count(seq[half:], send_ns[half:], recv_ns[half:], nbytes[half:])
+            return
+        self._room_for(top)
+        behind = seq < self._base                # too late to tell: stray
+        if behind.any():
+            self.stray += int(behind.sum())
+            keep = ~behind
+            seq, send_ns, recv_ns, nbytes = seq[keep], send_ns[keep], recv_ns[keep], nbytes[keep]
             if len(seq) == 0:
                 return
         k = seq - self._base
@@ -220,6 +236,11 @@ def align_reads(read_sizes, message_sizes) -> dict:
     cycle that repeats). Each read is classified: `exact` (exactly one whole message),
     `glued` (holds bytes of two or more messages) or `partial` (part of one message).
     Messages are `split` when they took more than one read.
+
+    Memory and time go with the number of reads and of sizes, never with the number of
+    messages (a peer that promises 1-byte messages and sends a gigabyte must not make the
+    receiver list a billion message ends): message i of the repeating cycle c (n sizes,
+    S bytes, ends E within the cycle) ends at (i // n) * S + E[i % n].
     """
     reads = np.asarray(read_sizes, np.int64)
     cycle = np.asarray(message_sizes, np.int64)
@@ -227,24 +248,38 @@ def align_reads(read_sizes, message_sizes) -> dict:
     if total == 0 or len(cycle) == 0 or (cycle <= 0).any():
         return {"reads": len(reads), "messages": 0, "exact": 0, "glued": 0, "partial": 0,
                 "split_messages": 0}
-    reps = -(-total // int(cycle.sum()))
-    ends = np.cumsum(np.tile(cycle, reps))             # message i occupies [ends[i-1], ends[i])
-    ends = ends[: int(np.searchsorted(ends, total)) + 1]
+    n, ends_in = len(cycle), np.cumsum(cycle)
+    period = int(ends_in[-1])
+
+    def holding(pos):                  # index of the message holding byte `pos`
+        q, r = np.divmod(pos, period)
+        return q * n + np.searchsorted(ends_in, r, side="right")
+
+    def end_of(i):                     # the stream offset just past message i
+        q, r = np.divmod(i, n)
+        return q * period + ends_in[r]
+
+    def is_end(pos):                   # whether a message ends at stream offset pos
+        r = pos % period
+        return (pos > 0) & ((r == 0) | np.isin(r, ends_in))
+
     r_end = np.cumsum(reads)
     r_start = r_end - reads
     reads_nonempty = reads > 0
     # index of the message holding the first and the last byte of each read
-    m_first = np.searchsorted(ends, r_start, side="right")
-    m_last = np.searchsorted(ends, r_end - 1, side="right")
-    starts = np.concatenate(([0], ends[:-1]))
-    whole = (r_start == starts[m_first]) & (r_end == ends[m_first]) & (m_first == m_last)
+    m_first = holding(r_start)
+    m_last = holding(r_end - 1)
+    first_end = end_of(m_first)
+    first_start = first_end - cycle[m_first % n]
+    whole = (r_start == first_start) & (r_end == first_end) & (m_first == m_last)
     glued = (m_last > m_first) & reads_nonempty
     exact = whole & reads_nonempty
     partial = reads_nonempty & ~whole & ~glued
     # a message is split when some read boundary falls strictly inside it
     cuts = r_end[:-1] if len(r_end) > 1 else np.array([], np.int64)
-    inner = cuts[~np.isin(cuts, ends)]
-    split = len(np.unique(np.searchsorted(ends, inner, side="right")))
-    complete = int(np.searchsorted(ends, total, side="right"))
+    inner = cuts[~is_end(cuts)]
+    split = len(np.unique(holding(inner)))
+    q, r = divmod(total, period)
+    complete = q * n + int(np.searchsorted(ends_in, r, side="right"))
     return {"reads": int(reads_nonempty.sum()), "messages": complete, "exact": int(exact.sum()),
             "glued": int(glued.sum()), "partial": int(partial.sum()), "split_messages": split}

@@ -9,15 +9,21 @@
                percentiles from the sender's clock
     echo       rr where the server sends each request back: the sender checks every byte
                (random bodies) and counts corrupted or missing echoes
-    file       a hello with name, size and SHA-256, the bytes in file-data frames, then the
-               receiver's verdict
+    file       a hello with name, size and SHA-256; the receiver's answer (ready, or an error
+               saying why it refuses: it receives files only when its user asked it to,
+               with --receive-dir); then the bytes in file-data frames, then the receiver's
+               verdict
     unframed   (--no-framing) messages written back to back with no promise of boundaries:
                the receiver shows how its reads lined up with them
 
 Every message carries the lab header (flow, seq, send time). The sender ends by
 half-closing (shutdown of its write side: a FIN, RFC 9293 3.6) and reading the server's
 final report, which lands in this report's "end.peer"; with --linger0 it closes with a RST
-instead and the server logs the reset.
+instead and the server logs the reset. A server that ends the connection on a protocol error
+first sends a control message saying why: the sender raises Refused (a ConnectionError)
+with that reason, or, when it comes only with the final messages, keeps it in "end.peer_error".
+Whatever the server sends back is bounded here too (frames up to what was asked for, at most
+MAX_PEER_MESSAGES control messages) and shown through control.clean.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ from .report import Report
 
 FILE_CHUNK = 64 << 10
 STALL_LIMIT_S = 30.0
+READY_TIMEOUT_S = 10.0            # how long a file sender waits for the server's answer
+MAX_PEER_MESSAGES = 64            # control messages read back after our FIN, at most
+
+
+class Refused(ConnectionError):
+    """The server refused the connection or ended it, and said why."""
 
 
 @dataclass
@@ -150,12 +162,17 @@ class _Clock:
 
 
 def _read_peer(sock: socket.socket, timeout: float = 10.0) -> list[dict]:
-    """After our FIN: the server's control messages until its close."""
-    sock.settimeout(timeout)
+    """After our FIN: the server's control messages until its close (at most
+    MAX_PEER_MESSAGES of them, and for at most `timeout` seconds in all)."""
+    deadline = time.monotonic() + timeout
     deframer = wire.Deframer(control.MAX_CONTROL)
-    out = []
+    out: list[dict] = []
     try:
-        while True:
+        while len(out) < MAX_PEER_MESSAGES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
             data = sock.recv(65536)
             if not data:
                 break
@@ -164,7 +181,14 @@ def _read_peer(sock: socket.socket, timeout: float = 10.0) -> list[dict]:
                     out.append(control.decode(h, body))
     except (OSError, wire.FramingError, control.ProtocolError):
         pass
-    return out
+    return out[:MAX_PEER_MESSAGES]
+
+
+def _peer_error(messages: list[dict]) -> str | None:
+    for msg in messages:
+        if msg["type"] == "error":
+            return control.clean(msg.get("error"))
+    return None
 
 
 def _message_sizes(cfg: TcpSendConfig) -> list[int]:
@@ -186,17 +210,29 @@ def send(cfg: TcpSendConfig, report: Report | None = None) -> dict:
                                 "remote": f"{remote[0]}:{remote[1]}", "flow": flow,
                                 "options": {**cfg.options.as_dict(), **granted}})
     try:
-        if cfg.mode in ("rr", "echo"):
-            totals = _rr(cfg, sock, flow, report)
-        elif cfg.mode == "file":
-            totals = _file(cfg, sock, flow, report)
-        else:
-            totals = _stream(cfg, sock, flow, report, mode)
+        try:
+            if cfg.mode in ("rr", "echo"):
+                totals = _rr(cfg, sock, flow, report)
+            elif cfg.mode == "file":
+                totals = _file(cfg, sock, flow, report)
+            else:
+                totals = _stream(cfg, sock, flow, report, mode)
+        except Refused:
+            raise
+        except OSError:
+            # the server may have said why before it closed (or reset) the connection
+            why = _peer_error(_read_peer(sock, timeout=1.0))
+            if why is None:
+                raise
+            raise Refused(f"the server ended the connection: {why}") from None
         if cfg.options.linger0:
             report.event("closing with RST (SO_LINGER 0)")
             peer = []
         else:
-            sock.shutdown(socket.SHUT_WR)       # half-close: our FIN, their report back
+            try:
+                sock.shutdown(socket.SHUT_WR)   # half-close: our FIN, their report back
+            except OSError:
+                pass            # the server closed (or reset) first: what it sent still reads
             peer = _read_peer(sock)
         info = tcpinfo.sample(sock)
     finally:
@@ -206,6 +242,8 @@ def send(cfg: TcpSendConfig, report: Report | None = None) -> dict:
             totals["peer"] = msg
         elif msg["type"] == "file":
             totals["file_result"] = msg
+        elif msg["type"] == "error":
+            totals["peer_error"] = control.clean(msg.get("error"))
     if info is not None:
         totals["tcp_info"] = info
     report.finish(totals)
@@ -304,6 +342,11 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
             if frames:
                 got, got_body = frames[0]
         latencies.append(time.perf_counter() - t0)
+        if got.kind == wire.KIND_CONTROL:
+            msg = control.decode(got, got_body)
+            if msg["type"] == "error":
+                raise Refused(f"the server ended the connection: "
+                              f"{control.clean(msg.get('error'))}")
         if echo and got_body != body:
             corrupted += 1
         if got.kind != wire.KIND_RESPONSE or got.seq != seq:
@@ -342,6 +385,7 @@ def _file(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) ->
             digest.update(chunk)
     meta = {"name": path.name, "size": size, "sha256": digest.hexdigest()}
     sock.sendall(control.encode(flow, control.hello("tcp", "file", flow, file=meta)))
+    _await_ready(sock)
     clock = _Clock(report, sock, cfg.interval)
     start = time.monotonic()
     sent = seq = 0
@@ -355,3 +399,37 @@ def _file(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) ->
     clock.tick(sent, seq, force=True)
     return {"seconds": time.monotonic() - start, "bytes": sent, "messages": seq,
             "file": meta}
+
+
+def _await_ready(sock: socket.socket, timeout: float = READY_TIMEOUT_S) -> dict:
+    """After a file hello, before any data: the server accepts (ready) or says why not."""
+    deadline = time.monotonic() + timeout
+    deframer = wire.Deframer(control.MAX_CONTROL)
+    try:
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            data = sock.recv(65536)
+            if not data:
+                raise Refused("the server closed the connection without accepting the file")
+            for h, body in deframer.feed(data):
+                msg = control.decode(h, body)
+                if msg["type"] == "ready":
+                    sock.settimeout(30.0)
+                    return msg
+                if msg["type"] == "error":
+                    raise Refused(f"the server refused the file: "
+                                  f"{control.clean(msg.get('error'))}")
+    except (TimeoutError, socket.timeout):
+        raise ConnectionError(f"the server did not answer the file hello within "
+                              f"{timeout:g} s (a labkit server older than this sender "
+                              f"never does)") from None
+    except (wire.FramingError, control.ProtocolError) as e:
+        raise ConnectionError(f"the server answered the file hello with something else: "
+                              f"{e}") from None
+    except Refused:
+        raise
+    except OSError as e:                  # a reset: what came before it may say why
+        why = _peer_error(_read_peer(sock, timeout=1.0))
+        raise Refused(f"the server refused the file: {why}" if why else
+                      f"the server closed the connection without accepting the file "
+                      f"({e.strerror or e})") from None

@@ -13,6 +13,14 @@ GSO batches leave together, each batch on its schedule.
 Unpaced, datagrams leave in GSO batches (batch.py): up to 64 per system call.
 The receiver takes batches with recvmmsg and kernel timestamps, decodes the headers with
 numpy, and keeps SequenceStats per flow (source address, port and flow id).
+
+Whatever a datagram says stays bounded at the receiver: at most MAX_FLOWS flows are kept at
+once (datagrams of further flows are counted as stray), each flow's statistics are bounded
+(stats.py), a control message that is not what it should be (not JSON, an end marker whose
+count is not a count) is counted as stray, and an rr response is at most
+RR_MAX_AMPLIFICATION times the size of the request datagram: a UDP source address is not
+proven, so a forged request must not turn the receiver into an amplifier aimed at someone
+else (the sender refuses a --response-size beyond that up front).
 """
 
 from __future__ import annotations
@@ -33,6 +41,30 @@ from .tcp import bind_cport, refuse_self_connection
 SPIN_S = 100e-6
 MIN_GAP_S = 50e-6
 END_REPEAT = 3
+MAX_FLOWS = 1024                  # flows a receiver keeps at once
+MAX_PAYLOAD = 65507               # the largest UDP payload over IPv4
+RR_MAX_AMPLIFICATION = 8          # an rr response datagram is at most 8x its request's size
+UDP_MODES = ("bulk", "paced", "stream", "rr")
+
+
+def rr_request_size(cfg_lengths: list[int]) -> int:
+    """The rr request datagram's payload size: header and the 4-byte response size at least."""
+    return max(cfg_lengths[0], wire.HEADER_LEN + control.RESPONSE_SIZE.size)
+
+
+def rr_response_cap(request_size: int) -> int:
+    """The largest response body a receiver sends to a request datagram of this size."""
+    return max(0, min(MAX_PAYLOAD, RR_MAX_AMPLIFICATION * request_size) - wire.HEADER_LEN)
+
+
+def check_rr(lengths: list[int], response_size: int) -> None:
+    """ValueError when the receiver would cut the response asked for (see rr_response_cap)."""
+    size = rr_request_size(lengths)
+    cap = rr_response_cap(size)
+    if response_size > cap:
+        raise ValueError(f"--response-size {response_size}: a UDP rr response is at most "
+                         f"{RR_MAX_AMPLIFICATION} times the request datagram ({size} bytes "
+                         f"with its header), so at most {cap} here; raise --length")
 
 
 @dataclass
@@ -104,6 +136,8 @@ def _wait_until(due: float) -> None:
 
 
 def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
+    if cfg.mode == "rr":
+        check_rr(cfg.lengths, cfg.response_size)
     flow = cfg.flow if cfg.flow is not None else random.getrandbits(32)
     sock, granted = _socket(cfg)
     local, remote = sock.getsockname(), sock.getpeername()
@@ -221,7 +255,7 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
 def _rr(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
     from .tcp import _percentiles
 
-    size = max(cfg.lengths[0], wire.HEADER_LEN + control.RESPONSE_SIZE.size)
+    size = rr_request_size(cfg.lengths)
     body = bytearray(size - wire.HEADER_LEN)
     control.RESPONSE_SIZE.pack_into(body, 0, cfg.response_size)
     sock.settimeout(cfg.rr_timeout)
@@ -293,7 +327,8 @@ class UdpReceiver:
     def __init__(self, port: int = 5201, host: str = "", *,
                  options: sockopts.SocketOptions | None = None, report: Report | None = None,
                  max_flows: int | None = None, max_seconds: float | None = None,
-                 idle_end_s: float = 5.0, interval: float = 1.0, batch_size: int = 256):
+                 idle_end_s: float = 5.0, interval: float = 1.0, batch_size: int = 256,
+                 max_live_flows: int = MAX_FLOWS):
         options = options or sockopts.SocketOptions(rcvbuf=8 << 20)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -310,14 +345,23 @@ class UdpReceiver:
         self.idle_end_s, self.interval = idle_end_s, interval
         self.ended = 0
         self.stray = 0
+        self.max_live_flows = max_live_flows
+        self.refused_flows = 0           # datagrams of flows beyond max_live_flows
         self._stop = False
 
     def stop(self) -> None:
         self._stop = True
 
-    def _flow(self, key) -> Flow:
+    def _flow(self, key) -> Flow | None:
+        """The flow of `key`, started if need be; None when MAX_FLOWS are already kept."""
         f = self.flows.get(key)
         if f is None:
+            if len(self.flows) >= self.max_live_flows:
+                if not self.refused_flows:
+                    self.report.event("too many flows: datagrams of new flows are counted "
+                                      "as stray", limit=self.max_live_flows)
+                self.refused_flows += 1
+                return None
             f = self.flows[key] = Flow(key, SequenceStats())
             self.report.event("flow started", peer=f"{key[0]}:{key[1]}", flow=key[2])
         return f
@@ -348,49 +392,72 @@ class UdpReceiver:
                 i = int(rows[0])
                 addr = self.rx.source(i)
                 f = self._flow((addr[0], addr[1], int(d["flow"][i])))
+                if f is None:
+                    self.stray += len(rows)
+                    continue
                 f.last_seen = now
                 f.stats.add_batch(d["seq"][rows], d["send_ns"][rows], self.rx.recv_ns[rows],
                                   self.rx.lengths[rows])
         for i in special:
-            i = int(i)
-            addr = self.rx.source(i)
-            key = (addr[0], addr[1], int(d["flow"][i]))
-            kind = int(d["kind"][i])
-            if kind == wire.KIND_REQUEST:
-                body = bytes(self.rx.buf[i, wire.HEADER_LEN:wire.HEADER_LEN + 4])
-                want = control.RESPONSE_SIZE.unpack(body)[0] if len(body) == 4 else 0
-                want = min(want, 65507 - wire.HEADER_LEN)
-                reply = wire.frame(wire.Header(key[2], int(d["seq"][i]), time.time_ns(), 0,
-                                               wire.KIND_RESPONSE), bytes(want))
-                try:
-                    self.sock.sendto(reply, addr)
-                except OSError:
-                    pass
-                f = self._flow(key)
-                f.last_seen = now
-                f.stats.add(int(d["seq"][i]), int(d["send_ns"][i]), int(self.rx.recv_ns[i]),
-                            int(self.rx.lengths[i]))
-            elif kind == wire.KIND_CONTROL:
-                length = int(self.rx.lengths[i])
-                try:
-                    msg = control.decode(wire.Header.unpack(bytes(self.rx.buf[i, :32])),
-                                         bytes(self.rx.buf[i, wire.HEADER_LEN:length]))
-                except (control.ProtocolError, wire.FramingError):
-                    self.stray += 1
-                    continue
-                if msg["type"] == "hello":
-                    f = self._flow(key)
-                    f.last_seen = now
-                    if f.hello is None:
-                        f.hello = msg
-                        f.same_clock = msg.get("boot_id") is not None and \
-                            msg.get("boot_id") == control.boot_id()
-                elif msg["type"] == "end" and key in self.flows:
-                    f = self.flows[key]
-                    f.stats.end_marker(int(msg.get("sent", 0)))
-                    self._finish(f, "ended")
-            else:
+            try:
+                self._special(int(i), d, now)
+            except Exception:     # noqa: BLE001 - no datagram may stop the receiver
                 self.stray += 1
+
+    def _special(self, i: int, d: dict, now: float) -> None:
+        """One request or control datagram (row i of the batch)."""
+        addr = self.rx.source(i)
+        key = (addr[0], addr[1], int(d["flow"][i]))
+        kind = int(d["kind"][i])
+        length = int(self.rx.lengths[i])
+        if kind == wire.KIND_REQUEST:
+            f = self._flow(key)
+            if f is None:
+                self.stray += 1
+                return
+            body = bytes(self.rx.buf[i, wire.HEADER_LEN:min(length, wire.HEADER_LEN + 4)])
+            want = control.RESPONSE_SIZE.unpack(body)[0] if len(body) == 4 else 0
+            want = min(want, rr_response_cap(length))
+            reply = wire.frame(wire.Header(key[2], int(d["seq"][i]), time.time_ns(), 0,
+                                           wire.KIND_RESPONSE), bytes(want))
+            try:
+                self.sock.sendto(reply, addr)
+            except OSError:
+                pass
+            f.last_seen = now
+            f.stats.add(int(d["seq"][i]), int(d["send_ns"][i]), int(self.rx.recv_ns[i]),
+                        length)
+        elif kind == wire.KIND_CONTROL:
+            try:
+                msg = control.decode(wire.Header.unpack(bytes(self.rx.buf[i, :32])),
+                                     bytes(self.rx.buf[i, wire.HEADER_LEN:length]))
+            except (control.ProtocolError, wire.FramingError):
+                self.stray += 1
+                return
+            if msg["type"] == "hello":
+                f = self._flow(key)
+                if f is None:
+                    self.stray += 1
+                    return
+                f.last_seen = now
+                if f.hello is None:
+                    # only what is used, and only known values: the rest is the peer's
+                    mode = msg.get("mode")
+                    f.hello = {"mode": mode if isinstance(mode, str) and mode in UDP_MODES
+                               else None}
+                    boot = msg.get("boot_id")
+                    f.same_clock = isinstance(boot, str) and boot == control.boot_id()
+            elif msg["type"] == "end" and key in self.flows:
+                sent = msg.get("sent", 0)
+                if not isinstance(sent, int) or isinstance(sent, bool) or \
+                        not 0 <= sent < 1 << 63:
+                    self.stray += 1
+                    return
+                f = self.flows[key]
+                f.stats.end_marker(sent)
+                self._finish(f, "ended")
+        else:
+            self.stray += 1
 
     def run(self) -> dict:
         t_last, marks = 0.0, {}
