@@ -150,10 +150,7 @@ def nobody_python(tmp_path_factory):
     wheels = home / "wheels"
     wheels.mkdir()
     req = wheels / "requirements.txt"
-    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
-                            capture_output=True, text=True, check=True).stdout
-    req.write_text("".join(line + "\n" for line in frozen.splitlines()
-                           if line and not line.startswith(("-e", "labkit"))))
+    req.write_text("".join(f"{r}\n" for r in runtime_requirements()))
     got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels),
                           "-r", str(req), "--only-binary", ":all:"],
                          capture_output=True, text=True, timeout=600)
@@ -170,6 +167,29 @@ def nobody_python(tmp_path_factory):
                       timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return NobodyPython(home, venv / "bin" / "python", _numba_cache_for_nobody(home))
+
+
+def runtime_requirements() -> list[str]:
+    """labkit's own dependencies and theirs, pinned to the versions installed here (not
+    the test or notebook extras: an ordinary user runs labkit, not its test suite)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned: dict[str, str] = {}
+    todo = [Requirement(r) for r in metadata.requires("labkit") or []]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue                      # an extra's requirement, or another platform's
+        name = canonicalize_name(req.name)
+        if name in pinned:
+            continue
+        dist = metadata.distribution(req.name)
+        pinned[name] = dist.version
+        todo += [Requirement(r) for r in dist.requires or []]
+    return sorted(f"{n}=={v}" for n, v in pinned.items())
 
 
 @dataclass(frozen=True)
