@@ -111,12 +111,22 @@ def test_userspace_engine_loss_delay_and_rate_match_the_configuration():
     assert out["engine"] == "userspace"
     checks = {c["name"]: c for c in out["checks"]}
     assert set(checks) == {"loss a>b", "rtt", "rate a>b", "engine"}
-    assert all(c["ok"] for c in checks.values()), checks
-    # ground truth: every datagram lost is one the engine's ledger says it dropped
+    # ground truth, whatever the machine's load: the loss is the configured one, and every
+    # datagram lost is one the engine's ledger says it dropped; no overrun ever
+    assert checks["loss a>b"]["ok"], checks
     assert out["measured"]["loss"]["lost"] == out["engine_stats"]["loss"]["loss_drops"]["a_to_b"]
-    assert abs(out["measured"]["rtt"]["median_s"] - 0.020) <= 1e-3
-    assert abs(out["measured"]["goodput"]["goodput_bps"] - 20e6) <= 2e6
-    assert status == 0 and out["ok"] is True
+    assert checks["engine"]["measured"].startswith("0 overruns"), checks["engine"]
+    if checks["engine"]["ok"]:
+        # on time: the delay line and the bottleneck are as configured
+        assert checks["rtt"]["ok"] and checks["rate a>b"]["ok"], checks
+        assert abs(out["measured"]["rtt"]["median_s"] - 0.020) <= 1e-3
+        assert abs(out["measured"]["goodput"]["goodput_bps"] - 20e6) <= 2e6
+        assert status == 0 and out["ok"] is True
+    else:
+        # a busy machine made the engine late: the selftest says so and does not pass
+        # (the timing figures are then not the link's; the report is what is checked)
+        assert " late" in checks["engine"]["measured"] and "late" in checks["engine"]["detail"]
+        assert status != 0 and out["ok"] is False
 
 
 @pytest.mark.root

@@ -68,7 +68,7 @@ def test_ladder_has_one_arrow_per_frame_and_drops_end_at_the_link(run, t0):
     drops = run.reconciliation().drops
     drops = drops[(drops["flow"] == "tcp") & (drops["reason"] != "corrupt")]
     gone = a[a["fate"] == "dropped"]
-    assert len(gone) == len(drops) == 56
+    assert len(gone) == len(drops) > 0
     assert gone["t_received"].isna().all() and gone["frame_received"].isna().all()
     assert sorted(np.round(gone["t_link"], 9)) == sorted(
         np.round((drops["t_in_unix_s"] - t0 / 1e9).to_numpy(), 9))
@@ -123,16 +123,16 @@ def test_time_sequence_points_and_marks_equal_the_packets_table(run, style):
     f = _flow(run, "tcp")
     mine = (pk["tcp_stream"] == 0) & (pk["sport"] == f["client_port"])
     back = (pk["tcp_stream"] == 0) & (pk["sport"] == f["port"])
-    assert len(d["segments"]) == int((mine & (pk["tcp_len"] > 0)).sum()) == 1414
+    assert len(d["segments"]) == int((mine & (pk["tcp_len"] > 0)).sum()) > 0
     kinds = d["marks"]["kind"]
     retrans = kinds.isin(["retransmission", "fast_retransmission", "spurious_retransmission"])
-    assert retrans.sum() == int(pk.loc[mine, "retransmission"].sum()) == 17
+    assert retrans.sum() == int(pk.loc[mine, "retransmission"].sum())
     assert (kinds == "fast_retransmission").sum() == int(pk.loc[mine,
                                                                 "fast_retransmission"].sum())
     assert (kinds == "out_of_order").sum() == int(pk.loc[mine, "out_of_order"].sum())
     acks = d["acks"]
     assert len(acks) == int((back & ((pk["tcp_flags"] & 0x10) > 0)).sum())
-    assert acks["duplicate_ack"].sum() == int(pk.loc[back, "duplicate_ack"].sum()) == 99
+    assert acks["duplicate_ack"].sum() == int(pk.loc[back, "duplicate_ack"].sum()) > 0
     assert (acks["edge"] == acks["ack"] + acks["window"]).all()
     # SACK blocks: as many as the capture's ACKs carried, inside the data sent (and FIN)
     cols = run.analysis("a").capture.cols
@@ -213,7 +213,7 @@ def test_udp_lost_marks_equal_the_udp_flows_lost_count_at_b(run):
     d = fig.labkit_data
     fl = run.table("udp_flows", "b")
     fl = fl[fl["dst_port"] == 5202]
-    assert len(d["lost"]) == int(fl["lost"].sum()) == 54
+    assert len(d["lost"]) == int(fl["lost"].sum()) > 0
     assert set(d["lost"]["where"]) == {"dropped by the link"}
     assert set(d["lost"]["t_from"]) == {"capture at a"}
     assert set(d["lost"]["seq"]) == set(run.reconciliation().udp_lost["udp_seq"].astype(int))
@@ -226,9 +226,15 @@ def test_udp_lost_marks_equal_the_udp_flows_lost_count_at_b(run):
     assert not set(rx["seq"]) & set(d["lost"]["seq"])
 
 
+def _udp_lost_at_b(run) -> int:
+    """The UDP flow's datagrams missing at b, as the analyzer's lab-header table says."""
+    fl = run.analysis("b").udp_flows
+    return int(fl[fl["dst_port"] == 5202]["lost"].sum())
+
+
 def test_udp_of_one_capture_finds_the_gaps(run):
     d = plot.udp_data(LOSS / "b.pcapng.gz")
-    assert d["receiver"] is None and len(d["lost"]) == 54
+    assert d["receiver"] is None and len(d["lost"]) == _udp_lost_at_b(run) > 0
     assert set(d["lost"]["seq"]) == set(plot.udp_data(run)["lost"]["seq"])
 
 
@@ -238,13 +244,14 @@ def test_side_by_side_marks_every_drop_and_its_repair(run):
     fig = plot.side_by_side(run)
     d = fig.labkit_data
     drops = run.reconciliation().drops
-    assert len(d["drops"]) == len(drops) == 110
+    assert len(d["drops"]) == len(drops) > 0
     assert d["drops"]["repair_delay_s"].notna().sum() == drops["repair_delay_s"].notna().sum()
-    assert (d["drops"]["repair_t"] > d["drops"]["t"]).sum() == 30    # every data drop
+    data = int((drops["segment"] == "data").sum())
+    assert (d["drops"]["repair_t"] > d["drops"]["t"]).sum() == data > 0    # every data drop
     assert d["lanes"] == ["tcp a\u2192b data", "tcp b\u2192a ack", "udp a\u2192b datagram"]
     # the figure draws them all: one X per drop, one dot per repair
     marks = {ln.get_marker(): len(ln.get_xdata()) for ln in fig.axes[1].get_lines()}
-    assert marks["x"] == 110 and marks["o"] == 30
+    assert marks["x"] == len(drops) and marks["o"] == data
     assert {k: v["bytes"].iloc[-1] for k, v in d["delivered"].items()} == \
         dict(zip(d["flows"]["label"], d["flows"]["bytes"]))
 
@@ -321,7 +328,7 @@ def test_cli_bad_kind_in_a_subprocess_exits_2_without_traceback():
     assert "labkit plot:" in out.stderr
 
 
-def test_a_run_without_host_captures_is_drawn_from_the_routers_sides(tmp_path):
+def test_a_run_without_host_captures_is_drawn_from_the_routers_sides(run, tmp_path):
     import json
     import shutil
     for f in LOSS.iterdir():
@@ -334,7 +341,10 @@ def test_a_run_without_host_captures_is_drawn_from_the_routers_sides(tmp_path):
     r = RunFolder(tmp_path)
     d = plot.ladder_data(r, frames=(1, 10**6))
     assert (d["left"]["point"], d["right"]["point"]) == ("r-a", "r-b")
-    assert (d["arrows"]["fate"] == "dropped").sum() == 56
+    drops = run.reconciliation().drops
+    assert (d["arrows"]["fate"] == "dropped").sum() == int(
+        ((drops["flow"] == "tcp") & (drops["reason"] != "corrupt")).sum()) > 0
     g = plot.goodput_data(r)["flows"]
-    assert set(g["point"]) == {"r-b"} and set(g["bytes"]) == {2000167, 389958}
-    assert len(plot.udp_data(r)["lost"]) == 54
+    assert set(g["point"]) == {"r-b"}
+    assert set(g["bytes"]) == set(plot.goodput_data(run)["flows"]["bytes"])
+    assert len(plot.udp_data(r)["lost"]) == _udp_lost_at_b(run)

@@ -39,6 +39,10 @@ from .stats import SequenceStats
 from .tcp import bind_cport, refuse_self_connection
 
 SPIN_S = 100e-6
+# a paced datagram that leaves more than this after its schedule is counted late: the
+# sender then could not keep time (a busy machine, a VM's scheduler), and says so in its
+# report instead of passing uneven gaps off as even
+PACE_TOLERANCE_S = 100e-6
 MIN_GAP_S = 50e-6
 END_REPEAT = 3
 MAX_FLOWS = 1024                  # flows a receiver keeps at once
@@ -206,6 +210,7 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
     sent_bytes = seq = i = 0
     bits_sent = 0.0
     errors = 0
+    late, worst = 0, 0.0
     report.doc["start"]["batch"] = k
     while True:
         if deadline is not None and time.monotonic() >= deadline:
@@ -223,7 +228,8 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
             if cfg.total_bytes is not None:
                 n = max(1, min(n, -(-(cfg.total_bytes - sent_bytes) // size)))
         if rate:
-            _wait_until(start + bits_sent / rate)
+            due = start + bits_sent / rate
+            _wait_until(due)
         data = grams[n_size].fill(seq, n, time.time_ns())
         try:
             sock.send(data)
@@ -232,6 +238,11 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
             errors += 1
             if errors == 1:
                 report.event("send error", error=str(e))
+        if rate:
+            behind = time.monotonic() - due
+            if behind > PACE_TOLERANCE_S:
+                late += 1
+                worst = max(worst, behind)
         seq += n
         i += 1
         sent_bytes += n * n_size
@@ -248,8 +259,16 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
     if seq > last["n"]:
         report.interval(last["t"], t, {"bytes": sent_bytes - last["bytes"],
                                        "datagrams": seq - last["n"]})
-    return {"seconds": t, "bytes": sent_bytes, "datagrams": seq, "send_errors": errors,
-            "gso_batch": k if gso else 1}
+    out = {"seconds": t, "bytes": sent_bytes, "datagrams": seq, "send_errors": errors,
+           "gso_batch": k if gso else 1}
+    if rate:
+        # sends (datagrams or GSO batches) that left over PACE_TOLERANCE_S behind schedule
+        out["pacing"] = {"sends": i, "late": late, "max_late_s": worst,
+                         "tolerance_s": PACE_TOLERANCE_S}
+        if i and late > 0.01 * i:
+            report.event("pacing behind schedule", late=f"{late}/{i}",
+                         worst_ms=f"{worst * 1e3:.2f}")
+    return out
 
 
 def _rr(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
