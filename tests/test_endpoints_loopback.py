@@ -285,12 +285,15 @@ def test_udp_paced_departures_are_even(tmp_path):
         s.close()
     gaps = np.diff(np.array(stamps[:1000])) / 1e6
     assert len(gaps) == 999
-    assert np.median(gaps) == pytest.approx(0.5, abs=0.01)
+    # the schedule is absolute (datagram i at t0 + i * 0.5 ms): a sender held back catches
+    # up, so the average rate holds either way
+    assert np.mean(gaps) == pytest.approx(0.5, rel=0.05)
     even = np.mean(np.abs(gaps - 0.5) < 0.1)
     pacing = json.loads(report.read_text())["end"]["pacing"]
     assert pacing["sends"] == 1000 and pacing["tolerance_s"] == pytest.approx(1e-4)
     if pacing["late"] <= 0.04 * pacing["sends"]:
         # on time: nine gaps in ten within 0.1 ms of the schedule (a burst shows 0 ms gaps)
+        assert np.median(gaps) == pytest.approx(0.5, abs=0.01)
         assert even >= 0.9, (pacing, np.percentile(gaps, [1, 10, 50, 90, 99]))
     else:
         # a busy machine held the sender back: its report says so, and the gaps show it
