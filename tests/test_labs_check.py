@@ -170,6 +170,9 @@ def test_update_re_blesses_and_refuses_options_that_would_do_nothing(tmp_path):
     assert labkit("check", str(run)).returncode == 0
     done = labkit("check", "--update", "--junit", str(tmp_path / "x.xml"), str(run))
     assert done.returncode == 2 and "--update" in done.stderr
+    for mode in ("--update", "--json"):           # -v would do nothing there: refused
+        done = labkit("check", mode, "-v", str(run))
+        assert done.returncode == 2 and "-v prints passing" in done.stderr
 
 
 def test_any_capture_with_an_expectations_file(tmp_path):

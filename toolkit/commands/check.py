@@ -43,6 +43,10 @@ def run(args) -> int:
         print("labkit check: --update re-blesses and checks nothing; it takes no --junit, "
               "--json, --expect or --lab", file=sys.stderr)
         return 2
+    if args.verbose and (args.json or args.update):
+        print("labkit check: -v prints passing expectations in the text report; --json holds "
+              "every result already and --update prints none", file=sys.stderr)
+        return 2
     try:
         targets = C.collect(args.paths, args.expect, args.lab)
     except C.CheckInputError as e:

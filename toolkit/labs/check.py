@@ -182,6 +182,7 @@ def _damage(run, out: Outcome) -> None:
 def _check_capture(target: Target, out: Outcome) -> None:
     from ..api import analyze
     from ..pcap import CaptureError
+    from .folder import analyzer_table
 
     exps = _parse(_load_expect_file(target.expect_file), "expect", target.expect_file)
     for e in exps:
@@ -201,8 +202,7 @@ def _check_capture(target: Target, out: Outcome) -> None:
     def get_table(name: str, at: str | None):
         if at is not None:
             raise LookupError(f"at = {at!r}: a capture file has no vantage points")
-        return {"tcp": lambda: a.tcp, "udp": lambda: a.udp, "udp_flows": lambda: a.udp_flows,
-                "tcp_states": lambda: a.tcp_states, "packets": lambda: a.packets}[name]()
+        return analyzer_table(a, name)
 
     out.results = expect.evaluate(exps, get_table)
 

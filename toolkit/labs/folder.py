@@ -24,6 +24,12 @@ ANALYZER_TABLES = ("tcp", "udp", "udp_flows", "tcp_states", "packets")
 RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows")
 
 
+def analyzer_table(a, name: str):
+    """One of the analyzer's tables of an Analysis, by the expectation language's name."""
+    return {"tcp": lambda: a.tcp, "udp": lambda: a.udp, "udp_flows": lambda: a.udp_flows,
+            "tcp_states": lambda: a.tcp_states, "packets": lambda: a.packets}[name]()
+
+
 class RunFolderError(ValueError):
     """Not a readable run folder; the message names the file."""
 
@@ -100,9 +106,7 @@ class RunFolder:
             point = at or (self.points[0] if self.points else None)
             if point is None:
                 raise LookupError("this run has no capture to analyze")
-            a = self.analysis(point)
-            return {"tcp": lambda: a.tcp, "udp": lambda: a.udp, "udp_flows": lambda: a.udp_flows,
-                    "tcp_states": lambda: a.tcp_states, "packets": lambda: a.packets}[name]()
+            return analyzer_table(self.analysis(point), name)
         if name == "reconciliation":
             return self.reconciliation().summary
         if name == "drops":
