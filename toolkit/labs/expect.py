@@ -35,8 +35,8 @@ import re
 from dataclasses import dataclass, field
 
 TABLES = ("tcp", "udp", "udp_flows", "tcp_states", "packets",
-          "reconciliation", "drops", "endpoints", "flows")
-RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows")   # no vantage point
+          "reconciliation", "drops", "endpoints", "flows", "sockets", "counters")
+RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows", "sockets", "counters")   # no vantage point
 OPS = ("==", "!=", "<", "<=", ">", ">=", "between")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "contains")
 FUNCTIONS = ("sum", "min", "max", "mean", "first", "last")

@@ -127,15 +127,23 @@ def _cli(*words: str) -> list[str]:
     return [sys.executable, "-m", "toolkit.cli", *words]
 
 
-def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint, Endpoint]:
-    """The receiver and the sender of one flow, not started."""
+def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, Endpoint]:
+    """The receiver and the sender of one flow, not started. A scenario flow runs the
+    scenario's server and client roles instead (no receiver when it has no server role)."""
     folder = run_dir / "endpoints"
+    if flow.scenario:
+        serve_cmd = ("scenario", flow.scenario, "server")
+        send_cmd = ("scenario", flow.scenario, "client")
+        one_off: tuple[str, ...] = ()
+    else:
+        serve_cmd, send_cmd, one_off = ("serve",), ("send",), ("-1",)
     serve = Endpoint(flow.name, "serve", flow.server, _cli(
-        "serve", "--proto", flow.proto, "-p", str(flow.port), "-1",
+        *serve_cmd, "--proto", flow.proto, "-p", str(flow.port), *one_off,
         "--json", str(folder / f"{flow.name}.serve.json"), *flow.serve_args()),
-        folder / f"{flow.name}.serve.json", folder / f"{flow.name}.serve.log")
+        folder / f"{flow.name}.serve.json", folder / f"{flow.name}.serve.log") \
+        if flow.has_server else None
     send = Endpoint(flow.name, "send", flow.client, _cli(
-        "send", lab.addr(flow.server), "--proto", flow.proto, "-p", str(flow.port),
+        *send_cmd, lab.addr(flow.server), "--proto", flow.proto, "-p", str(flow.port),
         "--cport", str(flow.client_port),
         "--json", str(folder / f"{flow.name}.send.json"), *flow.send_args()),
         folder / f"{flow.name}.send.json", folder / f"{flow.name}.send.log")
@@ -152,14 +160,15 @@ class Traffic:
         self.events: list[str] = []
 
     def endpoints(self) -> list[Endpoint]:
-        return [e for pair in self.pairs.values() for e in pair]
+        return [e for pair in self.pairs.values() for e in pair if e is not None]
 
     def start_receivers(self) -> None:
         for serve, _ in self.pairs.values():
-            serve.start(self.lab)
+            if serve is not None:
+                serve.start(self.lab)
         deadline = time.monotonic() + READY_TIMEOUT_S
         for name, (serve, _) in self.pairs.items():
-            while not serve.ready.wait(0.05):
+            while serve is not None and not serve.ready.wait(0.05):
                 if serve.poll() is not None or time.monotonic() > deadline:
                     serve.stop(why_timed_out=False)
                     serve.finish()
@@ -191,7 +200,8 @@ class Traffic:
                     ended_at[name] = now
                     self.events.append(f"{now - self.t0:.2f} s: flow {name} sender ended "
                                        f"(exit {send.proc.returncode})")
-                if name in ended_at and serve.running() and now > ended_at[name] + \
+                if name in ended_at and serve is not None and serve.running() and \
+                        now > ended_at[name] + \
                         SERVER_GRACE_S:
                     serve.stop(why_timed_out=False)
                     self.events.append(f"{now - self.t0:.2f} s: flow {name} receiver "
@@ -230,6 +240,7 @@ class Traffic:
                         "server": f.server, "client_addr": self.lab.addr(f.client),
                         "server_addr": self.lab.addr(f.server), "port": f.port,
                         "client_port": f.client_port, "start_s": f.start_s, "after": f.after,
+                        "scenario": f.scenario,
                         "send": send.as_dict(self.run_dir),
-                        "serve": serve.as_dict(self.run_dir)})
+                        "serve": serve.as_dict(self.run_dir) if serve else {}})
         return out

@@ -21,7 +21,7 @@ from ..netlab import ledger as ledger_mod
 
 RUN_SCHEMA, RUN_VERSION = "labkit-run", 1
 ANALYZER_TABLES = ("tcp", "udp", "udp_flows", "tcp_states", "packets")
-RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows")
+RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows", "sockets", "counters")
 
 
 def analyzer_table(a, name: str):
@@ -117,5 +117,8 @@ class RunFolder:
         if name == "flows":
             from .results import flows_table
             return flows_table(self)
+        if name in ("sockets", "counters"):
+            from . import observe
+            return (observe.sockets_table if name == "sockets" else observe.counters_table)(self)
         raise LookupError(f"no table {name!r}; tables: "
                           f"{', '.join(ANALYZER_TABLES + RUN_TABLES)}")

@@ -255,8 +255,10 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
             console.line(f"  capturing with {backend} at {', '.join(p.name for p in points)}")
 
         traffic = Traffic(lab, spec.flows, out, spec.duration_s)
+        observers = Observers(lab, spec.observe, out, rec.doc)
         try:
             with rec.phase("receivers", console):
+                observers.start()
                 try:
                     traffic.start_receivers()
                 except FlowError as e:
@@ -279,6 +281,7 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
                     console.line(f"  {line}")
         finally:
             traffic.stop_all()
+            observers.stop()
             rec.doc["flows"] = traffic.as_dicts()
             rec.doc["events"] = traffic.events
             with rec.phase("stop", console):
@@ -288,6 +291,60 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
                     stats = eng.stop()
                     rec.doc["engine"]["stats"] = stats
                     _judge_timing(rec, stats)
+
+
+class Observers:
+    """One observer (observer.py) per host of [observe]: the kernel's sockets and counters
+    sampled from before the receivers start until the traffic has ended."""
+
+    def __init__(self, lab, observe: dict | None, out: Path, doc: dict):
+        self.lab, self.observe, self.out, self.doc = lab, observe, out, doc
+        self.procs: list = []
+
+    def start(self) -> None:
+        if not self.observe:
+            return
+        import subprocess
+
+        from ..runtime import child_env
+        (self.out / "kernel").mkdir(exist_ok=True)
+        files = {}
+        for host in self.observe["hosts"]:
+            rel = f"kernel/{host}.jsonl"
+            files[host] = rel
+            self.procs.append(self.lab.popen(
+                host, [sys.executable, "-m", "toolkit.labs.observer", "--every",
+                       str(self.observe["every_s"]), "--out", str(self.out / rel)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=child_env()))
+        self.doc["observe"] = {"every_s": self.observe["every_s"], "files": files}
+        # the first sample (every listener's state before a client comes) before traffic
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not all(
+                _lines(self.out / rel) >= 2 for rel in files.values()):
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(3.0)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
 
 
 def _packets(caps, point: str) -> str:

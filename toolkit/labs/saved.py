@@ -61,6 +61,11 @@ def save(run_dir: Path, dest: Path) -> Path:
         ledger = (doc.get("files") or {}).get("ledger")
         if ledger and (run_dir / ledger).exists():
             doc["files"]["ledger"] = _gzip(run_dir / ledger, tmp / (Path(ledger).name + ".gz"))
+        obs_files = (doc.get("observe") or {}).get("files") or {}
+        for host, rel in list(obs_files.items()):
+            if (run_dir / rel).exists():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                obs_files[host] = _gzip(run_dir / rel, tmp / (rel + ".gz"))
         for flow in doc.get("flows", []):
             for side in ("send", "serve"):
                 for key in ("report", "log"):

@@ -28,11 +28,12 @@ from ..netlab import units
 from . import expect
 from . import questions as questions_mod
 
-SECTIONS = ("lab", "params", "topology", "link", "capture", "flow", "expect", "question")
+SECTIONS = ("lab", "params", "topology", "link", "capture", "observe", "flow", "expect",
+            "question")
 LAB_KEYS = ("title", "summary", "duration", "seed", "engine", "name")
 CAPTURE_KEYS = ("points", "snaplen", "backend", "filter")
 FLOW_KEYS = ("name", "proto", "client", "server", "port", "client_port", "start", "after",
-             "send", "serve")
+             "scenario", "send", "serve")
 ENGINES = ("auto", "kernel", "userspace")
 BACKENDS = ("auto", "dumpcap", "tcpdump", "scapy")
 # set by the runner for every flow; a lab says them through the flow's own keys
@@ -61,6 +62,8 @@ class FlowSpec:
     after: str | None
     send: dict                  # `labkit send` options, as the lab wrote them
     serve: dict
+    scenario: str | None = None # a program of toolkit.scenarios instead of send/serve
+    has_server: bool = True     # False: the client aims at another flow's server
 
     def send_args(self) -> list[str]:
         return option_argv(self.send)
@@ -95,7 +98,8 @@ class LabSpec:
     flows: tuple[FlowSpec, ...]
     expectations: tuple[expect.Expectation, ...]
     questions: tuple[questions_mod.Question, ...]
-    resolved: dict = field(repr=False)  # the spec as plain data, parameters substituted
+    resolved: dict = field(repr=False)
+    observe: dict | None = None        # [observe]: {"every_s", "hosts"} (observe.py)  # the spec as plain data, parameters substituted
 
     @property
     def sha256(self) -> str:
@@ -226,6 +230,8 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
         raise LabError("link: an impaired link needs two hosts")
 
     capture = _capture(resolved.get("capture", {}), topology)
+    from . import observe as observe_mod
+    observe = observe_mod.parse(resolved.get("observe"), topology.host_names, LabError)
     flows = _flows(resolved.get("flow", []), topology, duration)
     raw_expect = resolved.get("expect", [])
     if not isinstance(raw_expect, list):
@@ -252,7 +258,7 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
                    duration_s=duration, seed=seed, engine=engine, params=params,
                    overrides=overrides, topology=topology, impairment=impairment,
                    capture=capture, flows=flows, expectations=expectations, questions=questions,
-                   resolved=resolved)
+                   resolved=resolved, observe=observe)
 
 
 def default_points(topology: topo_mod.Topology) -> tuple[str, ...]:
@@ -329,22 +335,41 @@ def _flows(raw, topology, duration: float) -> tuple[FlowSpec, ...]:
         if after is not None and after not in (o.name for o in out):
             raise LabError(f"{where}.after: {after!r}; expected the name of an earlier flow "
                            f"({', '.join(o.name for o in out) or 'none before this one'})")
-        send = _options(t.get("send", {}), f"{where}.send", "send", proto)
-        serve = _options(t.get("serve", {}), f"{where}.serve", "serve", proto)
+        scenario = t.get("scenario")
+        has_server = True
+        if scenario is None:
+            send = _options(t.get("send", {}), f"{where}.send", "send", proto)
+            serve = _options(t.get("serve", {}), f"{where}.serve", "serve", proto)
+        else:
+            from .. import scenarios
+            if scenario not in scenarios.REGISTRY:
+                raise LabError(f"{where}.scenario: {scenario!r}; known: "
+                               f"{', '.join(scenarios.names()) or 'none'}")
+            roles = scenarios.roles(scenario)
+            has_server = "server" in roles
+            if not has_server and t.get("serve"):
+                raise LabError(f"{where}.serve: scenario {scenario!r} has no server role (its "
+                               f"client aims at another flow's server on port {port})")
+            send = _options(t.get("send", {}), f"{where}.send", f"scenario {scenario} client",
+                            proto)
+            serve = (_options(t.get("serve", {}), f"{where}.serve",
+                              f"scenario {scenario} server", proto) if has_server else {})
         for o in out:
-            if o.server == ends["server"] and o.port == port and o.proto == proto:
+            if has_server and o.has_server and o.server == ends["server"] and o.port == port \
+                    and o.proto == proto:
                 raise LabError(f"{where}.port: {port} on {ends['server']} is flow "
                                f"{o.name!r}'s already")
             if o.client == ends["client"] and o.client_port == cport:
                 raise LabError(f"{where}.client_port: {cport} on {ends['client']} is flow "
                                f"{o.name!r}'s already")
         out.append(FlowSpec(i, name, proto, ends["client"], ends["server"], port, cport,
-                            start, after, send, serve))
+                            start, after, send, serve, scenario, has_server))
     return tuple(out)
 
 
 def _options(table, where: str, command: str, proto: str) -> dict:
-    """Check `labkit send`/`serve` options against that command's own parser."""
+    """Check `labkit send`/`serve` options (or a scenario role's: command is then
+    "scenario NAME ROLE") against that command's own parser."""
     if not isinstance(table, dict):
         raise LabError(f"{where}: expected a table of `labkit {command}` options, e.g. "
                        f"{{mode = 'bulk', bytes = 1000000}}")
@@ -362,8 +387,8 @@ def _options(table, where: str, command: str, proto: str) -> dict:
         if flag is not None and (isinstance(value, (dict, bool)) or value is None):
             raise LabError(f"{where}.{key}: {value!r}; expected a value such as a number or "
                            f"text")
-    argv = [command, *(["host"] if command == "send" else []), "--proto", proto,
-            *option_argv(table)]
+    client = command == "send" or command.endswith(" client")
+    argv = [command, *(["host"] if client else []), "--proto", proto, *option_argv(table)]
     error = _parse_error(argv)
     if error:
         raise LabError(f"{where}: {error}")
@@ -415,6 +440,13 @@ def _command_parser(command: str):
         def error(self, message):
             raise _Refused(message)
 
+    if command.startswith("scenario "):
+        from .. import scenarios
+        _, name, role = command.split()
+        p = Parser(prog=f"labkit {command}")
+        scenarios.add_conventional(p, role)
+        scenarios.roles(name)[role].add_arguments(p)
+        return p
     top = Parser(prog="labkit")
     sub = top.add_subparsers(dest="command", parser_class=Parser)
     import importlib

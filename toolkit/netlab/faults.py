@@ -1,7 +1,7 @@
 """Scripted faults: which packet a fault acts on. Pure and deterministic.
 
 Every fault sees every packet that arrives at the link, and counts the ones it matches
-(direction, protocol, TCP flags set and clear, with or without payload, time window), so
+(direction, protocol, either end's port, TCP flags set and clear, with or without payload, time window), so
 "the 3rd data segment" means the 3rd data segment to reach the link, retransmissions
 included, whatever other faults did to earlier packets. A fault acts on matches number
 nth .. nth+count-1 (every match when nth is None). When several faults act on one packet,
@@ -30,6 +30,8 @@ def matches(f: Fault, direction: str, pkt: Packet, t_s: float) -> bool:
     if f.direction is not None and f.direction != direction:
         return False
     if f.proto is not None and f.proto != pkt.proto:
+        return False
+    if f.port is not None and f.port not in (pkt.sport, pkt.dport):
         return False
     if f.flags and not all(c in pkt.flags for c in f.flags):
         return False

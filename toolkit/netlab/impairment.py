@@ -99,6 +99,7 @@ class Fault:
     action: str
     direction: str | None = None
     proto: str | None = None
+    port: int | None = None            # either end's port: one flow's packets among several
     flags: str = ""
     not_flags: str = ""
     payload: bool | None = None
@@ -114,6 +115,8 @@ class Fault:
         if self.note:
             return self.note
         what = [self.proto or "packet"]
+        if self.port is not None:
+            what.append(f"port {self.port}")
         if self.flags:
             what.append(f"[{self.flags}]")
         if self.not_flags:
@@ -247,6 +250,12 @@ def _fault(raw, where: str) -> Fault:
     proto = raw.get("proto")
     if proto is not None and proto not in ("tcp", "udp", "icmp"):
         raise SpecError(f"{where}.proto: {proto!r}; expected tcp, udp or icmp")
+    port = raw.get("port")
+    if port is not None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise SpecError(f"{where}.port: {port!r}; expected a port number from 1 to 65535")
+        if proto not in ("tcp", "udp"):
+            raise SpecError(f"{where}.port: a port needs proto = 'tcp' or 'udp'")
     for key in ("flags", "not_flags"):
         v = raw.get(key, "")
         if not isinstance(v, str) or set(v.upper()) - set(TCP_FLAG_LETTERS):
@@ -280,7 +289,7 @@ def _fault(raw, where: str) -> Fault:
         raise SpecError(f"{where}.delay: action 'delay' needs a delay such as '300ms'")
     if start is not None and end is not None and end <= start:
         raise SpecError(f"{where}.end: the window ends before it starts")
-    return Fault(action=action, direction=direction, proto=proto,
+    return Fault(action=action, direction=direction, proto=proto, port=port,
                  flags=raw.get("flags", "").upper(), not_flags=raw.get("not_flags", "").upper(),
                  payload=True if last else payload, nth=nth, count=count, last=last,
                  start_s=start, end_s=end, delay_s=delay, note=str(raw.get("note", "")))

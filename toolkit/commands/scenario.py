@@ -1,0 +1,37 @@
+"""`labkit scenario NAME ROLE ...`: one of the lab runner's scenario programs, by hand."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    from .. import scenarios
+    p = sub.add_parser("scenario", help="run one of the labs' scenario programs (a server "
+                       "that never accepts, a vanishing client, a SYN flood, ...)",
+                       description="The socket programs the labs use beyond send and serve; "
+                                   "`labkit scenario --list` lists them.")
+    p.add_argument("--list", action="store_true", help="list the scenarios and their roles")
+    p.set_defaults(func=_list)
+    names = p.add_subparsers(dest="scenario", metavar="NAME")
+    for name in scenarios.names():
+        roles = scenarios.roles(name)
+        sp = names.add_parser(name, help=scenarios.describe(name))
+        rs = sp.add_subparsers(dest="role", metavar="ROLE", required=True)
+        for role_name, role in roles.items():
+            rp = rs.add_parser(role_name, help=role.help, description=role.help)
+            scenarios.add_conventional(rp, role_name)
+            role.add_arguments(rp)
+            rp.set_defaults(func=role.run)
+
+
+def _list(args) -> int:
+    from .. import scenarios
+    if not args.list:
+        print("labkit scenario: give a scenario name and a role, or --list", file=sys.stderr)
+        return 2
+    for name in scenarios.names():
+        print(f"{name:20s} {scenarios.describe(name)}")
+        for role_name, role in scenarios.roles(name).items():
+            print(f"  {role_name:18s} {role.help}")
+    return 0

@@ -1,0 +1,68 @@
+"""The runner's small scenario library: socket programs a lab needs that `labkit send` and
+`labkit serve` are not (a server that never calls accept, a client whose host vanishes, a
+raw SYN sender, ...). Each is written the way a student's own program would be, so the lab
+can show its code next to its capture.
+
+A scenario is a module here with a `ROLES` mapping, role name ("server" or "client") to a
+Role: how to add its options to an argparse parser, and the function that runs it. The
+conventions every role keeps, so the lab runner treats it like the endpoints:
+
+- the server role takes `-p/--port` and `--json FILE`, and prints a line starting with
+  "Server listening" once it is ready for clients (the runner waits for it);
+- the client role takes the server's address, `-p/--port`, `--cport` and `--json FILE`;
+- SIGINT ends either cleanly with its report written (base.Report);
+- exit status 0 when the scenario went as scripted, 1 when it did not, 2 for bad options.
+
+Run one by hand with `labkit scenario NAME ROLE ...`; in a lab, `scenario = "NAME"` on a
+[[flow]] (its `send` and `serve` tables are then the roles' options). A scenario without a
+server role (the SYN flood) aims at another flow's server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+# name -> module (imported only when used: the lab runner lists them without importing)
+REGISTRY: dict[str, str] = {
+}
+
+
+@dataclass(frozen=True)
+class Role:
+    help: str
+    add_arguments: Callable          # (parser) -> None, beyond the conventional options
+    run: Callable                    # (args) -> exit status
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def roles(name: str) -> dict[str, Role]:
+    if name not in REGISTRY:
+        raise ScenarioError(f"{name!r}: no such scenario; known: {', '.join(names()) or 'none'}")
+    return importlib.import_module(f"{__name__}.{REGISTRY[name]}").ROLES
+
+
+def describe(name: str) -> str:
+    mod = importlib.import_module(f"{__name__}.{REGISTRY[name]}")
+    return (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+
+
+def add_conventional(parser, role: str) -> None:
+    """The options the runner passes to every scenario role."""
+    if role == "client":
+        parser.add_argument("host", help="the server's address")
+        parser.add_argument("--cport", type=int, metavar="PORT",
+                            help="local (source) port (default: ephemeral)")
+    parser.add_argument("-p", "--port", type=int, default=5201, help="the server's port")
+    parser.add_argument("--proto", choices=["tcp", "udp"], default="tcp",
+                        help="set by the runner from the flow; a scenario may refuse one")
+    parser.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
