@@ -1,0 +1,128 @@
+"""Writes the lab notebooks (and inspect-capture) from the labs' own lab.toml files, so a
+lab's notebook follows its questions: `python notebooks/make.py [LAB ...]` (default: every
+lab listed in LABS, and inspect-capture). Kept without outputs; `make test` runs them.
+
+A lab's entry says which pictures its notebook draws (title, toolkit.plot call) and which
+frames of a.pcapng Wireshark dissects; `extra` adds (title, code) sections of its own.
+"""
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat as nbf
+
+REPO = Path(__file__).resolve().parents[1]
+
+LABS = {
+    "01-handshake": {"file": "01-handshake.ipynb", "plots": [
+        ("The handshake as a ladder: a and b, and the link between", "plot.ladder(run, flow=\"tcp\")"),
+        ("The TCP conversation's sequence numbers over time (Stevens)", "plot.time_sequence(run, stream=0, style=\"stevens\")"),
+    ], "dissect": "[1, 2, 3]"},
+    "03-boundaries": {"file": "03-boundaries.ipynb", "plots": [
+        ("Bytes delivered over time, per flow", "plot.goodput(run)"),
+        ("The unframed TCP flow: segments as bars, the ACK line and the window (tcptrace)", "plot.time_sequence(run, stream=0, style=\"tcptrace\")"),
+    ], "dissect": "[1, 2]"},
+    "04-loss": {"file": "04-loss.ipynb", "plots": [
+        ("TCP and UDP on one time axis: delivered bytes, the link's drops and their repairs", "plot.side_by_side(run)"),
+        ("The first frames of the TCP conversation as a ladder; a dropped segment ends at the link", "plot.ladder(run, flow=\"tcp\")"),
+        ("Sequence numbers over time, retransmissions marked (tcptrace style)", "plot.time_sequence(run, stream=0, style=\"tcptrace\")"),
+        ("RTT and congestion window: the capture's ack_rtt and the sender's TCP_INFO", "plot.rtt_cwnd(run, flow=\"tcp\")"),
+        ("UDP by sequence number: what arrived, what was lost and where; jitter and one-way delay", "plot.udp(run, flow=\"udp\")"),
+    ], "dissect": "[1, 2, 3]"},
+}
+
+def md(t): return nbf.v4.new_markdown_cell(t)
+def code(t): return nbf.v4.new_code_cell(t)
+
+def lab_notebook(name, conf):
+    spec = tomllib.loads((REPO / "labs" / name / "lab.toml").read_text())
+    lab = spec["lab"]
+    cells = [md(f"# {name}: {lab['title']}\n\n{lab.get('summary','').strip()}\n\n"
+                f"The lab's goals, steps and background are in [labs/{name}/README.md](../labs/{name}/README.md). "
+                "Run this notebook top to bottom; the first cell decides where the data comes from.")]
+    cells.append(md("## Where the data comes from\n\nA live run (`labkit run`) when this machine can build the lab "
+                    "(root, or an unprivileged user namespace, and a capture tool); otherwise the saved "
+                    "reference run in `captures/`. The cell says which and why. "
+                    "(`LABKIT_SOURCE=saved` or `live` in the environment chooses.)"))
+    cells.append(code(f"from toolkit import labs, plot\nfrom toolkit.labs import notebook as nb\n\n"
+                      f"run = nb.open_run(\"{name}\")\nrun.path"))
+    cells.append(md("## TCP and UDP side by side\n\nLike with like: payload bytes handed to the socket against payload bytes "
+                    "the receiving program got; goodput as the receiver measured it; completion time as the sender did; "
+                    "loss as each application saw it."))
+    cells.append(code("nb.side_by_side(run)"))
+    cells.append(md("## Ground truth, reconciled\n\nWhat the link did (its ledger), what the captures saw before and after it, "
+                    "what the analyzer concluded (each drop matched to its repair by sequence number, Wireshark's label "
+                    "beside it) and what the endpoints reported."))
+    cells.append(code("nb.reconciliation(run)"))
+    cells.append(code("print(nb.notes(run))"))
+    cells.append(md("## Pictures"))
+    for title, call in conf["plots"]:
+        cells.append(md(f"### {title}"))
+        cells.append(code(call))
+    for title, src in conf.get("extra", []):
+        cells.append(md(f"## {title}"))
+        cells.append(code(src))
+    cells.append(md("## Wireshark's view of the first frames\n\nWireshark's own dissection (every layer and field, "
+                    "expert info), through tshark. Without tshark installed the cell says how to get it."))
+    cells.append(code("from toolkit import wireshark\n\ntry:\n"
+                      f"    frames = wireshark.dissect(run.capture_file(\"a\"), {conf['dissect']})\n"
+                      "except wireshark.TsharkMissing as e:\n    frames = str(e)\nframes"))
+    cells.append(md("## Questions\n\nAnswer each from your own run: put your value in `answer` and run the check cell. "
+                    "It says right or wrong and, when wrong, shows the rows (the frames) that hold the answer."))
+    for q in spec.get("question", []):
+        cells.append(md(f"**{q['id']}**: {q['text']}"))
+        cells.append(code(f"answer = None   # your answer\nnb.check(run, \"{q['id']}\", answer)"))
+    nb = nbf.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"}})
+    return nb
+
+
+
+def inspect_notebook():
+    return nbf.v4.new_notebook(cells=[
+    md("# Inspect any capture\n\nPoint `CAPTURE` at a pcap or pcapng file (gzip too), yours or anybody's, and run "
+       "the notebook: the conversation tables, per-frame verdicts equal to Wireshark's, pictures, Wireshark's own "
+       "dissection of chosen frames, and a frame-by-frame cross-check of labkit against Wireshark. No privileges needed."),
+    code("from pathlib import Path\nimport toolkit\nfrom toolkit import plot\nfrom toolkit.labs import notebook as nb\n\n"
+         "# your capture here; by default, the sender's side of the saved loss run\n"
+         "CAPTURE = nb.saved_dir(\"04-loss\") / \"a.pcapng.gz\"\n"
+         "a = toolkit.analyze(CAPTURE)\na.summary()"),
+    md("## TCP conversations (one row per `tcp.stream`)"),
+    code("a.tcp"),
+    md("## UDP conversations, and flows carrying the lab header"),
+    code("a.udp"),
+    code("a.udp_flows"),
+    md("## TCP states over time (RFC 9293), as the segments show them"),
+    code("a.tcp_states.head(20)"),
+    md("## Every frame, with Wireshark's TCP verdicts"),
+    code("pk = a.packets\npk[pk[\"retransmission\"] == 1].head(10)"),
+    md("## Sequence numbers over time of the first TCP conversation"),
+    code("plot.time_sequence(a, stream=0, style=\"stevens\")"),
+    md("## Wireshark's view: chosen frames, and a frame-by-frame cross-check"),
+    code("from toolkit import wireshark\n\ntry:\n    first_retransmission = int(pk[pk[\"retransmission\"] == 1][\"frame\"].iloc[0]) "
+         "if pk[\"retransmission\"].any() else 1\n"
+         "    view = wireshark.dissect(CAPTURE, [first_retransmission])\n"
+         "except wireshark.TsharkMissing as e:\n    view = str(e)\nview"),
+    code("try:\n    cc = wireshark.cross_check(CAPTURE)\nexcept wireshark.TsharkMissing as e:\n    cc = str(e)\ncc"),
+], metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+             "language_info": {"name": "python"}})
+
+
+def write(nb, path: Path) -> None:
+    # stable cell ids: regenerating an unchanged notebook changes nothing
+    for i, c in enumerate(nb.cells):
+        c.id = f"cell-{i:02d}"
+    nbf.write(nb, path)
+
+
+if __name__ == "__main__":
+    wanted = sys.argv[1:] or [*LABS, "inspect-capture"]
+    for name in wanted:
+        if name == "inspect-capture":
+            write(inspect_notebook(), REPO / "notebooks" / "inspect-capture.ipynb")
+        elif name in LABS:
+            write(lab_notebook(name, LABS[name]), REPO / "notebooks" / LABS[name]["file"])
+        else:
+            sys.exit(f"{name}: not in LABS of notebooks/make.py (known: {', '.join(LABS)})")
+        print(f"wrote notebooks/{LABS[name]['file'] if name in LABS else name + '.ipynb'}")
