@@ -33,8 +33,10 @@ def register(sub) -> None:
     p.add_argument("--limit", default="16M", metavar="SIZE",
                    help="largest message accepted, rr response sent and file received "
                         "(default 16M); a larger length field closes that connection")
-    p.add_argument("--pause", metavar="S", help="slow reader: wait S seconds before reading")
-    p.add_argument("--slow-read", metavar="RATE", help="slow reader: read at most RATE bits/s")
+    p.add_argument("--pause", metavar="S", help="slow reader: wait S seconds before reading "
+                   "(TCP: the window closes; UDP: the socket buffer overflows, see --rcvbuf)")
+    p.add_argument("--slow-read", metavar="RATE",
+                   help="slow reader: read at most RATE bits/s (UDP: one datagram per read)")
     p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
     p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
@@ -49,6 +51,17 @@ def _raise_fd_limit() -> None:
     want = hard if hard != resource.RLIM_INFINITY else 1 << 16
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _option(parse, text, flag: str, default):
+    """A quantity option read by `parse`; the error names the option."""
+    from ..endpoints.quantities import QuantityError
+    if text is None:
+        return default
+    try:
+        return parse(text)
+    except QuantityError as e:
+        raise QuantityError(f"{flag}: {e}") from None
 
 
 def run(args) -> int:
@@ -80,18 +93,25 @@ def run(args) -> int:
                 raise q.QuantityError(f"--receive-dir {args.receive_dir}: not a directory")
             if not os.access(receive_dir, os.W_OK | os.X_OK):
                 raise q.QuantityError(f"--receive-dir {args.receive_dir}: not writable")
+        pause_s = _option(q.seconds, args.pause, "--pause", 0.0)
+        slow_read_bps = _option(q.rate, args.slow_read, "--slow-read", 0.0)
+        if args.slow_read is not None and slow_read_bps <= 0:
+            raise q.QuantityError(f"--slow-read {args.slow_read}: expected a rate above zero "
+                                  f"(e.g. 500K bits/s)")
         if args.proto == "tcp":
             server = Server(ServerConfig(
                 port=args.port, host=args.bind, model=args.model, limit=q.size(args.limit),
-                receive_dir=receive_dir, options=opts,
-                pause_s=q.seconds(args.pause) if args.pause else 0.0,
-                slow_read_bps=q.rate(args.slow_read) if args.slow_read else 0.0,
+                receive_dir=receive_dir, options=opts, pause_s=pause_s,
+                slow_read_bps=slow_read_bps,
                 max_connections=max_clients, max_seconds=seconds, interval=interval), report)
         else:
             if opts.rcvbuf is None:
                 opts.rcvbuf = 8 << 20
+            # the slow reader works for UDP too: with a small --rcvbuf the socket's buffer
+            # overflows and the kernel drops datagrams inside this host (UdpRcvbufErrors)
             server = UdpReceiver(args.port, args.bind, options=opts, report=report,
-                                 max_flows=max_clients, max_seconds=seconds, interval=interval)
+                                 max_flows=max_clients, max_seconds=seconds, interval=interval,
+                                 pause_s=pause_s, slow_read_bps=slow_read_bps)
     except (q.QuantityError, ValueError) as e:
         print(f"labkit serve: {e}", file=sys.stderr)
         return 2

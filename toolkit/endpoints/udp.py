@@ -14,6 +14,13 @@ Unpaced, datagrams leave in GSO batches (batch.py): up to 64 per system call.
 The receiver takes batches with recvmmsg and kernel timestamps, decodes the headers with
 numpy, and keeps SequenceStats per flow (source address, port and flow id).
 
+A slow reader (--pause S, --slow-read RATE) waits before its first read, or reads at most
+RATE bits/s of payload, one datagram per read: unlike TCP, nothing tells the sender to
+slow down (no window, RFC 768), so once the socket's receive buffer (SO_RCVBUF, a small
+--rcvbuf) is full the kernel drops each further datagram inside the receiving host, after
+every capture saw it, and counts it in UdpRcvbufErrors (/proc/net/snmp) and in the
+socket's own drop counter, which the receiver reports as `socket_drops` (/proc/net/udp).
+
 Whatever a datagram says stays bounded at the receiver: at most MAX_FLOWS flows are kept at
 once (datagrams of further flows are counted as stray), each flow's statistics are bounded
 (stats.py), a control message that is not what it should be (not JSON, an end marker whose
@@ -347,8 +354,14 @@ class UdpReceiver:
                  options: sockopts.SocketOptions | None = None, report: Report | None = None,
                  max_flows: int | None = None, max_seconds: float | None = None,
                  idle_end_s: float = 5.0, interval: float = 1.0, batch_size: int = 256,
-                 max_live_flows: int = MAX_FLOWS):
+                 max_live_flows: int = MAX_FLOWS, pause_s: float = 0.0,
+                 slow_read_bps: float = 0.0):
+        if pause_s < 0 or slow_read_bps < 0:
+            raise ValueError("--pause and --slow-read cannot be negative")
         options = options or sockopts.SocketOptions(rcvbuf=8 << 20)
+        self.pause_s, self.slow_read_bps = pause_s, slow_read_bps
+        if slow_read_bps:
+            batch_size = 1               # one datagram per read, each read on its schedule
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         granted = sockopts.apply(self.sock, options)
@@ -357,7 +370,8 @@ class UdpReceiver:
         self.rx = batch.BatchReceiver(self.sock, batch_size)
         self.report = report or Report("receiver", "udp", "server")
         self.report.doc["start"].update({"local": f"{host or '*'}:{self.port}",
-                                         "options": {**options.as_dict(), **granted}})
+                                         "options": {**options.as_dict(), **granted},
+                                         "pause_s": pause_s, "slow_read_bps": slow_read_bps})
         self.report.doc["connections"] = []
         self.flows: dict[tuple, Flow] = {}
         self.max_flows, self.max_seconds = max_flows, max_seconds
@@ -478,17 +492,39 @@ class UdpReceiver:
         else:
             self.stray += 1
 
+    def _wait(self, until: float, start: float) -> None:
+        """Sleep until `until` (monotonic), in short steps: a stop or the time limit ends it."""
+        while not self._stop:
+            left = until - time.monotonic()
+            if self.max_seconds is not None:
+                left = min(left, start + self.max_seconds - time.monotonic())
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
     def run(self) -> dict:
         t_last, marks = 0.0, {}
         next_tick = time.monotonic() + self.interval
         start = time.monotonic()
+        if self.pause_s:
+            # not reading: what arrives waits in the socket's buffer, and once that is full
+            # the kernel drops it (UdpRcvbufErrors)
+            self.report.event("pausing before the first read", seconds=self.pause_s)
+            self._wait(start + self.pause_s, start)
+        read_start, read_bits = time.monotonic(), 0
         while not self._stop:
             if self.max_flows is not None and self.ended >= self.max_flows:
                 break
             if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
                 break
+            if self.slow_read_bps:
+                self._wait(read_start + read_bits / self.slow_read_bps, start)
+                if self._stop or (self.max_seconds is not None
+                                  and time.monotonic() - start >= self.max_seconds):
+                    break
             n = self.rx.recv_batch(timeout=min(0.2, self.interval))
             if n:
+                read_bits += int(self.rx.lengths[:n].sum()) * 8
                 self._handle(n)
             now = time.monotonic()
             for f in list(self.flows.values()):
@@ -506,9 +542,32 @@ class UdpReceiver:
                     next_tick += self.interval
         for f in list(self.flows.values()):
             self._finish(f, "open at stop")
+        drops = socket_drops(self.sock)
         self.sock.close()
         conns = self.report.doc["connections"]
         self.report.finish({"seconds": self.report.elapsed(), "flows": len(conns),
                             "bytes": sum(c["bytes"] for c in conns), "bits_per_second": None,
-                            "stray_datagrams": self.stray})
+                            "stray_datagrams": self.stray, "socket_drops": drops})
         return self.report.doc
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped for this socket (its buffer full, or a bad checksum):
+    the `drops` column of its line in /proc/net/udp (udp6), found by the socket's inode.
+    Data and control datagrams alike; None where there is no such file (not Linux)."""
+    import os
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return None
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                next(f, None)                         # the header line
+                for line in f:
+                    words = line.split()
+                    if len(words) >= 13 and words[9] == inode:
+                        return int(words[12])
+        except (OSError, ValueError):
+            continue
+    return None
