@@ -83,6 +83,16 @@ class Stop:
         return self.event.wait(seconds)
 
 
+def wait_readable(sock, stop: Stop, every_s: float = 0.1) -> bool:
+    """Block as accept or recv would, but let the runner's SIGINT end the wait (False):
+    Stop's handler does not raise, and Python retries an interrupted call (PEP 475)."""
+    import select
+    while not stop:
+        if select.select([sock], [], [], every_s)[0]:
+            return True
+    return False
+
+
 def ready(what: str, port: int) -> None:
     """The line the lab runner waits for before it starts any client."""
     print(f"Server listening on {what} port {port}", flush=True)
