@@ -1,0 +1,187 @@
+"""How a server learns its client is gone: FIN, RST, a vanished host, a closed peer.
+
+FIN: recv returns b''. RST: ConnectionResetError. A vanished host: keep-alive or a write
+times out (TimeoutError). A write to a peer that closed: BrokenPipeError.
+
+The client ends its connection one of three ways (`--close`):
+
+    fin      close(): a FIN, the orderly close (RFC 9293 3.6); the server's recv returns b''
+    rst      SO_LINGER {on, 0} then close(): a RST instead (RFC 9293 3.10.4, "ABORT");
+             the server's next recv raises ConnectionResetError (ECONNRESET)
+    vanish   nothing at all: it stays silent for --hold seconds, as a host that lost power
+             or its network would (the lab's link drops the flow's packets from some point
+             on). It must end at last: it resets, and the link drops that RST too.
+
+The server reads (the default) or only writes (`--write-after S`: a push feed that never
+reads). Reading, it learns of a FIN or a RST at once, but of a vanished peer never, unless
+it turns on keep-alive (RFC 9293 3.8.4; --keepalive with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT
+short enough to fail within seconds: recv raises TimeoutError, ETIMEDOUT). Writing to a
+peer that closed, the first write succeeds (it is only queued), the peer's host answers it
+with a RST, and the next write raises BrokenPipeError (EPIPE; Python ignores SIGPIPE, so
+it is an exception, not a dead process). Writing to a vanished peer, the writes are
+retransmitted until TCP_USER_TIMEOUT (RFC 5482) gives up: TimeoutError again.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from . import Role, base
+
+SCENARIO = "abrupt_close"
+
+
+def _seconds(text) -> float:
+    from ..endpoints.quantities import seconds
+    return seconds(text)
+
+
+def _server_args(p) -> None:
+    p.add_argument("--keepalive", action="store_true",
+                   help="SO_KEEPALIVE with --keepidle, --keepintvl and --keepcnt")
+    p.add_argument("--keepidle", type=int, default=1, metavar="S",
+                   help="TCP_KEEPIDLE: idle seconds before the first probe (default 1)")
+    p.add_argument("--keepintvl", type=int, default=1, metavar="S",
+                   help="TCP_KEEPINTVL: seconds between probes (default 1)")
+    p.add_argument("--keepcnt", type=int, default=2, metavar="N",
+                   help="TCP_KEEPCNT: unanswered probes before giving up (default 2)")
+    p.add_argument("--user-timeout", type=_seconds, default=0.0, metavar="S",
+                   help="TCP_USER_TIMEOUT: seconds data may stay unacknowledged (default: "
+                        "the kernel's, about 15 minutes of retransmissions)")
+    p.add_argument("--write-after", type=_seconds, default=None, metavar="S",
+                   help="never read: S seconds after accept, write --writes messages")
+    p.add_argument("--writes", type=int, default=3, metavar="N",
+                   help="--write-after: messages to write, --write-gap apart (default 3)")
+    p.add_argument("--write-gap", type=_seconds, default=0.2, metavar="S",
+                   help="seconds between writes (default 0.2)")
+    p.add_argument("--length", type=int, default=100, metavar="BYTES",
+                   help="bytes per write (default 100)")
+
+
+def _client_args(p) -> None:
+    p.add_argument("--close", choices=["fin", "rst", "vanish"], default="fin",
+                   help="how the client ends: close(), SO_LINGER 0, or silence")
+    p.add_argument("--length", type=int, default=5, metavar="BYTES",
+                   help="bytes sent after connecting (default 5, 'hello'; 0: none)")
+    p.add_argument("--wait", type=_seconds, default=0.2, metavar="S",
+                   help="fin, rst: seconds between sending and closing (default 0.2)")
+    p.add_argument("--hold", type=_seconds, default=5.0, metavar="S",
+                   help="vanish: seconds of silence before the program ends (default 5)")
+
+
+def set_keepalive(conn: socket.socket, idle_s: int, intvl_s: int, cnt: int) -> None:
+    # Linux's defaults (2 h idle, 75 s apart, 9 probes) would take over 2 hours
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_s)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, intvl_s)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, cnt)
+
+
+def _outcome(report: base.Report, e: OSError, **fields) -> None:
+    d = base.describe_error(e)
+    report.error("error", e, **fields)
+    report.end(outcome=d["error"], errno=d.get("errno"), detected_s=report.now(),
+               shown=f"{d['error']}: {e}")
+
+
+def read_until_gone(conn: socket.socket, report: base.Report, stop: base.Stop) -> int:
+    got = 0
+    while base.wait_readable(conn, stop):
+        try:
+            data = conn.recv(65536)
+        except OSError as e:                      # RST: ECONNRESET; keep-alive: ETIMEDOUT
+            _outcome(report, e, after_bytes=got)
+            return 0
+        if not data:                              # the peer's FIN
+            report.event("recv returned b''", after_bytes=got)
+            report.end(outcome="eof", recv_returned="b''", detected_s=report.now())
+            return 0
+        got += len(data)
+        report.event("recv", bytes=len(data))
+        report.end(recv_bytes=got)
+    report.end(outcome="stopped")
+    return 1
+
+
+def write_until_error(conn: socket.socket, args, report: base.Report, stop: base.Stop) -> int:
+    if stop.wait(args.write_after):
+        report.end(outcome="stopped")
+        return 1
+    ok = 0
+    for i in range(args.writes):
+        if i and stop.wait(args.write_gap):
+            break
+        try:
+            conn.sendall(b"w" * args.length)
+        except OSError as e:                      # EPIPE after the peer's RST; ETIMEDOUT
+            _outcome(report, e, write=i + 1, writes_ok=ok)
+            report.end(writes_ok=ok)
+            return 0
+        ok += 1
+        report.event("send ok", write=i + 1, bytes=args.length)
+        report.end(writes_ok=ok)
+    report.end(outcome="no error")
+    return 1
+
+
+def serve(args) -> int:
+    def body(report: base.Report, stop: base.Stop) -> int:
+        if args.proto != "tcp":
+            raise OSError(f"--proto {args.proto}: this scenario is about TCP")
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("0.0.0.0", args.port))
+        ls.listen()
+        base.ready("TCP", args.port)
+        if not base.wait_readable(ls, stop):
+            report.end(outcome="stopped")
+            return 1
+        conn, peer = ls.accept()
+        ls.close()
+        report.event("accepted", peer=f"{peer[0]}:{peer[1]}")
+        if args.keepalive:
+            set_keepalive(conn, args.keepidle, args.keepintvl, args.keepcnt)
+        if args.user_timeout:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(args.user_timeout * 1000))
+        with conn:
+            if args.write_after is not None:
+                return write_until_error(conn, args, report, stop)
+            return read_until_gone(conn, report, stop)
+    return base.run_role(SCENARIO, "server", args, body)
+
+
+def client(args) -> int:
+    def body(report: base.Report, stop: base.Stop) -> int:
+        if args.proto != "tcp":
+            raise OSError(f"--proto {args.proto}: this scenario is about TCP")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if args.cport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", args.cport))
+        s.connect((args.host, args.port))
+        report.event("connected")
+        if args.length:
+            s.sendall(b"hello"[:args.length].ljust(args.length, b"."))
+            report.event("sent", bytes=args.length)
+        report.end(close=args.close)
+        if args.close == "vanish":
+            stop.wait(args.hold)                  # silence: the host is gone
+        else:
+            stop.wait(args.wait)
+        if args.close in ("rst", "vanish"):
+            # SO_LINGER on with 0 s: close() discards what is queued and sends RST
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        report.event("closed", how={"fin": "FIN", "rst": "RST", "vanish": "RST"}[args.close])
+        return 0
+    return base.run_role(SCENARIO, "client", args, body)
+
+
+ROLES = {
+    "server": Role("one connection: read until the client is gone (or only write), and "
+                   "report how it learned", _server_args, serve),
+    "client": Role("connect, say hello, then close with FIN, with RST, or vanish",
+                   _client_args, client),
+}
