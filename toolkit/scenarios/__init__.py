@@ -26,6 +26,10 @@ from typing import Callable
 
 # name -> module (imported only when used: the lab runner lists them without importing)
 REGISTRY: dict[str, str] = {
+    "backlog": "backlog",
+    "syn-flood": "syn_flood",
+    "abrupt_close": "abrupt_close",
+    "states": "states",
 }
 
 
