@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 TABLES = ("tcp", "udp", "udp_flows", "tcp_states", "packets",
           "reconciliation", "drops", "endpoints", "flows", "sockets", "counters")
-RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows", "sockets", "counters")   # no vantage point
+RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows", "sockets",
+              "counters")                                      # no vantage point
 OPS = ("==", "!=", "<", "<=", ">", ">=", "between")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "contains")
 FUNCTIONS = ("sum", "min", "max", "mean", "first", "last")

@@ -98,8 +98,8 @@ class LabSpec:
     flows: tuple[FlowSpec, ...]
     expectations: tuple[expect.Expectation, ...]
     questions: tuple[questions_mod.Question, ...]
-    resolved: dict = field(repr=False)
-    observe: dict | None = None        # [observe]: {"every_s", "hosts"} (observe.py)  # the spec as plain data, parameters substituted
+    resolved: dict = field(repr=False)  # the spec as plain data, parameters substituted
+    observe: dict | None = None        # [observe]: {"every_s", "hosts"} (observe.py)
 
     @property
     def sha256(self) -> str:

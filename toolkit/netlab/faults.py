@@ -1,7 +1,8 @@
 """Scripted faults: which packet a fault acts on. Pure and deterministic.
 
 Every fault sees every packet that arrives at the link, and counts the ones it matches
-(direction, protocol, either end's port, TCP flags set and clear, with or without payload, time window), so
+(direction, protocol, either end's port, TCP flags set and clear, with or without
+payload, time window), so
 "the 3rd data segment" means the 3rd data segment to reach the link, retransmissions
 included, whatever other faults did to earlier packets. A fault acts on matches number
 nth .. nth+count-1 (every match when nth is None). When several faults act on one packet,
