@@ -148,8 +148,8 @@ class Forwarder:
         self.heap: list = []
         self.order = 0
         self.n = 0
-        self.held: dict[str, tuple[Item, int, int]] = {}     # reorder/hold: item, deadline, copies
-        self.last_held: dict[str, tuple[Item, int, int]] = {}  # item, fault, deadline
+        self.held: dict = {}      # direction or (direction, flow) -> item, deadline, copies
+        self.last_held: dict = {}  # (direction, flow) -> item, fault, deadline
         self.wall_offset = time.time_ns() - time.monotonic_ns()
         self.ledger = ledger.Writer(ledger_path, header)
         self.overruns = 0
@@ -186,9 +186,13 @@ class Forwarder:
         self.n += 1
         t_s = (now - self.t0) / 1e9
         data = pkt.proto == "tcp" and pkt.payload_len > 0
-        cand = self.last_held.get(direction)
+        # a `last` candidate waits for the next packet of its own flow: with flows running
+        # at once, another flow's segment says nothing about whether it was the last
+        # (the flow's key is text made per packet: only when something is held)
+        flow = (direction, pkt.flow_key()) if self.last_held else None
+        cand = self.last_held.get(flow) if flow else None
         if cand is not None and (data or "F" in pkt.flags):
-            del self.last_held[direction]
+            del self.last_held[flow]
             held, i, _ = cand
             if data:                          # not the last: on it goes, untouched
                 self.through(held, None, now)
@@ -204,7 +208,7 @@ class Forwarder:
                 if "F" in pkt.flags:          # data with the FIN: the last, no doubt
                     decision = self.book.confirm_last(i)
                 else:
-                    self.last_held[direction] = (item, i, now + HOLD_NS)
+                    self.last_held[(direction, pkt.flow_key())] = (item, i, now + HOLD_NS)
                     return
         self.through(item, decision, now)
 
@@ -256,16 +260,23 @@ class Forwarder:
             item.frame, _ = frames.corrupt(item.frame, item.pkt, flip)
         copies = 2 if duplicate else 1
         if hold:
-            self.release_held(d, None)
-            self.held[d] = (item, now + HOLD_NS, copies)
+            # a fault that names a port holds the frame until the next one of that flow (a
+            # swap of two of its segments, whatever other flows send meanwhile); the link
+            # model's reorder, like netem's, until the next frame of the direction
+            key = (d, item.pkt.flow_key()) if decision is not None and \
+                decision.fault.action == "hold" and decision.fault.port is not None else d
+            self.release_held(key, None)
+            self.held[key] = (item, now + HOLD_NS, copies)
             return
         self.schedule(item, copies)
-        self.release_held(d, item.depart)
+        if self.held:
+            self.release_held(d, item.depart)
+            self.release_held((d, item.pkt.flow_key()), item.depart)
 
-    def release_held(self, direction: str, after: int | None) -> None:
-        """A held frame leaves right after the next one of its direction (or at `after`
-        = None: now, its wait is over)."""
-        held = self.held.pop(direction, None)
+    def release_held(self, key, after: int | None) -> None:
+        """A held frame leaves right after the next one of its direction or flow (`key`),
+        or now (`after` None: its wait is over)."""
+        held = self.held.pop(key, None)
         if held is None:
             return
         item, _, copies = held

@@ -10,10 +10,12 @@ the first in the lab's list wins and the others only count it.
 
 `last` faults (the last data segment of a direction) cannot be decided when the segment
 arrives: only what follows shows it was the last. The emulator holds each candidate until
-the next packet of its direction: another data segment means it was not the last (it goes
-on, untouched, just before that segment); a FIN without data means it was (the fault acts
-on it); nothing within LAST_HOLD_S means the sender is waiting for an acknowledgment of
-it, so it goes on and the wait is recorded in the ledger.
+the next packet of its own flow (its direction, addresses and ports: flows running at
+once do not decide for each other): another data segment means it was not the last (it
+goes on, untouched, just before that segment); a FIN without data means it was (the fault
+acts on it); nothing within LAST_HOLD_S means the sender is waiting for an acknowledgment
+of it, so it goes on and the wait is recorded in the ledger. A `hold` fault that names a
+port likewise holds its frame until the next one of that flow.
 """
 
 from __future__ import annotations
