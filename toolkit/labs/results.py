@@ -67,6 +67,13 @@ def endpoint_rows(run) -> list[dict]:
                         row[f"received_{k}"] = v
                 if rec.get("ended") or rec.get("how"):
                     row["ended"] = rec.get("how") or rec.get("ended")
+                if rep.get("start", {}).get("scenario"):
+                    # a scenario's end says what its program saw, in words as well as
+                    # numbers (toolkit.scenarios.base): outcome "ConnectionResetError",
+                    # errno "EADDRINUSE", ...; the columns the runner set come first
+                    for k, v in end.items():
+                        if k not in row and (isinstance(v, str) or _num(v) is not None):
+                            row[k] = v
             rows.append(row)
     return rows
 
