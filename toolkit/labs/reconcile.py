@@ -60,6 +60,14 @@ UDP (RFC 768): a data datagram lost at the receiving side capture was dropped by
 (in the ledger), was missing already before the link, or was missing only at the receiving
 host (`udp_lost`, one row per sequence number); the receiver's report also counts what
 the host dropped after its capture (socket buffer) and datagrams the link corrupted.
+A datagram the capture on the receiving host saw but the receiving program never got
+(`udp_lost_host`: the capture's distinct data datagrams less the receiver's count) was
+dropped inside that host, after the capture point: UDP has no flow control, so a reader
+slower than the sender overflows its socket's receive buffer. The kernel counts each such
+drop in UdpRcvbufErrors (a datagram that came after the socket closed: UdpNoPorts), per
+network namespace, so the run's [observe] counters of that host are the evidence: the
+host's counter deltas are a budget the flows to it draw on, and what they do not cover
+is unexplained. Without observed counters the count stands unchecked (and says so).
 Control datagrams (hello, end marker: sent three times) the link dropped are not data.
 A sender using UDP GSO puts several datagrams in one frame, of which captures and the
 link see only the first lab header: every UDP disagreement then says so.
@@ -118,6 +126,8 @@ class Reconciliation:
     checks: list[dict] = field(default_factory=list)      # totals checked (kernel counter)
     # one row per lab sequence number lost at the receiving side, and where it was lost
     udp_lost: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # per observed host, the SNMP counters that changed during the run: {host: {name: delta}}
+    host_counters: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-ready (NaN -> null), for analysis.json and run.json."""
@@ -209,6 +219,11 @@ def _md_endpoints(r: dict) -> str:
     out = f"receiver lost {_n(r['udp_lost_reported_by_receiver'])}"
     if _num(r.get("dropped_in_host")) > 0:
         out += f" (in host {int(r['dropped_in_host'])})"
+    if _num(r.get("udp_lost_host")) > 0:
+        out += (f"; {int(r['udp_lost_host'])} seen at {r['receiver_point']} never reached "
+                f"the program")
+        if _n(r.get("host_udp_rcvbuf_errors")) != "-":
+            out += f" (UdpRcvbufErrors +{_n(r['host_udp_rcvbuf_errors'])})"
     return out
 
 
@@ -733,18 +748,41 @@ def reconcile(run_dir: Path, run: dict, analyses: dict) -> Reconciliation:
         flows=run.get("flows") or [], engine=engine, frames=frames, udp_flows=udp_flows,
         ledger=ledger_table(led_records) if led_records is not None else None,
         reports=reports, captures=run.get("captures") or {}, pair=pair,
-        ledger_info={"header": header, "trailer": trailer, "note": led_note})
+        ledger_info={"header": header, "trailer": trailer, "note": led_note},
+        host_counters=host_counters(run_dir, run))
+
+
+def host_counters(run_dir: Path, run: dict) -> dict[str, dict[str, int]]:
+    """Per host the run observed ([observe]), the SNMP counters that changed and by how
+    much ({} for a host observed with none changed); hosts not observed are absent."""
+    from types import SimpleNamespace
+
+    from . import observe
+    folder = SimpleNamespace(doc=run, path=Path(run_dir))
+    try:
+        out = {h: {} for h in observe._files(folder)}
+        for r in observe.counter_rows(folder):
+            out.setdefault(r["host"], {})[r["counter"]] = int(r["delta"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return out
 
 
 def reconcile_frames(*, flows: list[dict], engine: dict, frames: dict[str, pd.DataFrame],
                      ledger: pd.DataFrame | None, reports: dict | None = None,
                      captures: dict | None = None, pair: tuple[str, str] = ("a", "b"),
                      ledger_info: dict | None = None,
-                     udp_flows: dict | None = None) -> Reconciliation:
+                     udp_flows: dict | None = None,
+                     host_counters: dict | None = None) -> Reconciliation:
     """The pure part of `reconcile`: frame tables per vantage point (frame_table), the
     ledger as a table (ledger_table, or None), the endpoint reports per flow name
-    ({"send": doc, "serve": doc}), the analyzer's udp_flows per vantage point. No I/O."""
+    ({"send": doc, "serve": doc}), the analyzer's udp_flows per vantage point, and the
+    observed hosts' counter deltas ({host: {"UdpRcvbufErrors": n, ...}}). No I/O."""
     reports = reports or {}
+    host_counters = host_counters or {}
+    # what each observed host's drop counters can still explain, drawn on flow by flow
+    budget = {h: {k: int(c.get(k, 0)) for k in HOST_DROP_COUNTERS}
+              for h, c in host_counters.items()}
     udp_flows = udp_flows or {}
     captures = captures or {}
     rows, drop_tables, items, checks, udp_lost = [], [], [], [], []
@@ -753,7 +791,7 @@ def reconcile_frames(*, flows: list[dict], engine: dict, frames: dict[str, pd.Da
         c, s = flow["client"], flow["server"]
         for src, dst in ((c, s), (s, c)):
             res = _direction(flow, src, dst, frames, ledger, reports.get(flow["name"]) or {},
-                             captures, pair, udp_flows, engine)
+                             captures, pair, udp_flows, engine, budget, host_counters)
             if res is None:
                 continue
             row, drops, its, ns, lost = res
@@ -802,10 +840,13 @@ def reconcile_frames(*, flows: list[dict], engine: dict, frames: dict[str, pd.Da
                           notes=notes, unexplained=int(sum(it.count for it in items
                                                            if not it.explained)),
                           truth=truth, unexplained_items=unexplained, checks=checks,
-                          udp_lost=lost[UDP_LOST_COLUMNS])
+                          udp_lost=lost[UDP_LOST_COLUMNS], host_counters=dict(host_counters))
 
 
 UDP_LOST_COLUMNS = ["direction", "flow", "udp_flow", "udp_seq", "where"]
+# the kernel's counters of datagrams it dropped inside a host after every capture saw them
+# (/proc/net/snmp): the socket's receive buffer was full; no socket had the port (any more)
+HOST_DROP_COUNTERS = ("UdpRcvbufErrors", "UdpNoPorts")
 
 
 SUMMARY_COLUMNS = [
@@ -829,7 +870,7 @@ SUMMARY_COLUMNS = [
     # UDP
     "udp_flow_ids", "udp_sent", "udp_received_at_receiver", "udp_lost_at_receiver",
     "udp_lost_link", "udp_lost_before_link", "udp_lost_receiving_interface",
-    "udp_link_dropped", "udp_control_dropped", "udp_duplicates_at_receiver",
+    "udp_lost_host", "host_udp_rcvbuf_errors", "udp_link_dropped", "udp_control_dropped", "udp_duplicates_at_receiver",
     "udp_reordered_at_receiver",
     # what the endpoints said
     "tcpinfo_total_retrans", "udp_lost_reported_by_receiver", "dropped_in_host",
@@ -946,10 +987,13 @@ class _Ctx:
     receiver_p: str | None
     keys: list
     udp_lost: list = field(default_factory=list)
+    host_budget: dict = field(default_factory=dict)       # shared by every flow of the run
+    host_counters: dict = field(default_factory=dict)
 
 
 def _direction(flow: dict, src: str, dst: str, frames: dict, ledger: pd.DataFrame | None,
-               reports: dict, captures: dict, pair, udp_flows: dict, engine: dict):
+               reports: dict, captures: dict, pair, udp_flows: dict, engine: dict,
+               host_budget: dict | None = None, host_counters: dict | None = None):
     """One direction of one flow: its summary row, its drops rows, its items, and the
     ledger numbers it claimed."""
     proto, port, cport = flow["proto"], int(flow["port"]), flow.get("client_port")
@@ -1186,7 +1230,8 @@ def _direction(flow: dict, src: str, dst: str, frames: dict, ledger: pd.DataFram
     # --- protocol specifics ---
     ctx = _Ctx(flow, where, direction, _link_direction(dst, src, pair), c2s, frames,
                udp_flows, ledger, reports, captures, before_p, after_p, sender_p, receiver_p,
-               keys)
+               keys, host_budget=host_budget if host_budget is not None else {},
+               host_counters=host_counters or {})
     (_tcp if proto == "tcp" else _udp)(ctx, row, drops, items, B, A, S, R, L)
 
     row["explained"] = int(sum(it.count for it in items if it.explained))
@@ -1703,8 +1748,12 @@ def _udp_direction(ctx: _Ctx, row, drops, items, B, A, S, R, L):
     reported = _udp_reported_lost(serve_rep if c2s else send_rep, ids)
     row["udp_lost_reported_by_receiver"] = reported
     in_host = where_lost["host"]
+    host_lost = _udp_host_share(ctx, row, items, Rd, serve_rep if c2s else None, ids,
+                                corrupted)
     if not math.isnan(reported) and not math.isnan(analysis_lost):
         diff = int(reported) - int(analysis_lost)
+        if host_lost is not None:
+            diff = min(diff, 0)         # the host's share above counts these (and the tail)
         if diff > 0 and corrupted:
             k = min(diff, corrupted)
             items.append(_Item(where, k, "datagrams the receiver counts lost that the capture "
@@ -1721,7 +1770,66 @@ def _udp_direction(ctx: _Ctx, row, drops, items, B, A, S, R, L):
             items.append(_Item(where, -diff, "datagrams the capture shows lost that the "
                                "receiver did not count", f"the capture at {receiver_p} "
                                f"dropped {cap_r} frames" if cap_r >= -diff else ""))
-    row["dropped_in_host"] = in_host
+    row["dropped_in_host"] = in_host if host_lost is None else in_host + host_lost
+
+
+def _udp_host_share(ctx: _Ctx, row, items, Rd, receiver_rep, ids, corrupted: int):
+    """Datagrams the capture on the receiving host saw that the receiving program never
+    got (row udp_lost_host), placed on that host by its kernel's drop counters (see the
+    module doc). None where that cannot be told: no capture on the host itself, or no
+    receiver report counting what it got (a scenario, the reverse of an rr flow)."""
+    host, where = row["dst_host"], ctx.where
+    if receiver_rep is None or ctx.receiver_p != host or Rd is None:
+        return None
+    conns = [c for c in receiver_rep.get("connections") or []
+             if c.get("flow") in ids and isinstance(c.get("packets"), int)]
+    if not conns:
+        return None
+    got = sum(c["packets"] for c in conns)
+    seen = int(Rd["udp_seq"].nunique())
+    counters = ctx.host_counters.get(host)
+    if counters is not None:
+        row["host_udp_rcvbuf_errors"] = int(counters.get("UdpRcvbufErrors", 0))
+    if got > seen:
+        cap = _capture_dropped(ctx.captures, host)
+        items.append(_Item(where, got - seen, f"datagrams the receiver got that the capture "
+                           f"at {host} did not record", f"that capture counted {cap} frames "
+                           "it dropped" if cap >= got - seen else ""))
+        row["udp_lost_host"] = 0
+        return 0
+    lost = seen - got
+    row["udp_lost_host"] = lost
+    left = lost
+    if left and corrupted:
+        # a corrupted datagram is in the capture; the host's checksum check discards it
+        k = min(left, corrupted)
+        items.append(_Item(where, k, f"datagrams seen at {host} that the program never got",
+                           "corrupted by the link: the receiving host's UDP checksum check "
+                           "discarded them (RFC 768)"))
+        left -= k
+    if left and counters is None:
+        items.append(_Item(where, left, f"datagrams seen at {host} that the program never got",
+                           f"dropped inside {host} after its capture (socket receive buffer); "
+                           f"not checked against its kernel's counters: the lab does not "
+                           f"observe {host} ([observe])"))
+        return lost
+    budget = ctx.host_budget.setdefault(host, {k: 0 for k in HOST_DROP_COUNTERS})
+    for name, why in (("UdpRcvbufErrors", "its socket's receive buffer was full (a reader "
+                       "slower than the sender; UDP has no flow control)"),
+                      ("UdpNoPorts", "they came after the receiver had closed its socket")):
+        k = min(left, budget.get(name, 0))
+        if k:
+            budget[name] -= k
+            items.append(_Item(where, k, f"datagrams seen at {host} that the program never "
+                               "got", f"dropped inside {host}: {why}; {host}'s kernel "
+                               f"counted {counters.get(name, 0)} in {name}"))
+            left -= k
+    if left:
+        items.append(_Item(where, left, f"datagrams seen at {host} that the program never got, "
+                           f"beyond what {host}'s kernel counted as dropped "
+                           f"(UdpRcvbufErrors +{counters.get('UdpRcvbufErrors', 0)}, "
+                           f"UdpNoPorts +{counters.get('UdpNoPorts', 0)})"))
+    return lost
 
 
 def _isnan(v) -> bool:
