@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     last: dict[str, int] = {}
     with open(args.out, "w") as out:
         out.write(json.dumps({"every_s": args.every, "t_unix_s": time.time()}) + "\n")
+        final = False
         while True:
             t = time.time()
             try:
@@ -118,8 +119,11 @@ def main(argv=None) -> int:
                 rec["error"] = err
             out.write(json.dumps(rec) + "\n")
             out.flush()
-            if stop.wait(max(0.0, args.every - (time.time() - t))):
+            if final:
                 break
+            # stopped: one more sample, so the counters' last values are those at the stop
+            # (what the kernel counted since the previous sample is not left out)
+            final = stop.wait(max(0.0, args.every - (time.time() - t)))
     return 0
 
 
