@@ -14,7 +14,8 @@ import math
 # flattened from a report's "end" (and the receiver's connection record)
 _END_KEYS = ("seconds", "bytes", "bits_per_second", "messages", "datagrams", "packets",
              "lost", "expected", "duplicates", "reordered", "loss_fraction", "jitter_s",
-             "transactions", "send_errors", "connections", "flows")
+             "transactions", "send_errors", "connections", "flows",
+             "socket_drops")      # a UDP receiver's socket: datagrams its kernel dropped
 _TCP_INFO = ("total_retrans", "retransmits", "lost", "rtt", "rttvar", "snd_cwnd",
              "snd_ssthresh", "delivery_rate", "bytes_acked", "bytes_retrans")
 
