@@ -32,7 +32,8 @@ def receiver(**kw) -> UdpReceiver:
                        max_flows=1, max_seconds=8.0, idle_end_s=1.0, **kw)
 
 
-def run_flow(rx: UdpReceiver, count=COUNT, rate_bps=20e6) -> tuple[dict, float, float]:
+def run_flow(rx: UdpReceiver, count=COUNT, rate_bps=20e6, idle_s=0.0
+             ) -> tuple[dict, float, float]:
     """Run the receiver in a thread, send `count` datagrams, and return its report, the
     time the sender started and the time the receiver ended (monotonic)."""
     out: dict = {}
@@ -43,6 +44,7 @@ def run_flow(rx: UdpReceiver, count=COUNT, rate_bps=20e6) -> tuple[dict, float, 
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
+    time.sleep(idle_s)
     started = time.monotonic()
     udp_send(UdpSendConfig(host="127.0.0.1", port=rx.port, count=count, lengths=[SIZE],
                            rate_bps=rate_bps, flow=7, gso=False),
@@ -85,7 +87,17 @@ def test_a_slow_reader_reads_at_its_rate_and_its_buffer_overflows():
     assert 0 < got < COUNT
     assert COUNT - got <= doc["end"]["socket_drops"] <= COUNT - got + CONTROL
     # never faster than its rate: reading `got` datagrams took at least their bits / rate
-    assert ended - started >= 0.95 * got * SIZE * 8 / rate
+    assert ended - started >= 0.95 * (got - 1) * SIZE * 8 / rate
+
+
+def test_a_slow_reader_saves_no_credit_while_it_waits_for_the_first_datagram():
+    # a second idle before the sender starts must not buy a burst of fast reads after it
+    rate = 800e3
+    doc, started, ended = run_flow(receiver(slow_read_bps=rate), rate_bps=4e6, idle_s=1.0)
+    got = flow_of(doc)["packets"]
+    assert ended - started >= 0.95 * (got - 1) * SIZE * 8 / rate
+    # 0.6 s of sending at 800 kbit/s is 60 datagrams, plus what the 32K buffer holds
+    assert got < 120
 
 
 def test_a_slow_reader_with_room_in_its_buffer_loses_nothing_but_is_late():

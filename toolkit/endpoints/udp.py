@@ -511,20 +511,24 @@ class UdpReceiver:
             # the kernel drops it (UdpRcvbufErrors)
             self.report.event("pausing before the first read", seconds=self.pause_s)
             self._wait(start + self.pause_s, start)
-        read_start, read_bits = time.monotonic(), 0
+        next_read = 0.0                  # slow reader: when the next read may start
         while not self._stop:
             if self.max_flows is not None and self.ended >= self.max_flows:
                 break
             if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
                 break
             if self.slow_read_bps:
-                self._wait(read_start + read_bits / self.slow_read_bps, start)
+                self._wait(next_read, start)
                 if self._stop or (self.max_seconds is not None
                                   and time.monotonic() - start >= self.max_seconds):
                     break
             n = self.rx.recv_batch(timeout=min(0.2, self.interval))
+            if n and self.slow_read_bps:
+                # the next read waits for this one's bits at RATE, counted from now: time
+                # spent waiting for a datagram is no credit for a burst of reads later
+                next_read = time.monotonic() + int(self.rx.lengths[:n].sum()) * 8 \
+                    / self.slow_read_bps
             if n:
-                read_bits += int(self.rx.lengths[:n].sum()) * 8
                 self._handle(n)
             now = time.monotonic()
             for f in list(self.flows.values()):
