@@ -229,6 +229,8 @@ def side_by_side(run):
         seen[r.proto] = i + 1
         color_of[r.flow] = flow_color(r.proto, i)
         cum = d["delivered"][r.label]
+        if not len(cum):
+            continue                  # nothing delivered (a scenario's connection): no line
         top.step(np.r_[cum["t"].to_numpy()[:1], cum["t"].to_numpy()],
                  np.r_[0, cum["bytes"].to_numpy()] / 1e6, where="post", lw=1.4,
                  color=color_of[r.flow],
