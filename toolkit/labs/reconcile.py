@@ -1385,8 +1385,18 @@ def _tcp(ctx: _Ctx, row, drops, items, B, A, S, R, L):
 
     notes = drops["note"].to_numpy().astype(object) if nd else np.zeros(0, object)
     expl = drops["explained"].to_numpy().astype(bool) if nd else np.zeros(0, bool)
+    # a scripted fault that cut the flow (a vanished host): the link forwarded nothing of
+    # this direction after the drop, so neither a repair nor a later ACK got through
+    cut = np.zeros(nd, bool)
+    if L is not None and nd:
+        fwd_t = L[(L["copy"] == 1) & (L["t_out"] >= 0)]["t_in"].to_numpy()
+        last_fwd = int(fwd_t.max()) if len(fwd_t) else -1
+        cut = (drops["reason"].to_numpy() == "fault") & (drops["_t_in"].to_numpy() > last_fwd)
     for i in np.flatnonzero(~has_span):
-        notes[i] = notes[i] or "no sequence space: a later cumulative ACK covers it"
+        notes[i] = notes[i] or ("a RST occupies no sequence space: nothing to repair"
+                                if f[i] & RST else "no sequence space, nothing to repair "
+                                "(a fault cut the flow after it)" if cut[i] else
+                                "no sequence space: a later cumulative ACK covers it")
     missed = repaired & (rep_src == "ledger")
     if missed.any() and A is not None:
         cap = _capture_dropped(ctx.captures, after_p)
@@ -1406,9 +1416,12 @@ def _tcp(ctx: _Ctx, row, drops, items, B, A, S, R, L):
         late = drops["_t_in"].to_numpy()[unrepaired] > (min(ends) if ends else 0)
         rst = any(x is not None and bool(((x["flags"] & RST) > 0).any()) for x in (A, B, S))
         why = np.where(stopped, "dropped when the engine stopped: the run was over",
-                       np.where(late, "dropped after a capture had stopped: its repair is "
-                                "not on record", "the connection was reset (RST) before a "
-                                "repair" if rst else ""))
+                       np.where(cut[unrepaired], "a fault cut the flow: the link forwarded "
+                                "nothing of this direction after it (a vanished host), so "
+                                "no repair could get through",
+                                np.where(late, "dropped after a capture had stopped: its "
+                                         "repair is not on record", "the connection was "
+                                         "reset (RST) before a repair" if rst else "")))
         for i, w in zip(unrepaired, why):
             notes[i] = w or "no repair found by sequence numbers"
             expl[i] = expl[i] and bool(w)
