@@ -27,7 +27,29 @@ RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows", "sockets", "count
 def analyzer_table(a, name: str):
     """One of the analyzer's tables of an Analysis, by the expectation language's name."""
     return {"tcp": lambda: a.tcp, "udp": lambda: a.udp, "udp_flows": lambda: a.udp_flows,
-            "tcp_states": lambda: a.tcp_states, "packets": lambda: a.packets}[name]()
+            "tcp_states": lambda: a.tcp_states,
+            "packets": lambda: with_stream_columns(a.packets)}[name]()
+
+
+def with_stream_columns(packets):
+    """The packets table with each frame's place and time within its TCP conversation:
+    `stream_frame` (1 = the conversation's first frame in this capture; 0 outside TCP) and
+    `stream_time_s` (Wireshark's tcp.time_relative). An expectation can name "the 2nd SYN of
+    the conversation to port 5301, 1 s after the first" by them: other conversations
+    interleave differently each run, so the capture's own frame numbers and times are not
+    stable, a conversation's are."""
+    import numpy as np
+
+    df = packets.copy()
+    in_stream = (df["tcp_stream"] >= 0).to_numpy()
+    by_stream = df.loc[in_stream].groupby("tcp_stream", sort=False)
+    frame = np.zeros(len(df), np.int64)
+    frame[in_stream] = by_stream.cumcount().to_numpy() + 1
+    rel = np.full(len(df), np.nan)
+    rel[in_stream] = (df.loc[in_stream, "time"] - by_stream["time"].transform("min")).to_numpy()
+    df["stream_frame"] = frame
+    df["stream_time_s"] = rel
+    return df
 
 
 class RunFolderError(ValueError):
