@@ -685,6 +685,58 @@ def _udp_reported_lost(report: dict | None, flow_ids: set[int]) -> float:
     return math.nan if lost is None else float(lost)
 
 
+def _frames_of_flow(flow: dict, frames: dict, host_addrs: dict, pair, items: list) -> dict:
+    """Each point's frames, less those of the flow's port that belong to another flow: a
+    frame to (from) the flow's server port belongs to it when its other end is the flow's
+    client or, when the client forges its sources (a SYN flood: its own capture shows
+    frames to the server from addresses no lab host has), such an address. The server's
+    answers to forged addresses go to nobody: no capture after the link can see them, so
+    they are set aside with a note."""
+    server = host_addrs.get(flow["server"])
+    client = host_addrs.get(flow["client"]) or set()
+    if not server:
+        return frames
+    known = set().union(*host_addrs.values())
+    port, l4 = int(flow["port"]), 6 if flow["proto"] == "tcp" else 17
+
+    def parts(f):
+        src = pd.Series(list(zip(f["src_hi"].tolist(), f["src_lo"].tolist())))
+        dst = pd.Series(list(zip(f["dst_hi"].tolist(), f["dst_lo"].tolist())))
+        mine = (f["l4"] == l4).to_numpy()
+        c2s = mine & (f["dport"] == port).to_numpy() & dst.isin(server).to_numpy()
+        s2c = mine & (f["sport"] == port).to_numpy() & src.isin(server).to_numpy()
+        return src, dst, mine, c2s, s2c
+
+    forging = False
+    for point in (flow["client"], f"r-{flow['client']}"):
+        f = frames.get(point)
+        if f is not None and len(f):
+            src, _, _, c2s, _ = parts(f)
+            forging |= bool((c2s & ~src.isin(known).to_numpy()).any())
+    out, answered = {}, 0
+    for point, f in frames.items():
+        if f is None or len(f) == 0:
+            out[point] = f
+            continue
+        src, dst, mine, c2s, s2c = parts(f)
+        from_client = src.isin(client).to_numpy().copy()
+        if forging:
+            from_client |= ~src.isin(known).to_numpy()
+        forged = s2c & ~dst.isin(known).to_numpy() if forging else np.zeros(len(f), bool)
+        if point in (flow["server"], f"r-{flow['server']}") and forged.any():
+            answered = max(answered, int(forged.sum()))
+        keep = (c2s & from_client) | (s2c & dst.isin(client).to_numpy())
+        other = mine & ((f["dport"] == port).to_numpy() | (f["sport"] == port).to_numpy())
+        out[point] = f[~other | keep].reset_index(drop=True)
+    if answered:
+        where = f"{_link_direction(flow['server'], flow['client'], pair)} {flow['name']} " \
+                f"({flow['proto']})"
+        items.append(_Item(where, answered, "answers to addresses no lab host has",
+                           "the client forged those sources (SYN flood): the server's "
+                           "SYN-ACKs go to nobody, and no capture after the link sees them"))
+    return out
+
+
 def _select(frames: pd.DataFrame | None, proto: str, port: int, client_port, c2s: bool):
     """Frames of one flow and direction (by protocol and the server's port; the client's
     port too when the capture has it)."""
@@ -787,10 +839,13 @@ def reconcile_frames(*, flows: list[dict], engine: dict, frames: dict[str, pd.Da
     captures = captures or {}
     rows, drop_tables, items, checks, udp_lost = [], [], [], [], []
     seen_n: set[int] = set()
+    host_addrs = _host_addresses(flows)
     for flow in flows:
         c, s = flow["client"], flow["server"]
+        flow_frames = _frames_of_flow(flow, frames, host_addrs, pair, items)
         for src, dst in ((c, s), (s, c)):
-            res = _direction(flow, src, dst, frames, ledger, reports.get(flow["name"]) or {},
+            res = _direction(flow, src, dst, flow_frames, ledger,
+                             reports.get(flow["name"]) or {},
                              captures, pair, udp_flows, engine, budget, host_counters)
             if res is None:
                 continue
@@ -1330,7 +1385,7 @@ def _tcp(ctx: _Ctx, row, drops, items, B, A, S, R, L):
     rep_src = np.array([""] * nd, object)
     d = pd.DataFrame({"sport": drops["_sport"], "dport": drops["_dport"],
                       "seq": drops["_seq"], "t_in": drops["_t_in"]}) if nd else None
-    if nd and A is not None:
+    if nd and A is not None and len(A):
         good = A[~A["damaged"]] if "damaged" in A else A
         at = find_repairs(d, good)
         ok = (at >= 0) & has_span
@@ -1474,6 +1529,16 @@ def _tcp(ctx: _Ctx, row, drops, items, B, A, S, R, L):
     _tcp_resends(ctx, row, drops, items, S, A, span, rep_t, rep_id, bases, back, tcpinfo)
 
 
+def _syn_answered(back: pd.DataFrame | None, conn: tuple[int, int], before_ns) -> bool:
+    """Whether the server's SYN-ACK on this connection came before `before_ns`."""
+    if back is None or len(back) == 0:
+        return False
+    f = back["flags"].to_numpy()
+    return bool(((back["sport"].to_numpy() == conn[1]) & (back["dport"].to_numpy() == conn[0])
+                 & ((f & (SYN | ACK)) == (SYN | ACK))
+                 & (back["ts_ns"].to_numpy() < before_ns)).any())
+
+
 def _place_at_link(S: pd.DataFrame, B: pd.DataFrame | None, L: pd.DataFrame | None,
                    keys: list[str], same: bool):
     """The sender-side frames with `n` (the ledger's record), `b` (their row in the capture
@@ -1526,7 +1591,7 @@ def _tcp_resends(ctx, row, drops, items, S, A, span, rep_t, rep_id, bases, back,
     acks = _back_ack_drops(ctx, bases)
     held = _held(ctx, bases)
     kinds = dict.fromkeys(("repair", "partial", "lost", "repeat", "reorder", "ack_dropped",
-                           "probe", "timer"), 0)
+                           "syn_unanswered", "probe", "timer"), 0)
     highest_end = S.groupby(["sport", "dport"])["rel_end"].transform("max")
     ident = (res["n"] if ctx.ledger is not None else res["b"]).to_numpy()
     for (idx, r), rid in zip(res.iterrows(), ident):
@@ -1548,6 +1613,9 @@ def _tcp_resends(ctx, row, drops, items, S, A, span, rep_t, rep_id, bases, back,
             elif conn in acks and ((acks[conn][0] < r["t_link"])
                                    & (acks[conn][1] >= r["rel_end"])).any():
                 kinds["ack_dropped"] += 1
+            elif int(r["flags"]) & (SYN | ACK) == SYN and not _syn_answered(back, conn,
+                                                                            r["ts_ns"]):
+                kinds["syn_unanswered"] += 1
             elif r["rel_end"] >= highest_end.loc[idx]:
                 kinds["probe"] += 1
             else:
@@ -1556,7 +1624,7 @@ def _tcp_resends(ctx, row, drops, items, S, A, span, rep_t, rep_id, bases, back,
     row["resends_partial"] = kinds["partial"]
     row["resends_dropped"] = kinds["lost"]
     row["resends_spurious"] = (kinds["repeat"] + kinds["reorder"] + kinds["ack_dropped"]
-                               + kinds["probe"] + kinds["timer"])
+                               + kinds["syn_unanswered"] + kinds["probe"] + kinds["timer"])
     for kind, what, note in (
             ("repeat", "resends of data already repaired", "a segment dropped and then "
              "repaired twice: one spurious retransmission each"),
@@ -1565,6 +1633,10 @@ def _tcp_resends(ctx, row, drops, items, S, A, span, rep_t, rep_id, bases, back,
              "it (RFC 5681 3.2): spurious"),
             ("ack_dropped", "resends of data that had arrived", "the link dropped the ACK "
              "that covered it: spurious"),
+            ("syn_unanswered", "SYNs sent again that the server had received and not "
+             "answered", "its listener dropped them (SYN or accept queue full: "
+             "TcpExtListenDrops), so the client's SYN timer fired (1 s, RFC 6298; Linux "
+             "6.5+ retries every second at first, then doubles)"),
             ("probe", "resends of the highest segment, which had arrived", "a tail loss "
              "probe (RFC 8985 7.3) or an RTO (RFC 6298 5) while its ACK was on the way: "
              "spurious"),
