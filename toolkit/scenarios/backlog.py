@@ -5,14 +5,16 @@ connection waits (the listening socket turns readable: poll, no accept), accept 
 The kernel finishes every handshake by itself and queues the connection (the accept
 queue, backlog + 1 entries on Linux); once that is full it drops new SYNs (and counts
 TcpExtListenOverflows and TcpExtListenDrops), and a client's TCP sends its SYN again
-after 1 s, 3 s, 7 s (RFC 6298's initial RTO of 1 s, doubled each time). When the server
+when its timer fires: after RFC 6298's initial RTO of 1 s, doubled each time (5.5) on
+older kernels; Linux 6.5 and later first retry every second, 4 times
+(net.ipv4.tcp_syn_linear_timeouts), and only then double. When the server
 accepts, it closes each connection at once: the client sees the FIN, so its report says
 when the server reached it.
 
 Client: `--connections N` connections, one every `--every` seconds, each from source port
 --cport + i, each with a connect timeout; a connection then waits for the server's close
 (EOF). Per connection the report says when it started, how long connect() took (0.000x s:
-the handshake completed at once, queued or not; about 1 s or 3 s: SYNs were retried), when
+the handshake completed at once, queued or not; about 1 s, 2 s, ...: SYNs were retried), when
 the server closed it, or the error (TimeoutError: every SYN went unanswered).
 """
 
@@ -29,12 +31,13 @@ from .base import ready, run_role
 
 
 def _seconds(text, what: str) -> float | None:
-    from ..endpoints import quantities as q
+    """`2s`, `100ms`, `1.5` (seconds); "never": None."""
+    from ..netlab import units
     if text is None or str(text).lower() == "never":
         return None
     try:
-        v = q.seconds(str(text))
-    except q.QuantityError as e:
+        v = units.seconds(str(text))
+    except units.UnitError as e:
         raise ValueError(f"{what} {text}: {e}") from None
     if v < 0:
         raise ValueError(f"{what} {text}: cannot be negative")
@@ -48,9 +51,11 @@ def _server_args(p) -> None:
     p.add_argument("--accept-after", default="never", metavar="S",
                    help="accept only S seconds after the first connection waits (0: at "
                         "once; default never)")
-    p.add_argument("--clients", type=int, default=None, metavar="N",
+    p.add_argument("--accepts", type=int, default=None, metavar="N",
                    help="stop after accepting N connections")
-    p.add_argument("--time", default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--time", default=None, metavar="S",
+                   help="stop S seconds after the first client made contact (a connection "
+                        "waiting, or a half-open one: SYN-RECV in /proc/net/tcp)")
 
 
 def _serve(args, report, stop) -> int:
@@ -59,8 +64,8 @@ def _serve(args, report, stop) -> int:
         limit = _seconds(args.time, "--time")
         if not 0 <= args.backlog <= 4096:
             raise ValueError(f"--backlog {args.backlog}: expected 0 to 4096")
-        if args.clients is not None and args.clients < 1:
-            raise ValueError(f"--clients {args.clients}: expected at least 1")
+        if args.accepts is not None and args.accepts < 1:
+            raise ValueError(f"--accepts {args.accepts}: expected at least 1")
     except ValueError as e:
         print(f"labkit scenario backlog server: {e}", file=sys.stderr)
         return 2
@@ -72,7 +77,7 @@ def _serve(args, report, stop) -> int:
     ready("TCP", args.port)
     report.event("listening", backlog=args.backlog,
                  accept_after_s=hold if hold is not None else "never")
-    t_start = time.monotonic()
+    first_contact = None
     first_waiting = None
     accepted = 0
     poller = select.poll()
@@ -80,11 +85,17 @@ def _serve(args, report, stop) -> int:
     try:
         while not stop:
             now = time.monotonic()
-            if limit is not None and now - t_start >= limit:
+            if first_contact is None and half_open(args.port):
+                first_contact = now
+                report.event("first contact: a half-open connection (SYN-RECV)")
+            if limit is not None and first_contact is not None and \
+                    now - first_contact >= limit:
                 report.event("time limit", seconds=limit)
                 break
             if not poller.poll(50):
                 continue
+            if first_contact is None:
+                first_contact = now
             if first_waiting is None:
                 first_waiting = now
                 report.event("first connection waiting in the accept queue")
@@ -96,12 +107,28 @@ def _serve(args, report, stop) -> int:
             report.event("accepted", peer=f"{peer[0]}:{peer[1]}", n=accepted)
             conn.close()                 # at once: the client's EOF says when we got to it
             report.end(accepted=accepted)
-            if args.clients is not None and accepted >= args.clients:
+            if args.accepts is not None and accepted >= args.accepts:
                 break
     finally:
         ls.close()
     report.end(accepted=accepted)
     return 0
+
+
+def half_open(port: int, path: str = "/proc/net/tcp") -> int:
+    """How many half-open (SYN-RECV, state 03) entries listen on `port` in this namespace:
+    the kernel lists its request sockets there, the listener's SYN queue (Linux 4.4+)."""
+    try:
+        with open(path) as f:
+            lines = f.readlines()[1:]
+    except OSError:
+        return 0
+    n = 0
+    for line in lines:
+        w = line.split()
+        if len(w) > 3 and w[3] == "03" and int(w[1].rsplit(":", 1)[1], 16) == port:
+            n += 1
+    return n
 
 
 def _run_server(args) -> int:
