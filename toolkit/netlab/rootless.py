@@ -124,8 +124,10 @@ class Holder:
 
     @property
     def prefix(self) -> tuple[str, ...]:
+        # entering a mount namespace moves the working directory to its root: --wd keeps
+        # ours, so the relative paths a lab passes (runs/<lab>-<time>/...) stay valid
         return ("nsenter", f"--target={self.proc.pid}", "--user", "--mount", "--net",
-                "--preserve-credentials")
+                "--preserve-credentials", f"--wd={os.getcwd()}")
 
     def stop(self) -> str:
         """Kill the holder; its namespaces (and every lab namespace in them) go with it."""
