@@ -78,11 +78,17 @@ def set_keepalive(conn: socket.socket, idle_s: int, intvl_s: int, cnt: int) -> N
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, cnt)
 
 
+def _detected(report: base.Report, **end) -> None:
+    """The moment the server learned its client was gone, also counted from accept."""
+    now = report.now()
+    report.end(detected_s=now, connection_s=round(now - report.doc["end"]["accepted_s"], 6),
+               **end)
+
+
 def _outcome(report: base.Report, e: OSError, **fields) -> None:
     d = base.describe_error(e)
     report.error("error", e, **fields)
-    report.end(outcome=d["error"], errno=d.get("errno"), detected_s=report.now(),
-               shown=f"{d['error']}: {e}")
+    _detected(report, outcome=d["error"], errno=d.get("errno"), shown=f"{d['error']}: {e}")
 
 
 def read_until_gone(conn: socket.socket, report: base.Report, stop: base.Stop) -> int:
@@ -95,7 +101,7 @@ def read_until_gone(conn: socket.socket, report: base.Report, stop: base.Stop) -
             return 0
         if not data:                              # the peer's FIN
             report.event("recv returned b''", after_bytes=got)
-            report.end(outcome="eof", recv_returned="b''", detected_s=report.now())
+            _detected(report, outcome="eof", recv_returned="b''")
             return 0
         got += len(data)
         report.event("recv", bytes=len(data))
@@ -140,6 +146,7 @@ def serve(args) -> int:
         conn, peer = ls.accept()
         ls.close()
         report.event("accepted", peer=f"{peer[0]}:{peer[1]}")
+        report.end(accepted_s=report.now())
         if args.keepalive:
             set_keepalive(conn, args.keepidle, args.keepintvl, args.keepcnt)
         if args.user_timeout:
