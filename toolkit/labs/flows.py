@@ -130,6 +130,7 @@ def _cli(*words: str) -> list[str]:
 def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, Endpoint]:
     """The receiver and the sender of one flow, not started. A scenario flow runs the
     scenario's server and client roles instead (no receiver when it has no server role)."""
+    from .files import expand
     folder = run_dir / "endpoints"
     if flow.scenario:
         serve_cmd = ("scenario", flow.scenario, "server")
@@ -137,15 +138,21 @@ def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, 
         one_off: tuple[str, ...] = ()
     else:
         serve_cmd, send_cmd, one_off = ("serve",), ("send",), ("-1",)
+        parallel = flow.send.get("parallel")
+        if isinstance(parallel, int) and not isinstance(parallel, bool) and parallel > 1:
+            # `labkit send --parallel N`: the server's one-off is N clients
+            one_off = ("--clients", str(parallel))
     serve = Endpoint(flow.name, "serve", flow.server, _cli(
         *serve_cmd, "--proto", flow.proto, "-p", str(flow.port), *one_off,
-        "--json", str(folder / f"{flow.name}.serve.json"), *flow.serve_args()),
+        "--json", str(folder / f"{flow.name}.serve.json"),
+        *expand(flow.serve_args(), run_dir)),
         folder / f"{flow.name}.serve.json", folder / f"{flow.name}.serve.log") \
         if flow.has_server else None
     send = Endpoint(flow.name, "send", flow.client, _cli(
         *send_cmd, lab.addr(flow.server), "--proto", flow.proto, "-p", str(flow.port),
         "--cport", str(flow.client_port),
-        "--json", str(folder / f"{flow.name}.send.json"), *flow.send_args()),
+        "--json", str(folder / f"{flow.name}.send.json"),
+        *expand(flow.send_args(), run_dir)),
         folder / f"{flow.name}.send.json", folder / f"{flow.name}.send.log")
     return serve, send
 

@@ -195,6 +195,13 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
 
     with rec.phase("environment", console):
         rec.doc["environment"] = record.environment()
+        if spec.files:
+            # the lab's own files (files.py), before any program that reads them starts
+            from .files import make
+            try:
+                rec.doc["made_files"] = make(spec.files, out, spec.seed)
+            except OSError as e:
+                raise CannotRun(f"cannot make the lab's files in {out}: {e}") from None
         try:
             priv = netlab.detect(privilege)
         except netlab.PrivilegeError as e:

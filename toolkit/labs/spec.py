@@ -28,8 +28,8 @@ from ..netlab import units
 from . import expect
 from . import questions as questions_mod
 
-SECTIONS = ("lab", "params", "topology", "link", "capture", "observe", "flow", "expect",
-            "question")
+SECTIONS = ("lab", "params", "topology", "link", "capture", "observe", "files", "flow",
+            "expect", "question")
 LAB_KEYS = ("title", "summary", "duration", "seed", "engine", "name")
 CAPTURE_KEYS = ("points", "snaplen", "backend", "filter")
 FLOW_KEYS = ("name", "proto", "client", "server", "port", "client_port", "start", "after",
@@ -100,6 +100,7 @@ class LabSpec:
     questions: tuple[questions_mod.Question, ...]
     resolved: dict = field(repr=False)  # the spec as plain data, parameters substituted
     observe: dict | None = None        # [observe]: {"every_s", "hosts"} (observe.py)
+    files: tuple = ()                  # [files]: files.FileSpec, made in the run folder
 
     @property
     def sha256(self) -> str:
@@ -191,6 +192,9 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
     for name in params:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise LabError(f"params.{name}: a parameter name is letters, digits and _")
+        if name == "files":
+            raise LabError("params.files: {files} names the run's files folder ([files]); "
+                           "choose another parameter name")
     raw = _apply_overrides(raw, overrides)
     params = dict(raw.get("params", {}))
     resolved = _substitute({k: v for k, v in raw.items() if k != "params"}, params, "")
@@ -232,7 +236,18 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
     capture = _capture(resolved.get("capture", {}), topology)
     from . import observe as observe_mod
     observe = observe_mod.parse(resolved.get("observe"), topology.host_names, LabError)
+    from . import files as files_mod
+    try:
+        made = files_mod.parse(resolved.get("files"), "files")
+    except files_mod.FilesError as e:
+        raise LabError(str(e)) from None
     flows = _flows(resolved.get("flow", []), topology, duration)
+    for f in flows:
+        for side in ("send", "serve"):
+            if files_mod.mentions(getattr(f, side)) and not made:
+                raise LabError(f"flow[{f.index}].{side}: {files_mod.PLACEHOLDER} names the "
+                               f"run's files folder, and this lab has no [files] section "
+                               f"to make it")
     raw_expect = resolved.get("expect", [])
     if not isinstance(raw_expect, list):
         raise LabError("expect: expected [[expect]] tables")
@@ -258,7 +273,7 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
                    duration_s=duration, seed=seed, engine=engine, params=params,
                    overrides=overrides, topology=topology, impairment=impairment,
                    capture=capture, flows=flows, expectations=expectations, questions=questions,
-                   resolved=resolved, observe=observe)
+                   resolved=resolved, observe=observe, files=made)
 
 
 def default_points(topology: topo_mod.Topology) -> tuple[str, ...]:
@@ -544,6 +559,8 @@ def _substitute(obj, params: dict, where: str):
 
 
 def _param(name: str, params: dict, where: str):
+    if name == "files" and name not in params:
+        return "{files}"          # the run's files folder: the runner knows it (files.py)
     if name not in params:
         known = ", ".join(params) or "none"
         raise LabError(f"{where}: {{{name}}} is not a parameter of this lab (parameters: "
