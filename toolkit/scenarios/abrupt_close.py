@@ -26,10 +26,16 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 
 from . import Role, base
 
 SCENARIO = "abrupt_close"
+
+
+def refuse_udp(args) -> int:
+    print(f"labkit scenario {SCENARIO}: --proto {args.proto}: this scenario is about TCP", file=sys.stderr)
+    return 2
 
 
 def _seconds(text) -> float:
@@ -134,7 +140,7 @@ def write_until_error(conn: socket.socket, args, report: base.Report, stop: base
 def serve(args) -> int:
     def body(report: base.Report, stop: base.Stop) -> int:
         if args.proto != "tcp":
-            raise OSError(f"--proto {args.proto}: this scenario is about TCP")
+            return refuse_udp(args)
         ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind(("0.0.0.0", args.port))
@@ -162,7 +168,7 @@ def serve(args) -> int:
 def client(args) -> int:
     def body(report: base.Report, stop: base.Stop) -> int:
         if args.proto != "tcp":
-            raise OSError(f"--proto {args.proto}: this scenario is about TCP")
+            return refuse_udp(args)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if args.cport:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -24,10 +24,16 @@ listener that accepted it), so the first listener sets it, as servers do.
 from __future__ import annotations
 
 import socket
+import sys
 
 from . import Role, base
 
 SCENARIO = "states"
+
+
+def refuse_udp(args) -> int:
+    print(f"labkit scenario {SCENARIO}: --proto {args.proto}: TCP states need TCP", file=sys.stderr)
+    return 2
 
 
 def _seconds(text) -> float:
@@ -83,7 +89,7 @@ def read_until_eof(conn: socket.socket, stop: base.Stop) -> bool:
 def serve(args) -> int:
     def body(report: base.Report, stop: base.Stop) -> int:
         if args.proto != "tcp":
-            raise OSError(f"--proto {args.proto}: TCP states need TCP")
+            return refuse_udp(args)
         ls = listen(args.bind, args.port, reuseaddr=True)
         base.ready("TCP", args.port)
         if not base.wait_readable(ls, stop):
@@ -142,7 +148,7 @@ def restart(args, report: base.Report) -> int:
 def client(args) -> int:
     def body(report: base.Report, stop: base.Stop) -> int:
         if args.proto != "tcp":
-            raise OSError(f"--proto {args.proto}: TCP states need TCP")
+            return refuse_udp(args)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if args.cport:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
