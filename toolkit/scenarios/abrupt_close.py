@@ -34,7 +34,8 @@ SCENARIO = "abrupt_close"
 
 
 def refuse_udp(args) -> int:
-    print(f"labkit scenario {SCENARIO}: --proto {args.proto}: this scenario is about TCP", file=sys.stderr)
+    print(f"labkit scenario {SCENARIO}: --proto {args.proto}: this scenario is about TCP",
+          file=sys.stderr)
     return 2
 
 
