@@ -29,6 +29,26 @@ LABS = {
         ("RTT and congestion window: the capture's ack_rtt and the sender's TCP_INFO", "plot.rtt_cwnd(run, flow=\"tcp\")"),
         ("UDP by sequence number: what arrived, what was lost and where; jitter and one-way delay", "plot.udp(run, flow=\"udp\")"),
     ], "dissect": "[1, 2, 3]"},
+    "02-states": {"file": "02-states.ipynb", "plots": [
+        ("Port 5201 as a ladder: the server's FIN goes first, so TIME-WAIT is the server's", "plot.ladder(run, flow=\"server-first\")"),
+        ("Port 5202 as a ladder: the client's FIN, then nothing from the server for a while (CLOSE-WAIT)", "plot.ladder(run, flow=\"never-closes\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("The capture's state timeline (at b) next to ss on each host, on one clock (the traffic's start)", "from toolkit.labs import states\nstates.timeline(run, at=\"b\")"),
+        ("The same from a's vantage point: the client's changes come earlier here, the server's later", "states.timeline(run, at=\"a\")"),
+        ("TIME-WAIT in ss: the timer counts down from 60 s", "ss = run.table(\"sockets\")\nss[ss.state == \"TIME-WAIT\"][[\"t_s\", \"host\", \"local_port\", \"peer_port\", \"timer\", \"timer_s\"]]"),
+        ("The restarted server, in its own words", "rep = run.endpoint_report(\"server-first\", \"serve\")\nfor e in rep[\"events\"]:\n    print(f\"{e['t_s']:7.3f} s  {e['event']}  {e.get('shown', '')}\")"),
+    ]},
+    "10-abrupt-close": {"file": "10-abrupt-close.ipynb", "plots": [
+        ("Port 5202: hello, then a RST instead of a FIN", "plot.ladder(run, flow=\"rst\")"),
+        ("Port 5204: the client's FIN, the server's late write, the RST that answers it", "plot.ladder(run, flow=\"epipe\")"),
+        ("Port 5203: a keep-alive answered, then probes into the void and the server's RST", "plot.ladder(run, flow=\"vanish-keepalive\")"),
+        ("Port 5205: writes retransmitted with backoff until TCP_USER_TIMEOUT (tcptrace)", "plot.time_sequence(run, stream=None, flow=\"vanish-write\", style=\"tcptrace\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("What each server saw", "ep = run.table(\"endpoints\")\nep[ep.side == \"serve\"][[\"flow\", \"outcome\", \"errno\", \"shown\", \"connection_s\", \"writes_ok\"]]"),
+        ("Each server's events, in its own words", "for f in run.doc[\"flows\"]:\n    print(f[\"name\"])\n    for e in run.endpoint_report(f[\"name\"], \"serve\")[\"events\"]:\n        print(f\"  {e['t_s']:7.3f} s  {e['event']}  {e.get('shown', '')}\")"),
+        ("The closing frames at b and Wireshark's verdicts: FIN, RST, keep-alives, retransmissions", "pk = run.table(\"packets\", \"b\")\nclosing = ((pk.tcp_flags & 5) > 0) | (pk.keep_alive == 1) | (pk.keep_alive_ack == 1) | (pk.retransmission == 1)\npk[closing][[\"frame\", \"time\", \"sport\", \"dport\", \"tcp_flags\", \"keep_alive\", \"keep_alive_ack\", \"retransmission\"]]"),
+        ("The vanishing hosts, as the link's ledger recorded them", "run.table(\"drops\")[[\"flow\", \"direction\", \"segment\", \"flags\", \"why\", \"note\"]]"),
+    ]},
 }
 
 def md(t): return nbf.v4.new_markdown_cell(t)
