@@ -65,7 +65,8 @@ def save(run_dir: Path, dest: Path) -> Path:
         for host, rel in list(obs_files.items()):
             if (run_dir / rel).exists():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                obs_files[host] = _gzip(run_dir / rel, tmp / (rel + ".gz"))
+                _gzip(run_dir / rel, tmp / (rel + ".gz"))
+                obs_files[host] = rel + ".gz"        # kept in its folder (kernel/)
         for flow in doc.get("flows", []):
             for side in ("send", "serve"):
                 for key in ("report", "log"):
