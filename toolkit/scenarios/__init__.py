@@ -30,6 +30,7 @@ REGISTRY: dict[str, str] = {
     "syn-flood": "syn_flood",
     "abrupt_close": "abrupt_close",
     "states": "states",
+    "udp-file": "udp_file",
 }
 
 
