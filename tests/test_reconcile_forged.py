@@ -73,3 +73,18 @@ def test_a_syn_is_answered_only_by_a_syn_ack_of_its_connection_before_it():
     assert not R._syn_answered(back, (41002, 5201), 200)       # another connection
     assert not R._syn_answered(None, (41001, 5201), 200)
     assert not R._syn_answered(back.iloc[0:0], (41001, 5201), 200)
+
+
+def test_a_client_of_n_connections_owns_n_source_ports():
+    run = {"spec": {"flow": [{"name": "iter", "send": {"parallel": 8}},
+                             {"name": "queue", "send": {"connections": 6}},
+                             {"name": "one", "send": {"mode": "rr"}}]},
+           "flows": [{"name": "iter", "client_port": 41000}, {"name": "queue",
+                                                              "client_port": 42000},
+                     {"name": "one", "client_port": 43000}]}
+    flows = R._with_connections(run)
+    assert [R._client_ports(f) for f in flows] == [(41000, 41007), (42000, 42005), 43000]
+    f = frames((A, B, 41000, 5201, SYN, 1), (A, B, 41007, 5201, SYN, 2),
+               (A, B, 41008, 5201, SYN, 3))
+    assert R._select(f, "tcp", 5201, (41000, 41007), True)["sport"].tolist() == [41000, 41007]
+    assert R._select(f, "tcp", 5201, 41008, True)["sport"].tolist() == [41008]

@@ -737,6 +737,15 @@ def _frames_of_flow(flow: dict, frames: dict, host_addrs: dict, pair, items: lis
     return out
 
 
+def _client_ports(flow: dict):
+    """The client's source ports: its client_port, or client_port to client_port + N - 1
+    for a client of N connections (`labkit send --parallel N`, a scenario's
+    --connections N), each from the next port."""
+    cport = flow.get("client_port")
+    n = flow.get("connections") or 1
+    return (cport, cport + n - 1) if cport and isinstance(n, int) and n > 1 else cport
+
+
 def _select(frames: pd.DataFrame | None, proto: str, port: int, client_port, c2s: bool):
     """Frames of one flow and direction (by protocol and the server's port; the client's
     port too when the capture has it)."""
@@ -747,7 +756,8 @@ def _select(frames: pd.DataFrame | None, proto: str, port: int, client_port, c2s
     mine = f["dport"] == port if c2s else f["sport"] == port
     f = f[mine]
     if client_port:
-        cp = f["sport"] == client_port if c2s else f["dport"] == client_port
+        lo, hi = client_port if isinstance(client_port, tuple) else (client_port, client_port)
+        cp = f["sport"].between(lo, hi) if c2s else f["dport"].between(lo, hi)
         if cp.any():
             f = f[cp]
     return f.reset_index(drop=True)
@@ -760,7 +770,8 @@ def _select_ledger(led: pd.DataFrame | None, direction: str, proto: str, port: i
     f = led[(led["dir"] == direction) & (led["proto"] == proto)]
     f = f[(f["dport"] == port) if c2s else (f["sport"] == port)]
     if client_port:
-        cp = (f["sport"] == client_port) if c2s else (f["dport"] == client_port)
+        lo, hi = client_port if isinstance(client_port, tuple) else (client_port, client_port)
+        cp = f["sport"].between(lo, hi) if c2s else f["dport"].between(lo, hi)
         if cp.any():
             f = f[cp]
     return f.reset_index(drop=True)
@@ -791,17 +802,31 @@ def reconcile(run_dir: Path, run: dict, analyses: dict) -> Reconciliation:
         hosts = ((run.get("spec") or {}).get("topology") or {}).get("hosts")
         pair = tuple(hosts[:2]) if hosts and len(hosts) >= 2 else ("a", "b")
     frames = {p: frame_table(a) for p, a in analyses.items()}
+    flows = _with_connections(run)
     reports = {}
     for f in run.get("flows") or []:
         reports[f["name"]] = {"send": _read_report(run_dir, f, "send"),
                               "serve": _read_report(run_dir, f, "serve")}
     udp_flows = {p: a.udp_flows for p, a in analyses.items()}
     return reconcile_frames(
-        flows=run.get("flows") or [], engine=engine, frames=frames, udp_flows=udp_flows,
+        flows=flows, engine=engine, frames=frames, udp_flows=udp_flows,
         ledger=ledger_table(led_records) if led_records is not None else None,
         reports=reports, captures=run.get("captures") or {}, pair=pair,
         ledger_info={"header": header, "trailer": trailer, "note": led_note},
         host_counters=host_counters(run_dir, run))
+
+
+def _with_connections(run: dict) -> list[dict]:
+    """run.json's flows, each with `connections`: how many the client opened, one source
+    port after the other (the lab's send.parallel, or a scenario's send.connections)."""
+    spec_flows = {f.get("name"): f for f in (run.get("spec") or {}).get("flow") or []
+                  if isinstance(f, dict)}
+    out = []
+    for f in run.get("flows") or []:
+        send = (spec_flows.get(f.get("name")) or {}).get("send") or {}
+        n = send.get("parallel") or send.get("connections") or 1
+        out.append({**f, "connections": n if isinstance(n, int) and n > 0 else 1})
+    return out
 
 
 def host_counters(run_dir: Path, run: dict) -> dict[str, dict[str, int]]:
@@ -1051,7 +1076,7 @@ def _direction(flow: dict, src: str, dst: str, frames: dict, ledger: pd.DataFram
                host_budget: dict | None = None, host_counters: dict | None = None):
     """One direction of one flow: its summary row, its drops rows, its items, and the
     ledger numbers it claimed."""
-    proto, port, cport = flow["proto"], int(flow["port"]), flow.get("client_port")
+    proto, port, cport = flow["proto"], int(flow["port"]), _client_ports(flow)
     c2s = src == flow["client"]
     direction = _link_direction(src, dst, pair)
     where = f"{direction} {flow['name']} ({proto})"
@@ -1347,7 +1372,7 @@ def _kernel_drop_rows(missing: pd.DataFrame, direction, proto, flow) -> pd.DataF
 def _tcp(ctx: _Ctx, row, drops, items, B, A, S, R, L):
     where, frames, c2s, keys = ctx.where, ctx.frames, ctx.c2s, ctx.keys
     sender_p, before_p, after_p = ctx.sender_p, ctx.before_p, ctx.after_p
-    port, cport = int(ctx.flow["port"]), ctx.flow.get("client_port")
+    port, cport = int(ctx.flow["port"]), _client_ports(ctx.flow)
     back = _select(frames.get(sender_p), "tcp", port, cport, not c2s) if sender_p else None
     # Wireshark's verdicts as they stand, at the sender and at the receiver
     if S is not None:

@@ -15,7 +15,16 @@ import math
 _END_KEYS = ("seconds", "bytes", "bits_per_second", "messages", "datagrams", "packets",
              "lost", "expected", "duplicates", "reordered", "loss_fraction", "jitter_s",
              "transactions", "send_errors", "connections", "flows",
-             "socket_drops")      # a UDP receiver's socket: datagrams its kernel dropped
+             "socket_drops",      # a UDP receiver's socket: datagrams its kernel dropped
+             # labkit send --parallel: per-connection times from the release, percentiles
+             "parallel", "connected", "failed", "latency_p50_s", "latency_p90_s",
+             "latency_max_s", "first_response_p50_s", "first_response_max_s",
+             "completion_p50_s", "completion_max_s", "connect_max_s",
+             # labkit serve: what the server cost (toolkit.endpoints.resources)
+             "peak_connections", "server_peak_rss_bytes", "peak_rss_bytes",
+             "peak_pss_bytes", "peak_fds", "peak_threads", "peak_processes",
+             "idle_rss_bytes", "idle_pss_bytes", "idle_fds", "idle_threads",
+             "child_peak_rss_bytes_max")
 _TCP_INFO = ("total_retrans", "retransmits", "lost", "rtt", "rttvar", "snd_cwnd",
              "snd_ssthresh", "delivery_rate", "bytes_acked", "bytes_retrans")
 
@@ -28,12 +37,22 @@ def _num(v):
     return None
 
 
-def _receiver_record(serve: dict | None) -> dict:
-    """The receiving program's record of the one client or flow it served."""
+def _receiver_record(serve: dict | None, parallel: bool = False) -> dict:
+    """The receiving program's record of the one client or flow it served; for a
+    `labkit send --parallel` flow, the sum of its connections' bytes and messages."""
     if not serve:
         return {}
     conns = serve.get("connections") or []
-    return conns[0] if conns else {}
+    if not parallel or len(conns) < 2:
+        return conns[0] if conns else {}
+    hows = sorted({c.get("how") for c in conns if c.get("how")})
+    return {"bytes": sum(c.get("bytes") or 0 for c in conns),
+            "messages": {"bytes": sum((c.get("messages") or {}).get("bytes") or 0
+                                      for c in conns),
+                         "packets": sum((c.get("messages") or {}).get("packets") or 0
+                                        for c in conns)},
+            "seconds": max(c.get("seconds") or 0 for c in conns),
+            "how": ",".join(h for h in hows if h)}
 
 
 def endpoint_rows(run) -> list[dict]:
@@ -89,8 +108,8 @@ def flow_rows(run) -> list[dict]:
     for f in run.doc.get("flows", []):
         send = run.endpoint_report(f["name"], "send") or {}
         serve = run.endpoint_report(f["name"], "serve") or {}
-        rec = _receiver_record(serve)
         send_end = send.get("end", {})
+        rec = _receiver_record(serve, parallel=bool(send_end.get("parallel")))
         row = {"flow": f["name"], "proto": f["proto"], "client": f["client"],
                "server": f["server"], "port": f["port"], "client_port": f["client_port"],
                "send_exit_status": f.get("send", {}).get("exit_status"),
