@@ -43,6 +43,11 @@ def register(sub) -> None:
                    help="TCP: write messages back to back with no framing promise; the "
                         "receiver reports how its reads lined up with them")
     p.add_argument("--no-gso", action="store_true", help="UDP: one datagram per system call")
+    p.add_argument("-P", "--parallel", type=int, metavar="N",
+                   help="TCP: N connections at once (as iperf3 -P), opened together and "
+                        "released together, each running the mode; the report gives each "
+                        "connection's first response and completion time and latency "
+                        "percentiles over all (connection i from --cport + i)")
     p.add_argument("--flow", type=int, metavar="ID", help="flow id (default random)")
     p.add_argument("--cport", type=int, metavar="PORT",
                    help="bind the sending socket to this local (source) port, as iperf3's "
@@ -84,6 +89,16 @@ def run(args) -> int:
             raise q.QuantityError("--mode paced needs --rate")
         if args.cport is not None and not 1 <= args.cport <= 65535:
             raise q.QuantityError(f"--cport {args.cport}: a port is 1..65535")
+        if args.parallel is not None:
+            from ..endpoints.parallel import MAX_PARALLEL
+            if args.proto != "tcp" or mode == "file":
+                raise q.QuantityError("--parallel: TCP only, and not with --mode file")
+            if not 1 <= args.parallel <= MAX_PARALLEL:
+                raise q.QuantityError(f"--parallel {args.parallel}: expected 1 to "
+                                      f"{MAX_PARALLEL}")
+            if args.cport is not None and args.cport + args.parallel - 1 > 65535:
+                raise q.QuantityError(f"--cport {args.cport} --parallel {args.parallel}: "
+                                      f"ports cport to cport+N-1 must all be ports")
         report = Report("sender", args.proto, mode, quiet=args.quiet)
         if args.proto == "tcp":
             from ..endpoints.tcp import TcpSendConfig, send
@@ -117,6 +132,15 @@ def run(args) -> int:
     from ..wire import FramingError
 
     try:
+        if args.parallel is not None:
+            from ..endpoints.parallel import send_parallel
+            doc = send_parallel(cfg, args.parallel, report)
+            report.write(args.json)
+            failed = doc["end"].get("failed", 0)
+            if failed:
+                print(f"labkit send: {failed} of {args.parallel} connections failed",
+                      file=sys.stderr)
+            return 1 if failed else 0
         doc = send(cfg, report)
     except (ConnectionError, OSError, ProtocolError, FramingError) as e:
         if report.doc["intervals"]:

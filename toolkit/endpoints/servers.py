@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import wire
-from . import sockopts
+from . import resources, sockopts
 from .report import Report
 from .sessions import Session
 
@@ -70,6 +70,9 @@ class Server:
         self.lock = threading.Lock()
         self.done = 0
         self.live: set[Session] = set()
+        self.peak_live = 0                    # most connections held at once (exact)
+        self.child_pids: set[int] = set()     # process model: the live children
+        self.sampler: resources.Sampler | None = None
         self.stopping = threading.Event()
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -119,6 +122,7 @@ class Server:
                     receive_dir=self.cfg.receive_dir)
         with self.lock:
             self.live.add(s)
+            self.peak_live = max(self.peak_live, len(self.live))
         return s
 
     def _ticker(self) -> None:
@@ -180,17 +184,21 @@ class Server:
     def run(self) -> dict:
         ticker = threading.Thread(target=self._ticker, daemon=True)
         ticker.start()
+        # memory, descriptors, threads and processes, while it serves (resources.py)
+        self.sampler = resources.Sampler(children=lambda: tuple(self.child_pids)).start()
         try:
             getattr(self, f"_run_{self.cfg.model}")()
         finally:
             self.stopping.set()
             self.sock.close()
             ticker.join(timeout=2)
+            res = self.sampler.stop(self.peak_live)
         conns = self.report.doc["connections"]
         # a server's lifetime includes waiting for clients: no rate over it
         self.report.finish({"seconds": self.report.elapsed(), "connections": len(conns),
                             "bytes": sum(c["bytes"] for c in conns), "bits_per_second": None,
-                            "by_ending": _count(c["how"] for c in conns)})
+                            "by_ending": _count(c["how"] for c in conns),
+                            "resources": res, **resources.flat(res)})
         return self.report.doc
 
     def stop(self) -> None:
@@ -244,7 +252,10 @@ class Server:
                     continue
                 os.close(fd)
                 del children[fd]
-                os.waitpid(pid, 0)
+                _, _, usage = os.wait4(pid, 0)
+                self.child_pids.discard(pid)
+                if self.sampler is not None:
+                    self.sampler.reaped(usage)
                 try:
                     rec = json.loads(buf)
                 except json.JSONDecodeError:
@@ -281,6 +292,8 @@ class Server:
                 os.close(wfd)
                 conn.close()
                 children[rfd] = (pid, bytearray())
+                self.child_pids.add(pid)
+                self.peak_live = max(self.peak_live, len(children))
             reap(block=False)
         deadline = time.monotonic() + CLOSE_WAIT_S + 60
         while children and time.monotonic() < deadline:

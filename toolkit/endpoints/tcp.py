@@ -69,6 +69,7 @@ class TcpSendConfig:
     options: sockopts.SocketOptions = field(default_factory=sockopts.SocketOptions)
     connect_timeout: float = 10.0
     cport: int | None = None             # the local (source) port; None: an ephemeral one
+    keep_latencies: bool = False         # rr/echo: every transaction's latency in the end
 
 
 class BindError(OSError):
@@ -197,12 +198,23 @@ def _message_sizes(cfg: TcpSendConfig) -> list[int]:
 
 
 def send(cfg: TcpSendConfig, report: Report | None = None) -> dict:
+    prepare(cfg)
+    sock, granted = _connect(cfg)
+    return send_connected(cfg, sock, granted, report)
+
+
+def prepare(cfg: TcpSendConfig) -> None:
+    """Check the config and derive what the socket needs (pacing), before connecting."""
     if cfg.mode == "paced" and not cfg.rate_bps:
         raise ValueError("paced mode needs --rate")
     if cfg.rate_bps and cfg.mode in ("bulk", "paced", "stream"):
         cfg.options.pacing_bps = cfg.options.pacing_bps or cfg.rate_bps
+
+
+def send_connected(cfg: TcpSendConfig, sock: socket.socket, granted: dict,
+                   report: Report | None = None) -> dict:
+    """The sender's work on a socket already connected (by _connect); closes it."""
     flow = cfg.flow if cfg.flow is not None else random.getrandbits(32)
-    sock, granted = _connect(cfg)
     mode = cfg.mode if cfg.framing or cfg.mode in ("rr", "echo") else "unframed"
     local, remote = sock.getsockname(), sock.getpeername()
     report = report or Report("sender", "tcp", mode)
@@ -364,6 +376,8 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
            "latency_s": _percentiles(latencies)}
     if echo:
         out["corrupted"] = corrupted
+    if cfg.keep_latencies:
+        out["latencies_s"] = [round(x, 9) for x in latencies]
     return out
 
 

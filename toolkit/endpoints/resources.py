@@ -1,0 +1,148 @@
+"""What a server costs the machine: memory, descriptors, threads and processes, measured
+while it runs (Linux /proc), for the report's `end.resources`.
+
+Two kinds of numbers, and the report says which is which:
+
+- exact: the kernel's own peak resident set of the server process (VmHWM), each forked
+  child's peak resident set (ru_maxrss from wait4, process model), and the most
+  connections the server held at once (its own bookkeeping);
+- sampled every `every_s` (default 20 ms): the sums over the server's processes (itself
+  and its live children) of resident memory (RSS), proportional memory (PSS: a page shared
+  by k processes counts 1/k in each, so forked children are not charged the parent's
+  pages again; smaps_rollup), open descriptors (/proc/PID/fd) and threads. A peak shorter
+  than the interval can be missed; `idle` is the first sample, before any client.
+
+RSS summed over processes counts a page shared by a parent and its forked children once
+per process: an upper bound of what they use together. PSS is the honest share.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+DEFAULT_EVERY_S = 0.02
+_FIELDS = ("rss_bytes", "pss_bytes", "fds", "threads", "processes")
+
+
+def _status(pid: int) -> dict:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(val.split()[0]) * 1024
+                elif key == "Threads":
+                    out[key] = int(val)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _pss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _fds(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def sample(pids) -> dict:
+    """One sample summed over the live processes among `pids`."""
+    tot = dict.fromkeys(_FIELDS, 0)
+    pss_ok = True
+    for pid in pids:
+        st = _status(pid)
+        if "VmRSS" not in st:
+            continue                     # gone (a child that just ended)
+        tot["processes"] += 1
+        tot["rss_bytes"] += st["VmRSS"]
+        tot["threads"] += st.get("Threads", 0)
+        tot["fds"] += _fds(pid) or 0
+        p = _pss(pid)
+        if p is None:
+            pss_ok = False
+        else:
+            tot["pss_bytes"] += p
+    if not pss_ok:
+        tot["pss_bytes"] = None
+    return tot
+
+
+class Sampler:
+    """A daemon thread sampling the server's processes until stop()."""
+
+    def __init__(self, children=lambda: (), every_s: float = DEFAULT_EVERY_S):
+        self.children, self.every_s = children, every_s
+        self.pid = os.getpid()
+        self.samples = 0
+        self.idle: dict | None = None
+        self.peak = dict.fromkeys(_FIELDS, 0)
+        self.child_max_rss = 0
+        self.children_reaped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="resources")
+
+    def start(self) -> Sampler:
+        self._take()                     # the idle sample, before any client
+        self._thread.start()
+        return self
+
+    def _take(self) -> None:
+        s = sample((self.pid, *tuple(self.children())))
+        self.samples += 1
+        if self.idle is None:
+            self.idle = s
+        for k, v in s.items():
+            if v is not None and (self.peak[k] is not None):
+                self.peak[k] = max(self.peak[k], v)
+            elif v is None:
+                self.peak[k] = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._take()
+
+    def reaped(self, rusage) -> None:
+        """A child ended (os.wait4): its exact peak resident set (ru_maxrss is KiB)."""
+        self.children_reaped += 1
+        self.child_max_rss = max(self.child_max_rss, int(rusage.ru_maxrss) * 1024)
+
+    def stop(self, peak_connections: int) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._take()
+        hwm = _status(self.pid).get("VmHWM")
+        return {"sample_every_s": self.every_s, "samples": self.samples,
+                "idle": self.idle, "peak": self.peak,
+                "server_peak_rss_bytes": hwm,
+                "children": self.children_reaped,
+                "child_peak_rss_bytes_max": self.child_max_rss or None,
+                "peak_connections": peak_connections,
+                "exact": ["server_peak_rss_bytes", "child_peak_rss_bytes_max",
+                          "peak_connections"],
+                "sampled": ["idle", "peak"]}
+
+
+def flat(res: dict) -> dict:
+    """The numbers expectations read, as scalars for the report's end."""
+    out = {"peak_connections": res["peak_connections"],
+           "server_peak_rss_bytes": res["server_peak_rss_bytes"]}
+    for k, v in (res.get("peak") or {}).items():
+        out[f"peak_{k}"] = v
+    for k, v in (res.get("idle") or {}).items():
+        out[f"idle_{k}"] = v
+    if res.get("child_peak_rss_bytes_max"):
+        out["child_peak_rss_bytes_max"] = res["child_peak_rss_bytes_max"]
+    return out
