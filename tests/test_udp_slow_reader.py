@@ -156,3 +156,38 @@ def test_bad_slow_reader_options_name_the_option(args, words, tmp_path):
                        text=True, timeout=30)
     assert p.returncode == 2
     assert words in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_flow_whose_end_markers_never_came_ends_after_the_idle_time():
+    """`labkit serve --idle S`: a slow reader's full buffer may drop the sender's end
+    markers; the flow then ends S seconds after its last datagram, not 5."""
+    import socket
+    from toolkit import wire
+    rx = UdpReceiver(0, "127.0.0.1", report=Report("receiver", "udp", "udp", quiet=True),
+                     max_flows=1, max_seconds=8.0, idle_end_s=0.3)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(doc=rx.run(), ended=time.monotonic()),
+                         daemon=True)
+    t.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for seq in range(10):                   # data only: no hello, no end marker
+            s.sendto(wire.frame(wire.Header(9, seq, time.time_ns(), 0, wire.KIND_DATA),
+                                bytes(100)), ("127.0.0.1", rx.port))
+        last = time.monotonic()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    (conn,) = out["doc"]["connections"]
+    assert conn["ended"] == "idle" and conn["packets"] == 10
+    assert 0.3 <= out["ended"] - last < 2.0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--proto", "udp", "--idle", "0"], "--idle"),
+    (["--proto", "tcp", "--idle", "1"], "UDP only"),
+])
+def test_bad_idle_options_name_the_option(args, words):
+    p = subprocess.run([sys.executable, "-m", "toolkit.cli", "serve", "-B", "127.0.0.1",
+                        "-p", "0", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2
+    assert words in p.stderr and "Traceback" not in p.stderr

@@ -37,6 +37,9 @@ def register(sub) -> None:
                    "(TCP: the window closes; UDP: the socket buffer overflows, see --rcvbuf)")
     p.add_argument("--slow-read", metavar="RATE",
                    help="slow reader: read at most RATE bits/s (UDP: one datagram per read)")
+    p.add_argument("--idle", metavar="S",
+                   help="UDP: a flow that sends nothing for S seconds has ended (default 5; "
+                        "its end markers may have been lost, or dropped by a full buffer)")
     p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
     p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
@@ -95,6 +98,11 @@ def run(args) -> int:
                 raise q.QuantityError(f"--receive-dir {args.receive_dir}: not writable")
         pause_s = _option(q.seconds, args.pause, "--pause", 0.0)
         slow_read_bps = _option(q.rate, args.slow_read, "--slow-read", 0.0)
+        idle_s = _option(q.seconds, args.idle, "--idle", 5.0)
+        if args.idle is not None and args.proto != "udp":
+            raise q.QuantityError("--idle: UDP only (a TCP connection ends with its FIN)")
+        if idle_s <= 0:
+            raise q.QuantityError(f"--idle {args.idle}: expected seconds above zero")
         if args.slow_read is not None and slow_read_bps <= 0:
             raise q.QuantityError(f"--slow-read {args.slow_read}: expected a rate above zero "
                                   f"(e.g. 500K bits/s)")
@@ -111,7 +119,8 @@ def run(args) -> int:
             # overflows and the kernel drops datagrams inside this host (UdpRcvbufErrors)
             server = UdpReceiver(args.port, args.bind, options=opts, report=report,
                                  max_flows=max_clients, max_seconds=seconds, interval=interval,
-                                 pause_s=pause_s, slow_read_bps=slow_read_bps)
+                                 pause_s=pause_s, slow_read_bps=slow_read_bps,
+                                 idle_end_s=idle_s)
     except (q.QuantityError, ValueError) as e:
         print(f"labkit serve: {e}", file=sys.stderr)
         return 2
