@@ -33,8 +33,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import numpy as np
-
 __all__ = ["MAGIC", "VERSION", "HEADER_LEN", "FIELDS", "DEFAULT_LIMIT", "KIND_DATA",
            "KIND_REQUEST", "KIND_RESPONSE", "KIND_FILE", "KIND_CONTROL", "FramingError",
            "Header", "decode_heads", "frame", "encode_message", "Deframer"]
@@ -90,6 +88,7 @@ class Header:
 
 def _be(h: np.ndarray, name: str, dtype: str) -> np.ndarray:
     """One big-endian field of every row of `h`, as a native array."""
+    import numpy as np
     off = OFFSET[name]
     size = np.dtype(dtype).itemsize
     return np.ascontiguousarray(h[:, off:off + size]).view(">" + dtype).reshape(-1).astype(
@@ -104,6 +103,9 @@ def decode_heads(heads: np.ndarray, lengths: np.ndarray | None = None) -> dict[s
     version right and the whole header present), `flow`, `seq`, `send_ns`, `length`, `kind`
     (int64; a seq above 2**63 - 1 reads negative). Fields of invalid rows are meaningless.
     """
+    # numpy only here: the endpoints import this module for framing, and a sender's
+    # start-up should not pay for numpy
+    import numpy as np
     heads = np.asarray(heads, np.uint8)
     k = len(heads)
     if heads.ndim != 2 or heads.shape[1] < HEADER_LEN or k == 0:
