@@ -122,6 +122,39 @@ def _right_answers(run) -> dict:
                                                 & (pk["retransmission"] == 1)).sum())
         out["tcp-delivered"] = run.endpoint_report("tcp", "serve")["connections"][0][
             "messages"]["bytes"]
+    elif name == "02-states":
+        import gzip
+        out["time-wait-endpoint"] = "B"           # the server of 5201 sent the first FIN
+        with gzip.open(run.path / "kernel" / "b.jsonl.gz", "rt") as f:
+            samples = [json.loads(line).get("sockets") or [] for line in f]
+        tw = [s["timer_s"] for ss in samples for s in ss
+              if s["state"] == "TIME-WAIT" and s["local_port"] == 5201]
+        out["time-wait-left-s"] = tw[0]
+        out["close-wait-samples"] = sum(1 for ss in samples for s in ss
+                                        if s["state"] == "CLOSE-WAIT" and s["local_port"] == 5202)
+        events = run.endpoint_report("server-first", "serve")["events"]
+        out["rebind-error"] = next(e["errno"] for e in events if e["event"] == "bind failed")
+        pb = toolkit.analyze(run.capture_file("b")).packets
+        out["first-fin-frame"] = int(pb[(pb["sport"] == 5201) & (pb["tcp_flags"] & 1 > 0)]
+                                     ["frame"].iloc[0])
+        pa = toolkit.analyze(run.capture_file("a")).packets
+        syn = pa[(pa["dport"] == 5201) & (pa["tcp_flags"] == 2)]["time"].iloc[0]
+        synack = pa[(pa["sport"] == 5201) & (pa["tcp_flags"] == 0x12)]["time"].iloc[0]
+        out["syn-sent-ms"] = round((synack - syn) * 1e3 + 0.4, 1)
+    elif name == "10-abrupt-close":
+        def events(flow):
+            return run.endpoint_report(flow, "serve")["events"]
+        out["rst-exception"] = next(e["error"] for e in events("rst") if e["event"] == "error")
+        pb = toolkit.analyze(run.capture_file("b")).packets
+        out["keepalive-probes"] = int(((pb["sport"] == 5203) & (pb["keep_alive"] == 1)).sum())
+        ev = {e["event"]: e["t_s"] for e in events("vanish-keepalive")}
+        out["keepalive-detected-s"] = round(ev["error"] - ev["accepted"] + 0.05, 2)
+        out["write-retransmissions"] = int(((pb["sport"] == 5205)
+                                            & (pb["retransmission"] == 1)).sum())
+        out["epipe-writes-ok"] = sum(1 for e in events("epipe") if e["event"] == "send ok")
+        led = run.ledger()
+        out["link-drops-5205"] = sum(1 for d in ("a_to_b", "b_to_a") for r in led.dropped(d)
+                                     if 5205 in (r["pkt"]["sport"], r["pkt"]["dport"]))
     return out
 
 
@@ -135,7 +168,8 @@ def test_the_questions_accept_the_right_answer_and_reject_a_wrong_one(lab):
     for q in questions:
         answer = labs.check_answer(run, q.id, right[q.id])
         assert answer.right is True, str(answer)
-        wrong = "B" if right[q.id] == "A" else right[q.id] + 3
+        wrong = ({"A": "B", "B": "A"}.get(right[q.id], right[q.id] + "x")
+                 if isinstance(right[q.id], str) else right[q.id] + 3)
         answer = labs.check_answer(run, q.id, wrong)
         assert answer.right is False, str(answer)
         assert answer.frames, "a wrong answer is shown the rows that hold the right one"
