@@ -120,3 +120,24 @@ def test_bad_parallel_options_exit_2(args, message):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and message in done.stderr, done
     assert "Traceback" not in done.stderr
+
+
+def test_an_interrupted_parallel_sender_reports_what_it_had(tmp_path):
+    import signal
+    import time
+    port = _free_port()
+    with socket.socket() as ls:           # queues the handshakes, never answers a request
+        ls.bind(("127.0.0.1", port))
+        ls.listen(16)
+        out = tmp_path / "send.json"
+        proc = subprocess.Popen([*PY, "send", "127.0.0.1", "-p", str(port), "-q", "--mode",
+                                 "rr", "-k", "3", "-P", "3", "--json", str(out)], cwd=REPO,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 1
+    rep = json.loads(out.read_text())
+    assert rep["end"]["interrupted"] is True
+    assert rep["end"]["connected"] == 3 and rep["end"]["failed"] == 3
+    assert [c["i"] for c in rep["connections"]] == [0, 1, 2]
+    assert all("connect_s" in c and "completion_s" not in c for c in rep["connections"])

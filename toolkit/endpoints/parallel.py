@@ -93,17 +93,25 @@ def send_parallel(cfg: tcp.TcpSendConfig, n: int, report: Report) -> dict:
                                 name=f"parallel-{i}") for i in range(n)]
     for th in threads:
         th.start()
-    ready.wait()                 # every connect() returned: go, all together
-    release["t"] = time.monotonic()
-    report.event(f"{sum(1 for r in results if 'connect_s' in r)} of {n} connected; all "
-                 f"released together")
-    for th in threads:
-        th.join()
-    return _summary(cfg, n, results, report)
+    interrupted = False
+    try:
+        ready.wait()             # every connect() returned: go, all together
+        release["t"] = time.monotonic()
+        report.event(f"{sum(1 for r in results if 'connect_s' in r)} of {n} connected; "
+                     f"all released together")
+        for th in threads:
+            th.join()
+    except KeyboardInterrupt:
+        # stopped (Ctrl-C, or the lab's time is up): report what finished, and say so
+        interrupted = True
+        ready.abort()
+    return _summary(cfg, n, results, report, interrupted)
 
 
-def _summary(cfg, n: int, results: list[dict], report: Report) -> dict:
-    ok = [r for r in results if "connect_s" in r and "error" not in r]
+def _summary(cfg, n: int, results: list[dict], report: Report,
+             interrupted: bool = False) -> dict:
+    ok = [r for r in results if "connect_s" in r and "error" not in r and
+          "completion_s" in r]
     every_latency = [x for r in ok for x in r.pop("latencies_s", [])]
     for r in results:
         r.pop("latencies_s", None)
@@ -122,6 +130,8 @@ def _summary(cfg, n: int, results: list[dict], report: Report) -> dict:
         end.update(transactions=trans,
                    transactions_per_second=trans / end["seconds"] if end["seconds"] else 0.0,
                    latency_s=_pct(every_latency), first_response_s=_pct(first))
+    if interrupted:
+        end["interrupted"] = True
     end = {k: v for k, v in end.items() if v is not None}
     # flat copies of the numbers a lab's expectations and tables read
     for name in ("latency_s", "first_response_s", "completion_s", "connect_s"):
