@@ -51,6 +51,9 @@ def _server_args(p) -> None:
     p.add_argument("--restart", action="store_true",
                    help="after the connection, bind the port again without and then with "
                         "SO_REUSEADDR")
+    p.add_argument("--listen-again", type=_seconds, default=0.5, metavar="S",
+                   help="--restart: seconds the restarted server listens before it ends "
+                        "(default 0.5)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR",
                    help="the address to listen on (default every address)")
 
@@ -121,11 +124,11 @@ def serve(args) -> int:
         if not args.restart:
             return 0
         report.event("listener closed: the server restarts")
-        return restart(args, report)
+        return restart(args, report, stop)
     return base.run_role(SCENARIO, "server", args, body)
 
 
-def restart(args, report: base.Report) -> int:
+def restart(args, report: base.Report, stop: base.Stop) -> int:
     """Bind the same address and port again, as a restarted server: without SO_REUSEADDR,
     then with it. The outcome of each is in the report (ok, or the errno's name)."""
     status = 1
@@ -140,6 +143,8 @@ def restart(args, report: base.Report) -> int:
             continue
         report.event("listening again", so_reuseaddr=reuse, port=args.port)
         report.end(**{key: "ok"})
+        if reuse:
+            stop.wait(args.listen_again)         # beside the old connection's TIME-WAIT
         s.close()
         status = 0 if reuse else status
     return status
