@@ -1,6 +1,7 @@
 """The packets table as expectations read it: each frame's number and time within its own
 TCP conversation (stream_frame, stream_time_s), the same however other conversations
-interleave with it; lab 05 names "the 2nd SYN, 1 s after the first" by them."""
+interleave with it; lab 05 names "the 2nd SYN, 1 s after the first" by them, and how many
+duplicate ACKs a retransmission had seen (dupacks_seen)."""
 
 from __future__ import annotations
 
@@ -79,4 +80,31 @@ def test_the_table_it_is_given_is_not_changed(tmp_path):
     before = list(pk.columns)
     out = with_stream_columns(pk)
     assert list(pk.columns) == before
-    assert list(out.columns) == before + ["stream_frame", "stream_time_s"]
+    assert list(out.columns) == before + ["stream_frame", "stream_time_s", "dupacks_seen"]
+
+
+def test_dupacks_seen_counts_the_other_ends_duplicate_acks_in_a_row(tmp_path):
+    """A segment lost, three duplicate ACKs, the retransmission: it left having seen 3;
+    the data before them had seen none, and a new ACK starts the count again."""
+    a, b = ("10.0.0.1", 41003), ("10.0.0.2", 5303)
+
+    def seg(frm, seq, ack, flags=0x10, size=0):
+        (src, sp), (dst, dp) = (a, b) if frm == "a" else (b, a)
+        return ether(ipv4(tcp(sp, dp, seq=seq, ack=ack, flags=flags, payload=b"x" * size),
+                          src=src, dst=dst))
+    frames = [seg("a", 1000, 0, 0x02), seg("b", 5000, 1001, 0x12), seg("a", 1001, 5001),
+              seg("a", 1001, 5001, 0x18, 100),            # 4: data; 1101-1200 lost
+              seg("a", 1201, 5001, 0x18, 100), seg("a", 1301, 5001, 0x18, 100),
+              seg("a", 1401, 5001, 0x18, 100),
+              seg("b", 5001, 1101),                       # 8: the ACK of frame 4
+              seg("b", 5001, 1101), seg("b", 5001, 1101), seg("b", 5001, 1101),   # 3 dups
+              seg("a", 1101, 5001, 0x18, 100),            # 12: the retransmission
+              seg("b", 5001, 1501),                       # 13: a new ACK
+              seg("a", 1501, 5001, 0x11)]                 # 14: FIN
+    path = tmp_path / "dup.pcap"
+    path.write_bytes(pcap([(f, T0 + i * 1000, len(f)) for i, f in enumerate(frames)],
+                          nanos=True))
+    pk = analyzer_table(toolkit.analyze(str(path)), "packets")
+    assert pk.duplicate_ack_num.tolist()[8:11] == [1, 2, 3]
+    assert pk.dupacks_seen.tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0]
+    assert int(pk.loc[pk.stream_frame == 12, "retransmission"].iloc[0]) == 1

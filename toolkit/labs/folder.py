@@ -32,23 +32,47 @@ def analyzer_table(a, name: str):
 
 
 def with_stream_columns(packets):
-    """The packets table with each frame's place and time within its TCP conversation:
-    `stream_frame` (1 = the conversation's first frame in this capture; 0 outside TCP) and
-    `stream_time_s` (Wireshark's tcp.time_relative). An expectation can name "the 2nd SYN of
-    the conversation to port 5301, 1 s after the first" by them: other conversations
-    interleave differently each run, so the capture's own frame numbers and times are not
-    stable, a conversation's are."""
+    """The packets table with each frame's place and time within its TCP conversation, for
+    expectations that name frames ("the 2nd SYN of the conversation to port 5301, 1 s after
+    the first"): other conversations interleave differently each run, so the capture's own
+    frame numbers and times are not stable; a conversation's are.
+
+    stream_frame   1 = the conversation's first frame in this capture (0 outside TCP)
+    stream_time_s  seconds since that frame (Wireshark's tcp.time_relative)
+    dupacks_seen   the duplicate ACKs the other end had sent in a row when this frame was
+                   captured: Wireshark's duplicate_ack_num of the other end's latest frame
+                   (0: it was a new ACK). A fast retransmission has 3 (RFC 5681 3.2's
+                   threshold); a retransmission on a timer usually 0.
+    """
     import numpy as np
 
     df = packets.copy()
+    n = len(df)
     in_stream = (df["tcp_stream"] >= 0).to_numpy()
-    by_stream = df.loc[in_stream].groupby("tcp_stream", sort=False)
-    frame = np.zeros(len(df), np.int64)
+    tcp = df.loc[in_stream]
+    by_stream = tcp.groupby("tcp_stream", sort=False)
+    frame = np.zeros(n, np.int64)
     frame[in_stream] = by_stream.cumcount().to_numpy() + 1
-    rel = np.full(len(df), np.nan)
-    rel[in_stream] = (df.loc[in_stream, "time"] - by_stream["time"].transform("min")).to_numpy()
+    rel = np.full(n, np.nan)
+    rel[in_stream] = (tcp["time"] - by_stream["time"].transform("min")).to_numpy()
+    # which end sent each frame: the one that sent the conversation's first frame, or not
+    first_src = by_stream["src"].transform("first").astype(str)
+    first_port = by_stream["sport"].transform("first")
+    from_first = ((tcp["src"].astype(str) == first_src) & (tcp["sport"] == first_port))
+    seen = np.zeros(n, np.int64)
+    if len(tcp):
+        dup = tcp["duplicate_ack_num"].astype(float)
+        latest = {}
+        for side in (True, False):
+            # each end's latest duplicate_ack_num, carried forward over the other's frames
+            mine = dup.where(from_first == side)
+            latest[side] = mine.groupby(tcp["tcp_stream"]).ffill().fillna(0)
+        other = np.where(from_first.to_numpy(), latest[False].to_numpy(),
+                         latest[True].to_numpy())
+        seen[in_stream] = other.astype(np.int64)
     df["stream_frame"] = frame
     df["stream_time_s"] = rel
+    df["dupacks_seen"] = seen
     return df
 
 
