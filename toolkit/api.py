@@ -26,14 +26,16 @@ if "numpy" not in sys.modules:
 
 import numpy as np  # noqa: E402  (after the setting above)
 
-from .analysis import verdicts as V
-from .analysis.addresses import address_text
 from .analysis.table import Table
 from .analysis.tcp import TcpSegments, analyze_segments
 from .analysis.tcp_conversations import conversations as tcp_conversations
 from .pcap import Capture, CaptureError, read_capture
 
 FORMAT_VERSION = 1
+# capture columns neither the per-packet table nor the per-segment details pass reads
+EXPORT_UNUSED_COLUMNS = ("caplen", "iface", "ip_proto", "ip_id", "frag_off", "frag_len",
+                         "frag_more", "l4_trunc", "tcp_hlen", "opt_mss", "opt_sackperm",
+                         "has_ts", "tsval", "tsecr")
 # UDP datagrams above which the UDP analysis gets its own thread
 UDP_THREAD_MIN = 1 << 16
 
@@ -88,6 +90,23 @@ class Analysis:
         """One row per frame: addresses, ports, streams, flags and every TCP verdict."""
         return packet_table(self)
 
+    def release_columns_for_export(self) -> None:
+        """Free the capture columns that only the conversation tables read (made already):
+        a one-shot per-packet export calls it before the per-segment details are
+        computed, so its peak memory stays that of the analysis. Later use of this
+        Analysis is limited to its tables and the per-packet table."""
+        for name in EXPORT_UNUSED_COLUMNS:
+            self.capture.cols.pop(name, None)
+
+    def write_packets(self, out, fmt: str, stream: int | None = None,
+                      extra: dict | None = None, header: bool = True) -> int:
+        """Stream the per-packet table to `out` (a binary file for "csv" and "jsonl", a
+        path for "parquet") a chunk of frames at a time; returns the rows written."""
+        from .analysis import packet_rows, packet_text
+        if fmt == "parquet":
+            return packet_rows.write_parquet(self, out, stream, extra)
+        return packet_text.write(self, out, fmt, stream, extra, header)
+
     def summary(self) -> dict:
         cols = self.capture.cols
         n = len(self)
@@ -130,19 +149,28 @@ class Analysis:
             out.write_text(json.dumps(self.to_json(packets=packets), indent=1, default=jsonable))
             return [out]
         out.mkdir(parents=True, exist_ok=True)
-        tables = {"tcp_conversations": self.tcp, "udp_conversations": self.udp,
-                  "tcp_states": self.tcp_states, "udp_flows": self.udp_flows}
-        if packets:
-            tables["packets"] = self.packets
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"unknown format {fmt!r}")
+        tables = {"tcp_conversations": self.tcp_table,
+                  "udp_conversations": self.udp_result.conversation_table,
+                  "tcp_states": self.tcp_state_table, "udp_flows": self.udp_result.flow_table}
         written = []
-        for name, df in tables.items():
+        for name, table in tables.items():
             p = out / f"{name}.{fmt}"
             if fmt == "csv":
-                df.to_csv(p, index=False)
-            elif fmt == "parquet":
-                df.to_parquet(p, index=False)
+                table.to_frame().to_csv(p, index=False)
             else:
-                raise ValueError(f"unknown format {fmt!r}")
+                import pyarrow.parquet as pq     # from the columns: no pandas needed
+                pq.write_table(table.to_arrow(), p)
+            written.append(p)
+        if packets:
+            # a chunk at a time, never held whole
+            p = out / f"packets.{fmt}"
+            if fmt == "csv":
+                with open(p, "wb") as f:
+                    self.write_packets(f, "csv")
+            else:
+                self.write_packets(p, fmt)
             written.append(p)
         return written
 
@@ -211,67 +239,10 @@ def _settle() -> None:
 _settled = False
 
 
-def _address_column(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray):
-    """Address text per row via the (few) distinct addresses: one conversion each."""
-    import pandas as pd
-
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-    names = [address_text(h, v) for h, v in uniq.tolist()]
-    codes = np.where(valid, inv.reshape(-1), -1)
-    return pd.Categorical.from_codes(codes, categories=names)
-
-
 def packet_table(a: Analysis):
-    import pandas as pd
-
-    cols = a.capture.cols
-    n = len(a)
-    seg = a.segments
-    ip = cols["l3"] != 0
-    t0 = int(cols["ts_ns"][0]) if n else 0
-    proto = np.full(n, "", object)
-    proto[cols["l4"] == 6] = "TCP"
-    proto[cols["l4"] == 17] = "UDP"
-    tcp_stream = np.full(n, -1, np.int64)
-    tcp_stream[seg.rows] = seg.stream
-    df = pd.DataFrame({
-        "frame": np.arange(1, n + 1),
-        "time": (cols["ts_ns"] - t0) / 1e9,
-        "length": cols["wirelen"],
-        "src": _address_column(cols["src_hi"], cols["src_lo"], ip),
-        "dst": _address_column(cols["dst_hi"], cols["dst_lo"], ip),
-        "proto": pd.Categorical(proto),
-        "sport": np.where(cols["l4"] != 0, cols["sport"], 0),
-        "dport": np.where(cols["l4"] != 0, cols["dport"], 0),
-        "tcp_stream": tcp_stream,
-        "udp_stream": a.udp_stream,
-    })
-    is_tcp = np.zeros(n, bool)
-    is_tcp[seg.rows] = True
-
-    def scatter(values, fill, dtype):
-        out = np.full(n, fill, dtype)
-        out[seg.rows] = values
-        return out
-
-    df["tcp_flags"] = np.where(is_tcp, cols["tcp_flags"], 0)
-    df["seq"] = scatter(seg.rel_seq, 0, np.int64)
-    df["ack"] = scatter(seg.rel_ack, 0, np.int64)
-    df["seq_raw"] = np.where(is_tcp, cols["seq"], 0)
-    df["ack_raw"] = np.where(is_tcp, cols["ack"], 0)
-    df["tcp_len"] = np.where(is_tcp, cols["paylen"], 0)
-    df["window"] = scatter(seg.window, 0, np.int64)
-    for name in V.VERDICTS:
-        df[name] = scatter(V.verdict_column(seg.analysis, name), 0, np.uint8)
-    df["duplicate_ack_num"] = scatter(seg.dupack_num, 0, np.int64)
-    df["duplicate_ack_frame"] = scatter(np.where(seg.dupack_num > 0, seg.dupack_frame, 0), 0,
-                                        np.int64)
-    df["acks_frame"] = scatter(seg.acked_frame, 0, np.int64)
-    rtt = np.where(seg.has_ack_rtt(), seg.ack_rtt_ns / 1e9, np.nan)
-    df["ack_rtt"] = scatter(rtt, np.nan, np.float64)
-    df["bytes_in_flight"] = scatter(seg.bytes_in_flight, 0, np.int64)
-    return df
+    """The per-packet table as one DataFrame (analysis.packet_rows, in one chunk)."""
+    from .analysis.packet_rows import to_frame
+    return to_frame(a)
 
 
 __all__ = ["Analysis", "analyze", "CaptureError", "FORMAT_VERSION"]

@@ -50,59 +50,24 @@ def _err(msg: str) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from . import api, report
-    from .pcap import CaptureError
-
     if args.format == "parquet" and not args.output:
         _err("--format parquet writes files: give --output DIR")
         return EXIT_INPUT
     status = EXIT_OK
     docs = []
     csv_tables = []
-    for path in args.files:
-        if not os.path.exists(path):
-            _err(f"{path}: no such file")
-            status = EXIT_INPUT
-            continue
-        if os.path.isdir(path):
-            _err(f"{path}: is a directory, not a capture file")
-            status = EXIT_INPUT
-            continue
-        bar = Progress(f"reading {os.path.basename(path)}")
-        try:
-            a = api.analyze(path, progress=bar)
-        except CaptureError as e:
-            bar.close()
-            _err(str(e))
-            status = EXIT_INPUT
-            continue
-        except OSError as e:
-            bar.close()
-            _err(f"{path}: {e.strerror or e}")
-            status = EXIT_INPUT
-            continue
-        bar.close()
-        if args.stream is not None and args.stream not in set(a.tcp["stream"].tolist()):
-            _err(f"{path}: --stream {args.stream}: no such TCP stream "
-                 f"(this file has {len(a.tcp)}: 0 to {len(a.tcp) - 1})")
-            status = EXIT_INPUT
-            continue
-        if args.format == "table":
-            print(report.text_report(a, stream=args.stream, packets=args.packets))
-            print()
-        elif args.format == "json":
-            docs.append(a.to_json(packets=args.packets, stream=args.stream))
-        elif args.format == "csv":
-            csv_tables.append((path, _csv_table(a, args)))
-        elif args.format == "parquet":
-            out = Path(args.output)
-            if len(args.files) > 1:
-                out = out / Path(path).name
-            a.write(out, "parquet", packets=args.packets)
-        if a.error is not None:
-            # the results above cover every packet before the damage
-            _err(f"{a.error} (analyzed the {len(a)} frames before it)")
-            status = EXIT_INPUT
+    # per-packet CSV and JSON Lines stream to the output as each file is analyzed
+    rows_out = _RowSink(args.output) if args.packets and args.format in ("csv", "json") \
+        else None
+    try:
+        for path in args.files:
+            status = max(status, _analyze_one(path, args, docs, csv_tables, rows_out))
+    except BaseException:
+        if rows_out is not None:
+            rows_out.abandon()
+        raise
+    if rows_out is not None:
+        rows_out.close()
     if args.format == "json" and docs:
         text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=1)
         _emit(text, args.output)
@@ -117,12 +82,91 @@ def cmd_analyze(args) -> int:
     return status
 
 
+class _RowSink:
+    """Where per-packet rows stream: stdout, or OUTPUT.part renamed to OUTPUT at the end
+    (a run cut short never leaves a half-written OUTPUT)."""
+
+    def __init__(self, output: str | None):
+        self.path = Path(output) if output else None
+        self.tmp = self.path.with_name(self.path.name + ".part") if self.path else None
+        self.f = open(self.tmp, "wb") if self.tmp else sys.stdout.buffer
+        self.files = 0
+
+    def close(self) -> None:
+        self.f.flush()
+        if self.tmp:
+            self.f.close()
+            os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        if self.tmp:
+            self.f.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def _analyze_one(path, args, docs, csv_tables, rows_out) -> int:
+    """Analyze one file into the chosen output; its exit status."""
+    from . import api, report
+    from .pcap import CaptureError
+
+    if not os.path.exists(path):
+        _err(f"{path}: no such file")
+        return EXIT_INPUT
+    if os.path.isdir(path):
+        _err(f"{path}: is a directory, not a capture file")
+        return EXIT_INPUT
+    bar = Progress(f"reading {os.path.basename(path)}")
+    try:
+        a = api.analyze(path, progress=bar)
+    except CaptureError as e:
+        bar.close()
+        _err(str(e))
+        return EXIT_INPUT
+    except OSError as e:
+        bar.close()
+        _err(f"{path}: {e.strerror or e}")
+        return EXIT_INPUT
+    bar.close()
+    if args.stream is not None and args.stream not in set(a.tcp["stream"].tolist()):
+        _err(f"{path}: --stream {args.stream}: no such TCP stream "
+             f"(this file has {len(a.tcp)}: 0 to {len(a.tcp) - 1})")
+        return EXIT_INPUT
+    if args.format == "table":
+        print(report.text_report(a, stream=args.stream, packets=args.packets))
+        print()
+    elif rows_out is not None:
+        # JSON Lines (one object a frame) or CSV; with several files a file column
+        a.release_columns_for_export()
+        fmt = "jsonl" if args.format == "json" else "csv"
+        extra = {"file": path} if len(args.files) > 1 else None
+        a.write_packets(rows_out.f, fmt, stream=args.stream, extra=extra,
+                        header=rows_out.files == 0)
+        rows_out.files += 1
+    elif args.format == "json":
+        docs.append(a.to_json(stream=args.stream))
+    elif args.format == "csv":
+        csv_tables.append((path, _csv_table(a, args)))
+    elif args.format == "parquet":
+        out = Path(args.output)
+        if len(args.files) > 1:
+            out = out / Path(path).name
+        if args.packets:
+            a.release_columns_for_export()
+            import pyarrow as pa
+            # the system allocator gives each chunk's memory back; Arrow's default pool
+            # holds ~20 MB more at the peak (this process ends after the export)
+            pa.set_memory_pool(pa.system_memory_pool())
+        a.write(out, "parquet", packets=args.packets)
+    if a.error is not None:
+        # the results above cover every packet before the damage
+        _err(f"{a.error} (analyzed the {len(a)} frames before it)")
+        return EXIT_INPUT
+    return EXIT_OK
+
+
 def _csv_table(a, args):
     import pandas as pd
 
-    if args.packets:
-        pk = a.packets
-        return pk if args.stream is None else pk[pk["tcp_stream"] == args.stream]
     tcp = a.tcp if args.stream is None else a.tcp[a.tcp["stream"] == args.stream]
     parts = [tcp.assign(proto="tcp")]
     if args.stream is None and len(a.udp):
