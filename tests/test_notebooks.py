@@ -155,6 +155,49 @@ def _right_answers(run) -> dict:
         led = run.ledger()
         out["link-drops-5205"] = sum(1 for d in ("a_to_b", "b_to_a") for r in led.dropped(d)
                                      if 5205 in (r["pkt"]["sport"], r["pkt"]["dport"]))
+    elif name == "08-flow-control":
+        import gzip
+        pb = toolkit.analyze(run.capture_file("b")).packets
+        # b's window closed: from each zero window it sent to the next open one (RFC 9293)
+        closed, since = 0.0, None
+        for _, f in pb[pb["sport"] == 5201].iterrows():
+            if f["tcp_flags"] & 7:                     # SYN, FIN, RST: not a window advert
+                continue
+            if f["window"] == 0 and since is None:
+                since = f["time"]
+            elif f["window"] > 0 and since is not None:
+                closed, since = closed + f["time"] - since, None
+        out["zero-window-time"] = round(closed, 3)
+        pa = toolkit.analyze(run.capture_file("a")).packets
+        out["window-probes"] = int(((pa["sport"] == 41000) & (pa["keep_alive"] == 1)).sum())
+        out["zero-window-adverts"] = int(((pb["sport"] == 5201) & (pb["window"] == 0)
+                                          & (pb["tcp_flags"] & 7 == 0)).sum())
+        seen = int(toolkit.analyze(run.capture_file("b")).udp_flows.query(
+            "dst_port == 5202")["received"].sum())
+        got = run.endpoint_report("udp", "serve")["connections"][0]["packets"]
+        out["udp-seen-at-b"], out["udp-delivered"] = seen, got
+        out["udp-lost-in-host"] = seen - got
+        with gzip.open(run.path / "kernel" / "b.jsonl.gz", "rt") as fh:
+            recs = [json.loads(line) for line in fh][1:]
+        errors = [r["counters"]["UdpRcvbufErrors"] for r in recs
+                  if "UdpRcvbufErrors" in (r.get("counters") or {})]
+        out["udp-rcvbuf-errors"] = errors[-1] - errors[0]
+        out["udp-recv-q-max"] = max(s["recv_q"] for r in recs for s in r["sockets"] or []
+                                    if s["proto"] == "udp" and s["local_port"] == 5202)
+    elif name == "09-bottleneck":
+        pa = toolkit.analyze(run.capture_file("a")).packets
+        rtt = pa[(pa["sport"] == 5201)]["ack_rtt"].dropna()
+        out["rtt-empty"], out["rtt-full"] = float(rtt.min()), float(rtt.max())
+        led = run.ledger()
+        drops = [r for d in ("a_to_b", "b_to_a") for r in led.dropped(d)]
+        out["queue-drops"] = sum(1 for r in drops if r["why"] == "queue")
+        udp = run.endpoint_report("udp", "serve")["connections"][0]
+        out["udp-dropped"] = udp["lost"]
+        out["udp-delivered"] = udp["packets"]
+        info = run.endpoint_report("cubic", "send")["end"]["tcp_info"]
+        out["cubic-ssthresh"] = info["snd_ssthresh"]
+        out["bbr-delivered"] = run.endpoint_report("bbr", "serve")["connections"][0][
+            "messages"]["bytes"]
     return out
 
 
