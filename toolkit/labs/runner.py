@@ -422,7 +422,9 @@ def _offline_part(out: Path, rec: RunRecord, console: Console) -> int:
         # cannot be drawn is noted, never the end of a run whose data is all written
         try:
             from ..plot import save_figures
-            paths = save_figures(run, out / "figures")
+            # [lab].figures: the kinds the lab asked for (default: every kind that fits)
+            kinds = ((rec.doc.get("spec") or {}).get("lab") or {}).get("figures")
+            paths = save_figures(run, out / "figures", kinds=kinds)
             rec.doc["figures"] = [os.path.relpath(p, out) for p in paths]
         except Exception as e:
             rec.doc["figures"] = []

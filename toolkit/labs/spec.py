@@ -30,7 +30,9 @@ from . import questions as questions_mod
 
 SECTIONS = ("lab", "params", "topology", "link", "capture", "observe", "files", "flow",
             "expect", "question")
-LAB_KEYS = ("title", "summary", "duration", "seed", "engine", "name")
+LAB_KEYS = ("title", "summary", "duration", "seed", "engine", "name", "figures")
+# toolkit.plot.KINDS, named here so that reading a lab imports no plotting library
+FIGURE_KINDS = ("side-by-side", "goodput", "ladder", "time-sequence", "rtt-cwnd", "udp")
 CAPTURE_KEYS = ("points", "snaplen", "backend", "filter")
 FLOW_KEYS = ("name", "proto", "client", "server", "port", "client_port", "start", "after",
              "scenario", "send", "serve")
@@ -213,6 +215,12 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
     seed = lab.get("seed", 1)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise LabError(f"lab.seed: {seed!r}; expected a non-negative integer")
+    figures = lab.get("figures")
+    if figures is not None and (not isinstance(figures, list) or
+                                any(f not in FIGURE_KINDS for f in figures)):
+        raise LabError(f"lab.figures: {figures!r}; expected a list of figure kinds the run "
+                       f"draws (from {', '.join(FIGURE_KINDS)}; [] for none); without it, "
+                       f"every kind that fits")
     engine = lab.get("engine", "auto")
     if engine not in ENGINES:
         raise LabError(f"lab.engine: {engine!r}; expected one of {', '.join(ENGINES)}")

@@ -62,10 +62,11 @@ KINDS = {"ladder": ladder, "time-sequence": time_sequence, "goodput": goodput,
 RUN_ONLY = ("ladder", "rtt-cwnd", "side-by-side")      # the others take one capture too
 
 
-def figures_for(run) -> dict:
+def figures_for(run, kinds=None) -> dict:
     """The figures that fit a run, by kind: each kind its run has data for (ladder,
     time-sequence and rtt-cwnd of the first TCP flow, udp of the first UDP flow, goodput
-    and side-by-side of every flow). A kind without data is left out, not drawn empty."""
+    and side-by-side of every flow). A kind without data is left out, not drawn empty.
+    `kinds`: only those (a lab's [lab].figures); None: every kind."""
     from ._common import need_run, run_flows
 
     run = need_run(run, "figures_for")
@@ -77,7 +78,7 @@ def figures_for(run) -> dict:
                              ("time-sequence", _first_tcp_time_sequence, "tcp" in protos),
                              ("rtt-cwnd", rtt_cwnd, "tcp" in protos),
                              ("udp", udp, "udp" in protos)):
-        if not wanted:
+        if not wanted or (kinds is not None and kind not in kinds):
             continue
         try:
             out[kind] = fn(run)
@@ -92,14 +93,15 @@ def _first_tcp_time_sequence(run):
                          style="tcptrace")
 
 
-def save_figures(run, folder: str | os.PathLike, fmt: str = "png") -> list[Path]:
-    """Write figures_for(run) into `folder` as <kind>.<fmt> (created if need be); returns
-    the paths written, in figures_for's order."""
+def save_figures(run, folder: str | os.PathLike, fmt: str = "png",
+                 kinds=None) -> list[Path]:
+    """Write figures_for(run, kinds) into `folder` as <kind>.<fmt> (created if need be);
+    returns the paths written, in figures_for's order."""
     from ._mpl import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for kind, fig in figures_for(run).items():
+    for kind, fig in figures_for(run, kinds).items():
         written.append(save(fig, folder / f"{kind}.{fmt}", fmt))
     return written
