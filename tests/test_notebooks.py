@@ -198,6 +198,85 @@ def _right_answers(run) -> dict:
         out["cubic-ssthresh"] = info["snd_ssthresh"]
         out["bbr-delivered"] = run.endpoint_report("bbr", "serve")["connections"][0][
             "messages"]["bytes"]
+    elif name == "05-faults":
+        def conv(pk, port):
+            return pk[(pk["sport"] == port) | (pk["dport"] == port)].reset_index(drop=True)
+        pa = toolkit.analyze(run.capture_file("a")).packets
+        syn = conv(pa, 5301)
+        syn_t = syn[syn["tcp_flags"] == 2]["time"].tolist()
+        out["syn-retry-s"] = round(syn_t[1] - syn_t[0], 3)
+        prb = toolkit.analyze(run.capture_file("r-b")).packets
+        out["synack-count-before-link"] = int(((prb["sport"] == 5302)
+                                               & (prb["tcp_flags"] == 0x12)).sum())
+        d3 = conv(pa, 5303)
+        out["fast-retransmit-frame"] = int(d3.index[d3["fast_retransmission"] == 1][0]) + 1
+        out["dupacks-5303"] = int(((d3["sport"] == 5303) & (d3["duplicate_ack"] == 1)).sum())
+        tail = conv(pa, 5304)
+        out["tail-wait-s"] = round(float(tail[tail["retransmission"] == 1]["time"].iloc[0]
+                                         - tail["time"].iloc[0]), 3)
+        pb = toolkit.analyze(run.capture_file("b")).packets
+        out["swap-dupacks"] = int(((pb["sport"] == 5306) & (pb["duplicate_ack"] == 1)).sum())
+    elif name == "11-file-transfer":
+        import hashlib
+        from toolkit.labs import files
+        drops = run.ledger().dropped("a_to_b")
+        pieces = sorted(r["pkt"]["seq"] for r in drops if r["pkt"]["proto"] == "udp"
+                        and r["pkt"]["len"] - 32 in (1000, 204800 % 1000))
+        out["udp-missing-pieces"] = ",".join(map(str, pieces))
+        out["udp-first-dropped-piece"] = pieces[0]
+        out["udp-lost-on-link"] = len(pieces)
+        data = bytearray(files.content(run.doc["seed"], "transfer.bin", 204800))
+        for i in pieces:
+            data[i * 1000:(i + 1) * 1000] = bytes(len(data[i * 1000:(i + 1) * 1000]))
+        out["udp-received-sha256"] = hashlib.sha256(data).hexdigest()
+        out["tcp-data-dropped"] = sum(1 for r in drops if r["pkt"]["proto"] == "tcp"
+                                      and r["pkt"]["dport"] == 5201 and r["pkt"]["len"] > 0)
+        out["tcp-stored-bytes"] = run.endpoint_report("tcp", "serve")["connections"][0][
+            "file"]["bytes"]
+    elif name in ("06-backlog", "07-server-models"):
+        import gzip
+
+        def samples(host):
+            path = run.path / "kernel" / f"{host}.jsonl.gz"
+            with gzip.open(path, "rt") as f:
+                return [r for r in map(json.loads, f) if "sockets" in r]
+
+        def delta(host, counter):
+            seen = [r["counters"][counter] for r in samples(host)
+                    if counter in (r.get("counters") or {})]
+            return seen[-1] - seen[0]
+
+        def queue_max(host, port):
+            return max(s["recv_q"] for r in samples(host) for s in r["sockets"] or []
+                       if s["state"] == "LISTEN" and s["local_port"] == port)
+        if name == "06-backlog":
+            pa = toolkit.analyze(run.capture_file("a")).packets
+            pb = toolkit.analyze(run.capture_file("b")).packets
+            out["accept-queue"] = queue_max("b", 5300)
+            out["queue-syns"] = int(((pa["dport"] == 5300) & (pa["tcp_flags"] == 2)).sum())
+            out["listen-overflows"] = delta("b", "TcpExtListenOverflows")
+            out["synacks-to-nobody-b"] = int(((pb["sport"] == 5201) & (pb["tcp_flags"] == 0x12)
+                                              & pb["dst"].str.startswith("10.201.4.")).sum())
+            out["legit-b-syns"] = int(((pa["dport"] == 5201) & (pa["dst"] == "10.201.2.2")
+                                       & (pa["tcp_flags"] == 2)).sum())
+            out["syn-queue-drops-b"] = delta("b", "TcpExtTCPReqQFullDrop")
+            out["cookies-c"] = delta("c", "TcpExtSyncookiesSent")
+        else:
+            def end(flow, side):
+                return run.endpoint_report(flow, side)["end"]
+            out["iterative-seconds"] = end("iterative", "send")["seconds"]
+            out["thread-seconds"] = end("thread", "send")["seconds"]
+            pb = toolkit.analyze(run.capture_file("b")).packets
+            out["iterative-synacks"] = int(((pb["sport"] == 5201)
+                                            & (pb["tcp_flags"] == 0x12)).sum())
+            out["iterative-queue"] = queue_max("b", 5201)
+            out["iterative-last-first-response"] = max(
+                c["first_response_s"] for c in
+                run.endpoint_report("iterative", "send")["connections"])
+            out["thread-peak-threads"] = end("thread", "serve")["resources"]["peak"]["threads"]
+            out["process-peak-processes"] = end("process", "serve")["resources"]["peak"][
+                "processes"]
+            out["process-pss"] = end("process", "serve")["resources"]["peak"]["pss_bytes"]
     return out
 
 
