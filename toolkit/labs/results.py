@@ -60,6 +60,8 @@ def endpoint_rows(run) -> list[dict]:
     for f in run.doc.get("flows", []):
         for side in ("send", "serve"):
             info = f.get(side, {})
+            if side == "serve" and not info and f.get("scenario"):
+                continue          # a scenario without a server role (it aims at another's)
             rep = run.endpoint_report(f["name"], side)
             row = {"flow": f["name"], "side": side, "proto": f["proto"],
                    "host": info.get("host"), "exit_status": info.get("exit_status"),
