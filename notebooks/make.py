@@ -49,6 +49,28 @@ LABS = {
         ("The closing frames at b and Wireshark's verdicts: FIN, RST, keep-alives, retransmissions", "pk = run.table(\"packets\", \"b\")\nclosing = ((pk.tcp_flags & 5) > 0) | (pk.keep_alive == 1) | (pk.keep_alive_ack == 1) | (pk.retransmission == 1)\npk[closing][[\"frame\", \"time\", \"sport\", \"dport\", \"tcp_flags\", \"keep_alive\", \"keep_alive_ack\", \"retransmission\"]]"),
         ("The vanishing hosts, as the link's ledger recorded them", "run.table(\"drops\")[[\"flow\", \"direction\", \"segment\", \"flags\", \"why\", \"note\"]]"),
     ]},
+    "08-flow-control": {"file": "08-flow-control.ipynb", "plots": [
+        ("Delivered bytes over time: TCP waits for its reader; UDP's datagrams reach b regardless", "plot.goodput(run)"),
+        ("The TCP conversation's sequence numbers and b's window (tcptrace): the window line stops at the last byte sent, the probes, then the window update", "plot.time_sequence(run, stream=None, flow=\"tcp\", style=\"tcptrace\")"),
+        ("UDP by sequence number as b's capture saw it: every datagram arrived there; the loss is inside b, after the capture", "plot.udp(run, flow=\"udp\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("The window closing and reopening, at b: zero windows, a's probes (Wireshark: keep-alive), the window update", "pk = run.table(\"packets\", \"b\")\ntcp = pk[(pk.sport == 5201) | (pk.dport == 5201)]\ntcp[(tcp.zero_window == 1) | (tcp.keep_alive == 1) | (tcp.window_update == 1)][[\"frame\", \"time\", \"sport\", \"seq\", \"ack\", \"tcp_len\", \"window\", \"zero_window\", \"keep_alive\", \"window_update\"]]"),
+        ("Zero-window time per conversation (the tcp table at b)", "run.table(\"tcp\", \"b\")[[\"stream\", \"a_port\", \"b_port\", \"zero_windows\", \"zero_window_time\", \"duration\"]]"),
+        ("b's kernel: the UDP counters over the run (UdpRcvbufErrors: datagrams dropped for a full socket buffer)", "c = run.table(\"counters\")\nc[c.counter.str.startswith(\"Udp\")]"),
+        ("The UDP socket's receive queue (ss Recv-Q, bytes) against the buffer the kernel granted", "ss = run.table(\"sockets\")\nprint(\"rcvbuf granted:\", run.endpoint_report(\"udp\", \"serve\")[\"start\"][\"options\"][\"rcvbuf\"], \"bytes\")\nss[(ss.proto == \"udp\") & (ss.local_port == 5202)][[\"t_s\", \"recv_q\"]]"),
+        ("Where each lost datagram was lost: the link (its ledger) or host b (its capture against the program, checked by b's counters)", "run.table(\"reconciliation\")[[\"direction\", \"flow\", \"udp_lost_link\", \"udp_lost_host\", \"host_udp_rcvbuf_errors\", \"unexplained\"]]"),
+    ]},
+    "09-bottleneck": {"file": "09-bottleneck.ipynb", "plots": [
+        ("Goodput per flow over time at b: CUBIC alone, then beside UDP (TCP backs off, UDP does not), then beside BBR", "plot.goodput(run)"),
+        ("The rr flow's RTT over time (the capture's ack_rtt): the link's 20 ms while the queue is empty, far more once CUBIC fills it", "plot.rtt_cwnd(run, flow=\"rr\")"),
+        ("CUBIC's RTT and congestion window: the window halves at the queue's drops", "plot.rtt_cwnd(run, flow=\"cubic\")"),
+        ("BBR's RTT and congestion window", "plot.rtt_cwnd(run, flow=\"bbr\")"),
+        ("UDP by sequence number: the datagrams the queue dropped", "plot.udp(run, flow=\"udp\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("The queue's drops per flow (the link's ledger)", "d = run.table(\"drops\")\nd.groupby([\"flow\", \"reason\"]).size()"),
+        ("What the queue costs in time: its length over the rate, against the rr flow's RTT samples", "from toolkit.netlab import units\nlink = run.doc[\"spec\"][\"link\"][\"a_to_b\"]\nqueue_s = units.size(link[\"queue\"]) * 8 / units.rate(link[\"rate\"])\npk = run.table(\"packets\", \"a\")\nrtt = pk[(pk.sport == 5201) & pk.ack_rtt.notna()][\"ack_rtt\"]\nprint(f\"queue {link['queue']} at {link['rate']}: {queue_s * 1e3:.0f} ms; RTT min {rtt.min() * 1e3:.1f} ms, max {rtt.max() * 1e3:.1f} ms\")\nrtt.describe()"),
+        ("TCP_INFO at the end of each sender: CUBIC's ssthresh was set by a loss, BBR's was not (empty: unbounded)", "ep = run.table(\"endpoints\")\nep[ep.side == \"send\"][[\"flow\", \"tcp_info_snd_cwnd\", \"tcp_info_snd_ssthresh\", \"tcp_info_rtt\", \"tcp_info_total_retrans\", \"tcp_info_delivery_rate\"]]"),
+    ]},
     "05-faults": {"file": "05-faults.ipynb", "plots": [
         ("Port 5303 as a ladder: the 3rd data segment ends at the link, the duplicate ACKs, the fast retransmission", "plot.ladder(run, flow=\"data3\")"),
         ("Port 5303, sequence numbers over time: the hole and its repair one RTT later (tcptrace)", "plot.time_sequence(run, stream=None, flow=\"data3\", style=\"tcptrace\")"),
