@@ -215,3 +215,32 @@ def test_a_vanished_client_is_noticed_only_by_keepalive_or_a_write(tmp_path, how
     assert 1.0 < end["connection_s"] < 6.0
     if how == "user-timeout":
         assert end["writes_ok"] >= 2             # writes only queue until the timeout
+
+
+# ---------------------------------------------------------------- both views, one clock
+
+def test_state_timeline_puts_the_capture_beside_ss():
+    """02-states' saved run: each state of each end as the capture at b implies it and as
+    ss on its host sampled it, on the traffic's clock."""
+    from toolkit import labs
+    from toolkit.labs import states
+    run = labs.open_run(REPO / "captures" / "02-states")
+    t = states.timeline(run, at="b")
+    row = {(r.flow, r.role, r.state): r for r in t.itertuples()}
+    tw = row[("server-first", "server", "TIME-WAIT")]
+    assert tw.host == "b" and 50 <= tw.ss_timer_max_s <= 60 and tw.capture_s > 0
+    assert tw.ss_first_s >= tw.capture_s - 0.2         # ss cannot see it before the FIN
+    assert ("server-first", "client", "TIME-WAIT") not in row
+    cw = row[("never-closes", "server", "CLOSE-WAIT")]
+    assert cw.ss_samples >= 3 and cw.ss_last_s - cw.ss_first_s > 1.0
+    # ss's names are mapped to the RFC's: no ESTAB, SYN-RECV in the table
+    assert not set(t.state) & {"ESTAB", "SYN-RECV"}
+    assert ("never-closes", "server", "ESTABLISHED") in row
+    # a change the client's own segment makes (its SYN: SYN-SENT) is seen at a one-way
+    # delay (100 ms) before b sees it; one the server's FIN makes (CLOSE-WAIT), after
+    ta = states.timeline(run, at="a").set_index(["flow", "role", "state"])
+    tb = t.set_index(["flow", "role", "state"])
+    for state, sign in (("SYN-SENT", 1), ("CLOSE-WAIT", -1)):
+        key = ("server-first", "client", state)
+        lead = sign * (tb.loc[key, "capture_s"] - ta.loc[key, "capture_s"])
+        assert 0.08 < lead < 0.15, state
