@@ -34,7 +34,7 @@ LABS = {
         ("Port 5202 as a ladder: the client's FIN, then nothing from the server for a while (CLOSE-WAIT)", "plot.ladder(run, flow=\"never-closes\")"),
     ], "dissect": "[1, 2, 3]", "extra": [
         ("The capture's state timeline (at b) next to ss on each host, on one clock (the traffic's start)", "from toolkit.labs import states\nstates.timeline(run, at=\"b\")"),
-        ("The same from a's vantage point: the client's changes come earlier here, the server's later", "states.timeline(run, at=\"a\")"),
+        ("The same from a's vantage point: what a's own segments change is seen earlier here, what b's segments change later", "states.timeline(run, at=\"a\")"),
         ("TIME-WAIT in ss: the timer counts down from 60 s", "ss = run.table(\"sockets\")\nss[ss.state == \"TIME-WAIT\"][[\"t_s\", \"host\", \"local_port\", \"peer_port\", \"timer\", \"timer_s\"]]"),
         ("The restarted server, in its own words", "rep = run.endpoint_report(\"server-first\", \"serve\")\nfor e in rep[\"events\"]:\n    print(f\"{e['t_s']:7.3f} s  {e['event']}  {e.get('shown', '')}\")"),
     ]},
