@@ -5,11 +5,20 @@ Records (as root) a bulk TCP transfer between two network namespaces joined by a
 pair, offloads off so segments are MSS-sized, with 1% of the data segments arriving at b
 dropped at random by an nftables rule (so there are retransmissions, dup ACKs and SACK
 blocks), captured by dumpcap at b's veth with a 96-byte snaplen; or takes --pcap FILE.
-Then times `labkit analyze FILE --format json` (once cold, once warm: numba's compiled
-kernels are cached on disk by the first run) and `tshark -2 -T fields` with the
-tcp.analysis fields, and prints packets/s, the ratio and the peak memory of each. The
-last line is machine-readable:
 
+Then times, each in a fresh process (the first labkit run once more before, cold: numba's
+compiled kernels are cached on disk by the first run):
+- the conversation analysis: `labkit analyze FILE --format json` (one row a conversation);
+- the per-packet output, the work `tshark -T fields` does: `labkit analyze FILE --packets`
+  as CSV, as JSON Lines and as Parquet, each written to a file; and the DataFrame
+  `toolkit.analyze(FILE).packets`, timed after the analysis;
+- `tshark -n -2 -T fields` with the same per-packet fields (addresses, ports, stream,
+  flags, sequence numbers, lengths, window and the tcp.analysis verdicts), written to a
+  file as well.
+It prints packets/s, the ratio to tshark and the peak memory of each. The last two lines
+are machine-readable, the conversation analysis first, the per-packet CSV last:
+
+    conversations: packets=N labkit_pps=N tshark_pps=N ratio=R labkit_peak_bytes_per_packet=B
     packets=N labkit_pps=N tshark_pps=N ratio=R labkit_peak_bytes_per_packet=B
 
 Everything it creates is named lk-bench-<pid>-* (veths lkb<pid>a/b, nftables table
@@ -49,12 +58,18 @@ ADDR_A, ADDR_B = "10.231.0.1", "10.231.0.2"
 PORT = 5201
 MSS = 1448                      # 1500 - 20 (IP) - 20 (TCP) - 12 (timestamps)
 SNAPLEN = 96                    # headers only: Ethernet + IP + TCP with options
-TSHARK_FIELDS = ["frame.number", "tcp.stream", "tcp.analysis.retransmission",
+TSHARK_FIELDS = ["frame.number", "frame.time_relative", "frame.len", "ip.src", "ip.dst",
+                 "tcp.srcport", "tcp.dstport", "tcp.stream", "tcp.flags", "tcp.seq",
+                 "tcp.ack", "tcp.seq_raw", "tcp.ack_raw", "tcp.len",
+                 "tcp.window_size", "tcp.analysis.retransmission",
                  "tcp.analysis.fast_retransmission", "tcp.analysis.spurious_retransmission",
                  "tcp.analysis.duplicate_ack", "tcp.analysis.lost_segment",
                  "tcp.analysis.ack_lost_segment", "tcp.analysis.out_of_order",
-                 "tcp.analysis.zero_window", "tcp.analysis.window_full",
-                 "tcp.analysis.keep_alive", "tcp.analysis.ack_rtt",
+                 "tcp.analysis.zero_window", "tcp.analysis.zero_window_probe",
+                 "tcp.analysis.window_full", "tcp.analysis.window_update",
+                 "tcp.analysis.keep_alive", "tcp.analysis.keep_alive_ack",
+                 "tcp.analysis.duplicate_ack_num", "tcp.analysis.duplicate_ack_frame",
+                 "tcp.analysis.acks_frame", "tcp.analysis.ack_rtt",
                  "tcp.analysis.bytes_in_flight"]
 
 # The endpoints are tiny programs run with `ip netns exec`; both end by themselves
@@ -275,6 +290,50 @@ def _raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+DATAFRAME = """
+import sys, time
+import toolkit
+a = toolkit.analyze(sys.argv[1])
+t = time.perf_counter()
+a.packets
+print(time.perf_counter() - t)
+"""
+
+
+def measure(args, path: Path, n: int, tshark: str, work: Path) -> dict:
+    """{work: (seconds, peak RSS bytes)}, each the best of --repeat runs."""
+    lk = labkit_command()
+
+    def best(cmd):
+        return min((timed(cmd) for _ in range(args.repeat)), key=lambda r: r[0])
+    if args.labkit:                                   # a stand-in for the conversations
+        conv = args.labkit.split() + [str(path)]
+    else:
+        conv = lk + ["analyze", str(path), "--format", "json", "-o", str(work / "c.json")]
+    rows = {}
+    rows["conversations, cold (first run)"] = timed(conv)
+    rows["conversations (--format json)"] = best(conv)
+    for label, fmt, out in (("per-packet CSV (--packets --format csv)", "csv", "p.csv"),
+                            ("per-packet JSON Lines (--format json)", "json", "p.jsonl"),
+                            ("per-packet Parquet (--format parquet)", "parquet", "pq")):
+        shutil.rmtree(work / out, ignore_errors=True)
+        rows[label] = best(lk + ["analyze", str(path), "--packets", "--format", fmt,
+                                 "-o", str(work / out)])
+        if fmt == "parquet":
+            shutil.rmtree(work / out, ignore_errors=True)
+        else:
+            (work / out).unlink()
+    df = min(float(subprocess.run([sys.executable, "-c", DATAFRAME, str(path)],
+                                  capture_output=True, text=True, check=True, cwd=REPO,
+                                  env=RUN_ENV).stdout.split()[-1])
+             for _ in range(args.repeat))
+    rows["the DataFrame .packets (after the analysis)"] = (df, 0)
+    ts_cmd = [tshark, "-n", "-2", "-r", str(path), "-T", "fields",
+              *[x for f in TSHARK_FIELDS for x in ("-e", f)]]
+    rows["tshark -2 -T fields"] = best(ts_cmd)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pcap", type=Path, help="use this capture instead of recording one")
@@ -317,29 +376,29 @@ def main(argv: list[str] | None = None) -> int:
         n = capture.summarize(path).packets
         if n == 0:
             raise SystemExit(f"{path}: no packets")
-        lk = (args.labkit.split() + [str(path)] if args.labkit
-              else labkit_command() + ["analyze", str(path), "--format", "json"])
-        ts_cmd = [tshark, "-2", "-r", str(path), "-T", "fields",
-                  *[x for f in TSHARK_FIELDS for x in ("-e", f)]]
-        cold, cold_rss = timed(lk)
-        # best of --repeat: other work on a shared machine only ever makes a run slower
-        warm, labkit_rss = min(timed(lk) for _ in range(args.repeat))
-        ts_time, ts_rss = min(timed(ts_cmd) for _ in range(args.repeat))
+        work = Path(tempfile.mkdtemp(prefix="lkbench-out-"))
+        try:
+            rows = measure(args, path, n, tshark, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     finally:
         if tmp and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp:
             print(f"kept {tmp}")
-    lk_pps, ts_pps = n / warm, n / ts_time
-    name = "labkit analyze" if not args.labkit else "stand-in"
     print(f"\n{path}: {n:,} packets; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    print(f"{'tool':<24}{'seconds':>9}{'packets/s':>13}{'peak MB':>9}{'bytes/packet':>14}")
-    for label, secs, rss in ((f"{name} (cold)", cold, cold_rss), (f"{name} (warm)", warm,
-                             labkit_rss), ("tshark -2", ts_time, ts_rss)):
-        print(f"{label:<24}{secs:>9.2f}{n / secs:>13,.0f}{rss / 1e6:>9.0f}{rss / n:>14.0f}")
-    print(f"packets={n} labkit_pps={lk_pps:.0f} tshark_pps={ts_pps:.0f} "
-          f"ratio={lk_pps / ts_pps:.2f} labkit_peak_bytes_per_packet={labkit_rss / n:.0f}")
+    ts_time = rows["tshark -2 -T fields"][0]
+    print(f"{'work':<44}{'seconds':>9}{'packets/s':>12}{'x tshark':>10}{'peak MB':>9}"
+          f"{'bytes/pkt':>11}")
+    for label, (secs, rss) in rows.items():
+        peak = f"{rss / 1e6:>9.0f}{rss / n:>11.0f}" if rss else f"{'':>9}{'':>11}"
+        print(f"{label:<44}{secs:>9.2f}{n / secs:>12,.0f}{ts_time / secs:>10.1f}{peak}")
+    for prefix, key in (("conversations: ", "conversations (--format json)"),
+                        ("", "per-packet CSV (--packets --format csv)")):
+        secs, rss = rows[key]
+        print(f"{prefix}packets={n} labkit_pps={n / secs:.0f} tshark_pps={n / ts_time:.0f} "
+              f"ratio={ts_time / secs:.2f} labkit_peak_bytes_per_packet={rss / n:.0f}")
     return 0
 
 

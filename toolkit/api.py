@@ -91,12 +91,20 @@ class Analysis:
         return packet_table(self)
 
     def release_columns_for_export(self) -> None:
-        """Free the capture columns that only the conversation tables read (made already):
-        a one-shot per-packet export calls it before the per-segment details are
-        computed, so its peak memory stays that of the analysis. Later use of this
-        Analysis is limited to its tables and the per-packet table."""
+        """Free what a one-shot per-packet export does not read, so that its peak memory
+        stays that of the analysis: the capture columns only the conversation tables
+        read (made already) go before the per-segment details are computed; after them,
+        an address column holding one value (the IPv4-mapped prefix of an IPv4 capture)
+        becomes that value broadcast. Later use of this Analysis is limited to its tables
+        and the per-packet table."""
+        cols = self.capture.cols
         for name in EXPORT_UNUSED_COLUMNS:
-            self.capture.cols.pop(name, None)
+            cols.pop(name, None)
+        self.segments.rel_seq                       # the details pass, while all is there
+        for name in ("src_hi", "dst_hi"):
+            v = cols.get(name)
+            if v is not None and len(v) and v.strides[0] and (v == v[0]).all():
+                cols[name] = np.broadcast_to(v[:1].copy(), v.shape)
 
     def write_packets(self, out, fmt: str, stream: int | None = None,
                       extra: dict | None = None, header: bool = True) -> int:

@@ -53,6 +53,17 @@ def cmd_analyze(args) -> int:
     if args.format == "parquet" and not args.output:
         _err("--format parquet writes files: give --output DIR")
         return EXIT_INPUT
+    many = args.format == "parquet" and (len(args.files) > 1 or args.jobs is not None
+                                         or any(os.path.isdir(f) for f in args.files))
+    if args.jobs is not None and not many:
+        _err("--jobs: captures are analyzed in parallel into Parquet datasets only "
+             "(--format parquet -o DIR)")
+        return EXIT_INPUT
+    if args.jobs is not None and args.jobs < 1:
+        _err(f"--jobs {args.jobs}: expected at least 1")
+        return EXIT_INPUT
+    if many:
+        return _analyze_many(args)
     status = EXIT_OK
     docs = []
     csv_tables = []
@@ -80,6 +91,27 @@ def cmd_analyze(args) -> int:
             df = pd.concat([t.assign(file=p) for p, t in csv_tables], ignore_index=True)
         _emit(df.to_csv(index=False), args.output)
     return status
+
+
+def _analyze_many(args) -> int:
+    from .many import ManyError, analyze_many, print_progress
+
+    if args.stream is not None:
+        _err("--stream: one capture at a time (several captures make datasets of every "
+             "stream; filter them when reading)")
+        return EXIT_INPUT
+    try:
+        res = analyze_many(args.files, args.output, jobs=args.jobs, packets=args.packets,
+                           progress=print_progress())
+    except ManyError as e:
+        _err(str(e))
+        return EXIT_INPUT
+    print(f"{len(res.done)} captures analyzed, {len(res.skipped)} done before, "
+          f"{len(res.failed)} could not be read; datasets in {res.out}/ (one folder a "
+          f"table, partitioned by capture)", file=sys.stderr)
+    for doc in res.failed:
+        _err(doc["error"])
+    return EXIT_OK if res.ok else EXIT_INPUT
 
 
 class _RowSink:
@@ -205,13 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="analyze pcap/pcapng files (Wireshark-equal verdicts)",
                         description="Per-conversation tables (default) or per-frame verdicts "
                                     "(--packets) of pcap, pcapng and gzip-compressed captures.")
-    an.add_argument("files", nargs="+", metavar="FILE")
+    an.add_argument("files", nargs="+", metavar="FILE",
+                    help="capture files; with --format parquet also folders of them")
     an.add_argument("--format", choices=["table", "json", "csv", "parquet"], default="table")
     an.add_argument("--packets", action="store_true",
                     help="one row per frame with tcp_stream, udp_stream and every verdict")
     an.add_argument("--stream", type=int, metavar="N", help="only TCP stream N (tcp.stream)")
     an.add_argument("-o", "--output", metavar="PATH",
                     help="write to PATH (a file for json/csv, a directory for parquet)")
+    an.add_argument("-j", "--jobs", type=int, metavar="N",
+                    help="with --format parquet and several captures or folders: analyze N "
+                         "at once (default: every core) into one dataset per table, "
+                         "partitioned by capture; captures done before are skipped")
     an.set_defaults(func=cmd_analyze)
 
     de = sub.add_parser("demo", help="run the loss lab (04-loss): TCP and UDP through a lossy "

@@ -165,7 +165,10 @@ def write_parquet(a, path, stream: int | None = None, extra: dict | None = None)
         for rows in row_chunks(a, stream):
             batch = _arrow_batch(columns(a, rows), extra)
             if writer is None:
-                writer = pq.ParquetWriter(path, batch.schema)
+                # dictionaries for the text columns only: numbers are mostly distinct, and
+                # a dictionary per number column costs memory and time for nothing
+                writer = pq.ParquetWriter(path, batch.schema, use_dictionary=[
+                    "src", "dst", "proto", *(extra or {})])
             writer.write_batch(batch)
             n += batch.num_rows
         if writer is None:                       # no frame: the columns alone

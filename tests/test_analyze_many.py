@@ -1,0 +1,136 @@
+"""Many captures at once (`labkit analyze DIR -o OUT --format parquet`, analyze_many): one
+dataset per table partitioned by capture, the same rows on one core, on a process pool
+and on a Dask cluster; a damaged file reported and skipped; a re-run skips what is done."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, corpus_file
+from synthetic import bulk_capture
+from toolkit.many import analyze_many, sha256_of
+
+import toolkit
+
+TABLES = ("tcp_conversations", "udp_conversations", "tcp_states", "udp_flows", "packets")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("caps")
+    (root / "sub").mkdir()
+    for name in ("zeek_ssh_dups", "cs_tcp_retransmissions", "sipp_g711a_rtp"):
+        src = corpus_file(name)
+        shutil.copy(src, root / "sub" / src.name)
+    for i in range(3):
+        bulk_capture(root / f"bulk-{i}.pcap", 20_000, seed=i)
+    (root / "notes.txt").write_text("not a capture: not looked at")
+    return root
+
+
+def read(out, table) -> pd.DataFrame:
+    df = pd.read_parquet(out / table)
+    df["capture"] = df["capture"].astype(str)
+    keys = [c for c in ("sha256", "stream", "frame", "time") if c in df.columns]
+    return df.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def same_datasets(one, two) -> None:
+    for table in TABLES:
+        a, b = read(one, table), read(two, table)
+        pd.testing.assert_frame_equal(a, b, check_categorical=False)
+
+
+def test_a_folder_becomes_one_dataset_per_table_partitioned_by_capture(folder, tmp_path):
+    out = tmp_path / "out"
+    res = analyze_many([folder], out, jobs=2, packets=True)
+    assert res.ok and len(res.done) == 6 and not res.skipped
+    files = sorted(str(p) for p in folder.rglob("*.pcap*"))
+    tcp = read(out, "tcp_conversations")
+    assert sorted(tcp["file"].unique()) == sorted(
+        f for f in files if len(toolkit.analyze(f).tcp))
+    for f in files:
+        a = toolkit.analyze(f)
+        digest = sha256_of(f)
+        rows = tcp[tcp["file"] == f]
+        assert len(rows) == len(a.tcp) and set(rows["sha256"]) <= {digest}
+        assert set(rows["capture"]) <= {digest[:16]}
+        pk = pd.read_parquet(out / "packets", filters=[("capture", "==", digest[:16])])
+        assert len(pk) == len(a) and (pk["file"] == f).all()
+        assert pk["retransmission"].sum() == a.packets["retransmission"].sum()
+    # DuckDB-style readers see the hive layout too: plain pyarrow datasets
+    import pyarrow.dataset as ds
+    d = ds.dataset(out / "udp_flows", format="parquet", partitioning="hive")
+    assert "capture" in d.schema.names and d.count_rows() == len(read(out, "udp_flows"))
+
+
+def test_one_process_a_pool_and_the_cli_give_the_same_rows(folder, tmp_path):
+    one, pool = tmp_path / "one", tmp_path / "pool"
+    assert analyze_many([folder], one, jobs=1, packets=True).ok
+    done = subprocess.run([sys.executable, "-m", "toolkit.cli", "analyze", str(folder),
+                           "--packets", "--format", "parquet", "-o", str(pool), "--jobs",
+                           "2"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "[6/6]" in done.stderr and "6 captures analyzed" in done.stderr
+    same_datasets(one, pool)
+
+
+def test_a_damaged_file_is_reported_and_skipped_and_a_rerun_skips_what_is_done(folder,
+                                                                              tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    (mixed / "broken.pcap").write_bytes(b"\xd4\xc3\xb2\xa1 short")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "toolkit.cli", "analyze", str(mixed), "--format",
+           "parquet", "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2
+    assert "broken.pcap" in done.stderr and "6 captures analyzed" in done.stderr
+    assert len(list((out / "_captures").glob("*.json"))) == 6
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert "0 captures analyzed, 6 done before" in again.stderr
+    # a capture added later is the only one analyzed
+    bulk_capture(mixed / "late.pcap", 5_000, seed=9)
+    res = analyze_many([mixed], out)
+    assert [d["file"] for d in res.done] == [str(mixed / "late.pcap")]
+    assert len(res.skipped) == 6 and len(res.failed) == 1
+
+
+def test_bad_input_is_refused_with_the_option_named(tmp_path):
+    cap = corpus_file("cs_tcp_retransmissions")
+    for args, message in (
+            (["--jobs", "2", "--format", "csv"], "--jobs: captures are analyzed in parallel"),
+            (["--jobs", "0", "--format", "parquet", "-o", str(tmp_path / "o")], "--jobs 0"),
+            ([str(cap), "--stream", "0", "--format", "parquet", "-o", str(tmp_path / "p")],
+             "--stream: one capture at a time")):
+        done = subprocess.run([sys.executable, "-m", "toolkit.cli", "analyze", str(cap),
+                               *args], capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, "-m", "toolkit.cli", "analyze", str(empty),
+                           "--format", "parquet", "-o", str(tmp_path / "x")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and "no capture files in" in done.stderr
+
+
+def test_a_dask_cluster_gives_the_same_rows(folder, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the "
+                                      "optional cluster extra (pip install '.[cluster]')")
+    local = tmp_path / "local"
+    assert analyze_many([folder], local, jobs=1, packets=True).ok
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        res = analyze_many([folder], tmp_path / "dask", client=client, packets=True)
+        workers = {w for w in client.run(lambda: __import__("os").getpid()).values()}
+    assert res.ok and len(res.done) == 6 and len(workers) == 2
+    same_datasets(local, tmp_path / "dask")
+    import dask.dataframe as dd
+    assert len(dd.read_parquet(tmp_path / "dask" / "packets")) == \
+        len(pd.read_parquet(local / "packets"))

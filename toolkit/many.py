@@ -1,0 +1,219 @@
+"""Many captures at once: `toolkit.analyze_many(paths, out)` and `labkit analyze DIR -o OUT
+--format parquet`.
+
+Each capture is analyzed by one worker (a process of a local pool, one per core by default,
+or a Dask worker when given a `dask.distributed` Client) which writes its own part of one
+Parquet dataset per table, partitioned by capture file:
+
+    OUT/tcp_conversations/capture=<sha256[:16]>/part-0.parquet
+    OUT/udp_conversations/...  OUT/tcp_states/...  OUT/udp_flows/...  (OUT/packets/...)
+    OUT/_captures/<sha256>.json       one per capture done: name, sha256, frames, error
+
+Every row carries its capture's `file` (path as given) and `sha256`; the `capture`
+partition column is the hash's first 16 hex digits. pandas, pyarrow, DuckDB and Dask read
+a table's folder as one dataset (e.g. `pd.read_parquet("OUT/tcp_conversations")`). A
+capture whose record in `_captures/` exists with the same sha256 is skipped, so re-running
+after an interruption does only what is left; a file that cannot be read is reported and
+skipped, never the end of the rest. Workers write to their own files only (a temporary
+folder renamed into place), so a half-written partition is never read as a whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+TABLES = ("tcp_conversations", "udp_conversations", "tcp_states", "udp_flows")
+DONE = "_captures"
+
+
+class ManyError(ValueError):
+    """Bad input to analyze_many (no captures, an output that is a file); names it."""
+
+
+@dataclass
+class ManyResult:
+    out: Path
+    done: list[dict] = field(default_factory=list)        # analyzed now
+    skipped: list[dict] = field(default_factory=list)     # done before (same sha256)
+    failed: list[dict] = field(default_factory=list)      # {"file", "error"}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def captures_in(paths) -> list[Path]:
+    """The capture files named or found (recursively, by suffix) in the folders named."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file()
+                            and f.name.lower().endswith(CAPTURE_SUFFIXES))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise ManyError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def done_before(out: Path, digest: str) -> dict | None:
+    record = out / DONE / f"{digest}.json"
+    try:
+        return {**json.loads(record.read_text()), "skipped": True}
+    except (OSError, ValueError):
+        return None
+
+
+def analyze_one(path: str, digest: str, out: str, packets: bool = False) -> dict:
+    """Analyze one capture (whose sha256 is `digest`) into its partitions of the datasets
+    under `out`: a worker's job, plain arguments and result, so a process pool or Dask can
+    carry them."""
+    from .api import analyze
+    from .pcap import CaptureError
+
+    t0 = time.perf_counter()
+    path_, out_ = Path(path), Path(out)
+    record = out_ / DONE / f"{digest}.json"
+    part = f"capture={digest[:16]}"
+    try:
+        a = analyze(path_, threads=1)
+    except (CaptureError, OSError) as e:
+        return {"file": path, "sha256": digest, "error": str(e)}
+    extra = {"file": path, "sha256": digest}
+    import pyarrow.parquet as pq
+
+    from .analysis.table import arrow_array
+
+    tables = {"tcp_conversations": a.tcp_table,
+              "udp_conversations": a.udp_result.conversation_table,
+              "tcp_states": a.tcp_state_table, "udp_flows": a.udp_result.flow_table}
+    for name, table in tables.items():
+        t = table.to_arrow()
+        n = t.num_rows
+        t = t.append_column("file", arrow_array([path] * n)) \
+             .append_column("sha256", arrow_array([digest] * n))
+        _write_partition(out_ / name / part,
+                         lambda d, t=t: pq.write_table(t, d / "part-0.parquet"))
+    if packets:
+        _write_partition(out_ / "packets" / part,
+                         lambda d: a.write_packets(d / "part-0.parquet", "parquet",
+                                                   extra=extra))
+    doc = {"file": path, "sha256": digest, "frames": len(a),
+           "error": str(a.error) if a.error else None,
+           "seconds": round(time.perf_counter() - t0, 3), "packets": packets}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(doc) + "\n")
+    os.replace(tmp, record)
+    return doc
+
+
+def _write_partition(final: Path, write) -> None:
+    """Write into a temporary folder beside `final`, then put it in place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    if final.exists():                 # a partition of an unfinished earlier run
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def analyze_many(paths, out, client=None, jobs: int | None = None, packets: bool = False,
+                 progress=None) -> ManyResult:
+    """Analyze every capture in `paths` (files and folders) into Parquet datasets under
+    `out`, in parallel: on a local process pool of `jobs` workers (default: every core),
+    or on a Dask cluster when `client` (a dask.distributed Client) is given. `progress`,
+    if given, is called with (done_count, total, result_dict) as each capture finishes."""
+    files = captures_in(paths)
+    if not files:
+        raise ManyError(f"no capture files in {', '.join(map(str, paths))} (looked for "
+                        f"{', '.join(CAPTURE_SUFFIXES)})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ManyError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    result = ManyResult(out)
+
+    def take(doc: dict) -> None:
+        (result.failed if doc.get("error") and "frames" not in doc else
+         result.skipped if doc.get("skipped") else result.done).append(doc)
+        if progress is not None:
+            progress(len(result.done) + len(result.skipped) + len(result.failed),
+                     len(files), doc)
+
+    # what was done before (the same bytes, by sha256) is not sent to any worker
+    args = []
+    for f in files:
+        try:
+            digest = sha256_of(f)
+        except OSError as e:
+            take({"file": str(f), "error": f"{f}: {e.strerror or e}"})
+            continue
+        before = done_before(out, digest)
+        if before is not None:
+            take({**before, "file": str(f)})
+        else:
+            args.append((str(f), digest, str(out), packets))
+    if not args:
+        return result
+    if client is not None:
+        from distributed import as_completed as dask_completed
+        futures = [client.submit(analyze_one, *a, pure=False) for a in args]
+        for fut in dask_completed(futures):
+            take(_result(fut.result, args[futures.index(fut)][0]))
+    else:
+        jobs = jobs or os.cpu_count() or 1
+        if jobs == 1 or len(args) == 1:
+            for a in args:
+                take(_result(lambda a=a: analyze_one(*a), a[0]))
+        else:
+            import multiprocessing
+            # spawned, not forked: a fork of a process that holds threads (numba's, a
+            # notebook's) can deadlock in the child
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = {pool.submit(analyze_one, *a): a[0] for a in args}
+                for fut in as_completed(futures):
+                    take(_result(fut.result, futures[fut]))
+    return result
+
+
+def _result(get, path: str) -> dict:
+    try:
+        return get()
+    except Exception as e:              # a worker that crashed: this file, not the rest
+        return {"file": path, "error": f"{type(e).__name__}: {e}"}
+
+
+def print_progress(stream=sys.stderr):
+    """A progress callback: one line a capture, as it finishes."""
+    def show(i: int, total: int, doc: dict) -> None:
+        if doc.get("skipped"):
+            what = "done before, skipped"
+        elif doc.get("error") and "frames" not in doc:
+            what = f"FAILED: {doc['error']}"
+        else:
+            what = f"{doc['frames']} frames in {doc['seconds']:.2f} s" + \
+                (f" (damaged: {doc['error']})" if doc.get("error") else "")
+        stream.write(f"[{i}/{total}] {doc['file']}: {what}\n")
+        stream.flush()
+    return show
