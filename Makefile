@@ -54,6 +54,7 @@ notebooks: venv
 
 bench: venv system-deps
 	$(PY) benchmarks/analyze_speed.py
+	$(PY) benchmarks/analyze_many_speed.py
 
 bench-endpoints: venv bench-deps
 	$(PY) benchmarks/endpoints_vs_iperf3.py

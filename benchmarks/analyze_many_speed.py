@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""labkit analyze on many captures: --jobs 2 against --jobs 1, in the same run.
+
+Makes 20 synthetic captures of 100k packets each (benchmarks/synthetic.py: bulk TCP with
+retransmissions, some UDP), then times `labkit analyze DIR --format parquet -o OUT` with
+--jobs 1 and with --jobs N (default: every core), each into a fresh OUT. The last line is
+machine-readable:
+
+    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X
+
+    .venv/bin/python benchmarks/analyze_many_speed.py [--captures 20] [--packets 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from synthetic import bulk_capture  # noqa: E402
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-800:]}")
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--captures", type=int, default=20)
+    ap.add_argument("--packets", type=int, default=100_000)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="lkbench-many-"))
+    try:
+        caps = work / "captures"
+        caps.mkdir()
+        for i in range(args.captures):
+            bulk_capture(caps / f"c{i:02d}.pcap", args.packets, seed=i)
+        lk = [sys.executable, "-m", "toolkit.cli", "analyze", str(caps), "--format",
+              "parquet"]
+        timed(lk + ["-o", str(work / "warm"), "--jobs", "1"])      # compiled kernels cached
+        shutil.rmtree(work / "warm")
+        one = timed(lk + ["-o", str(work / "one"), "--jobs", "1"])
+        many = timed(lk + ["-o", str(work / "many"), "--jobs", str(args.jobs)])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    total = args.captures * args.packets
+    print(f"{args.captures} captures of {args.packets:,} packets; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"--jobs 1: {one:6.2f} s  {total / one:>12,.0f} packets/s")
+    print(f"--jobs {args.jobs}: {many:6.2f} s  {total / many:>12,.0f} packets/s")
+    print(f"captures={args.captures} packets_each={args.packets} jobs={args.jobs} "
+          f"seconds_1={one:.2f} seconds_n={many:.2f} speedup={one / many:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
