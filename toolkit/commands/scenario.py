@@ -14,15 +14,32 @@ def register(sub) -> None:
     p.add_argument("--list", action="store_true", help="list the scenarios and their roles")
     p.set_defaults(func=_list)
     names = p.add_subparsers(dest="scenario", metavar="NAME")
+    wanted = _named_on_command_line(scenarios.names())
     for name in scenarios.names():
-        roles = scenarios.roles(name)
         sp = names.add_parser(name, help=scenarios.describe(name))
+        if wanted is not None and name != wanted:
+            # `labkit scenario NAME ...` parses only NAME's roles: importing every other
+            # scenario (and what it imports: numpy, scapy) would cost each lab process
+            # a few tenths of a second of CPU at start
+            continue
+        roles = scenarios.roles(name)
         rs = sp.add_subparsers(dest="role", metavar="ROLE", required=True)
         for role_name, role in roles.items():
             rp = rs.add_parser(role_name, help=role.help, description=role.help)
             scenarios.add_conventional(rp, role_name)
             role.add_arguments(rp)
             rp.set_defaults(func=role.run)
+
+
+def _named_on_command_line(known: list[str]) -> str | None:
+    """The scenario this process was started to run (`... scenario NAME ROLE ...`), or
+    None (help, --list, or the CLI called as a library)."""
+    argv = sys.argv[1:]
+    if "scenario" in argv:
+        i = argv.index("scenario")
+        if i + 1 < len(argv) and argv[i + 1] in known:
+            return argv[i + 1]
+    return None
 
 
 def _list(args) -> int:

@@ -56,8 +56,15 @@ def roles(name: str) -> dict[str, Role]:
 
 
 def describe(name: str) -> str:
-    mod = importlib.import_module(f"{__name__}.{REGISTRY[name]}")
-    return (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+    """The first line of the scenario module's docstring, read without importing it."""
+    import ast
+    from pathlib import Path
+    path = Path(__file__).with_name(f"{REGISTRY[name]}.py")
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+    except (OSError, SyntaxError):
+        doc = None
+    return doc.strip().splitlines()[0] if doc else ""
 
 
 def add_conventional(parser, role: str) -> None:
