@@ -13,7 +13,7 @@ from toolkit import scenarios
 
 PROBE = """
 import sys
-sys.argv = ["labkit", "scenario", "backlog", "client", "--help"]
+sys.argv = ["/x/bin/labkit", "scenario", "backlog", "client", "--help"]
 from toolkit import cli
 try:
     cli.main(sys.argv[1:])
@@ -48,3 +48,12 @@ def test_describe_reads_the_docstring_without_importing():
     for name in scenarios.names():
         mod = importlib.import_module(f"toolkit.scenarios.{scenarios.REGISTRY[name]}")
         assert scenarios.describe(name) == mod.__doc__.strip().splitlines()[0]
+
+
+def test_other_commands_import_no_scenario():
+    probe = PROBE.replace('"scenario", "backlog", "client", "--help"', '"send", "--help"')
+    probe = probe.replace('sys.argv = ["labkit"', 'sys.argv = ["/x/bin/labkit"')
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -32,9 +32,15 @@ def register(sub) -> None:
 
 
 def _named_on_command_line(known: list[str]) -> str | None:
-    """The scenario this process was started to run (`... scenario NAME ROLE ...`), or
-    None (help, --list, or the CLI called as a library)."""
+    """The scenario this process was started to run (`... scenario NAME ROLE ...`); ""
+    when `labkit` was started for another command (send, serve, run: no scenario's roles
+    are parsed); None when every scenario may be (help, --list, the CLI as a library)."""
+    from pathlib import Path
     argv = sys.argv[1:]
+    started_as_labkit = Path(sys.argv[0]).name == "labkit" or sys.argv[0].endswith(
+        str(Path("toolkit", "cli.py")))
+    if started_as_labkit and argv and "scenario" not in argv:
+        return ""
     if "scenario" in argv:
         i = argv.index("scenario")
         if i + 1 < len(argv) and argv[i + 1] in known:
