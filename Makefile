@@ -39,7 +39,7 @@ system-deps bench-deps:
 	  echo "note: missing$$missing (run 'make test' as root on Debian to install them; tests that need them are skipped with a reason)"; \
 	fi
 
-test: venv system-deps
+test: venv bench-deps
 	$(VENV)/bin/labkit check captures/
 	$(PY) -m pytest -q
 

@@ -20,7 +20,7 @@ Prints each pair and the ratio (labkit / reference); the last line is machine-re
 Without privileges for a lab it runs on loopback and says so (no loss or pacing rows).
 Everything is bounded in time (--seconds per measurement) and removed on exit.
 
-    sudo .venv/bin/python benchmarks/endpoints_vs_iperf3.py [--seconds 3]
+    sudo .venv/bin/python benchmarks/endpoints_vs_iperf3.py [--seconds 3] [--loopback]
 """
 
 from __future__ import annotations
@@ -110,7 +110,13 @@ def iperf3_udp(lab, secs, length, rate="0"):
                              timeout=secs + 30), "iperf3")
     finally:
         _stop(srv)
-    s = doc["end"]["sum"]
+    end = doc.get("end") or {}
+    # iperf3 3.12 writes end.sum for UDP; some runs (and versions) have only the sender's
+    # and the receiver's sums: the receiver's is the one with the loss in it
+    s = end.get("sum_received") or end.get("sum")
+    if not s:
+        raise RuntimeError(f"iperf3 -u gave no end summary (end has {sorted(end)}; error: "
+                           f"{doc.get('error')!r})")
     got = s["packets"] - s["lost_packets"]
     return {"sent": s["packets"], "received": got, "lost": s["lost_packets"],
             "pps": got / s["seconds"], "seconds": s["seconds"]}
@@ -221,8 +227,13 @@ def pacing_pair(lab, secs, tmp):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
+    ap.add_argument("--loopback", action="store_true",
+                    help="measure on this host's loopback even where a lab can be built")
     args = ap.parse_args()
     secs = args.seconds
+    if secs < 1:
+        # iperf3 reads -t 0.5 as 0, which is "forever"
+        ap.error(f"--seconds {secs:g}: at least 1 (iperf3 counts whole seconds)")
     for tool in ("iperf3", "sockperf"):
         if not shutil.which(tool):
             print(f"{tool} is not installed: `sudo make bench-endpoints` installs it",
@@ -231,12 +242,15 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lkbench-"))
     rows = []
     try:
-        try:
-            ctx = netlab.up(netlab.default_topology())
-            lab = ctx.__enter__()
-            where = f"lab namespaces a-r-b ({lab.privilege.mode})"
-        except netlab.PrivilegeError as e:
-            ctx, lab, where = None, Loopback(), f"loopback ({e})"
+        if args.loopback:
+            ctx, lab, where = None, Loopback(), "loopback (--loopback)"
+        else:
+            try:
+                ctx = netlab.up(netlab.default_topology())
+                lab = ctx.__enter__()
+                where = f"lab namespaces a-r-b ({lab.privilege.mode})"
+            except netlab.PrivilegeError as e:
+                ctx, lab, where = None, Loopback(), f"loopback ({e})"
         try:
             print(f"path: {where}; {secs:g} s per measurement")
             tcp = (labkit_tcp(lab, secs, tmp), iperf3_tcp(lab, secs))
