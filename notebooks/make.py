@@ -89,6 +89,27 @@ LABS = {
         ("The same pieces in the link's ledger: dropped between r-a and r-b", "d = run.table(\"drops\")\nd[d.flow == \"udp\"][[\"udp_seq\", \"reason\", \"why\"]]"),
         ("The TCP receiver's verdict: size and SHA-256 checked before the file got its name", "e = run.table(\"endpoints\")\ne[(e.flow == \"tcp\") & (e.side == \"serve\")][[\"received_file_ok\", \"received_file_bytes\"]]"),
     ]},
+    "06-backlog": {"file": "06-backlog.ipynb", "plots": [
+        ("The legitimate client at b (no SYN cookies): its SYNs, never answered", "plot.ladder(run, flow=\"legit-b\")"),
+        ("The legitimate client at c (SYN cookies): a cookie SYN-ACK, and it is in", "plot.ladder(run, flow=\"legit-c\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("The half-open count over time: SYN-RECV entries of port 5201 in each sample of b's and c's sockets (ss)", "import matplotlib.pyplot as plt\nss = run.table(\"sockets\")\nhalf = ss.assign(n=(ss.state == \"SYN-RECV\") & (ss.local_port == 5201)).groupby([\"host\", \"t_s\"]).n.sum().reset_index()\nfig, ax = plt.subplots(figsize=(8, 3))\nfor host, g in half.groupby(\"host\"):\n    ax.step(g.t_s, g.n, where=\"post\", label=f\"{host} ({'cookies' if host == 'c' else 'no cookies'})\")\nax.set_xlabel(\"s since the traffic began\"); ax.set_ylabel(\"half-open (SYN-RECV)\"); ax.legend()\nhalf.groupby(\"host\").n.max()"),
+        ("The same from b's capture: distinct spoofed peers b sent a SYN-ACK to, over time (none ever completes)", "pk = run.table(\"packets\", \"b\")\nsa = pk[(pk.sport == 5201) & (pk.tcp_flags == 18) & pk.dst.str.startswith(\"10.201.4.\")]\nfirst = sa.drop_duplicates([\"dst\", \"dport\"])\nfirst.assign(half_open=range(1, len(first) + 1))[[\"time\", \"dst\", \"dport\", \"half_open\"]]"),
+        ("The accept queue of b's listener on port 5300: its length (Recv-Q) against its backlog (Send-Q)", "ss = run.table(\"sockets\")\nss[(ss.host == \"b\") & (ss.state == \"LISTEN\") & (ss.local_port == 5300)][[\"t_s\", \"recv_q\", \"send_q\"]]"),
+        ("Each client of the late server: how long connect() took, and when the server reached it", "import pandas as pd\npd.DataFrame(run.endpoint_report(\"queue\", \"send\")[\"connections\"])"),
+        ("Every SYN a sent, and Wireshark's verdict on each (the retries)", "pk = run.table(\"packets\", \"a\")\npk[pk.tcp_flags == 2][[\"frame\", \"time\", \"dst\", \"sport\", \"dport\", \"retransmission\"]]"),
+        ("The counters that tell the queues' story, per host", "c = run.table(\"counters\")\nc[c.counter.isin([\"TcpExtListenOverflows\", \"TcpExtListenDrops\", \"TcpExtTCPReqQFullDrop\", \"TcpExtTCPReqQFullDoCookies\", \"TcpExtSyncookiesSent\", \"TcpExtSyncookiesRecv\", \"TcpExtSyncookiesFailed\"])]"),
+        ("The flood as m sent it: destination, spoofed sources, count and rate", "run.endpoint_report(\"flood-b\", \"send\")[\"end\"]"),
+    ]},
+    "07-server-models": {"file": "07-server-models.ipynb", "plots": [
+        ("The iterative server's conversations as a ladder, a and b", "plot.ladder(run, flow=\"iterative\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("Each model's 8 clients: completion, first response and latency percentiles (seconds)", "ep = run.table(\"endpoints\")\nep[ep.side == \"send\"][[\"flow\", \"connected\", \"seconds\", \"first_response_p50_s\", \"first_response_max_s\", \"latency_p50_s\", \"latency_p90_s\", \"latency_max_s\"]]"),
+        ("What each server cost: connections held at once, threads, processes, descriptors, memory (MB), peak and idle", "ep = run.table(\"endpoints\")\nsv = ep[ep.side == \"serve\"].set_index(\"flow\")\nmb = lambda c: (sv[c] / 1e6).round(1)\nimport pandas as pd\npd.DataFrame({\"connections\": sv.peak_connections, \"threads\": sv.peak_threads, \"idle threads\": sv.idle_threads, \"processes\": sv.peak_processes, \"fds\": sv.peak_fds, \"idle fds\": sv.idle_fds, \"RSS MB\": mb(\"peak_rss_bytes\"), \"PSS MB\": mb(\"peak_pss_bytes\"), \"idle RSS MB\": mb(\"idle_rss_bytes\"), \"server VmHWM MB\": mb(\"server_peak_rss_bytes\")})"),
+        ("The iterative server's clients, by when they got their first answer", "import pandas as pd\npd.DataFrame(run.endpoint_report(\"iterative\", \"send\")[\"connections\"]).drop(columns=[\"latency_s\"]).sort_values(\"first_response_s\")"),
+        ("From b's capture: each connection's handshake (SYN-ACK) and first answer, per model", "import matplotlib.pyplot as plt\nimport pandas as pd\npk = run.table(\"packets\", \"b\")\nports = {f[\"port\"]: f[\"name\"] for f in run.doc[\"flows\"]}\nb = pk[pk.sport.isin(list(ports))]\nsyn_ack = b[b.tcp_flags == 18].groupby([\"sport\", \"dport\"]).time.min()\nanswer = b[b.tcp_len > 0].groupby([\"sport\", \"dport\"]).time.min()\nt = pd.DataFrame({\"handshake\": syn_ack, \"first_answer\": answer}).reset_index()\nt[\"model\"] = t.sport.map(ports)\nfig, ax = plt.subplots(figsize=(8, 3))\nfor i, (m, g) in enumerate(t.groupby(\"model\", sort=False)):\n    ax.scatter(g.handshake, [i] * len(g), marker=\"|\", s=200, color=\"gray\")\n    ax.scatter(g.first_answer, [i] * len(g), marker=\"o\")\nax.set_yticks(range(t.model.nunique()), list(t.groupby(\"model\", sort=False).groups)); ax.set_xlabel(\"s (b.pcapng): | handshake, o first answer\")\nt"),
+        ("The iterative listener's accept queue over time (Recv-Q: clients waiting)", "ss = run.table(\"sockets\")\nss[(ss.state == \"LISTEN\") & (ss.local_port == 5201)][[\"t_s\", \"recv_q\", \"send_q\"]]"),
+    ]},
 }
 
 def md(t): return nbf.v4.new_markdown_cell(t)
