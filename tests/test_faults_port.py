@@ -165,3 +165,21 @@ def test_last_waits_for_its_own_flows_fin(tmp_path):
     dropped = ledger.read(tmp_path / "l.jsonl").dropped()
     assert [(r["pkt"]["dport"], r["pkt"]["seq"]) for r in dropped] == [(5304, 200)]
     assert "port 5304" in dropped[0]["why"]
+
+
+def test_a_misspelled_link_key_is_a_lab_error_not_a_link_without_faults(tmp_path):
+    from toolkit.labs import spec
+    text = """
+[lab]
+title = "t"
+engine = "userspace"
+[link]
+faults = [{action = "drop", proto = "tcp", port = 5301}]
+[[flow]]
+port = 5301
+"""
+    with pytest.raises(spec.LabError, match=r"link\.faults: unknown key; known: both, a_to_b, "
+                                            r"b_to_a, fault"):
+        spec.loads(text, tmp_path / "lab.toml")
+    lab = spec.loads(text.replace("faults =", "fault ="), tmp_path / "lab.toml")
+    assert [f.port for f in lab.impairment.faults] == [5301]

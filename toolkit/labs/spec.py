@@ -34,6 +34,7 @@ LAB_KEYS = ("title", "summary", "duration", "seed", "engine", "name", "figures")
 # toolkit.plot.KINDS, named here so that reading a lab imports no plotting library
 FIGURE_KINDS = ("side-by-side", "goodput", "ladder", "time-sequence", "rtt-cwnd", "udp")
 CAPTURE_KEYS = ("points", "snaplen", "backend", "filter")
+LINK_KEYS = ("both", "a_to_b", "b_to_a", "fault")
 FLOW_KEYS = ("name", "proto", "client", "server", "port", "client_port", "start", "after",
              "scenario", "send", "serve")
 ENGINES = ("auto", "kernel", "userspace")
@@ -234,6 +235,11 @@ def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> La
         raise LabError("link: expected a table")
     if "seed" in link:
         raise LabError("link.seed: the seed is [lab].seed (and --seed); remove it here")
+    for key in link:
+        # netlab's reader ignores keys it does not know (they may be its caller's): here a
+        # typo such as `faults` must not leave the link silently without its faults
+        if key not in LINK_KEYS:
+            raise LabError(f"link.{key}: unknown key; known: {', '.join(LINK_KEYS)}")
     try:
         impairment = imp_mod.from_dict({**link, "seed": seed}, "link")
     except imp_mod.SpecError as e:
