@@ -73,6 +73,11 @@ class Header:
         return STRUCT.pack(MAGIC, VERSION, self.kind, 0, self.flow, self.seq, self.send_ns,
                            self.length)
 
+    def pack_into(self, buf, offset: int = 0) -> None:
+        """Write the header into `buf` at `offset` (a sender reusing one message buffer)."""
+        STRUCT.pack_into(buf, offset, MAGIC, VERSION, self.kind, 0, self.flow, self.seq,
+                         self.send_ns, self.length)
+
     @classmethod
     def unpack(cls, data: bytes) -> Header:
         """Parse the header at the start of `data` (which may carry the body after it)."""
