@@ -18,7 +18,7 @@ from conftest import REPO, is_root, network_or_skip
 from toolkit.runtime import child_env
 
 pytestmark = pytest.mark.root
-LABS = ["01-handshake", "03-boundaries", "04-loss"]
+LABS = sorted(p.parent.name for p in (REPO / "labs").glob("*/lab.toml"))
 
 
 def labkit_run(lab: str, out, *args, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -56,19 +56,28 @@ def test_a_lab_runs_and_its_expectations_hold(runs, lab):
                  "analysis", "expectations", "figures", "report"):
         assert name in phases
     assert doc["environment"]["kernel"] and doc["environment"]["privilege"]["mode"]
-    for point in ("a", "r-a", "r-b", "b"):
+    spec = doc["spec"]
+    points = spec.get("capture", {}).get("points") or ["a", "r-a", "r-b", "b"]
+    assert sorted(doc["captures"]) == sorted(points)
+    for point in points:
         cap = doc["captures"][point]
         assert (folder / cap["files"][0]).stat().st_size > 0
         assert cap["counters"]["dropped"] == 0
         assert (folder / "analysis" / point / "tcp_conversations.parquet").exists()
     for flow in doc["flows"]:
-        assert flow["send"]["exit_status"] == 0 and flow["serve"]["exit_status"] == 0
-        assert not flow["send"]["timed_out"]
+        assert flow["send"]["exit_status"] == 0 and not flow["send"]["timed_out"], flow
         assert (folder / flow["send"]["report"]).exists()
-        assert (folder / flow["serve"]["report"]).exists()
+        if flow["serve"]:                 # a scenario's client may aim at another's server
+            assert flow["serve"]["exit_status"] == 0, flow
+            assert (folder / flow["serve"]["report"]).exists()
     # offloads read back from the kernel: off, or captures would show 64 KB "segments"
     offloads = doc["network"]["nodes"]["a"]["offloads"]["lk-a-r"]
     assert offloads["generic-segmentation-offload"] == "off"
+    # the lab's own flows end within its duration (what a busy machine adds is the
+    # analysis; benchmarks/labs_time.py measures the whole run against the 15 s budget)
+    from toolkit.netlab import units
+    traffic = next(p for p in doc["phases"] if p["name"] == "traffic")
+    assert traffic["duration_s"] <= units.seconds(doc["spec"]["lab"].get("duration", "10s")) + 5
     statuses = {e["name"]: e["status"] for e in doc["expectations"]}
     assert statuses and set(statuses.values()) <= {"pass", "unreliable"}, statuses
     if doc["timing"]["reliable"]:
