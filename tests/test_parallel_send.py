@@ -141,3 +141,17 @@ def test_an_interrupted_parallel_sender_reports_what_it_had(tmp_path):
     assert rep["end"]["connected"] == 3 and rep["end"]["failed"] == 3
     assert [c["i"] for c in rep["connections"]] == [0, 1, 2]
     assert all("connect_s" in c and "completion_s" not in c for c in rep["connections"])
+
+
+def test_a_child_that_ends_mid_sample_does_not_spoil_the_pss(monkeypatch):
+    import os
+    real = resources._pss
+    gone = 2 ** 22 + 54321
+    monkeypatch.setattr(resources, "_status", lambda pid: {"VmRSS": 1000, "Threads": 1})
+    monkeypatch.setattr(resources, "_fds", lambda pid: 3)
+    monkeypatch.setattr(resources, "_pss", lambda pid: None if pid == gone else 500)
+    s = resources.sample([os.getpid(), gone, os.getpid()])
+    assert s["processes"] == 2 and s["pss_bytes"] == 1000 and s["rss_bytes"] == 2000
+    monkeypatch.setattr(resources, "_pss", lambda pid: None)      # no smaps_rollup at all
+    assert resources.sample([os.getpid()])["pss_bytes"] is None
+    monkeypatch.setattr(resources, "_pss", real)

@@ -59,24 +59,25 @@ def _fds(pid: int) -> int | None:
 
 
 def sample(pids) -> dict:
-    """One sample summed over the live processes among `pids`."""
+    """One sample summed over the live processes among `pids` (the first is the server:
+    without its smaps_rollup, no PSS at all; a child that ends between two reads counts
+    as gone)."""
     tot = dict.fromkeys(_FIELDS, 0)
-    pss_ok = True
-    for pid in pids:
+    for i, pid in enumerate(pids):
         st = _status(pid)
         if "VmRSS" not in st:
             continue                     # gone (a child that just ended)
+        p = _pss(pid)
+        if p is None and i:
+            continue                     # it ended while we read it
         tot["processes"] += 1
         tot["rss_bytes"] += st["VmRSS"]
         tot["threads"] += st.get("Threads", 0)
         tot["fds"] += _fds(pid) or 0
-        p = _pss(pid)
-        if p is None:
-            pss_ok = False
+        if p is None or tot["pss_bytes"] is None:
+            tot["pss_bytes"] = None      # no smaps_rollup here (an old kernel)
         else:
             tot["pss_bytes"] += p
-    if not pss_ok:
-        tot["pss_bytes"] = None
     return tot
 
 
@@ -105,10 +106,10 @@ class Sampler:
         if self.idle is None:
             self.idle = s
         for k, v in s.items():
-            if v is not None and (self.peak[k] is not None):
-                self.peak[k] = max(self.peak[k], v)
-            elif v is None:
-                self.peak[k] = None
+            if v is not None:
+                self.peak[k] = max(self.peak[k] or 0, v)
+            elif not self.peak[k]:
+                self.peak[k] = None      # never measured
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
