@@ -217,3 +217,34 @@ def test_the_speed_benchmark_runs_to_its_machine_readable_lines(tmp_path):
     fields = dict(kv.split("=") for kv in pkt.split())
     assert int(fields["packets"]) == len(toolkit.analyze(corpus_file("zeek_echo_connections")))
     assert float(fields["ratio"]) > 0 and int(fields["labkit_peak_bytes_per_packet"]) > 0
+
+
+def test_stream_limits_every_output_and_the_verdict_line(tmp_path):
+    """--stream N: the Parquet tables, the per-packet rows and the text report's verdict
+    totals are stream N's, not the whole capture's."""
+    many = corpus_file("zeek_echo_connections")
+    a = toolkit.analyze(many)
+    out = tmp_path / "s3"
+    done = run_analyze(str(many), "--stream", "3", "--packets", "--format", "parquet", "-o",
+                       str(out))
+    assert done.returncode == 0, done.stderr
+    assert pd.read_parquet(out / "tcp_conversations.parquet")["stream"].tolist() == [3]
+    assert set(pd.read_parquet(out / "tcp_states.parquet")["stream"]) == {3}
+    assert len(pd.read_parquet(out / "udp_conversations.parquet")) == 0
+    pk = pd.read_parquet(out / "packets.parquet")
+    assert set(pk["tcp_stream"]) == {3} and len(pk) == (a.packets.tcp_stream == 3).sum()
+    # stream 90 has one retransmission of the capture's many
+    assert a.packets["retransmission"].sum() > 1
+    assert a.packets[a.packets.tcp_stream == 90]["retransmission"].sum() == 1
+    text = run_analyze(str(many), "--packets", "--stream", "90").stdout.decode()
+    line = next(x for x in text.splitlines() if x.startswith("Verdicts"))
+    assert line.startswith("Verdicts (stream 90): ") and "retransmission 1," in line + ","
+
+
+def test_json_of_several_files_is_one_document(tmp_path):
+    one, two = corpus_file("cs_tcp_retransmissions"), corpus_file("zeek_ssh_dups")
+    done = run_analyze(str(one), str(two), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["format_version"] == 1
+    assert [c["summary"]["file"] for c in doc["captures"]] == [str(one), str(two)]

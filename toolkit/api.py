@@ -150,11 +150,14 @@ class Analysis:
             doc["packets"] = _records(pk)
         return doc
 
-    def write(self, out: str | os.PathLike, fmt: str, packets: bool = False) -> list[Path]:
-        """Write the tables: json -> one file, csv/parquet -> a directory of tables."""
+    def write(self, out: str | os.PathLike, fmt: str, packets: bool = False,
+              stream: int | None = None) -> list[Path]:
+        """Write the tables: json -> one file, csv/parquet -> a directory of tables; with
+        `stream`, TCP stream `stream`'s rows only (no UDP rows)."""
         out = Path(out)
         if fmt == "json":
-            out.write_text(json.dumps(self.to_json(packets=packets), indent=1, default=jsonable))
+            out.write_text(json.dumps(self.to_json(packets=packets, stream=stream), indent=1,
+                                      default=jsonable))
             return [out]
         out.mkdir(parents=True, exist_ok=True)
         if fmt not in ("csv", "parquet"):
@@ -162,6 +165,10 @@ class Analysis:
         tables = {"tcp_conversations": self.tcp_table,
                   "udp_conversations": self.udp_result.conversation_table,
                   "tcp_states": self.tcp_state_table, "udp_flows": self.udp_result.flow_table}
+        if stream is not None:
+            tables = {name: t.take(t["stream"] == stream if "stream" in t and
+                                   name.startswith("tcp") else np.zeros(len(t), bool))
+                      for name, t in tables.items()}
         written = []
         for name, table in tables.items():
             p = out / f"{name}.{fmt}"
@@ -176,9 +183,9 @@ class Analysis:
             p = out / f"packets.{fmt}"
             if fmt == "csv":
                 with open(p, "wb") as f:
-                    self.write_packets(f, "csv")
+                    self.write_packets(f, "csv", stream=stream)
             else:
-                self.write_packets(p, fmt)
+                self.write_packets(p, fmt, stream=stream)
             written.append(p)
         return written
 

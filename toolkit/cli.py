@@ -80,8 +80,10 @@ def cmd_analyze(args) -> int:
     if rows_out is not None:
         rows_out.close()
     if args.format == "json" and docs:
-        text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=1)
-        _emit(text, args.output)
+        # one document: a capture's, or with several files {"format_version", "captures"}
+        doc = docs[0] if len(docs) == 1 else {"format_version": docs[0]["format_version"],
+                                              "captures": docs}
+        _emit(json.dumps(doc, indent=1), args.output)
     elif args.format == "csv" and csv_tables:
         import pandas as pd
 
@@ -188,7 +190,7 @@ def _analyze_one(path, args, docs, csv_tables, rows_out) -> int:
             # the system allocator gives each chunk's memory back; Arrow's default pool
             # holds ~20 MB more at the peak (this process ends after the export)
             pa.set_memory_pool(pa.system_memory_pool())
-        a.write(out, "parquet", packets=args.packets)
+        a.write(out, "parquet", packets=args.packets, stream=args.stream)
     if a.error is not None:
         # the results above cover every packet before the damage
         _err(f"{a.error} (analyzed the {len(a)} frames before it)")

@@ -160,10 +160,13 @@ def text_report(a, stream: int | None = None, packets: bool = False) -> str:
               "upper case from A)", tcp_table(tcp) if len(tcp) else "(none)"]
     if stream is None:
         parts += ["", "UDP conversations", udp_table(a.udp_result.conversation_table)]
+    verdict_totals = {}
     if packets:
         pk = a.packets if stream is None else a.packets[a.packets["tcp_stream"] == stream]
         parts += ["", "Packets", packet_lines(pk)]
-    verdict_totals = {name: int(a.packets[name].sum()) for name in V.VERDICTS} if packets else {}
+        # the frames shown: with --stream, that stream's alone
+        verdict_totals = {name: int(pk[name].sum()) for name in V.VERDICTS}
     if any(verdict_totals.values()):
-        parts += ["", "Verdicts: " + ", ".join(f"{k} {v}" for k, v in verdict_totals.items() if v)]
+        parts += ["", "Verdicts" + (f" (stream {stream})" if stream is not None else "") +
+                  ": " + ", ".join(f"{k} {v}" for k, v in verdict_totals.items() if v)]
     return "\n".join(parts)
