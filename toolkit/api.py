@@ -100,7 +100,7 @@ class Analysis:
         cols = self.capture.cols
         for name in EXPORT_UNUSED_COLUMNS:
             cols.pop(name, None)
-        self.segments.rel_seq                       # the details pass, while all is there
+        _ = self.segments.rel_seq                   # the details pass, while all is there
         for name in ("src_hi", "dst_hi"):
             v = cols.get(name)
             if v is not None and len(v) and v.strides[0] and (v == v[0]).all():

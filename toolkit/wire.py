@@ -31,6 +31,10 @@ peer cannot make a receiver allocate without bound.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 from dataclasses import dataclass
 
 __all__ = ["MAGIC", "VERSION", "HEADER_LEN", "FIELDS", "DEFAULT_LIMIT", "KIND_DATA",

@@ -950,7 +950,8 @@ SUMMARY_COLUMNS = [
     # UDP
     "udp_flow_ids", "udp_sent", "udp_received_at_receiver", "udp_lost_at_receiver",
     "udp_lost_link", "udp_lost_before_link", "udp_lost_receiving_interface",
-    "udp_lost_host", "host_udp_rcvbuf_errors", "udp_link_dropped", "udp_control_dropped", "udp_duplicates_at_receiver",
+    "udp_lost_host", "host_udp_rcvbuf_errors", "udp_link_dropped", "udp_control_dropped",
+    "udp_duplicates_at_receiver",
     "udp_reordered_at_receiver",
     # what the endpoints said
     "tcpinfo_total_retrans", "udp_lost_reported_by_receiver", "dropped_in_host",
