@@ -31,11 +31,11 @@ peer cannot make a receiver allocate without bound.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:                 # numpy is imported where it is used (decode_heads)
     import numpy as np
-from dataclasses import dataclass
 
 __all__ = ["MAGIC", "VERSION", "HEADER_LEN", "FIELDS", "DEFAULT_LIMIT", "KIND_DATA",
            "KIND_REQUEST", "KIND_RESPONSE", "KIND_FILE", "KIND_CONTROL", "FramingError",
