@@ -133,3 +133,15 @@ def test_demo_without_capture_rights_says_what_to_do(tmp_path, monkeypatch):
     out = text.getvalue()
     assert "CAP_NET_RAW" in out and "run as root" in out and "labkit analyze" in out
     assert not (tmp_path / "d").exists()
+
+
+@live
+def test_demo_prints_each_udp_flows_loss_and_one_way_delay(demo):
+    """The loopback demo's UDP lab-flow table, with the one-way delay it promises (it once
+    asked for a column that does not exist, and printed none)."""
+    _, pcap, text = demo
+    flows = analyze_or_skip(pcap).udp_flows
+    assert "UDP lab flows" in text
+    header = text.split("UDP lab flows")[1].splitlines()[1]
+    assert "owd_mean_ms" in header.split() and "lost" in header.split()
+    assert len(flows) >= 1
