@@ -48,12 +48,24 @@ def register(sub) -> None:
 
 
 def _raise_fd_limit() -> None:
-    # a thousand clients need a thousand descriptors; the soft limit is often 1024
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """A thousand clients need a thousand descriptors; the soft limit is often 1024. Raised
+    as far as this platform allows (macOS refuses more than OPEN_MAX with ValueError, and
+    Windows has no resource module); where it cannot be, the server runs with what it has
+    and accept() backs off when descriptors run out."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return
     want = hard if hard != resource.RLIM_INFINITY else 1 << 16
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    for target in (want, 10240, 4096):
+        if soft >= target:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return
+        except (OSError, ValueError):
+            continue
 
 
 def _option(parse, text, flag: str, default):

@@ -25,6 +25,7 @@ are received only into `receive_dir`, when one is given (see sessions.py for the
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import select
@@ -42,6 +43,7 @@ from .sessions import Session
 
 MODELS = ("iterative", "thread", "process", "selectors", "asyncio")
 RECV = 1 << 18
+ACCEPT_BACKOFF_S = 0.05          # after EMFILE: how long before accept() is tried again
 CLOSE_WAIT_S = 2.0
 
 
@@ -67,6 +69,7 @@ class Server:
         self.cfg = cfg
         self.report = report or Report("server", "tcp", cfg.model)
         self.report.doc["connections"] = []
+        self._starved = False
         self.lock = threading.Lock()
         self.done = 0
         self.live: set[Session] = set()
@@ -213,8 +216,15 @@ class Server:
                 return self.sock.accept()
             except (TimeoutError, socket.timeout):
                 continue
-            except OSError:
-                continue
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # out of descriptors or memory: the connection waits in the backlog;
+                    # retrying at once would spin a core until one frees (say so, once)
+                    if not self._starved:
+                        self._starved = True
+                        self.report.event("accept starved", errno=errno.errorcode[e.errno])
+                    time.sleep(ACCEPT_BACKOFF_S)
+                continue                 # ECONNABORTED and the like: that client left
         return None
 
     def _run_iterative(self) -> None:
