@@ -29,6 +29,15 @@ LABS = {
         ("RTT and congestion window: the capture's ack_rtt and the sender's TCP_INFO", "plot.rtt_cwnd(run, flow=\"tcp\")"),
         ("UDP by sequence number: what arrived, what was lost and where; jitter and one-way delay", "plot.udp(run, flow=\"udp\")"),
     ], "dissect": "[1, 2, 3]"},
+    "05-faults": {"file": "05-faults.ipynb", "plots": [
+        ("Port 5303 as a ladder: the 3rd data segment ends at the link, the duplicate ACKs, the fast retransmission", "plot.ladder(run, flow=\"data3\")"),
+        ("Port 5303, sequence numbers over time: the hole and its repair one RTT later (tcptrace)", "plot.time_sequence(run, stream=None, flow=\"data3\", style=\"tcptrace\")"),
+        ("Port 5304, the tail loss: nothing follows the lost request, a timer repairs it", "plot.time_sequence(run, stream=None, flow=\"tail\", style=\"tcptrace\")"),
+        ("Port 5306 as a ladder, seen from both sides of the link: two segments change places", "plot.ladder(run, flow=\"swap\")"),
+    ], "dissect": "[1, 2, 3]", "extra": [
+        ("The faults, as the link's ledger recorded them", "run.table(\"drops\")[[\"flow\", \"direction\", \"segment\", \"flags\", \"why\", \"repair_delay_s\", \"repair_label\"]]"),
+        ("Each connection's frames by number (here: port 5301's SYNs)", "pk = run.table(\"packets\", \"a\")\npk[(pk.dport == 5301) & (pk.tcp_flags == 2)][[\"stream_frame\", \"stream_time_s\", \"retransmission\"]]"),
+    ]},
     "02-states": {"file": "02-states.ipynb", "plots": [
         ("Port 5201 as a ladder: the server's FIN goes first, so TIME-WAIT is the server's", "plot.ladder(run, flow=\"server-first\")"),
         ("Port 5202 as a ladder: the client's FIN, then nothing from the server for a while (CLOSE-WAIT)", "plot.ladder(run, flow=\"never-closes\")"),
@@ -70,15 +79,6 @@ LABS = {
         ("The queue's drops per flow (the link's ledger)", "d = run.table(\"drops\")\nd.groupby([\"flow\", \"reason\"]).size()"),
         ("What the queue costs in time: its length over the rate, against the rr flow's RTT samples", "from toolkit.netlab import units\nlink = run.doc[\"spec\"][\"link\"][\"a_to_b\"]\nqueue_s = units.size(link[\"queue\"]) * 8 / units.rate(link[\"rate\"])\npk = run.table(\"packets\", \"a\")\nrtt = pk[(pk.sport == 5201) & pk.ack_rtt.notna()][\"ack_rtt\"]\nprint(f\"queue {link['queue']} at {link['rate']}: {queue_s * 1e3:.0f} ms; RTT min {rtt.min() * 1e3:.1f} ms, max {rtt.max() * 1e3:.1f} ms\")\nrtt.describe()"),
         ("TCP_INFO at the end of each sender: CUBIC's ssthresh was set by a loss, BBR's was not (empty: unbounded)", "ep = run.table(\"endpoints\")\nep[ep.side == \"send\"][[\"flow\", \"tcp_info_snd_cwnd\", \"tcp_info_snd_ssthresh\", \"tcp_info_rtt\", \"tcp_info_total_retrans\", \"tcp_info_delivery_rate\"]]"),
-    ]},
-    "05-faults": {"file": "05-faults.ipynb", "plots": [
-        ("Port 5303 as a ladder: the 3rd data segment ends at the link, the duplicate ACKs, the fast retransmission", "plot.ladder(run, flow=\"data3\")"),
-        ("Port 5303, sequence numbers over time: the hole and its repair one RTT later (tcptrace)", "plot.time_sequence(run, stream=None, flow=\"data3\", style=\"tcptrace\")"),
-        ("Port 5304, the tail loss: nothing follows the lost request, a timer repairs it", "plot.time_sequence(run, stream=None, flow=\"tail\", style=\"tcptrace\")"),
-        ("Port 5306 as a ladder, seen from both sides of the link: two segments change places", "plot.ladder(run, flow=\"swap\")"),
-    ], "dissect": "[1, 2, 3]", "extra": [
-        ("The faults, as the link's ledger recorded them", "run.table(\"drops\")[[\"flow\", \"direction\", \"segment\", \"flags\", \"why\", \"repair_delay_s\", \"repair_label\"]]"),
-        ("Each connection's frames by number (here: port 5301's SYNs)", "pk = run.table(\"packets\", \"a\")\npk[(pk.dport == 5301) & (pk.tcp_flags == 2)][[\"stream_frame\", \"stream_time_s\", \"retransmission\"]]"),
     ]},
     "11-file-transfer": {"file": "11-file-transfer.ipynb", "plots": [
         ("TCP and UDP on one time axis: the file's bytes delivered, the link's drops and TCP's repairs", "plot.side_by_side(run)"),
@@ -198,7 +198,7 @@ def write(nb, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or [*LABS, "inspect-capture"]
+    wanted = sys.argv[1:] or [*sorted(LABS), "inspect-capture"]
     for name in wanted:
         if name == "inspect-capture":
             write(inspect_notebook(), REPO / "notebooks" / "inspect-capture.ipynb")
