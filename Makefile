@@ -40,7 +40,6 @@ system-deps bench-deps:
 	fi
 
 test: venv bench-deps
-	$(VENV)/bin/labkit check captures/
 	$(PY) -m pytest -q
 
 demo: venv system-deps
