@@ -23,7 +23,8 @@ from . import packet_rows as P
 from . import verdicts as V
 from .addresses import address_text
 
-TEXT_CHUNK_ROWS = 1 << 12       # 4096 rows: a JSON chunk's buffer is ~6 MB
+IN_FLIGHT = 3                    # chunks being formatted at once (each its own buffer)
+TEXT_CHUNK_ROWS = 1 << 11       # 2048 rows: a JSON chunk's buffer is ~3 MB
 _FIELD_MAX = 24                  # the longest number or seconds value written
 # how each field is written
 INT, SECONDS, TEXT, BIT = 0, 1, 2, 3
@@ -216,7 +217,7 @@ class TextFormat:
             self._names[pair] = self._text(address_text(*pair))
         return self._names[pair]
 
-    def chunk(self, rows: np.ndarray) -> memoryview:
+    def chunk(self, rows: np.ndarray, buf: np.ndarray | None = None) -> memoryview:
         a, cols = self.a, self.a.capture.cols
         seg = a.segments
         # this chunk's texts: the protocol names, then its sources, then its destinations
@@ -228,8 +229,12 @@ class TextFormat:
         dst = np.where(dst >= 0, dst + len(P.PROTO_NAMES) + len(src_pairs), -1)
         text, text_off = _table(names)
         need = len(rows) * (self.row_bound + 3 * max(len(t) for t in names))
-        if len(self._buf) < need:
-            self._buf = np.empty(need, np.uint8)
+        if buf is None:
+            if len(self._buf) < need:
+                self._buf = np.empty(need, np.uint8)
+            buf = self._buf
+        elif len(buf) < need:
+            buf = np.empty(need, np.uint8)
         t0 = int(cols["ts_ns"][0]) if len(cols["ts_ns"]) else 0
         used = _format(rows, cols["ts_ns"], t0, cols["wirelen"], cols["l4"], cols["sport"],
                        cols["dport"], a.udp_stream, cols["tcp_flags"], cols["seq"],
@@ -238,19 +243,38 @@ class TextFormat:
                        seg.dupack_frame, seg.acked_frame, seg.ack_rtt_ns,
                        seg.bytes_in_flight, self.masks, self.kinds, src, dst, text,
                        text_off, self.pre, self.pre_off, self.null, self.start, self.end,
-                       _PAIRS, self._buf)
-        return memoryview(self._buf)[:used]
+                       _PAIRS, buf)
+        return memoryview(buf)[:used]
 
 
 def write(a, out, fmt: str, stream: int | None = None, extra: dict | None = None,
           header: bool = True) -> int:
     """Write an Analysis' per-packet rows to the binary file `out` as "csv" (with a header
     line unless header=False) or "jsonl". Returns the rows written."""
+    from ..pcap.scanner import default_threads, executor
+
     tf = TextFormat(a, fmt, extra)
     if header and tf.header:
         out.write(tf.header.encode())
     n = 0
-    for rows in P.row_chunks(a, stream, TEXT_CHUNK_ROWS):
-        out.write(tf.chunk(rows))
-        n += len(rows)
+    chunks = P.row_chunks(a, stream, TEXT_CHUNK_ROWS)
+    if default_threads() < 2 or len(a) < 4 * TEXT_CHUNK_ROWS:
+        for rows in chunks:
+            out.write(tf.chunk(rows))
+            n += len(rows)
+        return n
+    # the kernel releases the GIL: the next chunks are formatted on the decoding threads
+    # while this one is written; in order, at most IN_FLIGHT chunks (and buffers) at once
+    from collections import deque
+    pool, pending = executor(), deque()
+    for rows in chunks:
+        pending.append((len(rows), pool.submit(tf.chunk, rows, np.empty(0, np.uint8))))
+        if len(pending) >= IN_FLIGHT:
+            k, fut = pending.popleft()
+            out.write(fut.result())
+            n += k
+    while pending:
+        k, fut = pending.popleft()
+        out.write(fut.result())
+        n += k
     return n
