@@ -170,13 +170,7 @@ def client(args) -> int:
     def body(report: base.Report, stop: base.Stop) -> int:
         if args.proto != "tcp":
             return refuse_udp(args)
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if args.cport:
-            # a fixed source port (the lab's, so the link's faults can count this flow):
-            # SO_REUSEADDR lets a rerun by hand bind it beside its own last TIME-WAIT
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", args.cport))
-        s.connect((args.host, args.port))
+        s = base.connect(args)
         report.event("connected")
         if args.length:
             s.sendall(b"hello"[:args.length].ljust(args.length, b"."))

@@ -115,3 +115,17 @@ def run_role(scenario: str, role: str, args, body) -> int:
         report.end(exit_status=status)
         report.write()
     return status
+
+
+def connect(args):
+    """A TCP connection to the server from the role's options: from `--cport` when given
+    (the lab's fixed source port, so the link's faults can count this flow; SO_REUSEADDR
+    lets a rerun by hand bind it beside its own last TIME-WAIT)."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if args.cport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", args.cport))
+    s.connect((args.host, args.port))
+    return s
+
