@@ -81,15 +81,23 @@ def done_before(out: Path, digest: str) -> dict | None:
         return None
 
 
-def analyze_one(path: str, digest: str, out: str, packets: bool = False) -> dict:
-    """Analyze one capture (whose sha256 is `digest`) into its partitions of the datasets
-    under `out`: a worker's job, plain arguments and result, so a process pool or Dask can
-    carry them."""
+def analyze_one(path: str, out: str, packets: bool = False) -> dict:
+    """Analyze one capture into its partitions of the datasets under `out`, unless a
+    capture of the same bytes (sha256) is done there already: a worker's job, plain
+    arguments and result, so a process pool or Dask can carry them. The hash is taken
+    here, in the worker: reading every file once more in the caller would be serial."""
     from .api import analyze
     from .pcap import CaptureError
 
     t0 = time.perf_counter()
     path_, out_ = Path(path), Path(out)
+    try:
+        digest = sha256_of(path_)
+    except OSError as e:
+        return {"file": path, "error": f"{path}: {e.strerror or e}"}
+    before = done_before(out_, digest)
+    if before is not None:
+        return {**before, "file": path}
     record = out_ / DONE / f"{digest}.json"
     part = f"capture={digest[:16]}"
     try:
@@ -160,21 +168,7 @@ def analyze_many(paths, out, client=None, jobs: int | None = None, packets: bool
             progress(len(result.done) + len(result.skipped) + len(result.failed),
                      len(files), doc)
 
-    # what was done before (the same bytes, by sha256) is not sent to any worker
-    args = []
-    for f in files:
-        try:
-            digest = sha256_of(f)
-        except OSError as e:
-            take({"file": str(f), "error": f"{f}: {e.strerror or e}"})
-            continue
-        before = done_before(out, digest)
-        if before is not None:
-            take({**before, "file": str(f)})
-        else:
-            args.append((str(f), digest, str(out), packets))
-    if not args:
-        return result
+    args = [(str(f), str(out), packets) for f in files]
     if client is not None:
         from distributed import as_completed as dask_completed
         futures = [client.submit(analyze_one, *a, pure=False) for a in args]
@@ -186,15 +180,48 @@ def analyze_many(paths, out, client=None, jobs: int | None = None, packets: bool
             for a in args:
                 take(_result(lambda a=a: analyze_one(*a), a[0]))
         else:
-            import multiprocessing
-            # spawned, not forked: a fork of a process that holds threads (numba's, a
-            # notebook's) can deadlock in the child
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=_context()) as pool:
                 futures = {pool.submit(analyze_one, *a): a[0] for a in args}
                 for fut in as_completed(futures):
                     take(_result(fut.result, futures[fut]))
     return result
+
+
+def _context():
+    """How workers start. Forked from a process with one thread, after the analyzer and
+    its compiled kernels are loaded here once (a worker then starts in milliseconds, not
+    the second an interpreter takes to import them); spawned where threads run already
+    (a notebook's, numba's, a web server's): a fork copies a lock another thread may hold,
+    and the child can deadlock on it."""
+    import multiprocessing
+    import threading
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        _warm()
+        if threading.active_count() == 1:
+            return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _warm() -> None:
+    """Load what every worker needs, once, before the fork: the analyzer with its compiled
+    kernels (analyzing a two-frame capture loads them from numba's cache) and pyarrow."""
+    import struct
+    import tempfile
+
+    from .api import analyze
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 96, 1)
+    eth = b"\x02" * 12 + b"\x08\x00"
+    tcp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, b"\n\0\0\1",
+                      b"\n\0\0\2") + struct.pack("!HHIIHHHH", 1, 2, 0, 0, 0x5002, 1, 0, 0)
+    udp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 2, 0, 64, 17, 0, b"\n\0\0\1",
+                      b"\n\0\0\2") + struct.pack("!HHHH", 1, 2, 8, 0)
+    frames = b"".join(struct.pack("<IIII", 1, i, len(eth + f), len(eth + f)) + eth + f
+                      for i, f in enumerate((tcp, udp)))
+    with tempfile.NamedTemporaryFile(suffix=".pcap") as f:
+        f.write(head + frames)
+        f.flush()
+        analyze(f.name, threads=1).tcp_table.to_arrow()
+    import pyarrow.parquet  # noqa: F401
 
 
 def _result(get, path: str) -> dict:
