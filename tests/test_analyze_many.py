@@ -134,3 +134,41 @@ def test_a_dask_cluster_gives_the_same_rows(folder, tmp_path):
     import dask.dataframe as dd
     assert len(dd.read_parquet(tmp_path / "dask" / "packets")) == \
         len(pd.read_parquet(local / "packets"))
+
+
+def test_review_cases_mixed_schemas_a_packets_rerun_and_the_same_bytes_twice(tmp_path):
+    """A capture with lab flows beside one without (one schema for udp_flows); a re-run
+    that asks for --packets after one that did not; the same bytes under two names."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(REPO / "captures" / "04-loss" / "b.pcapng.gz", src / "lab.pcapng.gz")
+    shutil.copy(corpus_file("cs_tcp_retransmissions"), src / "plain.pcapng")
+    shutil.copy(src / "plain.pcapng", src / "plain-again.pcapng")
+    out = tmp_path / "out"
+    res = analyze_many([src], out, jobs=2)
+    # the copy is skipped: as a duplicate while the other is at work, else as done before
+    assert len(res.done) == 2 and len(res.skipped) == 1
+    assert len({d["sha256"] for d in res.done + res.skipped}) == 2
+    flows = pd.read_parquet(out / "udp_flows")
+    assert len(flows) > 0 and set(flows["file"]) == {str(src / "lab.pcapng.gz")}
+    assert not (out / "packets").exists()
+    again = analyze_many([src], out, jobs=2, packets=True)
+    assert len(again.done) == 2, again          # done before, but without the packets
+    pk = pd.read_parquet(out / "packets", columns=["file"])
+    assert str(src / "lab.pcapng.gz") in set(pk["file"]) and pk["file"].nunique() == 2
+    assert len(pk) == len(toolkit.analyze(src / "lab.pcapng.gz")) + \
+        len(toolkit.analyze(src / "plain.pcapng"))
+    assert not list((out / "_captures").glob("*.claim"))
+
+
+def test_a_capture_read_up_to_damage_is_written_and_the_exit_status_says_so(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    whole = corpus_file("zeek_ssh_dups").read_bytes()
+    (src / "cut.pcap").write_bytes(whole[:len(whole) - 100])
+    done = subprocess.run([sys.executable, "-m", "toolkit.cli", "analyze", str(src),
+                           "--format", "parquet", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert "1 read up to damage" in done.stderr and "cut.pcap" in done.stderr
+    assert len(pd.read_parquet(tmp_path / "out" / "tcp_conversations")) == 1

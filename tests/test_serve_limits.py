@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO
 from toolkit.commands import serve as serve_cmd
 
@@ -20,14 +22,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_out_of_descriptors_the_server_waits_instead_of_spinning(tmp_path):
-    port = 5871
+@pytest.mark.parametrize("model", ["thread", "process", "selectors"])
+def test_out_of_descriptors_the_server_waits_instead_of_spinning(tmp_path, model):
+    port = {"thread": 5871, "process": 5872, "selectors": 5873}[model]
     report = tmp_path / "serve.json"
 
     def few_descriptors():
         resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
     proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "-p", str(port),
-                             "-B", "127.0.0.1", "-q", "--json", str(report)],
+                             "-B", "127.0.0.1", "-q", "--json", str(report), "--model",
+                             model],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, preexec_fn=few_descriptors)
     clients = []

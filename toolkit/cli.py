@@ -68,8 +68,12 @@ def cmd_analyze(args) -> int:
     docs = []
     csv_tables = []
     # per-packet CSV and JSON Lines stream to the output as each file is analyzed
-    rows_out = _RowSink(args.output) if args.packets and args.format in ("csv", "json") \
-        else None
+    try:
+        rows_out = _RowSink(args.output) if args.packets and args.format in ("csv", "json") \
+            else None
+    except OSError as e:
+        _err(f"--output {args.output}: {e.strerror or e}")
+        return EXIT_INPUT
     try:
         for path in args.files:
             status = max(status, _analyze_one(path, args, docs, csv_tables, rows_out))
@@ -109,10 +113,11 @@ def _analyze_many(args) -> int:
         _err(str(e))
         return EXIT_INPUT
     print(f"{len(res.done)} captures analyzed, {len(res.skipped)} done before, "
-          f"{len(res.failed)} could not be read; datasets in {res.out}/ (one folder a "
-          f"table, partitioned by capture)", file=sys.stderr)
-    for doc in res.failed:
-        _err(doc["error"])
+          f"{len(res.failed)} could not be read, {len(res.damaged)} read up to damage; "
+          f"datasets in {res.out}/ (one folder a table, partitioned by capture)",
+          file=sys.stderr)
+    for doc in res.failed + res.damaged:
+        _err(f"{doc['file']}: {doc['error']}" if doc in res.damaged else doc["error"])
     return EXIT_OK if res.ok else EXIT_INPUT
 
 
@@ -130,7 +135,10 @@ class _RowSink:
         self.f.flush()
         if self.tmp:
             self.f.close()
-            os.replace(self.tmp, self.path)
+            if self.files:
+                os.replace(self.tmp, self.path)
+            else:                        # no input could be read: no output file either
+                self.tmp.unlink(missing_ok=True)
 
     def abandon(self) -> None:
         if self.tmp:
@@ -181,9 +189,7 @@ def _analyze_one(path, args, docs, csv_tables, rows_out) -> int:
     elif args.format == "csv":
         csv_tables.append((path, _csv_table(a, args)))
     elif args.format == "parquet":
-        out = Path(args.output)
-        if len(args.files) > 1:
-            out = out / Path(path).name
+        out = Path(args.output)             # one capture (several go to _analyze_many)
         if args.packets:
             a.release_columns_for_export()
             import pyarrow as pa

@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,13 @@ class ManyResult:
     failed: list[dict] = field(default_factory=list)      # {"file", "error"}
 
     @property
+    def damaged(self) -> list[dict]:
+        """Captures analyzed up to damage in the file (their rows are written)."""
+        return [d for d in self.done if d.get("error")]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.damaged
 
 
 def captures_in(paths) -> list[Path]:
@@ -73,32 +79,55 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def done_before(out: Path, digest: str) -> dict | None:
+def done_before(out: Path, digest: str, packets: bool = False) -> dict | None:
+    """The record of a capture of these bytes done before, if it has what is asked now
+    (a run without --packets did not write the packets dataset)."""
     record = out / DONE / f"{digest}.json"
     try:
-        return {**json.loads(record.read_text()), "skipped": True}
+        doc = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
+    if packets and not doc.get("packets"):
+        return None
+    return {**doc, "skipped": True}
 
 
-def analyze_one(path: str, out: str, packets: bool = False) -> dict:
+def analyze_one(path: str, out: str, packets: bool = False, source: str | None = None) -> dict:
     """Analyze one capture into its partitions of the datasets under `out`, unless a
     capture of the same bytes (sha256) is done there already: a worker's job, plain
     arguments and result, so a process pool or Dask can carry them. The hash is taken
-    here, in the worker: reading every file once more in the caller would be serial."""
-    from .api import analyze
-    from .pcap import CaptureError
-
+    here, in the worker: reading every file once more in the caller would be serial.
+    `source`: where to read the file when `path` (the name kept in the rows) is relative
+    to another working directory (a Dask worker's)."""
     t0 = time.perf_counter()
-    path_, out_ = Path(path), Path(out)
+    path_, out_ = Path(source or path), Path(out)
     try:
         digest = sha256_of(path_)
     except OSError as e:
         return {"file": path, "error": f"{path}: {e.strerror or e}"}
-    before = done_before(out_, digest)
+    before = done_before(out_, digest, packets)
     if before is not None:
         return {**before, "file": path}
     record = out_ / DONE / f"{digest}.json"
+    # one worker a capture's bytes: the same file under two names is analyzed once
+    claim = out_ / DONE / f"{digest}.claim"
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return {"file": path, "sha256": digest, "skipped": True, "duplicate": True,
+                "error": None}
+    try:
+        return _analyze_claimed(path, path_, out_, digest, record, packets, t0)
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Path,
+                     packets: bool, t0: float) -> dict:
+    from .api import analyze
+    from .pcap import CaptureError
+
     part = f"capture={digest[:16]}"
     try:
         a = analyze(path_, threads=1)
@@ -127,7 +156,7 @@ def analyze_one(path: str, out: str, packets: bool = False) -> dict:
            "error": str(a.error) if a.error else None,
            "seconds": round(time.perf_counter() - t0, 3), "packets": packets}
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.part")
+    tmp = record.with_name(f".{record.name}.{uuid.uuid4().hex}.part")
     tmp.write_text(json.dumps(doc) + "\n")
     os.replace(tmp, record)
     return doc
@@ -136,7 +165,7 @@ def analyze_one(path: str, out: str, packets: bool = False) -> dict:
 def _write_partition(final: Path, write) -> None:
     """Write into a temporary folder beside `final`, then put it in place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")   # Dask: one pid
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write(tmp)
@@ -168,12 +197,15 @@ def analyze_many(paths, out, client=None, jobs: int | None = None, packets: bool
             progress(len(result.done) + len(result.skipped) + len(result.failed),
                      len(files), doc)
 
-    args = [(str(f), str(out), packets) for f in files]
+    # absolute paths: a Dask worker's working directory is not this one (the `file`
+    # column keeps the path as given)
+    args = [(str(f), str(out.resolve()), packets) for f in files]
     if client is not None:
         from distributed import as_completed as dask_completed
-        futures = [client.submit(analyze_one, *a, pure=False) for a in args]
-        for fut in dask_completed(futures):
-            take(_result(fut.result, args[futures.index(fut)][0]))
+        futures = {client.submit(analyze_one, *a, str(Path(a[0]).resolve()), pure=False): a[0]
+                   for a in args}
+        for fut in dask_completed(list(futures)):
+            take(_result(fut.result, futures[fut]))
     else:
         jobs = jobs or os.cpu_count() or 1
         if jobs == 1 or len(args) == 1:
@@ -195,7 +227,8 @@ def _context():
     and the child can deadlock on it."""
     import multiprocessing
     import threading
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+    # Linux only: on macOS system frameworks (Accelerate, under numpy) are not fork-safe
+    if threading.active_count() == 1 and sys.platform == "linux":
         _warm()
         if threading.active_count() == 1:
             return multiprocessing.get_context("fork")
@@ -234,7 +267,9 @@ def _result(get, path: str) -> dict:
 def print_progress(stream=sys.stderr):
     """A progress callback: one line a capture, as it finishes."""
     def show(i: int, total: int, doc: dict) -> None:
-        if doc.get("skipped"):
+        if doc.get("duplicate"):
+            what = "the same bytes as another capture of this run, skipped"
+        elif doc.get("skipped"):
             what = "done before, skipped"
         elif doc.get("error") and "frames" not in doc:
             what = f"FAILED: {doc['error']}"

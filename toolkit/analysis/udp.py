@@ -441,7 +441,13 @@ def _lab_flows(conv: Table, group, lab, ts, n_groups) -> Table:
     Control datagrams (hello, end: kind KIND_CONTROL) are not numbered data: left out."""
     k = np.flatnonzero(lab["valid"] & (lab["kind"] != wire.KIND_CONTROL))
     if len(k) == 0:
-        return Table({c: np.zeros(0) for c in FLOW_COLUMNS})
+        # no lab flows: an empty table of the same types as a full one (a dataset of many
+        # captures' tables needs one schema)
+        text = {"direction", "src_addr", "dst_addr"}
+        floats = {c for c in FLOW_COLUMNS if c.endswith(("_ms", "_ratio", "_mean"))}
+        return Table({c: (np.zeros(0, object) if c in text else
+                          np.zeros(0, np.float64 if c in floats else np.int64))
+                      for c in FLOW_COLUMNS})
     key = group[k] << 32 | (lab["flow"][k] & 0xFFFFFFFF)
     uniq, fid = np.unique(key, return_inverse=True)
     fid = fid.reshape(-1).astype(np.int64)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 DEFAULT_EVERY_S = 0.02
 _FIELDS = ("rss_bytes", "pss_bytes", "fds", "threads", "processes")
@@ -112,8 +113,14 @@ class Sampler:
                 self.peak[k] = None      # never measured
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        wait = self.every_s
+        while not self._stop.wait(wait):
+            t0 = time.monotonic()
             self._take()
+            # a sample reads each process's smaps_rollup, which costs the kernel a walk of
+            # its page tables: with many children, sample less often rather than let the
+            # measurement take a core from what it measures (at most a tenth of one)
+            wait = max(self.every_s, 10 * (time.monotonic() - t0))
 
     def reaped(self, rusage) -> None:
         """A child ended (os.wait4): its exact peak resident set (ru_maxrss is KiB)."""

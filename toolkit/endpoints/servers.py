@@ -217,15 +217,21 @@ class Server:
             except (TimeoutError, socket.timeout):
                 continue
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # out of descriptors or memory: the connection waits in the backlog;
-                    # retrying at once would spin a core until one frees (say so, once)
-                    if not self._starved:
-                        self._starved = True
-                        self.report.event("accept starved", errno=errno.errorcode[e.errno])
+                if self._starving(e):
                     time.sleep(ACCEPT_BACKOFF_S)
                 continue                 # ECONNABORTED and the like: that client left
         return None
+
+    def _starving(self, e: OSError) -> bool:
+        """Out of descriptors or memory? Then the connection waits in the backlog, and
+        retrying at once would spin a core until one frees: the caller backs off. Said
+        once in the log."""
+        if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            return False
+        if not self._starved:
+            self._starved = True
+            self.report.event("accept starved", errno=errno.errorcode[e.errno])
+        return True
 
     def _run_iterative(self) -> None:
         while (got := self._accept()) is not None:
@@ -279,8 +285,19 @@ class Server:
         while not self._enough():
             r, _, _ = select.select([self.sock, *children], [], [], 0.2)
             if self.sock in r:
-                conn, peer = self.sock.accept()
-                rfd, wfd = os.pipe()
+                try:
+                    conn, peer = self.sock.accept()
+                except OSError as e:
+                    if self._starving(e):
+                        time.sleep(ACCEPT_BACKOFF_S)
+                    continue
+                try:
+                    rfd, wfd = os.pipe()
+                except OSError as e:
+                    conn.close()           # this client goes; the others are served
+                    if self._starving(e):
+                        time.sleep(ACCEPT_BACKOFF_S)
+                    continue
                 pid = os.fork()
                 if pid == 0:                      # the child: one connection, then exit
                     code = 0
@@ -314,12 +331,18 @@ class Server:
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, None)
         conns: dict[socket.socket, _Conn] = {}
+        paused_until = 0.0           # the listener unwatched until then (out of descriptors)
         try:
             while not self._enough() or conns:
                 if self._enough() and not conns:
                     break
                 now = time.monotonic()
                 timeout = 0.2
+                if paused_until and now >= paused_until:
+                    sel.register(self.sock, selectors.EVENT_READ, None)
+                    paused_until = 0.0
+                elif paused_until:
+                    timeout = min(timeout, paused_until - now)
                 for c in conns.values():
                     if c.resume_at:
                         timeout = min(timeout, max(0.0, c.resume_at - now))
@@ -330,6 +353,12 @@ class Server:
                         try:
                             conn, peer = self.sock.accept()
                         except BlockingIOError:
+                            continue
+                        except OSError as e:
+                            if self._starving(e):
+                                # the listener stays readable: stop watching it a while
+                                sel.unregister(self.sock)
+                                paused_until = time.monotonic() + ACCEPT_BACKOFF_S
                             continue
                         conn.setblocking(False)
                         c = _Conn(conn, self._new_session(peer), self.cfg)

@@ -290,7 +290,7 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
             traffic.stop_all()
             observers.stop()
             rec.doc["flows"] = traffic.as_dicts()
-            rec.doc["events"] = traffic.events
+            rec.doc["events"] = [*rec.doc["events"], *traffic.events]
             with rec.phase("stop", console):
                 results = caps.stop()
                 rec.doc["captures"] = _captures_doc(caps, results, out)
@@ -319,17 +319,26 @@ class Observers:
         for host in self.observe["hosts"]:
             rel = f"kernel/{host}.jsonl"
             files[host] = rel
-            self.procs.append(self.lab.popen(
-                host, [sys.executable, "-m", "toolkit.labs.observer", "--every",
-                       str(self.observe["every_s"]), "--out", str(self.out / rel)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env=child_env()))
+            with open(self.out / f"kernel/{host}.log", "w") as log:
+                self.procs.append(self.lab.popen(
+                    host, [sys.executable, "-m", "toolkit.labs.observer", "--every",
+                           str(self.observe["every_s"]), "--out", str(self.out / rel)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=child_env()))
         self.doc["observe"] = {"every_s": self.observe["every_s"], "files": files}
         # the first sample (every listener's state before a client comes) before traffic
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and not all(
                 _lines(self.out / rel) >= 2 for rel in files.values()):
+            if any(p.poll() is not None for p in self.procs):
+                break
             time.sleep(0.02)
+        for host, p in zip(files, self.procs):
+            if p.poll() is not None or _lines(self.out / files[host]) < 2:
+                # the run goes on; its sockets and counters tables will say nothing of it
+                self.doc.setdefault("events", []).append(
+                    f"the observer on {host} did not start (kernel/{host}.log): its "
+                    f"sockets and counters are missing from this run")
 
     def stop(self) -> None:
         import signal
