@@ -430,7 +430,7 @@ def test_cport_equal_to_the_local_destination_port_is_refused(proto):
     # nobody listens there: TCP's simultaneous open would connect the socket to itself
     port = _free_port()
     done = _cli("send", "127.0.0.1", "--proto", proto, "-p", str(port), "--cport", str(port),
-                "-k", "3", timeout=30)
+                *(["-k", "3"] if proto == "udp" else ["-n", "3K"]), timeout=30)
     assert done.returncode == 1 and "connected to itself" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 

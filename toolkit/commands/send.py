@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("-l", "--length", metavar="L",
                    help="message/datagram size, or sizes cycled: 100,1400 "
                         "(default TCP 128K, UDP 1400)")
-    p.add_argument("--response-size", default="128", metavar="SIZE",
+    p.add_argument("--response-size", default=None, metavar="SIZE",
                    help="rr response size (default 128; TCP: at most the server's --limit; "
                         "UDP: at most 8 times the request datagram)")
     p.add_argument("--tps", type=float, default=0.0, metavar="N",
@@ -87,6 +87,18 @@ def run(args) -> int:
             raise q.QuantityError("--no-framing applies to TCP bulk and stream modes")
         if mode == "paced" and not args.rate:
             raise q.QuantityError("--mode paced needs --rate")
+        # an option that would be read in another mode only is refused, not ignored
+        transactions = mode in ("rr", "echo")
+        if args.proto == "tcp" and args.count is not None and not transactions:
+            raise q.QuantityError(f"-k/--count: TCP counts transactions in rr and echo modes "
+                                  f"only; mode {mode} sends for -t seconds or -n bytes")
+        if args.proto == "tcp" and total is not None and transactions:
+            raise q.QuantityError(f"-n/--bytes: mode {mode} counts transactions (-k) or "
+                                  f"time (-t), not bytes")
+        for flag, given in (("--tps", args.tps), ("--response-size", args.response_size)):
+            if given and mode != "rr" and not (flag == "--tps" and mode == "echo"):
+                raise q.QuantityError(f"{flag}: applies to --mode rr only (this is mode "
+                                      f"{mode})")
         if args.cport is not None and not 1 <= args.cport <= 65535:
             raise q.QuantityError(f"--cport {args.cport}: a port is 1..65535")
         if args.parallel is not None:
@@ -99,6 +111,7 @@ def run(args) -> int:
             if args.cport is not None and args.cport + args.parallel - 1 > 65535:
                 raise q.QuantityError(f"--cport {args.cport} --parallel {args.parallel}: "
                                       f"ports cport to cport+N-1 must all be ports")
+        response_size = q.size(args.response_size) if args.response_size else 128
         report = Report("sender", args.proto, mode, quiet=args.quiet)
         if args.proto == "tcp":
             from ..endpoints.tcp import TcpSendConfig, send
@@ -106,7 +119,7 @@ def run(args) -> int:
                                 rate_bps=q.rate(args.rate) if args.rate else 0.0,
                                 lengths=lengths or ([128] if mode in ("rr", "echo")
                                                     else [128 << 10]),
-                                response_size=q.size(args.response_size), count=args.count,
+                                response_size=response_size, count=args.count,
                                 tps=args.tps, file=Path(args.file) if args.file else None,
                                 framing=not args.no_framing, interval=interval,
                                 flow=args.flow, options=opts, cport=args.cport)
@@ -115,12 +128,12 @@ def run(args) -> int:
             if mode == "paced":
                 mode = "bulk"
             if mode == "rr":
-                check_rr(lengths or [64], q.size(args.response_size))
+                check_rr(lengths or [64], response_size)
             cfg = UdpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
                                 count=args.count,
                                 rate_bps=q.rate(args.rate) if args.rate is not None else 1e6,
                                 lengths=lengths or [1400 if mode != "rr" else 64],
-                                response_size=q.size(args.response_size), tps=args.tps,
+                                response_size=response_size, tps=args.tps,
                                 interval=interval, flow=args.flow, gso=not args.no_gso,
                                 options=opts, cport=args.cport)
     except (q.QuantityError, ValueError) as e:
