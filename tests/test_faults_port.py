@@ -87,26 +87,10 @@ port = 5301
 
 # ---- the engine's holds, per flow ----
 
-class _Wire:
-    def __init__(self):
-        self.sent: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.sent.append(frame)
-
-
 def _forwarder(tmp_path, faults: list[dict]):
-    from toolkit.netlab import emulator
-
-    def port(i, host):
-        return emulator.Port(host, f"lk-r-{host}", bytes.fromhex(f"026c6b00{i:02x}01"),
-                             bytes.fromhex(f"026c6b00{i:02x}02"), bytes([10, 201, i]),
-                             bytes.fromhex(f"fd000201{i:04x}0000"), bytes([10, 201, i, 1]),
-                             bytes(16), None, _Wire())
-    a, b = port(1, "a"), port(2, "b")
-    fwd = emulator.Forwarder(I.from_dict({"fault": faults}), [a, b], ("a", "b"),
-                             tmp_path / "l.jsonl", {})
-    return fwd, a, b
+    """The userspace engine between two fake wires (the link model's tests build it)."""
+    from test_netlab_linkmodel import _forwarder as forwarder
+    return forwarder(tmp_path, {"fault": faults})
 
 
 def _segment(a_port, dport: int, seq: int, flags: int = 0x18, size: int = 100) -> bytes:
