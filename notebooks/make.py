@@ -77,7 +77,7 @@ LABS = {
         ("UDP by sequence number: the datagrams the queue dropped", "plot.udp(run, flow=\"udp\")"),
     ], "dissect": "[1, 2, 3]", "extra": [
         ("The queue's drops per flow (the link's ledger)", "d = run.table(\"drops\")\nd.groupby([\"flow\", \"reason\"]).size()"),
-        ("What the queue costs in time: its length over the rate, against the rr flow's RTT samples", "from toolkit.netlab import units\nlink = run.doc[\"spec\"][\"link\"][\"a_to_b\"]\nqueue_s = units.size(link[\"queue\"]) * 8 / units.rate(link[\"rate\"])\npk = run.table(\"packets\", \"a\")\nrtt = pk[(pk.sport == 5201) & pk.ack_rtt.notna()][\"ack_rtt\"]\nprint(f\"queue {link['queue']} at {link['rate']}: {queue_s * 1e3:.0f} ms; RTT min {rtt.min() * 1e3:.1f} ms, max {rtt.max() * 1e3:.1f} ms\")\nrtt.describe()"),
+        ("What the queue costs in time: its length over the rate, against the rr flow's RTT samples", "from toolkit import units\nlink = run.doc[\"spec\"][\"link\"][\"a_to_b\"]\nqueue_s = units.size(link[\"queue\"]) * 8 / units.rate(link[\"rate\"])\npk = run.table(\"packets\", \"a\")\nrtt = pk[(pk.sport == 5201) & pk.ack_rtt.notna()][\"ack_rtt\"]\nprint(f\"queue {link['queue']} at {link['rate']}: {queue_s * 1e3:.0f} ms; RTT min {rtt.min() * 1e3:.1f} ms, max {rtt.max() * 1e3:.1f} ms\")\nrtt.describe()"),
         ("TCP_INFO at the end of each sender: CUBIC's ssthresh was set by a loss, BBR's was not (empty: unbounded)", "ep = run.table(\"endpoints\")\nep[ep.side == \"send\"][[\"flow\", \"tcp_info_snd_cwnd\", \"tcp_info_snd_ssthresh\", \"tcp_info_rtt\", \"tcp_info_total_retrans\", \"tcp_info_delivery_rate\"]]"),
     ]},
     "11-file-transfer": {"file": "11-file-transfer.ipynb", "plots": [

@@ -75,7 +75,7 @@ def test_a_lab_runs_and_its_expectations_hold(runs, lab):
     assert offloads["generic-segmentation-offload"] == "off"
     # the lab's own flows end within its duration (what a busy machine adds is the
     # analysis; benchmarks/labs_time.py measures the whole run against the 15 s budget)
-    from toolkit.netlab import units
+    from toolkit import units
     traffic = next(p for p in doc["phases"] if p["name"] == "traffic")
     assert traffic["duration_s"] <= units.seconds(doc["spec"]["lab"].get("duration", "10s")) + 5
     statuses = {e["name"]: e["status"] for e in doc["expectations"]}

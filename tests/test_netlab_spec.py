@@ -1,4 +1,4 @@
-"""netlab without privileges: units, specs, topologies, plans, parsers, the run registry."""
+"""netlab without privileges: specs, topologies, plans, parsers, the run registry (units: test_units.py)."""
 
 from __future__ import annotations
 
@@ -13,54 +13,11 @@ import pytest
 
 from toolkit.netlab import impairment as I
 from toolkit.netlab import kernel as K
-from toolkit.netlab import registry, units
+from toolkit.netlab import registry
 from toolkit.netlab.build import plan_topology
 from toolkit.netlab.executor import ApplyError, Executor
 from toolkit.netlab.plan import Plan, Step
 from toolkit.netlab.topology import Names, TopologyError, default_topology, from_dict
-
-# ---- units, as tc writes them ----
-
-
-@pytest.mark.parametrize("text,bps", [
-    ("10mbit", 10_000_000), ("1gbit", 10**9), ("500kbit", 500_000), ("1.5mbit", 1_500_000),
-    ("125kbps", 1_000_000),          # tc: bps is BYTES per second
-    (2_000_000, 2_000_000), ("64kibit", 65536), ("10M", 10_000_000),
-])
-def test_rate(text, bps):
-    assert units.rate(text) == bps
-
-
-@pytest.mark.parametrize("text,seconds", [("20ms", 0.02), ("1s", 1.0), ("300us", 3e-4),
-                                          ("1.5", 1.5), (0.25, 0.25), ("2 ms", 0.002)])
-def test_seconds(text, seconds):
-    assert math.isclose(units.seconds(text), seconds)
-
-
-@pytest.mark.parametrize("text,size", [("64kb", 65536), ("1500", 1500), ("1mb", 1 << 20),
-                                       ("1500b", 1500)])
-def test_size(text, size):
-    assert units.size(text) == size
-
-
-@pytest.mark.parametrize("text,p", [("5%", 0.05), ("0.05", 0.05), ("100%", 1.0), (0, 0.0)])
-def test_fraction(text, p):
-    assert math.isclose(units.fraction(text), p)
-
-
-@pytest.mark.parametrize("fn,text,words", [
-    (units.rate, "10 furlongs", "unknown unit 'furlongs'"),
-    (units.rate, "0mbit", "above zero"),
-    (units.rate, "fast", "expected a rate"),
-    (units.seconds, "20 parsecs", "unknown unit"),
-    (units.fraction, "5", "write '5%'"),
-    (units.fraction, "150%", "between 0% and 100%"),
-    (units.fraction, True, "expected a percentage"),
-])
-def test_unit_errors_quote_the_text(fn, text, words):
-    with pytest.raises(units.UnitError, match=words):
-        fn(text)
-
 
 # ---- the impairment spec ----
 

@@ -62,18 +62,20 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from .. import units
     from ..endpoints import quantities as q
     from ..endpoints.report import Report
 
     mode = args.mode or ("file" if args.file else "bulk")
     try:
         opts = socket_options(args)
-        lengths = [q.size(x) for x in args.length.split(",")] if args.length else None
+        lengths = ([units.option(units.size, x, "--length") for x in args.length.split(",")]
+                   if args.length else None)
         if lengths is not None and any(n <= 0 for n in lengths):
             raise q.QuantityError(f"--length {args.length}: sizes must be above zero")
-        seconds = q.seconds(args.time) if args.time else None
-        total = q.size(args.bytes) if args.bytes else None
-        interval = q.seconds(args.interval)
+        seconds = units.option(q.seconds, args.time, "--time")
+        total = units.option(units.size, args.bytes, "--bytes")
+        interval = units.option(q.seconds, args.interval, "--interval")
         if interval <= 0:
             raise q.QuantityError("--interval must be above zero")
         if mode == "file":
@@ -111,12 +113,12 @@ def run(args) -> int:
             if args.cport is not None and args.cport + args.parallel - 1 > 65535:
                 raise q.QuantityError(f"--cport {args.cport} --parallel {args.parallel}: "
                                       f"ports cport to cport+N-1 must all be ports")
-        response_size = q.size(args.response_size) if args.response_size else 128
+        response_size = units.option(units.size, args.response_size, "--response-size", 128)
         report = Report("sender", args.proto, mode, quiet=args.quiet)
         if args.proto == "tcp":
             from ..endpoints.tcp import TcpSendConfig, send
             cfg = TcpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
-                                rate_bps=q.rate(args.rate) if args.rate else 0.0,
+                                rate_bps=units.option(q.rate, args.rate, "--rate", 0),
                                 lengths=lengths or ([128] if mode in ("rr", "echo")
                                                     else [128 << 10]),
                                 response_size=response_size, count=args.count,
@@ -131,7 +133,7 @@ def run(args) -> int:
                 check_rr(lengths or [64], response_size)
             cfg = UdpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
                                 count=args.count,
-                                rate_bps=q.rate(args.rate) if args.rate is not None else 1e6,
+                                rate_bps=units.option(q.rate, args.rate, "--rate", 1_000_000),
                                 lengths=lengths or [1400 if mode != "rr" else 64],
                                 response_size=response_size, tps=args.tps,
                                 interval=interval, flow=args.flow, gso=not args.no_gso,

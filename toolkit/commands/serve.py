@@ -68,23 +68,13 @@ def _raise_fd_limit() -> None:
             continue
 
 
-def _option(parse, text, flag: str, default):
-    """A quantity option read by `parse`; the error names the option."""
-    from ..endpoints.quantities import QuantityError
-    if text is None:
-        return default
-    try:
-        return parse(text)
-    except QuantityError as e:
-        raise QuantityError(f"{flag}: {e}") from None
-
-
 def run(args) -> int:
     import os
     import signal
     from pathlib import Path
 
     _raise_fd_limit()
+    from .. import units
     from ..endpoints import quantities as q
     from ..endpoints.report import Report
     from ..endpoints.servers import Server, ServerConfig
@@ -93,8 +83,8 @@ def run(args) -> int:
     try:
         opts = socket_options(args)
         max_clients = 1 if args.one_off else args.clients
-        seconds = q.seconds(args.time) if args.time else None
-        interval = q.seconds(args.interval)
+        seconds = units.option(q.seconds, args.time, "--time")
+        interval = units.option(q.seconds, args.interval, "--interval")
         if interval <= 0:
             raise q.QuantityError("--interval must be above zero")
         report = Report("server" if args.proto == "tcp" else "receiver", args.proto,
@@ -108,9 +98,9 @@ def run(args) -> int:
                 raise q.QuantityError(f"--receive-dir {args.receive_dir}: not a directory")
             if not os.access(receive_dir, os.W_OK | os.X_OK):
                 raise q.QuantityError(f"--receive-dir {args.receive_dir}: not writable")
-        pause_s = _option(q.seconds, args.pause, "--pause", 0.0)
-        slow_read_bps = _option(q.rate, args.slow_read, "--slow-read", 0.0)
-        idle_s = _option(q.seconds, args.idle, "--idle", 5.0)
+        pause_s = units.option(q.seconds, args.pause, "--pause", 0.0)
+        slow_read_bps = units.option(q.rate, args.slow_read, "--slow-read", 0.0)
+        idle_s = units.option(q.seconds, args.idle, "--idle", 5.0)
         if args.idle is not None and args.proto != "udp":
             raise q.QuantityError("--idle: UDP only (a TCP connection ends with its FIN)")
         if idle_s <= 0:
@@ -120,7 +110,8 @@ def run(args) -> int:
                                   f"(e.g. 500K bits/s)")
         if args.proto == "tcp":
             server = Server(ServerConfig(
-                port=args.port, host=args.bind, model=args.model, limit=q.size(args.limit),
+                port=args.port, host=args.bind, model=args.model,
+                limit=units.option(units.size, args.limit, "--limit"),
                 receive_dir=receive_dir, options=opts, pause_s=pause_s,
                 slow_read_bps=slow_read_bps,
                 max_connections=max_clients, max_seconds=seconds, interval=interval), report)

@@ -18,11 +18,11 @@ def add_socket_options(p) -> None:
 
 
 def socket_options(args):
-    from . import quantities as q
+    from .. import units
     from .sockopts import SocketOptions
 
     return SocketOptions(nodelay=args.nodelay,
-                         rcvbuf=q.size(args.rcvbuf) if args.rcvbuf else None,
-                         sndbuf=q.size(args.sndbuf) if args.sndbuf else None,
+                         rcvbuf=units.option(units.size, args.rcvbuf, "--rcvbuf"),
+                         sndbuf=units.option(units.size, args.sndbuf, "--sndbuf"),
                          linger0=args.linger0, reuseaddr=not args.no_reuseaddr,
                          backlog=args.backlog, congestion=args.congestion)

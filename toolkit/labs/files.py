@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..netlab import units
+from .. import units
 
 FOLDER = "files"                 # inside the run folder
 PLACEHOLDER = "{files}"          # in a flow's option values: that folder's absolute path

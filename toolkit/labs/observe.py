@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..netlab import units
+from .. import units
 
 KEYS = ("every", "hosts")
 MIN_EVERY_S, MAX_EVERY_S = 0.02, 10.0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..netlab import impairment as imp_mod
 from ..netlab import topology as topo_mod
-from ..netlab import units
+from .. import units
 from . import expect
 from . import questions as questions_mod
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from . import units
-from .units import UnitError
+from .. import units
+from ..units import UnitError
 
 DIRECTIONS = ("a_to_b", "b_to_a")
 ACTIONS = ("drop", "delay", "hold", "duplicate", "corrupt")
@@ -165,7 +165,7 @@ class Impairment:
             d = self.direction(name)
             bits = []
             if d.rate_bps:
-                bits.append(units.show_rate(d.rate_bps)
+                bits.append(units.spec_rate(d.rate_bps)
                             + (f" queue {d.queue_bytes}B" if d.queue_bytes else ""))
             if d.delay_s:
                 bits.append(units.show_time(d.delay_s)

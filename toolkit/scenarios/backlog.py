@@ -32,11 +32,11 @@ from .base import ready, run_role
 
 def _seconds(text, what: str) -> float | None:
     """`2s`, `100ms`, `1.5` (seconds); "never": None."""
-    from ..netlab import units
+    from .. import units
     if text is None or str(text).lower() == "never":
         return None
     try:
-        v = units.seconds(str(text))
+        v = units.seconds(str(text), bare_time="s")
     except units.UnitError as e:
         raise ValueError(f"{what} {text}: {e}") from None
     if v < 0:
