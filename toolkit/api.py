@@ -10,21 +10,13 @@ pandas.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-if "numpy" not in sys.modules:
-    # The analyzer does no linear algebra, but numpy's OpenBLAS starts a spinning thread
-    # per CPU when numpy is first imported: on a small machine they take CPU from the
-    # decoding threads. Only when numpy is not loaded yet and nobody has chosen.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402  (after the setting above)
+import numpy as np
 
 from .analysis.table import Table
 from .analysis.tcp import TcpSegments, analyze_segments
@@ -230,28 +222,8 @@ def analyze(path: str | os.PathLike, progress=None, threads: int | None = None) 
         udp = udp_job.result() if udp_job is not None else None
     if udp is None:
         udp = analyze_udp(cols)
-    _settle()
     return Analysis(path=str(path), capture=cap, segments=seg, tcp_table=tcp,
                     tcp_state_table=states, udp_result=udp)
-
-
-def _settle() -> None:
-    """Move the objects alive now out of the cyclic garbage collector's way.
-
-    Loading numba and its compiled kernels leaves a few hundred thousand long-lived objects
-    (its type system, registries, the kernels). Every full collection walks them all, and
-    so does the interpreter's exit: 0.3-0.4 s of a `labkit analyze` run. gc.freeze() puts
-    them in a generation the collector skips; objects are still freed by reference
-    counting, only reference cycles among the objects frozen here would never be
-    collected. Done once, on the first analysis: what later calls create is collected as
-    usual, so a notebook analyzing many captures does not keep their tables."""
-    global _settled
-    if not _settled:
-        _settled = True
-        gc.freeze()
-
-
-_settled = False
 
 
 def packet_table(a: Analysis):
