@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from toolkit import capture
+from toolkit import analyze, capture   # ours: an import error fails, never skips
 from toolkit.demo import UDP_DATAGRAMS, UDP_REPLY_EVERY, run_demo
 
 PROBE = capture.probe("lo")
@@ -42,14 +42,6 @@ def tshark_fields(pcap, display_filter: str, *fields: str) -> list[list[str]]:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return [line.split("\t") for line in r.stdout.splitlines()]
-
-
-def analyze_or_skip(pcap):
-    try:
-        from toolkit import analyze
-    except ImportError as e:
-        pytest.skip(f"the analyzer is not available: {e}")
-    return analyze(pcap)
 
 
 @live
@@ -98,7 +90,7 @@ def test_demo_udp_datagrams(demo):
 @live
 def test_demo_analysis_agrees(demo):
     _, pcap, text = demo
-    a = analyze_or_skip(pcap)
+    a = analyze(pcap)
     assert len(a.tcp) == 1
     conv = a.tcp.iloc[0]
     assert conv["history"].startswith("ShA") and conv["conn_state"] == "SF"
@@ -114,7 +106,7 @@ def test_demo_capture_agrees_with_tshark_frame_by_frame(demo):
     _, pcap, _ = demo
     rows = tshark_fields(pcap, "", "frame.number", "tcp.stream", "udp.stream", "tcp.seq",
                          "tcp.analysis.bytes_in_flight")
-    pk = analyze_or_skip(pcap).packets
+    pk = analyze(pcap).packets
     assert len(rows) == len(pk)
     for row, (_, r) in zip(rows, pk.iterrows(), strict=True):
         frame, tcp_stream, udp_stream, seq, bif = (row + [""] * 5)[:5]
@@ -140,7 +132,7 @@ def test_demo_prints_each_udp_flows_loss_and_one_way_delay(demo):
     """The loopback demo's UDP lab-flow table, with the one-way delay it promises (it once
     asked for a column that does not exist, and printed none)."""
     _, pcap, text = demo
-    flows = analyze_or_skip(pcap).udp_flows
+    flows = analyze(pcap).udp_flows
     assert "UDP lab flows" in text
     header = text.split("UDP lab flows")[1].splitlines()[1]
     assert "owd_mean_ms" in header.split() and "lost" in header.split()

@@ -346,19 +346,13 @@ def _corpus_files() -> list[Path]:
     return sorted((CORPUS / "files").iterdir()) if (CORPUS / "files").is_dir() else []
 
 
-def _read_or_skip(path: Path):
-    if not hasattr(toolkit.pcap, "read_capture"):
-        pytest.skip("toolkit.pcap has no read_capture yet (the reader is being written)")
-    return toolkit.pcap.read_capture(path)
-
-
 @pytest.mark.parametrize("path", _corpus_files(), ids=lambda p: p.name)
 def test_udp_stream_equals_tshark_on_every_frame(path):
     corpus = _corpus_or_skip()
     with open(corpus / "tshark" / (path.name.split(".")[0] + ".tsv"), newline="") as f:
         expect = [int(r["udp.stream"]) if r["udp.stream"] else -1
                   for r in csv.DictReader(f, delimiter="\t")]
-    r = analyze_udp(_read_or_skip(path).cols)
+    r = analyze_udp(toolkit.pcap.read_capture(path).cols)
     assert len(r.stream) == len(expect), "frame count differs from tshark's"
     bad = np.flatnonzero(r.stream != np.array(expect))
     assert len(bad) == 0, [(int(i) + 1, expect[i], int(r.stream[i])) for i in bad[:10]]
@@ -370,7 +364,7 @@ def test_rtp_jitter_equals_wireshark_rtp_streams():
     #   10.1.3.143 5000 -> 10.1.6.18 2006 SSRC 0xDEE0EE8F g711A 236 pkts
     #   Min/Mean/Max Delta 25.112/29.998/34.829 ms; Mean/Max Jitter 0.350/0.829 ms
     path = _corpus_or_skip() / "files" / "sipp_g711a_rtp.pcap"
-    conv = analyze_udp(_read_or_skip(path).cols).conversations.iloc[0]
+    conv = analyze_udp(toolkit.pcap.read_capture(path).cols).conversations.iloc[0]
     assert conv["jitter_source_a_to_b"] == "rtp" and conv["datagrams_a_to_b"] == 236
     assert round(conv["jitter_mean_ms_a_to_b"], 3) == 0.350
     assert round(conv["jitter_max_ms_a_to_b"], 3) == 0.829
@@ -469,7 +463,7 @@ def test_icmp_quoted_udp_from_a_capture(tmp_path):
         out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "udp.stream"],
                              capture_output=True, text=True, check=True).stdout
         assert [int(x) for x in out.split()] == ICMP_TSHARK_STREAMS
-    cols = _read_or_skip(path).cols
+    cols = toolkit.pcap.read_capture(path).cols
     # the reader provides the quoted-header table (toolkit.analysis.udp.QUOTED_COLUMNS)
     assert cols["icmp_rows"].tolist() == [1, 2]
     assert analyze_udp(cols).stream.tolist() == ICMP_TSHARK_STREAMS
