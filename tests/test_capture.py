@@ -6,6 +6,7 @@ captures on lo and runs only where capturing is possible, skipping with what is 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import shutil
@@ -21,7 +22,7 @@ import pytest
 
 from toolkit import capture
 from toolkit.capture import files
-from toolkit.capture.backends import BACKENDS, permission_hint
+from toolkit.capture.backends import BACKENDS, PREFERENCE, permission_hint
 
 # --- counters, from what the backends printed at exit --------------------------------------
 
@@ -196,9 +197,38 @@ def test_probe_explains_what_is_missing():
     assert "install dumpcap" in none.explain()
 
 
-def test_probe_runs_here():
-    p = capture.probe(live=False)
-    assert set(p.usable) <= set(p.installed)
+def _captures_one_datagram(backend: str, path: Path) -> bool:
+    """Independently of the probe: does `backend` really capture a datagram on lo?"""
+    port = random.randint(20000, 60999)
+    try:
+        with capture.start("lo", path, bpf_filter=f"udp port {port}", backend=backend):
+            _send_udp(port, b"probe check")
+    except (capture.CaptureFailed, capture.CaptureUnavailable):
+        return False
+    return any(f.endswith(b"probe check") for _, f, _ in files.iter_frames(path))
+
+
+def test_probe_runs_here(tmp_path):
+    """The probe's answers equal what is found without it: installed is what is on disk,
+    and usable, best first, is exactly the installed backends that do capture a datagram."""
+    on_disk = {n for n in ("dumpcap", "tcpdump")
+               if shutil.which(n) or any(os.access(f"{d}/{n}", os.X_OK)
+                                         for d in ("/usr/sbin", "/sbin", "/usr/bin"))}
+    if importlib.util.find_spec("scapy"):
+        on_disk.add("scapy")
+    p = capture.probe("lo")
+    assert set(p.installed) == on_disk
+    works = [b for b in PREFERENCE if b in on_disk
+             and _captures_one_datagram(b, tmp_path / f"{b}.cap")]
+    assert p.usable == tuple(works), p.explain()
+    assert set(p.problems) == on_disk - set(works)
+    assert p.ok == bool(works) and p.backend == (works[0] if works else None)
+    # without trying the interface it goes by privileges: with CAP_NET_RAW in our process
+    # (root), every installed backend can open lo, so the same answer
+    static = capture.probe("lo", live=False)
+    assert set(static.installed) == on_disk
+    if p.net_raw:
+        assert static.usable == p.usable
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
