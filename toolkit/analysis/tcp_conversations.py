@@ -4,11 +4,12 @@ Theory of operation
 -------------------
 The per-segment pass (tcp_sequence) has numbered the conversations. Here:
 - sums per conversation and direction are bincounts over the stream numbers;
-- the originator ("A") is the sender of the first SYN without ACK; failing that, the
-  receiver of the first SYN-ACK; failing that, the sender of the first segment seen;
+- Zeek's view of the conversation (zeek_conn) gives its history, conn_state and
+  originator: "A" is Zeek's originator of the first Zeek connection in the stream (the
+  sender of the SYN; for a conversation joined mid-stream, Zeek's guess, see zeek_conn);
 - one more compiled walk over the segments builds what is order-dependent: the handshake
-  times, the Zeek-style history string and conn_state, zero-window time, and each
-  endpoint's TCP state (RFC 9293 section 3.3.2) as inferred from the segments seen.
+  times, zero-window time, and each endpoint's TCP state (RFC 9293 section 3.3.2) as
+  inferred from the segments seen.
 
 The state of an endpoint is inferred from this vantage point: a segment changes its
 sender's state when it is seen, and its receiver's state at the same moment (the capture
@@ -25,6 +26,7 @@ from . import verdicts as V
 from .addresses import addresses_text
 from .table import Table
 from .tcp import TcpSegments
+from .zeek_conn import SERVER_PORT, conn_state_text, history_text, zeek_walk
 from ..pcap.jit import kernel
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
@@ -36,47 +38,16 @@ STATES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WA
 (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
  CLOSING, LAST_ACK, TIME_WAIT) = range(len(STATES))
 
-# Zeek conn.log history letters; upper case for the originator.
-HISTORY = "SHADFRTW"
-H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_RETX, H_ZWIN = range(8)
-MAX_HISTORY = 40
-
-
-@njit(inline="always")
-def _originators(rows, stream, flow, tflags, n_conv):
-    orig = np.full(n_conv, -1, np.int64)
-    first = np.full(n_conv, -1, np.int64)
-    synack = np.full(n_conv, -1, np.int64)
-    for k in range(stream.shape[0]):
-        c = stream[k]
-        if first[c] < 0:
-            first[c] = flow[k]
-        f = tflags[rows[k]] & (SYN | ACK)
-        if f == SYN and orig[c] < 0:
-            orig[c] = flow[k]
-        elif f == (SYN | ACK) and synack[c] < 0:
-            synack[c] = 1 - flow[k]
-    for c in range(n_conv):
-        if orig[c] < 0:
-            orig[c] = synack[c] if synack[c] >= 0 else first[c]
-    return orig
-
-
 @kernel
 def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirelen, mss,
-          wscale, sackperm, has_ts, count_bits, n_conv):
+          wscale, sackperm, has_ts, count_bits, orig, n_conv):
     """One pass over the segments (rows: their frame rows; stream, flow, bits: per
-    segment) for everything order-dependent, and the sums per conversation and side."""
-    orig = _originators(rows, stream, flow, tflags, n_conv)
+    segment) for everything order-dependent, and the sums per conversation and side;
+    orig: each conversation's A side as a flow value."""
     n = stream.shape[0]
     syn_t = np.full(n_conv, -1, np.int64)
     synack_t = np.full(n_conv, -1, np.int64)
     ack_t = np.full(n_conv, -1, np.int64)
-    hist = np.full((n_conv, MAX_HISTORY), -1, np.int8)
-    hlen = np.zeros(n_conv, np.int64)
-    seen = np.zeros((n_conv, 2), np.int64)          # bitmask of letters seen per side
-    retx_n = np.zeros((n_conv, 2), np.int64)
-    zwin_n = np.zeros((n_conv, 2), np.int64)
     zw_since = np.full((n_conv, 2), -1, np.int64)
     zw_time = np.zeros(n_conv, np.int64)
     first_fin = np.full(n_conv, -1, np.int64)       # side (0 = A, 1 = B)
@@ -154,44 +125,6 @@ def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirel
                 synack_t[c] = now
             elif ((f & (SYN | ACK)) == ACK and side == 0 and synack_t[c] >= 0 and ack_t[c] < 0):
                 ack_t[c] = now
-
-            # history letters: each once per side, retransmissions and zero windows again
-            # at the 10th, 100th, ... occurrence (Zeek's logarithmic repeats)
-            hits = 0
-            if (f & (SYN | ACK)) == SYN:
-                hits |= 1 << H_SYN
-            elif (f & (SYN | ACK)) == (SYN | ACK):
-                hits |= 1 << H_SYNACK
-            if (f & (SYN | FIN | RST | ACK)) == ACK and paylen == 0:
-                hits |= 1 << H_ACK
-            if paylen > 0:
-                hits |= 1 << H_DATA
-            if f & FIN:
-                hits |= 1 << H_FIN
-            if f & RST:
-                hits |= 1 << H_RST
-            if b & V.ANY_RETRANSMISSION:
-                hits |= 1 << H_RETX
-            if win == 0 and (f & (SYN | FIN | RST)) == 0:
-                hits |= 1 << H_ZWIN
-            # most segments bring no new letter and no repeat to count: skip the letters
-            if (hits & ~seen[c, side]) or (hits & ((1 << H_RETX) | (1 << H_ZWIN))):
-                for code in range(8):
-                    if not (hits & (1 << code)):
-                        continue
-                    add = (seen[c, side] & (1 << code)) == 0
-                    if code == H_RETX or code == H_ZWIN:
-                        cnt = retx_n if code == H_RETX else zwin_n
-                        cnt[c, side] += 1
-                        m = cnt[c, side]
-                        while m % 10 == 0 and m > 1:
-                            m //= 10
-                        add = add or (m == 1 and cnt[c, side] > 1)
-                    if add:
-                        seen[c, side] |= 1 << code
-                        if hlen[c] < MAX_HISTORY:
-                            hist[c, hlen[c]] = code + (0 if side == 0 else 8)
-                            hlen[c] += 1
 
             # zero-window time: from a zero window until that side opens it again
             if (f & (SYN | FIN | RST)) == 0:
@@ -273,7 +206,7 @@ def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirel
                     nt += 1
                     state[c, sd] = new
         start = stop
-    return (orig, syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from,
+    return (syn_t, synack_t, ack_t, zw_time, zw_since, first_fin, rst_from,
             cflags, tr_c[:nt], tr_s[:nt], tr_k[:nt], tr_v[:nt], pk, fb, pl, fresh, counts,
             first_ts, last_ts, first_k, opts)
 
@@ -294,41 +227,20 @@ COUNTED = [("retransmissions", V.ANY_RETRANSMISSION),
 COUNT_BITS = np.array([b for _, b in COUNTED], np.int64)
 
 
-def _conn_state(cf: np.ndarray) -> list[str]:
-    """Zeek's conn_state from per-side flags (1 SYN, 2 SYN-ACK, 4 FIN, 8 RST)."""
-    out = []
-    for o, r in cf.tolist():
-        syn, synack = bool(o & 1), bool(r & 2)
-        fin_o, fin_r, rst_o, rst_r = bool(o & 4), bool(r & 4), bool(o & 8), bool(r & 8)
-        if syn and synack:
-            s = ("RSTO" if rst_o else "RSTR" if rst_r else "SF" if fin_o and fin_r
-                 else "S2" if fin_o else "S3" if fin_r else "S1")
-        elif syn:
-            s = "RSTOS0" if rst_o else "SH" if fin_o else "REJ" if rst_r else "S0"
-        elif synack:
-            s = "RSTRH" if rst_r else "SHR" if fin_r else "OTH"
-        else:
-            s = "OTH"
-        out.append(s)
-    return out
-
-
-def _history_text(hist: np.ndarray, hlen: np.ndarray) -> list[str]:
-    letters = HISTORY + HISTORY.lower()
-    return ["".join(letters[x] for x in row[:m]) for row, m in zip(hist.tolist(), hlen.tolist())]
-
-
 def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
                   ) -> tuple[Table, Table]:
     """(one row per TCP conversation, the endpoints' state transitions)."""
     n_conv = seg.n_streams
     rows = seg.rows
-    (orig, syn_t, synack_t, ack_t, hist, hlen, zw_time, zw_since, first_fin, rst_from, cflags,
+    zhist, zhlen, zcs, orig, n_zeek = zeek_walk(
+        rows, seg.stream, seg.flow, cols["ts_ns"], cols["tcp_flags"], cols["seq"], cols["ack"],
+        cols["paylen"], cols["win"], cols["sport"], cols["dport"], SERVER_PORT, n_conv)
+    (syn_t, synack_t, ack_t, zw_time, zw_since, first_fin, rst_from, cflags,
      tr_c, tr_s, tr_k, tr_v, pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts) = _walk(
         rows, seg.stream, seg.flow, seg.analysis, cols["ts_ns"], cols["tcp_flags"],
         cols["seq"], cols["ack"], cols["paylen"], cols["win"], cols["wirelen"],
         cols["opt_mss"], cols["opt_wscale"], cols["opt_sackperm"], cols["has_ts"], COUNT_BITS,
-        n_conv)
+        orig, n_conv)
     # the A side's address: the first segment's source if A sent it, else its destination
     k0 = np.maximum(first_k, 0)
     fr = rows[k0]
@@ -382,8 +294,9 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
         **{name: counts[:, j] for j, (name, _) in enumerate(COUNTED)},
         "zero_window_time": (zw_time + zw_open) / 1e9,
         "close": close,
-        "history": _history_text(hist, hlen),
-        "conn_state": _conn_state(cflags),
+        "history": history_text(zhist, zhlen),
+        "conn_state": conn_state_text(zcs),
+        "zeek_connections": n_zeek,
     })
     states = Table({
         "stream": tr_c,
