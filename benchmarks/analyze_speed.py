@@ -15,11 +15,18 @@ compiled kernels are cached on disk by the first run):
 - `tshark -n -2 -T fields` with the same per-packet fields (addresses, ports, stream,
   flags, sequence numbers, lengths, window and the tcp.analysis verdicts), written to a
   file as well.
-It prints packets/s, the ratio to tshark and the peak memory of each. The last two lines
-are machine-readable, the conversation analysis first, the per-packet CSV last:
+It prints packets/s, the ratio to tshark and the peak memory of each: the whole peak RSS
+over the packets, and the part that grows with the capture. That part is the peak above
+the same command's on the capture's first BASE_FRAMES frames, which holds what every run
+pays once (the interpreter, numpy, numba's LLVM, pyarrow: about 160-200 MB), over the
+packets beyond them. The last two lines are machine-readable, the conversation analysis
+first, the per-packet CSV last:
 
-    conversations: packets=N labkit_pps=N tshark_pps=N ratio=R labkit_peak_bytes_per_packet=B
-    packets=N labkit_pps=N tshark_pps=N ratio=R labkit_peak_bytes_per_packet=B
+    conversations: packets=N labkit_pps=N tshark_pps=N ratio=R \
+        labkit_peak_bytes_per_packet=B labkit_marginal_bytes_per_packet=M
+    packets=N labkit_pps=N tshark_pps=N ratio=R \
+        labkit_peak_bytes_per_packet=B labkit_marginal_bytes_per_packet=M
+(each on one line).
 
 Everything it creates is named lk-bench-<pid>-* (veths lkb<pid>a/b, nftables table
 inet labkit_bench_<pid> inside b's namespace) and removed on every exit path, SIGTERM included.
@@ -300,18 +307,26 @@ print(time.perf_counter() - t)
 """
 
 
+BASE_FRAMES = 1000
+
+
 def measure(args, path: Path, n: int, tshark: str, work: Path) -> dict:
-    """{work: (seconds, peak RSS bytes)}, each the best of --repeat runs."""
+    """{work: (seconds, peak RSS bytes, peak RSS bytes on the first BASE_FRAMES frames)},
+    each the best of --repeat runs."""
     lk = labkit_command()
+    small = work / "base.pcapng"
+    subprocess.run([shutil.which("editcap") or "editcap", "-r", str(path), str(small),
+                    f"1-{BASE_FRAMES}"], check=True, capture_output=True)
 
     def best(cmd):
-        return min((timed(cmd) for _ in range(args.repeat)), key=lambda r: r[0])
+        secs, rss = min((timed(cmd) for _ in range(args.repeat)), key=lambda r: r[0])
+        return secs, rss, timed([str(small) if x == str(path) else x for x in cmd])[1]
     if args.labkit:                                   # a stand-in for the conversations
         conv = args.labkit.split() + [str(path)]
     else:
         conv = lk + ["analyze", str(path), "--format", "json", "-o", str(work / "c.json")]
     rows = {}
-    rows["conversations, cold (first run)"] = timed(conv)
+    rows["conversations, cold (first run)"] = (*timed(conv), 0)
     rows["conversations (--format json)"] = best(conv)
     for label, fmt, out in (("per-packet CSV (--packets --format csv)", "csv", "p.csv"),
                             ("per-packet JSON Lines (--format json)", "json", "p.jsonl"),
@@ -327,7 +342,7 @@ def measure(args, path: Path, n: int, tshark: str, work: Path) -> dict:
                                   capture_output=True, text=True, check=True, cwd=REPO,
                                   env=RUN_ENV).stdout.split()[-1])
              for _ in range(args.repeat))
-    rows["the DataFrame .packets (after the analysis)"] = (df, 0)
+    rows["the DataFrame .packets (after the analysis)"] = (df, 0, 0)
     ts_cmd = [tshark, "-n", "-2", "-r", str(path), "-T", "fields",
               *[x for f in TSHARK_FIELDS for x in ("-e", f)]]
     rows["tshark -2 -T fields"] = best(ts_cmd)
@@ -390,15 +405,19 @@ def main(argv: list[str] | None = None) -> int:
           f"on {os.cpu_count()} CPUs")
     ts_time = rows["tshark -2 -T fields"][0]
     print(f"{'work':<44}{'seconds':>9}{'packets/s':>12}{'x tshark':>10}{'peak MB':>9}"
-          f"{'bytes/pkt':>11}")
-    for label, (secs, rss) in rows.items():
+          f"{'bytes/pkt':>11}{'base MB':>9}{'growth B/pkt':>14}")
+    extra = max(n - BASE_FRAMES, 1)
+    for label, (secs, rss, base) in rows.items():
         peak = f"{rss / 1e6:>9.0f}{rss / n:>11.0f}" if rss else f"{'':>9}{'':>11}"
+        if base:
+            peak += f"{base / 1e6:>9.0f}{(rss - base) / extra:>14.0f}"
         print(f"{label:<44}{secs:>9.2f}{n / secs:>12,.0f}{ts_time / secs:>10.1f}{peak}")
     for prefix, key in (("conversations: ", "conversations (--format json)"),
                         ("", "per-packet CSV (--packets --format csv)")):
-        secs, rss = rows[key]
+        secs, rss, base = rows[key]
         print(f"{prefix}packets={n} labkit_pps={n / secs:.0f} tshark_pps={n / ts_time:.0f} "
-              f"ratio={ts_time / secs:.2f} labkit_peak_bytes_per_packet={rss / n:.0f}")
+              f"ratio={ts_time / secs:.2f} labkit_peak_bytes_per_packet={rss / n:.0f} "
+              f"labkit_marginal_bytes_per_packet={(rss - base) / extra:.0f}")
     return 0
 
 
