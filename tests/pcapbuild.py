@@ -107,3 +107,37 @@ def obsolete_pb(data: bytes, ticks: int, iface=0, order="<") -> bytes:
 
 def unknown_block(order="<") -> bytes:
     return _block(0x0BAD, b"hello, world", order)
+
+
+class Conversation:
+    """A TCP conversation between two IPv4 endpoints, built a segment at a time: `a` and
+    `b` are (address, port); each segment comes `step_ns` after the one before (or
+    `after_ns`). frames() gives pcap()'s (bytes, ts_ns, wirelen) tuples."""
+
+    SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
+
+    def __init__(self, a=("10.0.0.1", 40000), b=("10.0.0.2", 80),
+                 t0_ns=1_700_000_000_000_000_000, step_ns=1_000_000):
+        self.ends = {"a": a, "b": b}
+        self.t = t0_ns
+        self.step = step_ns
+        self._frames: list[tuple[bytes, int, int]] = []
+
+    def send(self, side: str, seq: int, ack: int = 0, flags: int = 0x10, win: int = 65535,
+             options: bytes = b"", payload: bytes = b"", after_ns: int | None = None) -> int:
+        """Append a segment from `side` ("a" or "b"); returns its frame number."""
+        (src, sport), (dst, dport) = self.ends[side], self.ends["b" if side == "a" else "a"]
+        frame = ether(ipv4(tcp(sport, dport, seq, ack, flags, win, options, payload),
+                           src=src, dst=dst))
+        if self._frames:
+            self.t += self.step if after_ns is None else after_ns
+        self._frames.append((frame, self.t, len(frame)))
+        return len(self._frames)
+
+    def frames(self) -> list[tuple[bytes, int, int]]:
+        return list(self._frames)
+
+    def write(self, path) -> None:
+        """The conversation as a pcap file (nanosecond timestamps)."""
+        with open(path, "wb") as f:
+            f.write(pcap(self._frames, nanos=True))

@@ -52,12 +52,16 @@ class TcpSegments:
         sack_n = cols["sack_n"][sack_rows] if len(sack_rows) else np.zeros(0, np.uint8)
         sack_le = cols.get("sack_le", np.zeros((0, 4), np.uint32))
         sack_re = cols.get("sack_re", np.zeros((0, 4), np.uint32))
+        # absent from columns decoded before it existed: no such option then
+        sack_empty = cols.get("opt_sack_empty")
+        if sack_empty is None:
+            sack_empty = np.zeros(len(cols["seq"]), np.uint8)
         out = sequence_analysis(
             rows, pair, max(n_pairs, 1), max(n_pairs + n_syn, 1),
             cols["ts_ns"], cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
             cols["sport"], cols["dport"], cols["seq"], cols["ack"], cols["tcp_flags"],
             cols["win"], cols["paylen"], cols["opt_wscale"], sack_rows, sack_n, sack_le,
-            sack_re, detail)
+            sack_re, sack_empty, detail)
         self.stream, self.flow, self.analysis = out[0], out[1], out[2]
         self.n_streams = int(out[-1])
         if detail:

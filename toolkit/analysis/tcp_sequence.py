@@ -22,6 +22,16 @@ arithmetic can be masked explicitly instead of relying on integer promotion rule
 
 Where this follows Wireshark 4.0 deliberately, comments name the rule; the functions and
 names are ours.
+
+A segment with a SACK option that holds no complete block (opt_sack_empty) is, to
+Wireshark 4.0, a malformed packet whose TCP dissection stops inside the options: the SACK
+dissector tests the first block for a D-SACK (RFC 2883 section 4) though there is none and
+reads past the option, when the (absent, so zero) first right edge is at or before the ACK
+number (relative with the ACK flag, raw without). dissect_tcp prints the SEQ/ACK analysis
+after the options, so that frame shows no verdict, no acked frame, RTT, duplicate-ACK number
+or bytes in flight; the options after the bad one are not read, and a SYN's window-scaling
+check (also after the options) is skipped. The sequence state was updated before the
+options, so the frame still counts for the frames after it.
 """
 
 from __future__ import annotations
@@ -103,7 +113,7 @@ def _grow(a, n):
 def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                       ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
                       seqs, acks, tflags, wins, paylen, wscale,
-                      sack_rows, sack_n, sack_le, sack_re, detail):
+                      sack_rows, sack_n, sack_le, sack_re, sack_empty, detail):
     """Run Wireshark's sequence analysis over the TCP rows (frame order).
 
     Returns per TCP row: stream, flow (0/1: Wireshark's flow1/flow2), analysis bits,
@@ -231,6 +241,11 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
             if not (st[rv, SFLAGS] & BASE_SEQ_SET) and (flags & ACK):
                 st[rv, BASE_SEQ] = (ack - 1) & M32
                 st[rv, SFLAGS] |= BASE_SEQ_SET
+            # Wireshark 4.0 throws inside this segment's options (see the module notes)
+            hidden = False
+            if sack_empty[r] & 1:
+                ack_shown = ((ack - st[rv, BASE_SEQ]) & M32) if (flags & ACK) else ack
+                hidden = _le(0, ack_shown)
 
             # ---- tcp_analyze_sequence_number -------------------------------------------
             if flags & ACK:
@@ -446,12 +461,13 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                     out_bif[kd] = inflight
 
             # ---- after the analysis: options, then SYN bookkeeping --------------------
-            if wscale[r] >= 0:
+            if wscale[r] >= 0 and not (hidden and (sack_empty[r] & 2)):
                 # RFC 7323 section 2.3: a shift of at most 14
                 st[fw, WIN_SCALE] = min(np.int64(wscale[r]), 14)
             while sp < sack_rows.shape[0] and sack_rows[sp] < r:
                 sp += 1
-            if sp < sack_rows.shape[0] and sack_rows[sp] == r:
+            if (sp < sack_rows.shape[0] and sack_rows[sp] == r
+                    and not (hidden and (sack_empty[r] & 4))):
                 p = sp
                 # Wireshark keeps at most 3 SACK blocks per flow for bytes in flight
                 m = min(np.int64(sack_n[p]), 3)
@@ -461,7 +477,9 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                 st[fw, NSACK] = m
             if flags & SYN:
                 # window scaling is used only if both SYNs carry the option (RFC 7323 2.2)
-                if st[fw, WIN_SCALE] == -1:
+                if hidden:
+                    pass                       # the check comes after the options
+                elif st[fw, WIN_SCALE] == -1:
                     st[fw, WIN_SCALE] = -2
                     st[rv, WIN_SCALE] = -2
                 elif (flags & ACK) and st[rv, WIN_SCALE] == -2:
@@ -475,6 +493,14 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                 st[fw, FIRST_ACK] = 0
 
             out_bits[k] = bits
+            if hidden:
+                # the frame's SEQ/ACK analysis is never shown
+                out_bits[k] = 0
+                out_dupnum[kd] = 0
+                out_dupframe[kd] = 0
+                out_acked[kd] = 0
+                out_rtt[kd] = np.iinfo(np.int64).min
+                out_bif[kd] = 0
             out_relseq[kd] = (seq - st[fw, BASE_SEQ]) & M32
             out_relack[kd] = ((ack - st[rv, BASE_SEQ]) & M32) if (flags & ACK) else ack
             if not (flags & SYN) and st[fw, WIN_SCALE] >= 0:

@@ -61,6 +61,11 @@ PACKET_COLUMNS: dict[str, tuple[type, str]] = {
     "tsval": (np.uint32, "TCP timestamp value"),
     "tsecr": (np.uint32, "TCP timestamp echo reply"),
     "sack_n": (np.uint8, "number of SACK blocks in this segment (0-4)"),
+    "opt_sack_empty": (np.uint8, "SACK options without a complete block (Wireshark 4.0 "
+                                 "stops the TCP dissection at one, see analysis/"
+                                 "tcp_sequence.py): bit 0 such an option before any SACK "
+                                 "block, bit 1 a window scale after it, bit 2 SACK blocks "
+                                 "after it"),
 }
 
 # Sparse side tables: only rows that have them.

@@ -29,12 +29,13 @@ from .jit import kernel
 (TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, IP_ID,
  FRAG_OFF, FRAG_LEN, FRAG_MORE, L4, L4_TRUNC, SPORT, DPORT, SEQ, ACK, TCP_FLAGS, WIN,
  TCP_HLEN, PAYLEN, OPT_MSS, OPT_WSCALE, OPT_SACKPERM, HAS_TS, TSVAL, TSECR,
- SACK_N) = range(32)
-assert list(PACKET_COLUMNS)[SACK_N] == "sack_n" and len(PACKET_COLUMNS) == SACK_N + 1
+ SACK_N, OPT_SACK_EMPTY) = range(33)
+assert list(PACKET_COLUMNS)[OPT_SACK_EMPTY] == "opt_sack_empty"
+assert len(PACKET_COLUMNS) == OPT_SACK_EMPTY + 1
 # the per-frame record: the columns' slots, then what goes to the side tables
-R_SACK_LE, R_SACK_RE, R_UDP_AT, R_UDP_HAVE = 32, 36, 40, 41
-R_Q_PROTO, R_Q_SRC_HI, R_Q_SRC_LO, R_Q_DST_HI, R_Q_DST_LO, R_Q_SPORT, R_Q_DPORT = range(42, 49)
-N_RECORD = 49
+R_SACK_LE, R_SACK_RE, R_UDP_AT, R_UDP_HAVE = 33, 37, 41, 42
+R_Q_PROTO, R_Q_SRC_HI, R_Q_SRC_LO, R_Q_DST_HI, R_Q_DST_LO, R_Q_SPORT, R_Q_DPORT = range(43, 50)
+N_RECORD = 50
 # ... and of each sparse table in the side tuple (store.SIDE_TABLES order)
 (SACK_ROWS, SACK_LE, SACK_RE, UDP_ROWS, UDP_HEAD_BYTES, UDP_HEAD_LEN, ICMP_ROWS, ICMP_PROTO,
  ICMP_SRC_HI, ICMP_SRC_LO, ICMP_DST_HI, ICMP_DST_LO, ICMP_SPORT, ICMP_DPORT) = range(14)
@@ -356,6 +357,7 @@ def _tcp_options(b, l4off, hlen, end, R):
         opt_end = end
     q = l4off + 20
     nsack = 0
+    empty = 0          # opt_sack_empty's bits
     while q < opt_end:
         kind = b[q]
         if kind == 0:                            # end of option list
@@ -372,6 +374,8 @@ def _tcp_options(b, l4off, hlen, end, R):
             R[OPT_MSS] = _be16(b, q + 2)
         elif kind == 3 and ln == 3:
             R[OPT_WSCALE] = min(np.int64(b[q + 2]), 127)
+            if empty:
+                empty |= 2
         elif kind == 4 and ln == 2:
             R[OPT_SACKPERM] = 1
         elif kind == 5 and ln >= 10:
@@ -380,12 +384,19 @@ def _tcp_options(b, l4off, hlen, end, R):
                 R[R_SACK_LE + j] = _be32(b, q + 2 + 8 * j)
                 R[R_SACK_RE + j] = _be32(b, q + 6 + 8 * j)
             nsack = nb
+            if empty:
+                empty |= 4
+        elif kind == 5:
+            # a SACK option without a complete block (length 2 to 9)
+            if nsack == 0 and not empty:
+                empty = 1
         elif kind == 8 and ln == 10:
             R[HAS_TS] = 1
             R[TSVAL] = _be32(b, q + 2)
             R[TSECR] = _be32(b, q + 6)
         q += ln
     R[SACK_N] = nsack
+    R[OPT_SACK_EMPTY] = empty
 
 
 @njit(inline="always")
@@ -580,6 +591,7 @@ def scan(decode, b, pos, end, big, pcapng, tick_ns, ifs, if_base, C, S, row, lim
         C[TSVAL][row] = R[TSVAL]
         C[TSECR][row] = R[TSECR]
         C[SACK_N][row] = R[SACK_N]
+        C[OPT_SACK_EMPTY][row] = R[OPT_SACK_EMPTY]
         if R[SACK_N]:
             S[SACK_ROWS][sk] = row
             for j in range(R[SACK_N]):

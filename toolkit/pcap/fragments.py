@@ -16,7 +16,8 @@ from .columns import FRAG_NONE
 
 # transport-header columns a completed datagram takes from its first fragment
 CARRIED = ["l4", "l4_trunc", "sport", "dport", "seq", "ack", "tcp_flags", "win", "tcp_hlen",
-           "opt_mss", "opt_wscale", "opt_sackperm", "has_ts", "tsval", "tsecr", "sack_n"]
+           "opt_mss", "opt_wscale", "opt_sackperm", "has_ts", "tsval", "tsecr", "sack_n",
+           "opt_sack_empty"]
 
 
 def _completing_rows(cols: dict[str, np.ndarray], rows: np.ndarray):
