@@ -166,7 +166,7 @@ def test_the_references_cover_every_capture():
     assert tables == sorted(ALL_NAMES)
 
 
-def test_every_verdict_is_exercised(analyses):
+def test_every_verdict_is_exercised(analyses, tmp_path):
     """The comparisons mean something only if some frame sets each verdict, in tshark's
     reference and in ours: the corpus and made captures for all but the zero-window probe
     and its ACK, which no capture here has; a synthetic capture (compared with tshark live
@@ -180,7 +180,7 @@ def test_every_verdict_is_exercised(analyses):
         ours |= int(np.bitwise_or.reduce(analyses(name).segments.analysis, initial=0))
         ref = read_tsv(CORPUS / "tshark-full" / f"{name}.tsv")
         theirs |= {f for f in FLAGS if any(ref[f"tcp.analysis.{f}"])}
-    synthetic = toolkit.analyze(zero_window_probe_capture()[0])
+    synthetic = toolkit.analyze(zero_window_probe_capture(tmp_path)[0])
     ours |= int(np.bitwise_or.reduce(synthetic.segments.analysis, initial=0))
     theirs |= {"zero_window_probe", "zero_window_probe_ack"}     # checked live there
     for flag in FLAGS:

@@ -43,13 +43,10 @@ MS = 1_000_000
 ZWP = {"zero_window", "zero_window_probe", "zero_window_probe_ack", "window_update"}
 
 
-def zero_window_probe_capture(folder: Path | None = None) -> tuple[Path, dict]:
+def zero_window_probe_capture(folder: Path) -> tuple[Path, dict]:
     """A reader that stops: the sender probes its zero window twice with one byte, each
-    probe is answered with the zero window, then the window opens. Returns the file and,
-    per frame, the verdicts of ZWP it must have."""
-    if folder is None:
-        import tempfile
-        folder = Path(tempfile.mkdtemp(prefix="labkit-zwp-"))
+    probe is answered with the zero window, then the window opens. Writes the file into
+    `folder`; returns it and, per frame, the verdicts of ZWP it must have."""
     c = Conversation()
     c.send("a", 1000, flags=SYN)
     c.send("b", 5000, 1001, SYN | ACK)
