@@ -1,4 +1,4 @@
-"""netlab without privileges: specs, topologies, plans, parsers, the run registry (units: test_units.py)."""
+"""netlab without privileges: specs, topologies, plans, parsers, the run registry."""
 
 from __future__ import annotations
 
