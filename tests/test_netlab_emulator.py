@@ -388,3 +388,51 @@ def test_doctor_reports_the_userspace_engine_and_its_ceiling():
     engine = json.loads(done.stdout)["userspace_engine"]
     assert engine == {"available": True, "max_rate_bps": emulator.MAX_RATE_BPS,
                       "max_frames_per_s": emulator.MAX_FPS}
+
+
+# ---- the selftest's checks fail when the link is not what they were told ----
+
+def test_selftest_checks_fail_on_a_link_other_than_the_one_configured(lab, tmp_path):
+    # the engine runs one link; the checks judge it against another (as a broken engine
+    # would be judged against its configuration): each must fail where the two differ and
+    # pass where they agree, for both directions
+    lossy = I.from_dict({"a_to_b": {"loss": "5%"}, "b_to_a": {"loss": "10%"}, "seed": 5})
+    handle = emulator.start(lab, lossy, tmp_path / "wrong-loss.jsonl")
+    try:
+        loss = selftest.measure_loss(lab, 4000, selftest.USERSPACE_PPS,
+                                     pairs=(("a", "b"), ("b", "a")))
+    finally:
+        stats = handle.stop()
+    checks = {}
+    for d, label in (("a_to_b", "a>b"), ("b_to_a", "b>a")):
+        total, decided = selftest._drops(stats, d)
+        checks[label] = selftest.judge_loss(4000, loss[d]["lost"], loss[d]["duplicates"], 0.05,
+                                            engine_drops=total, decided=decided,
+                                            direction=label)
+    assert checks["a>b"].ok and not checks["b>a"].ok, checks
+    shaped = I.from_dict({"a_to_b": {"rate": "10mbit"}, "b_to_a": {"rate": "20mbit"}})
+    handle = emulator.start(lab, shaped, tmp_path / "wrong-rate.jsonl")
+    try:
+        fwd = selftest.measure_goodput(lab, 2.0, "a", "b")
+        back = selftest.measure_goodput(lab, 2.0, "b", "a")
+    finally:
+        handle.stop()
+    assert not selftest.judge_rate(20_000_000, fwd["goodput_bps"], "userspace").ok, fwd
+    assert selftest.judge_rate(10_000_000, fwd["goodput_bps"], "userspace").ok, fwd
+    assert selftest.judge_rate(20_000_000, back["goodput_bps"], "userspace", "b>a").ok, back
+    assert not selftest.judge_rate(10_000_000, back["goodput_bps"], "userspace", "b>a").ok
+
+
+def test_selftest_jitter_check_fails_without_the_jitter_and_with_too_much(lab, tmp_path):
+    for link, told, ok in ((("10ms", "0ms"), 0.003, False),     # jitter missing
+                           (("10ms", "3ms"), 0.0, False),       # jitter nobody configured
+                           (("10ms", "3ms"), 0.003, True)):
+        imp = I.from_dict({"both": {"delay": link[0], "jitter": link[1]}})
+        handle = emulator.start(lab, imp, tmp_path / f"jitter-{link[1]}.jsonl")
+        try:
+            rtt = selftest.measure_rtt(lab, selftest.PINGS)
+        finally:
+            stats = handle.stop()
+        check = selftest.judge_jitter(told, told, 0.020, rtt["samples_s"])
+        late = not stats["timing"]["reliable"]
+        assert check.ok is ok or (late and check.late_explains), (link, told, check, stats)

@@ -13,7 +13,9 @@ import sys
 import pytest
 
 from conftest import REPO, as_nobody_or_skip, network_or_skip
-from toolkit.netlab.selftest import judge_loss, judge_rate, judge_rtt
+from toolkit.netlab.emulator import MAX_RATE_BPS, timing_report
+from toolkit.netlab.selftest import (Check, judge_jitter, judge_loss, judge_rate, judge_rtt,
+                                     judge_timing)
 
 
 @pytest.mark.parametrize("count,lost,dups,p,drops,ok", [
@@ -30,6 +32,23 @@ def test_judge_loss(count, lost, dups, p, drops, ok):
     assert judge_loss(count, lost, dups, p, engine_drops=drops).ok is ok
 
 
+@pytest.mark.parametrize("lost,drops,decided,ok", [
+    # the once-seen 5.94%: 500 configured losses and 94 at the engine's queue; the loss
+    # judged is the configured one, and every lost datagram is still one the engine dropped
+    (594, 594, 500, True),
+    (594, 594, 594, False),       # the model itself losing too much
+    (594, 593, 500, False),       # a datagram lost that the engine did not drop
+    (429, 429, 429, False),       # below the interval
+    (0, 0, 0, True),              # (with p = 0 below)
+])
+def test_judge_loss_judges_the_configured_decisions_not_queue_drops(lost, drops, decided, ok):
+    p = 0.0 if lost == 0 else 0.05
+    c = judge_loss(10_000, lost, 0, p, engine_drops=drops, decided=decided, direction="b>a")
+    assert c.ok is ok and c.name == "loss b>a", c
+    if drops != decided and ok:
+        assert f"{drops - decided} at its queue" in c.detail
+
+
 @pytest.mark.parametrize("expected,median,ok", [
     (0.040, 0.0405, True), (0.040, 0.0409, True), (0.040, 0.0411, False),
     (0.040, 0.0389, False), (0.0, 0.00007, True), (0.020, None, False),
@@ -40,10 +59,93 @@ def test_judge_rtt(expected, median, ok):
 
 @pytest.mark.parametrize("rate,goodput,ok", [
     (20e6, 19.2e6, True), (20e6, 18.1e6, True), (20e6, 17.9e6, False), (20e6, 22.1e6, False),
-    (None, 3e9, True), (None, 0.0, False),
+    (None, 3e9, True), (None, 0.0, False), (None, 50e6, False),    # below the ceiling
 ])
 def test_judge_rate(rate, goodput, ok):
     assert judge_rate(rate, goodput, "kernel").ok is ok
+
+
+@pytest.mark.parametrize("goodput,ok,late_explains", [
+    # with no rate the userspace link runs at its ceiling: the capacity is that, +-10%
+    (95e6, True, True), (91e6, True, True), (89e6, False, True), (111e6, False, False),
+    (1e6, False, True), (0.0, False, True),
+])
+def test_judge_capacity_of_the_userspace_engine_is_its_ceiling(goodput, ok, late_explains):
+    c = judge_rate(None, goodput, "userspace", "b>a")
+    assert c.name == "capacity b>a" and str(MAX_RATE_BPS // 1_000_000) in c.configured
+    assert c.ok is ok and c.timing
+    if not ok:
+        assert c.late_explains is late_explains
+
+
+def _rtts(center, jitter_each, n=40, seed=3):
+    import random
+    rng = random.Random(seed)
+    return [center + rng.uniform(-jitter_each, jitter_each) + rng.uniform(-jitter_each,
+                                                                          jitter_each)
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("configured,actual,ok", [
+    (0.0, 0.0, True),
+    (0.002, 0.002, True),
+    (0.005, 0.005, True),
+    (0.002, 0.0, False),          # jitter configured, none there: the lower bound
+    (0.0, 0.002, False),          # none configured, some there: the upper bound
+    (0.002, 0.006, False),        # three times the configured: the upper bound
+    (0.006, 0.002, False),        # a third of it
+])
+def test_judge_jitter_has_both_bounds(configured, actual, ok):
+    samples = _rtts(0.020, actual)
+    c = judge_jitter(configured, configured, 0.020, samples)
+    assert c.ok is ok, c
+    assert c.timing
+
+
+def test_judge_jitter_a_few_outliers_are_the_pinger_many_are_the_link():
+    samples = [0.020] * 40
+    assert judge_jitter(0.0, 0.0, 0.020, samples).ok
+    few = samples[:]
+    few[5] = few[20] = 0.0215                 # two pings held back: mean |diff| 0.075 ms
+    c = judge_jitter(0.0, 0.0, 0.020, few)
+    assert c.ok, c
+    many = [0.020 + (0.0025 if i % 3 == 0 else 0) for i in range(40)]
+    c = judge_jitter(0.0, 0.0, 0.020, many)
+    assert not c.ok and c.late_explains            # only ever too long: lateness would do
+    short = [0.020 - (0.0025 if i % 3 == 0 else 0) for i in range(40)]
+    c = judge_jitter(0.0, 0.0, 0.020, short)
+    assert not c.ok and not c.late_explains        # shorter than the delay: never lateness
+    assert not judge_jitter(0.0, 0.0, 0.020, samples[:5]).ok
+
+
+@pytest.mark.parametrize("ok,timing,late_explains,reliable,status", [
+    (True, True, True, False, "pass"),
+    (False, True, True, True, "fail"),
+    (False, True, True, False, "unreliable"),     # the one case a failure is excused
+    (False, True, False, False, "fail"),          # failed the way lateness cannot explain
+    (False, False, False, False, "fail"),         # loss: not a timing check
+])
+def test_a_check_is_unreliable_only_when_lateness_explains_it(ok, timing, late_explains,
+                                                               reliable, status):
+    c = Check("x", "", "", ok, "d", timing=timing, late_explains=late_explains)
+    assert c.settle(reliable).status == status
+
+
+@pytest.mark.parametrize("stats,reliable", [
+    ({"loss": {"engine": "userspace", "overruns": 0,
+               "late": {"count": 100, "sent": 10_000, "max_ns": 2e6}}}, True),
+    ({"loss": {"engine": "userspace", "overruns": 0,
+               "late": {"count": 101, "sent": 10_000, "max_ns": 2e6}}}, False),
+    ({"loss": {"engine": "userspace", "overruns": 3,
+               "late": {"count": 0, "sent": 10_000, "max_ns": 0}}}, False),
+    ({"loss": {"engine": "kernel", "loss_drops": {}}}, True),
+])
+def test_judge_timing_from_the_engines_report(stats, reliable):
+    t = judge_timing(stats)
+    assert t["reliable"] is reliable and bool(t["notes"]) is not reliable
+    assert t["reliable"] is all(timing_report(s)["reliable"] for s in stats.values()
+                                if s.get("engine") == "userspace")
+    assert judge_timing(stats, queue_drops=5)["reliable"] is False
 
 
 def _selftest(*args, user=None, python=sys.executable, timeout=120):
@@ -110,23 +212,41 @@ def test_userspace_engine_loss_delay_and_rate_match_the_configuration():
                                  "--rate", "20mbit")
     assert out["engine"] == "userspace"
     checks = {c["name"]: c for c in out["checks"]}
-    assert set(checks) == {"loss a>b", "rtt", "rate a>b", "engine"}
-    # ground truth, whatever the machine's load: the loss is the configured one, and every
-    # datagram lost is one the engine's ledger says it dropped; no overrun ever
-    assert checks["loss a>b"]["ok"], checks
-    assert out["measured"]["loss"]["lost"] == out["engine_stats"]["loss"]["loss_drops"]["a_to_b"]
-    assert checks["engine"]["measured"].startswith("0 overruns"), checks["engine"]
-    if checks["engine"]["ok"]:
-        # on time: the delay line and the bottleneck are as configured
-        assert checks["rtt"]["ok"] and checks["rate a>b"]["ok"], checks
-        assert abs(out["measured"]["rtt"]["median_s"] - 0.020) <= 1e-3
-        assert abs(out["measured"]["goodput"]["goodput_bps"] - 20e6) <= 2e6
+    assert set(checks) == {"loss a>b", "loss b>a", "rtt", "jitter", "rate a>b", "rate b>a",
+                           "engine"}
+    # ground truth, whatever the machine's load: the configured loss each way, every
+    # datagram lost one the engine's ledger says it dropped; no overrun, no death
+    stats = out["engine_stats"]
+    for d, name, m in (("a_to_b", "loss a>b", "loss"), ("b_to_a", "loss b>a", "loss_b_to_a")):
+        assert checks[name]["status"] == "pass", checks
+        assert out["measured"][m]["lost"] == stats["loss"]["loss_drops"][d]
+    assert checks["engine"]["status"] == "pass", checks["engine"]
+    assert stats["loss"]["scheduling"] == "fifo 10"       # root: real-time scheduling
+    # the timing report is the engines' own count of lateness, and says so when it was bad
+    timing = out["timing"]
+    late = sum(s["late"]["count"] for s in stats.values())
+    sent = sum(s["late"]["sent"] for s in stats.values())
+    assert (timing["late"], timing["sent"]) == (late, sent)
+    assert timing["reliable"] is all(s["timing"]["reliable"] for s in stats.values()) and \
+        timing["reliable"] is not bool(timing["notes"])
+    rtt, good = out["measured"]["rtt"]["median_s"], out["measured"]["goodput"]["goodput_bps"]
+    back = out["measured"]["goodput_b_to_a"]["goodput_bps"]
+    if timing["reliable"]:
+        # on time: the delay line and the bottleneck are as configured, both ways
+        assert all(c["status"] == "pass" for c in out["checks"]), checks
+        assert abs(rtt - 0.020) <= 1e-3
+        assert abs(good - 20e6) <= 2e6 and abs(back - 20e6) <= 2e6
         assert status == 0 and out["ok"] is True
     else:
-        # a busy machine made the engine late: the selftest says so and does not pass
-        # (the timing figures are then not the link's; the report is what is checked)
-        assert " late" in checks["engine"]["measured"] and "late" in checks["engine"]["detail"]
-        assert status != 0 and out["ok"] is False
+        # a busy machine made the engine late: the report says so, a timing check may be
+        # "unreliable", but only in the direction lateness explains (an RTT never shorter
+        # than configured, a rate never above it), and the rest still passes
+        assert any("late" in n or "queue" in n for n in timing["notes"]), timing
+        for c in out["checks"]:
+            assert c["status"] in ("pass", "unreliable"), c
+            assert c["status"] == "pass" or c["timing"]
+        assert rtt >= 0.020 - 1e-3 and good <= 22e6 and back <= 22e6
+        assert status == 0 and out["ok"] is True
 
 
 @pytest.mark.root
@@ -142,8 +262,8 @@ def test_userspace_engine_refuses_a_rate_beyond_its_capacity():
 
 @pytest.mark.parametrize("stats,ok", [
     ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 10_000, "max_ns": 500}}}, True),
-    ({"loss": {"overruns": 0, "late": {"count": 100, "sent": 10_000, "max_ns": 2e6}}}, True),
-    ({"loss": {"overruns": 0, "late": {"count": 101, "sent": 10_000, "max_ns": 2e6}}}, False),
+    # late frames do not fail the engine: they make the timing unreliable (judge_timing)
+    ({"loss": {"overruns": 0, "late": {"count": 5000, "sent": 10_000, "max_ns": 2e6}}}, True),
     ({"loss": {"overruns": 1, "late": {"count": 0, "sent": 10_000, "max_ns": 0}}}, False),
     ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 5, "max_ns": 0}},
       "rtt": {"engine": "userspace", "error": "the engine died: boom"}}, False),

@@ -26,7 +26,6 @@ from . import expect
 from .spec import LabError, LabSpec
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_CANNOT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-LATE_SHARE_RELIABLE = 0.01        # the selftest's bar for the userspace engine
 
 
 class CannotRun(RuntimeError):
@@ -291,6 +290,7 @@ def _live_part(spec: LabSpec, out: Path, rec: RunRecord, console: Console, engin
             observers.stop()
             rec.doc["flows"] = traffic.as_dicts()
             rec.doc["events"] = [*rec.doc["events"], *traffic.events]
+            _judge_pacing(rec, out)
             with rec.phase("stop", console):
                 results = caps.stop()
                 rec.doc["captures"] = _captures_doc(caps, results, out)
@@ -380,18 +380,38 @@ def _captures_doc(caps, results, out: Path) -> dict:
 
 def _judge_timing(rec: RunRecord, stats: dict) -> None:
     """The userspace engine says how late it was; a lab's timing expectations are only as
-    good as that (a busy CI machine can make it late)."""
+    good as that (a busy CI machine can make it late). emulator.timing_report is the one
+    judgement, shared with the selftest."""
+    from ..netlab.emulator import timing_report
     notes = rec.doc["timing"]["notes"]
-    late = stats.get("late") or {}
-    sent = late.get("sent") or 0
-    if stats.get("overruns"):
-        notes.append(f"the link engine lost {stats['overruns']} frames to socket overruns")
-    if sent and late.get("count", 0) / sent > LATE_SHARE_RELIABLE:
-        notes.append(f"the link engine sent {late['count']} of {sent} frames more than 1 ms "
-                     f"late (worst {late.get('max_ns', 0) / 1e6:.1f} ms): the machine was busy")
-    if stats.get("error"):
-        notes.append(f"the link engine failed: {stats['error']}")
+    report = timing_report(stats)
+    notes.extend(report["notes"])
+    rec.doc["timing"]["late_share"] = report["late_share"]
     rec.doc["timing"]["reliable"] = not notes
+
+
+PACING_LATE_SHARE = 0.01      # the UDP sender's own bar for "pacing behind schedule"
+
+
+def _judge_pacing(rec: RunRecord, out: Path) -> None:
+    """A paced UDP sender counts the sends that left over its tolerance behind schedule
+    (udp.py): when more than 1% did, the gaps the captures show are the machine's, not
+    the plan's, and the run's timing is not reliable either."""
+    for f in rec.doc.get("flows", []):
+        rel = (f.get("send") or {}).get("report")
+        if not rel:
+            continue
+        try:
+            pacing = (json.loads((out / rel).read_text()).get("end") or {}).get("pacing")
+        except (OSError, ValueError):
+            continue
+        if pacing and pacing.get("sends") and \
+                pacing.get("late", 0) > PACING_LATE_SHARE * pacing["sends"]:
+            rec.doc["timing"]["notes"].append(
+                f"flow {f['name']}: the UDP sender left {pacing['late']} of {pacing['sends']} "
+                f"sends over {pacing.get('tolerance_s', 0) * 1e3:g} ms behind schedule (worst "
+                f"{pacing.get('max_late_s', 0) * 1e3:.1f} ms): the machine was busy")
+            rec.doc["timing"]["reliable"] = False
 
 
 def _offline_part(out: Path, rec: RunRecord, console: Console) -> int:
