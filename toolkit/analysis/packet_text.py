@@ -236,14 +236,19 @@ class TextFormat:
         elif len(buf) < need:
             buf = np.empty(need, np.uint8)
         t0 = int(cols["ts_ns"][0]) if len(cols["ts_ns"]) else 0
-        used = _format(rows, cols["ts_ns"], t0, cols["wirelen"], cols["l4"], cols["sport"],
-                       cols["dport"], a.udp_stream, cols["tcp_flags"], cols["seq"],
-                       cols["ack"], cols["paylen"], seg.rows, seg.stream, seg.rel_seq,
-                       seg.rel_ack, seg.window, seg.analysis, seg.dupack_num,
-                       seg.dupack_frame, seg.acked_frame, seg.ack_rtt_ns,
-                       seg.bytes_in_flight, self.masks, self.kinds, src, dst, text,
-                       text_off, self.pre, self.pre_off, self.null, self.start, self.end,
-                       _PAIRS, buf)
+        # by name: two dozen arrays in a row, where a swap would pass unnoticed
+        used = _format(rows=rows, ts_ns=cols["ts_ns"], t0=t0, wirelen=cols["wirelen"],
+                       l4=cols["l4"], sport=cols["sport"], dport=cols["dport"],
+                       udp_stream=a.udp_stream, tcp_flags=cols["tcp_flags"],
+                       seq_raw=cols["seq"], ack_raw=cols["ack"], paylen=cols["paylen"],
+                       seg_rows=seg.rows, stream=seg.stream, rel_seq=seg.rel_seq,
+                       rel_ack=seg.rel_ack, window=seg.window, analysis=seg.analysis,
+                       dupnum=seg.dupack_num, dupframe=seg.dupack_frame,
+                       acked=seg.acked_frame, rtt_ns=seg.ack_rtt_ns,
+                       bif=seg.bytes_in_flight, masks=self.masks, kinds=self.kinds,
+                       src_code=src, dst_code=dst, texts=text, text_off=text_off,
+                       pre=self.pre, pre_off=self.pre_off, null=self.null,
+                       start=self.start, end=self.end, pairs=_PAIRS, out=buf)
         return memoryview(buf)[:used]
 
 

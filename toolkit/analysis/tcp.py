@@ -57,15 +57,18 @@ class TcpSegments:
         if sack_empty is None:
             sack_empty = np.zeros(len(cols["seq"]), np.uint8)
         out = sequence_analysis(
-            rows, pair, max(n_pairs, 1), max(n_pairs + n_syn, 1),
-            cols["ts_ns"], cols["src_hi"], cols["src_lo"], cols["dst_hi"], cols["dst_lo"],
-            cols["sport"], cols["dport"], cols["seq"], cols["ack"], cols["tcp_flags"],
-            cols["win"], cols["paylen"], cols["opt_wscale"], sack_rows, sack_n, sack_le,
-            sack_re, sack_empty, detail)
-        self.stream, self.flow, self.analysis = out[0], out[1], out[2]
-        self.n_streams = int(out[-1])
+            rows=rows, tuple_id=pair, n_tuples=max(n_pairs, 1),
+            conv_cap=max(n_pairs + n_syn, 1), ts=cols["ts_ns"],
+            src_hi=cols["src_hi"], src_lo=cols["src_lo"], dst_hi=cols["dst_hi"],
+            dst_lo=cols["dst_lo"], sport=cols["sport"], dport=cols["dport"],
+            seqs=cols["seq"], acks=cols["ack"], tflags=cols["tcp_flags"], wins=cols["win"],
+            paylen=cols["paylen"], wscale=cols["opt_wscale"], sack_rows=sack_rows,
+            sack_n=sack_n, sack_le=sack_le, sack_re=sack_re, sack_empty=sack_empty,
+            detail=detail)
+        self.stream, self.flow, self.analysis = out.stream, out.flow, out.analysis
+        self.n_streams = int(out.n_streams)
         if detail:
-            self.__dict__.update(zip(self.DETAILS, out[3:-1], strict=True))
+            self.__dict__.update({name: getattr(out, name) for name in self.DETAILS})
 
     def __getattr__(self, name: str):
         # only reached for attributes not set yet: the details, on first use

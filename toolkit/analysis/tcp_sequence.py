@@ -36,6 +36,8 @@ options, so the frame still counts for the frames after it.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -109,6 +111,13 @@ def _grow(a, n):
     return b
 
 
+# The kernel's result, built by keyword inside it and read by name outside: twenty-odd
+# arrays in a positional tuple let a reordering swap two columns without an error.
+SequenceResult = namedtuple("SequenceResult", [
+    "stream", "flow", "analysis", "dupack_num", "dupack_frame", "acked_frame", "ack_rtt_ns",
+    "bytes_in_flight", "rel_seq", "rel_ack", "window", "n_streams"])
+
+
 @kernel
 def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                       ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
@@ -116,10 +125,10 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
                       sack_rows, sack_n, sack_le, sack_re, sack_empty, detail):
     """Run Wireshark's sequence analysis over the TCP rows (frame order).
 
-    Returns per TCP row: stream, flow (0/1: Wireshark's flow1/flow2), analysis bits,
-    dupack number, dupack frame, acked frame, ack RTT (ns), bytes in flight, relative
-    seq, relative ack, calculated window; and the number of conversations. Without
-    `detail`, the arrays from dupack number on have one meaningless element.
+    Returns a SequenceResult: per TCP row stream, flow (0/1: Wireshark's flow1/flow2),
+    analysis bits, dupack number, dupack frame, acked frame, ack RTT (ns), bytes in flight,
+    relative seq, relative ack, calculated window; and the number of conversations.
+    Without `detail`, the arrays from dupack_num on have one meaningless element.
     """
     n = rows.shape[0]
     out_stream = np.empty(n, np.int32)
@@ -508,5 +517,8 @@ def sequence_analysis(rows, tuple_id, n_tuples, conv_cap,
             else:
                 out_win[kd] = win
         start = stop
-    return (out_stream, out_flow, out_bits, out_dupnum, out_dupframe, out_acked, out_rtt,
-            out_bif, out_relseq, out_relack, out_win, n_conv)
+    return SequenceResult(stream=out_stream, flow=out_flow, analysis=out_bits,
+                          dupack_num=out_dupnum, dupack_frame=out_dupframe,
+                          acked_frame=out_acked, ack_rtt_ns=out_rtt, bytes_in_flight=out_bif,
+                          rel_seq=out_relseq, rel_ack=out_relack, window=out_win,
+                          n_streams=n_conv)
