@@ -289,17 +289,26 @@ def test_udp_paced_departures_are_even(tmp_path):
     # up, so the average rate holds either way
     assert np.mean(gaps) == pytest.approx(0.5, rel=0.05)
     even = np.mean(np.abs(gaps - 0.5) < 0.1)
-    pacing = json.loads(report.read_text())["end"]["pacing"]
+    doc = json.loads(report.read_text())
+    pacing = doc["end"]["pacing"]
     assert pacing["sends"] == 1000 and pacing["tolerance_s"] == pytest.approx(1e-4)
-    if pacing["late"] <= 0.04 * pacing["sends"]:
-        # on time: nine gaps in ten within 0.1 ms of the schedule (a burst shows 0 ms gaps)
+    assert pacing["scheduling"] in ("nice -10", "nice -5", "normal")
+    # the sender's report must agree with the wire: a send never leaves early, so a gap off
+    # the plan by 0.1 ms or more has a send at one of its ends that left over 0.1 ms late,
+    # which the sender counted (docs/timing.md)
+    uneven = int(np.sum(np.abs(gaps - 0.5) >= 0.1))
+    shown = (pacing, even, np.percentile(gaps, [1, 10, 50, 90, 99]))
+    assert uneven <= 2 * pacing["late"] + 5, shown
+    behind = any(e["event"] == "pacing behind schedule" for e in doc["log"])
+    if pacing["late"] <= 0.01 * pacing["sends"]:
+        # on time, as the sender says: the gaps are the plan's (a burst shows 0 ms gaps)
+        assert not behind
         assert np.median(gaps) == pytest.approx(0.5, abs=0.01)
-        assert even >= 0.9, (pacing, np.percentile(gaps, [1, 10, 50, 90, 99]))
+        assert even >= 0.97, shown
     else:
-        # a busy machine held the sender back: its report says so, and the gaps show it
-        assert pacing["max_late_s"] > 1e-4 and even < 0.96, (pacing, even)
-        assert any(e["event"] == "pacing behind schedule"
-                   for e in json.loads(report.read_text())["log"])
+        # a busy machine held the sender back: its report says so (the run's timing is
+        # then unreliable: labs/runner.py), and the late sends are the uneven gaps' cause
+        assert behind and pacing["max_late_s"] > 1e-4, shown
 
 
 def _cli(*args, timeout=60):

@@ -32,8 +32,12 @@ else (the sender refuses a --response-size beyond that up front).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -146,6 +150,36 @@ def _wait_until(due: float) -> None:
         # the last stretch spins: sleep() overshoots by 50-100 us
 
 
+@contextlib.contextmanager
+def _paced_priority(rate_bps):
+    """A paced sender keeps time better on a busy machine when the scheduler runs it the
+    moment its sleep ends: where allowed (CAP_SYS_NICE, as in a lab), this thread alone
+    (Linux: a thread id names one thread) runs at nice -10 while it paces, and is put back
+    after. Yields what was granted, for the report."""
+    if not rate_bps or not sys.platform.startswith("linux"):
+        yield "normal"
+        return
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+    except OSError:
+        yield "normal"
+        return
+    granted = "normal"
+    for nice in (-10, -5):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+            granted = f"nice {nice}"
+            break
+        except OSError:
+            continue
+    try:
+        yield granted
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
 def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
     if cfg.mode == "rr":
         check_rr(cfg.lengths, cfg.response_size)
@@ -169,7 +203,10 @@ def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
             totals = _rr(cfg, sock, flow, report)
             sent = totals["transactions"]
         else:
-            totals = _stream(cfg, sock, flow, report)
+            with _paced_priority(cfg.rate_bps) as scheduling:
+                totals = _stream(cfg, sock, flow, report)
+            if "pacing" in totals:
+                totals["pacing"]["scheduling"] = scheduling
             sent = totals["datagrams"]
         batch.disable_gso(sock)
         # the header's seq carries the count too: a capture alone then sees the tail loss
