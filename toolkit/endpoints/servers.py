@@ -7,13 +7,12 @@
     selectors   one thread, non-blocking sockets, readiness from epoll/kqueue
     asyncio     one thread, coroutines over the same readiness machinery
 
-Each serves every mode of sessions.py and tells apart how a client left:
-    half-close  its FIN came, our final report was sent and read, then it closed
-    close       its FIN came and it had closed entirely: our report was answered by a RST
-    reset       a RST while the connection was open (recv raised ConnectionResetError)
-    error       the client broke the protocol (malformed frame): we closed on it
-It logs which, and keeps serving the others. A slow reader (--pause, --slow-read) delays
-or paces recv() so the client's window fills (zero windows, window-full in the capture).
+Each serves every mode of sessions.py through one conversation (pacing.py: the slow
+reader's pacing, the order of reads and replies, and how a client left: half-close, close,
+reset or error); a model only carries out its operations, in its own way. It logs how
+each client left, and keeps serving the others. A slow reader (--pause, --slow-read)
+delays or paces recv() so the client's window fills (zero windows, window-full in the
+capture); while it waits, no model watches the socket or spins: it sleeps, or sets a timer.
 
 No model reads more from a client while replies to it are still unsent or owed (the
 session's `pending` rr responses): a client that sends and never reads stops being read, and
@@ -26,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
+import itertools
 import json
 import os
 import select
@@ -37,14 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import wire
-from . import resources, sockopts
+from . import pacing, resources, sockopts
 from .report import Report
 from .sessions import Session
 
 MODELS = ("iterative", "thread", "process", "selectors", "asyncio")
-RECV = 1 << 18
 ACCEPT_BACKOFF_S = 0.05          # after EMFILE: how long before accept() is tried again
-CLOSE_WAIT_S = 2.0
+CLOSE_WAIT_S = pacing.CLOSE_WAIT_S
+SWEEP_S = 0.25                   # selectors: how often reads and sends are checked for timeouts
 
 
 @dataclass
@@ -143,46 +144,25 @@ class Server:
 
     # ---- one blocking connection (iterative, thread, process) ----
 
+    def _conversation(self, session: Session) -> pacing.Conversation:
+        cfg = self.cfg
+        return pacing.Conversation(session, pacing.ReadPacer(cfg.pause_s, cfg.slow_read_bps,
+                                                             time.monotonic()))
+
     def _serve_blocking(self, conn: socket.socket, peer) -> tuple[Session, str]:
         session = self._new_session(peer)
-        conn.settimeout(60.0)
-        how = "error"
+        talk = self._conversation(session)
+        view = memoryview(bytearray(pacing.RECV))
         try:
-            if self.cfg.pause_s:
-                time.sleep(self.cfg.pause_s)
-            start, got = time.monotonic(), 0
-            buf = bytearray(RECV)
-            view = memoryview(buf)
-            while True:
-                if self.cfg.slow_read_bps:
-                    ahead = got * 8 / self.cfg.slow_read_bps - (time.monotonic() - start)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                size = 4096 if self.cfg.slow_read_bps else RECV
-                n = conn.recv_into(view[:size])
-                data = view[:n]
-                got += n
-                if not n:
-                    how = _closing(conn, session.peer_closed())
-                    break
-                reply = session.received(data)
-                while reply:              # rr responses owed go out before the next read
-                    conn.sendall(reply)
-                    reply = session.more()
-                if session.error:
-                    how = "error"
-                    break
-        except ConnectionResetError:
-            session.reset()
-            how = "reset"
-        except (OSError, TimeoutError) as e:
-            session.reset()
-            session.error = session.error or f"{type(e).__name__}: {e}"
-            how = "error"
+            while (op := talk.op) is not None:
+                try:
+                    talk.done(_blocking(conn, op, view))
+                except OSError as e:
+                    talk.failed(e)
         finally:
             session.release()
             conn.close()
-        return session, how
+        return session, talk.how
 
     def run(self) -> dict:
         ticker = threading.Thread(target=self._ticker, daemon=True)
@@ -330,63 +310,80 @@ class Server:
         sel = selectors.DefaultSelector()
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, None)
-        conns: dict[socket.socket, _Conn] = {}
+        listening = True
+        conns: set[_Conn] = set()
+        # connections waiting on the clock alone (pacing), unwatched by the selector:
+        # (when, n, connection), soonest first
+        timers: list[tuple[float, int, _Conn]] = []
+        order = itertools.count()
         paused_until = 0.0           # the listener unwatched until then (out of descriptors)
+        next_sweep = 0.0             # when reads and sends are next checked for timeouts
+
+        def step(c: _Conn, ready: int) -> None:
+            c.step(ready, time.monotonic())
+            if c.talk.op is None:
+                if c.events:
+                    sel.unregister(c.sock)
+                c.sock.close()
+                conns.discard(c)
+                self._finished(c.session, c.talk.how)
+                return
+            if c.want != c.events:
+                if not c.events:
+                    sel.register(c.sock, c.want, c)
+                elif not c.want:
+                    sel.unregister(c.sock)
+                else:
+                    sel.modify(c.sock, c.want, c)
+                c.events = c.want
+            if not c.want:
+                heapq.heappush(timers, (c.until, next(order), c))
+
         try:
             while not self._enough() or conns:
-                if self._enough() and not conns:
-                    break
                 now = time.monotonic()
-                timeout = 0.2
-                if paused_until and now >= paused_until:
+                if self._enough() and listening:
+                    sel.unregister(self.sock)  # a client still in the backlog must not
+                    listening = False          # wake us again and again
+                elif paused_until and now >= paused_until and not self._enough():
                     sel.register(self.sock, selectors.EVENT_READ, None)
-                    paused_until = 0.0
-                elif paused_until:
-                    timeout = min(timeout, paused_until - now)
-                for c in conns.values():
-                    if c.resume_at:
-                        timeout = min(timeout, max(0.0, c.resume_at - now))
+                    listening, paused_until = True, 0.0
+                timeout = 0.2
+                if paused_until:
+                    timeout = min(timeout, max(0.0, paused_until - now))
+                if timers:
+                    timeout = min(timeout, max(0.0, timers[0][0] - now))
                 for key, events in sel.select(timeout):
-                    if key.data is None:
-                        if self._enough():
-                            continue
-                        try:
-                            conn, peer = self.sock.accept()
-                        except BlockingIOError:
-                            continue
-                        except OSError as e:
-                            if self._starving(e):
-                                # the listener stays readable: stop watching it a while
-                                sel.unregister(self.sock)
-                                paused_until = time.monotonic() + ACCEPT_BACKOFF_S
-                            continue
-                        conn.setblocking(False)
-                        c = _Conn(conn, self._new_session(peer), self.cfg)
-                        conns[conn] = c
-                        sel.register(conn, c.interest(), c)
+                    if key.data is not None:
+                        step(key.data, events)
                         continue
-                    c = key.data
-                    c.on_events(events)
-                    if c.finished:
-                        sel.unregister(c.sock)
-                        c.sock.close()
-                        del conns[c.sock]
-                        self._finished(c.session, c.how)
-                    else:
-                        sel.modify(c.sock, c.interest(), c)
+                    try:
+                        conn, peer = self.sock.accept()
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        if self._starving(e):
+                            # the listener stays readable: stop watching it a while
+                            sel.unregister(self.sock)
+                            listening = False
+                            paused_until = time.monotonic() + ACCEPT_BACKOFF_S
+                        continue
+                    conn.setblocking(False)
+                    session = self._new_session(peer)
+                    c = _Conn(conn, session, self._conversation(session))
+                    conns.add(c)
+                    step(c, 0)
                 now = time.monotonic()
-                for c in list(conns.values()):
-                    if c.resume_at and now >= c.resume_at:
-                        c.resume_at = 0.0
-                        sel.modify(c.sock, c.interest(), c)
-                    elif c.closing_since and now - c.closing_since > CLOSE_WAIT_S:
-                        c.how, c.finished = "close", True
-                        sel.unregister(c.sock)
-                        c.sock.close()
-                        del conns[c.sock]
-                        self._finished(c.session, c.how)
+                while timers and timers[0][0] <= now:
+                    c = heapq.heappop(timers)[2]
+                    if c in conns:
+                        step(c, 0)
+                if now >= next_sweep:          # a read or a send that waited too long
+                    next_sweep = now + SWEEP_S
+                    for c in [c for c in conns if c.want and now >= c.until]:
+                        step(c, 0)
         finally:
-            for c in conns.values():
+            for c in conns:
                 c.session.release()
                 c.sock.close()
             sel.close()
@@ -400,7 +397,8 @@ class Server:
         # backlog of 100 unless told otherwise: a burst of clients beyond that would see
         # dropped SYNs and handshake ACKs, and wait seconds on retransmission timers
         server = await asyncio.start_server(self._asyncio_client, sock=self.sock,
-                                            limit=RECV, backlog=self.cfg.options.backlog)
+                                            limit=pacing.RECV,
+                                            backlog=self.cfg.options.backlog)
         tasks: set[asyncio.Task] = set()
         self._tasks = tasks
         async with server:
@@ -414,50 +412,55 @@ class Server:
                               writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
-        peer = writer.get_extra_info("peername")
-        session = self._new_session(peer)
-        how = "error"
+        # asyncio turns Nagle off on every connection; here -N decides, as in every model
         try:
-            if self.cfg.pause_s:
-                await asyncio.sleep(self.cfg.pause_s)
-            start, got = time.monotonic(), 0
-            while True:
-                if self.cfg.slow_read_bps:
-                    ahead = got * 8 / self.cfg.slow_read_bps - (time.monotonic() - start)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                data = await reader.read(4096 if self.cfg.slow_read_bps else RECV)
-                got += len(data)
-                if not data:
-                    final = session.peer_closed()
-                    try:
-                        writer.write(final)
-                        await writer.drain()
-                        writer.write_eof()
-                        rest = await asyncio.wait_for(reader.read(1), CLOSE_WAIT_S)
-                        how = "half-close" if rest == b"" else "close"
-                    except asyncio.TimeoutError:
-                        how = "half-close"
-                    except OSError:                # the RST that answered our report
-                        how = "close"
-                    break
-                reply = session.received(data)
-                while reply:              # rr responses owed go out before the next read
-                    writer.write(reply)
-                    await writer.drain()
-                    reply = session.more()
-                if session.error:
-                    break
-        except ConnectionResetError:
-            session.reset()
-            how = "reset"
-        except OSError as e:
-            session.reset()
-            session.error = session.error or str(e)
+            writer.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self.cfg.options.nodelay))
+        except OSError:
+            pass                         # it left already: the first read will say how
+        session = self._new_session(writer.get_extra_info("peername"))
+        talk = self._conversation(session)
+        try:
+            while (op := talk.op) is not None:
+                try:
+                    talk.done(await _coroutine(reader, writer, op))
+                except OSError as e:
+                    talk.failed(e)
         finally:
             writer.close()
-            self._finished(session, how)
+            self._finished(session, talk.how or "error")
             self._tasks.discard(task)
+
+
+def _blocking(conn: socket.socket, op: pacing.Op, view: memoryview):
+    """One operation of a conversation (pacing.py), carried out by blocking calls."""
+    if op.kind == pacing.WAIT:
+        time.sleep(op.arg)
+    elif op.kind == pacing.SHUTDOWN:
+        conn.shutdown(socket.SHUT_WR)
+    else:
+        conn.settimeout(op.timeout)
+        if op.kind == pacing.SEND:
+            conn.sendall(op.arg)
+        else:
+            return view[:conn.recv_into(view[:op.arg])]
+    return None
+
+
+async def _coroutine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     op: pacing.Op):
+    """One operation of a conversation (pacing.py), carried out by a coroutine."""
+    if op.kind == pacing.WAIT:
+        await asyncio.sleep(op.arg)
+    elif op.kind == pacing.SHUTDOWN:
+        writer.write_eof()
+    else:
+        async with asyncio.timeout(op.timeout):
+            if op.kind == pacing.READ:
+                return await reader.read(op.arg)
+            writer.write(op.arg)
+            await writer.drain()
+    return None
 
 
 def _close_inherited(keep: tuple[int, ...]) -> None:
@@ -474,102 +477,57 @@ def _close_inherited(keep: tuple[int, ...]) -> None:
     os.closerange(lo, os.sysconf("SC_OPEN_MAX"))
 
 
-def _closing(conn: socket.socket, final: bytes) -> str:
-    """The peer's FIN came: send our final report, close our side, and see whether the
-    peer reads it (half-close) or answers with a RST (it had closed entirely)."""
-    try:
-        if final:
-            conn.sendall(final)
-        conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(CLOSE_WAIT_S)
-        rest = conn.recv(1)
-        return "half-close" if rest == b"" else "close"
-    except (TimeoutError, socket.timeout):
-        return "half-close"
-    except OSError:
-        # reset, broken pipe, or ENOTCONN from shutdown(): the RST that answered our report
-        # already came, so the peer had closed entirely
-        return "close"
-
-
 class _Conn:
-    """One connection of the selectors model: a Session plus an output buffer."""
+    """One connection of the selectors model: its conversation (pacing.py), carried out
+    with non-blocking calls as the selector reports the socket ready. While an operation
+    waits on the clock alone (pacing) the socket is not watched at all: a paused reader
+    whose client's data waits unread must not be woken by it again and again."""
 
-    def __init__(self, sock: socket.socket, session: Session, cfg: ServerConfig):
-        self.sock, self.session, self.cfg = sock, session, cfg
-        self.out = bytearray()
-        self.finished = False
-        self.how = "error"
-        self.eof = False                   # the peer's FIN came; we are flushing the report
-        self.closing_since = 0.0
-        self.start = time.monotonic()
-        self.got = 0
-        self.resume_at = self.start + cfg.pause_s if cfg.pause_s else 0.0
+    def __init__(self, sock: socket.socket, session: Session, talk: pacing.Conversation):
+        self.sock, self.session, self.talk = sock, session, talk
+        self.current: pacing.Op | None = None    # the operation under way
+        self.until = 0.0              # its deadline: a wait's end, a read's or send's timeout
+        self.out = memoryview(b"")    # what a send has still to send
+        self.want = 0                 # the readiness it waits for (0: the clock)
+        self.events = 0               # what the selector watches now (0: not registered)
 
-    def interest(self) -> int:
-        ev = 0
-        # nothing more is read while replies wait: a client that never reads is not read
-        if not self.resume_at and ((not self.eof and not self.out) or self.closing_since):
-            ev |= selectors.EVENT_READ
-        if self.out:
-            ev |= selectors.EVENT_WRITE
-        return ev or selectors.EVENT_READ
-
-    def on_events(self, events: int) -> None:
-        try:
-            if events & selectors.EVENT_WRITE and self.out:
-                n = self.sock.send(self.out)
-                del self.out[:n]
-                if not self.out:
-                    self.out += self.session.more()
-                if not self.out and self.eof and not self.closing_since:
+    def step(self, ready: int, now: float) -> None:
+        """Carry out operations until one has to wait for the socket (`want`) or the clock
+        (`until`). `ready`: what the selector reported (0: nothing, or a timer)."""
+        talk = self.talk
+        while (op := talk.op) is not None:
+            if op is not self.current:
+                self.current = op
+                self.until = now + (op.arg if op.kind == pacing.WAIT else op.timeout)
+                self.out = memoryview(op.arg) if op.kind == pacing.SEND else memoryview(b"")
+            try:
+                if op.kind == pacing.WAIT:
+                    if now < self.until:
+                        self.want = 0
+                        return
+                    talk.done()
+                elif op.kind == pacing.SHUTDOWN:
                     self.sock.shutdown(socket.SHUT_WR)
-                    self.closing_since = time.monotonic()
-            if events & selectors.EVENT_READ and not self.resume_at:
-                if self.closing_since:
-                    rest = self.sock.recv(1)
-                    self.how = "half-close" if rest == b"" else "close"
-                    self.finished = True
-                    return
-                if self.eof:
-                    return
-                data = self.sock.recv(4096 if self.cfg.slow_read_bps else RECV)
-                self.got += len(data)
-                if not data:
-                    self.eof = True
-                    self.out += self.session.peer_closed()
-                    if not self.out:
-                        self.sock.shutdown(socket.SHUT_WR)
-                        self.closing_since = time.monotonic()
-                    return
-                self.out += self.session.received(data)
-                if self.session.error:
-                    try:                       # the error message, if the socket takes it now
-                        self.sock.send(self.out)
-                    except OSError:
-                        pass
-                    self.how, self.finished = "error", True
-                    return
-                if self.cfg.slow_read_bps:
-                    due = self.start + self.got * 8 / self.cfg.slow_read_bps
-                    if due > time.monotonic():
-                        self.resume_at = due
-        except BlockingIOError:
-            return
-        except (ConnectionResetError, BrokenPipeError):
-            if self.eof:
-                self.how = "close"
-            else:
-                self.session.reset()
-                self.how = "reset"
-            self.finished = True
-        except OSError as e:
-            if self.eof:                   # ENOTCONN after the peer's RST: it had closed
-                self.how, self.finished = "close", True
+                    talk.done()
+                elif now >= self.until:
+                    talk.failed(TimeoutError("timed out"))
+                elif op.kind == pacing.READ:
+                    if not ready & selectors.EVENT_READ:
+                        self.want = selectors.EVENT_READ
+                        return
+                    ready = 0                # one read a readiness: fair to the others
+                    talk.done(self.sock.recv(op.arg))
+                else:
+                    self.out = self.out[self.sock.send(self.out):]
+                    if self.out:
+                        raise BlockingIOError
+                    talk.done()
+            except BlockingIOError:
+                self.want = (selectors.EVENT_READ if op.kind == pacing.READ
+                             else selectors.EVENT_WRITE)
                 return
-            self.session.reset()
-            self.session.error = self.session.error or str(e)
-            self.how, self.finished = "error", True
+            except OSError as e:
+                talk.failed(e)
 
 
 def _count(items) -> dict:

@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import wire
 from . import batch, control, sockopts
+from .pacing import ReadPacer
 from .report import Report
 from .stats import SequenceStats
 from .tcp import bind_cport, refuse_self_connection
@@ -393,8 +394,7 @@ class UdpReceiver:
                  idle_end_s: float = 5.0, interval: float = 1.0, batch_size: int = 256,
                  max_live_flows: int = MAX_FLOWS, pause_s: float = 0.0,
                  slow_read_bps: float = 0.0):
-        if pause_s < 0 or slow_read_bps < 0:
-            raise ValueError("--pause and --slow-read cannot be negative")
+        ReadPacer(pause_s, slow_read_bps)          # refuses what cannot be a schedule
         options = options or sockopts.SocketOptions(rcvbuf=8 << 20)
         self.pause_s, self.slow_read_bps = pause_s, slow_read_bps
         if slow_read_bps:
@@ -543,29 +543,22 @@ class UdpReceiver:
         t_last, marks = 0.0, {}
         next_tick = time.monotonic() + self.interval
         start = time.monotonic()
+        # the slow reader (pacing.py): while it waits, what arrives waits in the socket's
+        # buffer, and once that is full the kernel drops it (UdpRcvbufErrors)
+        pacer = ReadPacer(self.pause_s, self.slow_read_bps, start)
         if self.pause_s:
-            # not reading: what arrives waits in the socket's buffer, and once that is full
-            # the kernel drops it (UdpRcvbufErrors)
             self.report.event("pausing before the first read", seconds=self.pause_s)
-            self._wait(start + self.pause_s, start)
-        next_read = 0.0                  # slow reader: when the next read may start
         while not self._stop:
             if self.max_flows is not None and self.ended >= self.max_flows:
                 break
-            if self.max_seconds is not None and time.monotonic() - start >= self.max_seconds:
+            if (wait := pacer.wait(time.monotonic())) > 0:
+                self._wait(time.monotonic() + wait, start)
+            if self._stop or (self.max_seconds is not None
+                              and time.monotonic() - start >= self.max_seconds):
                 break
-            if self.slow_read_bps:
-                self._wait(next_read, start)
-                if self._stop or (self.max_seconds is not None
-                                  and time.monotonic() - start >= self.max_seconds):
-                    break
             n = self.rx.recv_batch(timeout=min(0.2, self.interval))
-            if n and self.slow_read_bps:
-                # the next read waits for this one's bits at RATE, counted from now: time
-                # spent waiting for a datagram is no credit for a burst of reads later
-                next_read = time.monotonic() + int(self.rx.lengths[:n].sum()) * 8 \
-                    / self.slow_read_bps
             if n:
+                pacer.read(int(self.rx.lengths[:n].sum()), time.monotonic())
                 self._handle(n)
             now = time.monotonic()
             for f in list(self.flows.values()):
