@@ -16,7 +16,7 @@ import toolkit
 from conftest import REPO, as_nobody_or_skip, network_or_skip
 from toolkit import netlab
 from toolkit.capture import start_many, vantage_points
-from toolkit.netlab import emulator, kernel, ledger, selftest
+from toolkit.netlab import emulator, forwarder, kernel, ledger, selftest
 from toolkit.netlab import impairment as I
 
 pytestmark = pytest.mark.root
@@ -306,7 +306,7 @@ def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_ov
     path = tmp_path / "flood.jsonl"
     handle = emulator.start(lab, I.from_dict({}), path)
     try:
-        got = selftest.measure_loss(lab, 6000, 3 * emulator.MAX_FPS)    # 0.2 s at 3x
+        got = selftest.measure_loss(lab, 6000, 3 * forwarder.MAX_FPS)    # 0.2 s at 3x
     finally:
         stats = handle.stop()
     assert stats["overruns"] == 0
@@ -318,7 +318,7 @@ def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_ov
     # what it carried, it carried at its ceiling: no faster than MAX_FPS
     out = sorted(r["t_out"] for r in led.records if r["t_out"] and r["dir"] == "a_to_b")
     span = (out[-1] - out[0]) / 1e9
-    assert (len(out) - 1) / span <= emulator.MAX_FPS * 1.02
+    assert (len(out) - 1) / span <= forwarder.MAX_FPS * 1.02
 
 
 KILLED = textwrap.dedent("""
@@ -386,8 +386,8 @@ def test_doctor_reports_the_userspace_engine_and_its_ceiling():
     done = subprocess.run([sys.executable, "-m", "toolkit.cli", "doctor", "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     engine = json.loads(done.stdout)["userspace_engine"]
-    assert engine == {"available": True, "max_rate_bps": emulator.MAX_RATE_BPS,
-                      "max_frames_per_s": emulator.MAX_FPS}
+    assert engine == {"available": True, "max_rate_bps": forwarder.MAX_RATE_BPS,
+                      "max_frames_per_s": forwarder.MAX_FPS}
 
 
 # ---- the selftest's checks fail when the link is not what they were told ----

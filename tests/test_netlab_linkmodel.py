@@ -483,15 +483,15 @@ class _Wire:
 
 
 def _forwarder(tmp_path, spec: dict):
-    from toolkit.netlab import emulator
+    from toolkit.netlab import forwarder
 
     def port(i, host):
-        return emulator.Port(host, f"lk-r-{host}", bytes.fromhex(f"026c6b00{i:02x}01"),
+        return forwarder.Port(host, f"lk-r-{host}", bytes.fromhex(f"026c6b00{i:02x}01"),
                              bytes.fromhex(f"026c6b00{i:02x}02"), bytes([10, 201, i]),
                              bytes.fromhex(f"fd000201{i:04x}0000"), bytes([10, 201, i, 1]),
                              bytes(16), None, _Wire())
     a, b = port(1, "a"), port(2, "b")
-    fwd = emulator.Forwarder(I.from_dict(spec), [a, b], ("a", "b"), tmp_path / "l.jsonl", {})
+    fwd = forwarder.Forwarder(I.from_dict(spec), [a, b], ("a", "b"), tmp_path / "l.jsonl", {})
     return fwd, a, b
 
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import REPO, as_nobody_or_skip, network_or_skip
-from toolkit.netlab.emulator import MAX_RATE_BPS, timing_report
+from toolkit.netlab.forwarder import MAX_RATE_BPS, timing_report
 from toolkit.netlab.selftest import (Check, judge_jitter, judge_loss, judge_rate, judge_rtt,
                                      judge_timing)
 

@@ -1,4 +1,4 @@
-"""Timing reports: the one judgement of whether a run kept time (emulator.timing_report),
+"""Timing reports: the one judgement of whether a run kept time (forwarder.timing_report),
 and the runner's use of it and of a paced UDP sender's own count (docs/timing.md)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from toolkit.labs import runner
-from toolkit.netlab.emulator import LATE_SHARE_RELIABLE, timing_report
+from toolkit.netlab.forwarder import LATE_SHARE_RELIABLE, timing_report
 
 
 @pytest.mark.parametrize("stats,reliable,words", [

@@ -1,5 +1,5 @@
 """Where `toolkit` is importable from, for child processes that import it by module name
-(`python -m toolkit.netlab.emulator`, the scapy capture backend) wherever an argv prefix
+(`python -m toolkit.netlab.forwarder`, the scapy capture backend) wherever an argv prefix
 (`ip netns exec`, nsenter into a rootless lab) takes them, installed or not. Stdlib only."""
 
 from __future__ import annotations

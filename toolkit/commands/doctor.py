@@ -46,7 +46,7 @@ def lab_verdicts(report, labs_dir: Path = LABS_DIR) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from ..netlab.emulator import MAX_FPS, MAX_RATE_BPS
+    from ..netlab.forwarder import MAX_FPS, MAX_RATE_BPS
     from ..netlab.probe import TOOLS, probe_machine
 
     report = probe_machine(args.privilege)

@@ -380,9 +380,9 @@ def _captures_doc(caps, results, out: Path) -> dict:
 
 def _judge_timing(rec: RunRecord, stats: dict) -> None:
     """The userspace engine says how late it was; a lab's timing expectations are only as
-    good as that (a busy CI machine can make it late). emulator.timing_report is the one
+    good as that (a busy CI machine can make it late). forwarder.timing_report is the one
     judgement, shared with the selftest."""
-    from ..netlab.emulator import timing_report
+    from ..netlab.forwarder import timing_report
     notes = rec.doc["timing"]["notes"]
     report = timing_report(stats)
     notes.extend(report["notes"])

@@ -4,7 +4,7 @@ An Impairment is plain data: per direction (a_to_b, b_to_a) a rate with its queu
 and jitter, random loss, burst loss, duplication, reordering and corruption; plus scripted
 faults, which act on chosen packets deterministically; plus the seed of every random
 choice. The kernel engine (kernel.py) turns what it can into qdiscs and nftables rules;
-the userspace engine (emulator.py) implements all of it. `choose_engine` decides, and the
+the userspace engine (forwarder.py) implements all of it. `choose_engine` decides, and the
 run records the choice and why.
 
 Semantics, shared by both engines where both can do a thing:

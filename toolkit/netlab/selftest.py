@@ -20,12 +20,12 @@ below the configured rate). Both directions are measured:
     rate   one TCP bulk transfer a->b, then one b->a, a few seconds each (the delay
            applied too); the receiver's goodput. Pass: within 10% of the configured rate.
            With no rate configured: within 10% of the userspace engine's ceiling
-           (emulator.MAX_RATE_BPS), or, through the kernel engine (whose unshaped veth
+           (forwarder.MAX_RATE_BPS), or, through the kernel engine (whose unshaped veth
            has no capacity anyone configured), at least that ceiling.
     engine the userspace engine's own account: no overrun, did not die.
 
 Timing. The rtt, jitter and rate checks depend on the machine keeping time. The userspace
-engine counts how late it sent each frame (emulator.timing_report); when it could not keep
+engine counts how late it sent each frame (forwarder.timing_report); when it could not keep
 time the result says so (`timing`: reliable false, with notes) and a timing check that fails
 in the direction lateness explains (RTT too long, jitter too high, goodput too low) is
 "unreliable", not "fail"; one failing the other way (an RTT shorter than configured, a rate
@@ -59,7 +59,7 @@ JITTER_BAND = (0.5, 1.5)
 INSIDE_SHARE_SLACK = 0.10
 PINGS = 40
 # the loss measurement's rate through the userspace engine, per direction: half its frame
-# ceiling (emulator.MAX_FPS). At the ceiling itself (as once), the link's serializer had
+# ceiling (forwarder.MAX_FPS). At the ceiling itself (as once), the link's serializer had
 # no room to spare: a sender held back by a busy machine caught up in a burst that the
 # queue never drained, and past its 50 ms the engine dropped the rest as "capacity"
 # (5.94% lost for 5% configured)
@@ -262,7 +262,7 @@ def judge_jitter(jitter_a_s: float, jitter_b_s: float, delay_s: float,
 
 def judge_rate(rate_bps: int | None, goodput_bps: float, engine: str,
                direction: str = "a>b") -> Check:
-    from .emulator import MAX_RATE_BPS
+    from .forwarder import MAX_RATE_BPS
     if not rate_bps:
         if engine == "userspace":
             err = abs(goodput_bps - MAX_RATE_BPS) / MAX_RATE_BPS
@@ -301,10 +301,10 @@ def judge_engine(engine_stats: dict) -> Check:
 
 
 def judge_timing(engine_stats: dict, queue_drops: int = 0) -> dict:
-    """The run's timing, from each phase's engine report (emulator.timing_report): reliable
+    """The run's timing, from each phase's engine report (forwarder.timing_report): reliable
     when every phase kept time. `queue_drops`: the loss phase's datagrams dropped at the
     engine's queue (its senders fell behind and caught up in bursts)."""
-    from .emulator import timing_report
+    from .forwarder import timing_report
     notes = []
     for phase, stats in engine_stats.items():
         if stats.get("engine") == "userspace":
