@@ -19,6 +19,8 @@ both endpoints ESTABLISHED.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -37,6 +39,14 @@ STATES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WA
           "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
 (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
  CLOSING, LAST_ACK, TIME_WAIT) = range(len(STATES))
+
+# the walk's result by name (built by keyword inside it): twenty-one arrays in a positional
+# tuple let a reordering swap two columns without an error
+WalkResult = namedtuple("WalkResult", [
+    "syn_t", "synack_t", "ack_t", "zw_time", "zw_since", "first_fin", "rst_from", "cflags",
+    "tr_c", "tr_s", "tr_k", "tr_v", "pk", "fb", "pl", "fresh", "counts", "first_ts",
+    "last_ts", "first_k", "opts"])
+
 
 @kernel
 def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirelen, mss,
@@ -206,9 +216,11 @@ def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirel
                     nt += 1
                     state[c, sd] = new
         start = stop
-    return (syn_t, synack_t, ack_t, zw_time, zw_since, first_fin, rst_from,
-            cflags, tr_c[:nt], tr_s[:nt], tr_k[:nt], tr_v[:nt], pk, fb, pl, fresh, counts,
-            first_ts, last_ts, first_k, opts)
+    return WalkResult(syn_t=syn_t, synack_t=synack_t, ack_t=ack_t, zw_time=zw_time,
+                      zw_since=zw_since, first_fin=first_fin, rst_from=rst_from,
+                      cflags=cflags, tr_c=tr_c[:nt], tr_s=tr_s[:nt], tr_k=tr_k[:nt],
+                      tr_v=tr_v[:nt], pk=pk, fb=fb, pl=pl, fresh=fresh, counts=counts,
+                      first_ts=first_ts, last_ts=last_ts, first_k=first_k, opts=opts)
 
 
 @njit(cache=True)
@@ -232,15 +244,23 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
     """(one row per TCP conversation, the endpoints' state transitions)."""
     n_conv = seg.n_streams
     rows = seg.rows
-    zhist, zhlen, zcs, orig, n_zeek = zeek_walk(
-        rows, seg.stream, seg.flow, cols["ts_ns"], cols["tcp_flags"], cols["seq"], cols["ack"],
-        cols["paylen"], cols["win"], cols["sport"], cols["dport"], SERVER_PORT, n_conv)
-    (syn_t, synack_t, ack_t, zw_time, zw_since, first_fin, rst_from, cflags,
-     tr_c, tr_s, tr_k, tr_v, pk, fb, pl, fresh, counts, first_ts, last_ts, first_k, opts) = _walk(
-        rows, seg.stream, seg.flow, seg.analysis, cols["ts_ns"], cols["tcp_flags"],
-        cols["seq"], cols["ack"], cols["paylen"], cols["win"], cols["wirelen"],
-        cols["opt_mss"], cols["opt_wscale"], cols["opt_sackperm"], cols["has_ts"], COUNT_BITS,
-        orig, n_conv)
+    z = zeek_walk(rows=rows, stream=seg.stream, flow=seg.flow, ts=cols["ts_ns"],
+                  tflags=cols["tcp_flags"], seqs=cols["seq"], acks=cols["ack"],
+                  paylens=cols["paylen"], wins=cols["win"], sport=cols["sport"],
+                  dport=cols["dport"], server_port=SERVER_PORT, n_conv=n_conv)
+    zhist, zhlen, zcs, orig, n_zeek = (z.history, z.history_len, z.conn_state, z.originator,
+                                       z.connections)
+    w = _walk(rows=rows, stream=seg.stream, flow=seg.flow, bits=seg.analysis,
+              ts=cols["ts_ns"], tflags=cols["tcp_flags"], seqs=cols["seq"], acks=cols["ack"],
+              paylens=cols["paylen"], wins=cols["win"], wirelen=cols["wirelen"],
+              mss=cols["opt_mss"], wscale=cols["opt_wscale"], sackperm=cols["opt_sackperm"],
+              has_ts=cols["has_ts"], count_bits=COUNT_BITS, orig=orig, n_conv=n_conv)
+    syn_t, synack_t, ack_t = w.syn_t, w.synack_t, w.ack_t
+    zw_time, zw_since, first_fin, rst_from = w.zw_time, w.zw_since, w.first_fin, w.rst_from
+    cflags, fresh, counts, opts = w.cflags, w.fresh, w.counts, w.opts
+    tr_c, tr_s, tr_k, tr_v = w.tr_c, w.tr_s, w.tr_k, w.tr_v
+    pk, fb, pl = w.pk, w.fb, w.pl
+    first_ts, last_ts, first_k = w.first_ts, w.last_ts, w.first_k
     # the A side's address: the first segment's source if A sent it, else its destination
     k0 = np.maximum(first_k, 0)
     fr = rows[k0]

@@ -30,6 +30,8 @@ first one, and `zeek_connections` counts them.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from ..pcap.jit import kernel
@@ -119,6 +121,12 @@ def _conn_state(st, size, hist, hlen):
     if os_ == ESTABLISHED and rs == ESTABLISHED:
         return CS_S1
     return CS_OTH
+
+
+# the kernel's result by name (built by keyword inside it): per stream the first Zeek
+# connection's history codes and length, conn_state code, originator, and the count
+ZeekResult = namedtuple("ZeekResult", ["history", "history_len", "conn_state", "originator",
+                                       "connections"])
 
 
 @kernel
@@ -514,7 +522,8 @@ def zeek_walk(rows, stream, flow, ts, tflags, seqs, acks, paylens, wins, sport, 
             out_hist[c] = hist[c]
             out_hlen[c] = hlen[c]
             out_orig[c] = zorig[c]
-    return out_hist, out_hlen, out_cs, out_orig, n_zeek
+    return ZeekResult(history=out_hist, history_len=out_hlen, conn_state=out_cs,
+                      originator=out_orig, connections=n_zeek)
 
 
 @kernel
