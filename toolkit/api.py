@@ -117,7 +117,8 @@ class Analysis:
             "compressed": self.capture.compressed,
             "frames": n,
             "first_time": float(ts[0]) / 1e9 if n else None,
-            "duration": float(ts.max() - ts.min()) / 1e9 if n else 0.0,
+            # in float: stamps far apart (a damaged file's) overflow an int64 difference
+            "duration": (float(ts.max()) - float(ts.min())) / 1e9 if n else 0.0,
             "tcp_segments": len(self.segments),
             "tcp_conversations": len(self.tcp_table),
             "udp_conversations": len(self.udp_result.conversation_table),
