@@ -59,6 +59,43 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+# options a mode would take and ignore, refused (exit 2) naming the option and the mode:
+# (flag, the args attribute, why it is refused for this protocol and mode, or None)
+_FILE_WHOLE = "a file is sent whole, in frames of its own"
+_IGNORED = (
+    ("--backlog", "backlog", lambda proto, mode: "a sender does not listen"),
+    ("--file", "file", lambda proto, mode: mode != "file" and "applies to --mode file only"),
+    ("-t/--time", "time", lambda proto, mode: mode == "file" and _FILE_WHOLE),
+    ("-n/--bytes", "bytes", lambda proto, mode: (
+        _FILE_WHOLE if mode == "file" else (proto, mode) == ("udp", "rr")
+        and "rr counts transactions (-k) or time (-t)")),
+    ("-b/--rate", "rate", lambda proto, mode: (
+        _FILE_WHOLE if mode == "file" else mode in ("rr", "echo")
+        and "transactions are paced by --tps")),
+    ("-l/--length", "length", lambda proto, mode: mode == "file" and _FILE_WHOLE),
+    ("--no-gso", "no_gso", lambda proto, mode: (
+        "GSO is UDP's" if proto == "tcp" else mode == "rr"
+        and "rr sends one request datagram at a time")),
+    ("-N/--nodelay", "nodelay", lambda proto, mode: proto == "udp"
+     and "Nagle's algorithm is TCP's"),
+    ("--linger0", "linger0", lambda proto, mode: proto == "udp"
+     and "a UDP socket has no connection to close with a RST"),
+    ("-C/--congestion", "congestion", lambda proto, mode: proto == "udp"
+     and "congestion control is TCP's"),
+)
+
+
+def _refuse_ignored(args, mode: str) -> None:
+    from ..endpoints.quantities import QuantityError
+    for flag, dest, refused in _IGNORED:
+        why = getattr(args, dest) not in (None, False) and refused(args.proto, mode)
+        if why:
+            raise QuantityError(f"{flag}: not with --proto {args.proto} --mode {mode} ({why})")
+    if mode in ("rr", "echo") and args.length and "," in args.length:
+        raise QuantityError(f"-l/--length {args.length}: mode {mode} sends requests of one "
+                            f"size")
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -68,6 +105,7 @@ def run(args) -> int:
 
     mode = args.mode or ("file" if args.file else "bulk")
     try:
+        _refuse_ignored(args, mode)
         opts = socket_options(args)
         lengths = ([units.option(units.size, x, "--length") for x in args.length.split(",")]
                    if args.length else None)
@@ -86,7 +124,8 @@ def run(args) -> int:
         if mode == "echo" and args.proto != "tcp":
             raise q.QuantityError("--mode echo is TCP only (UDP: use rr)")
         if args.no_framing and (args.proto != "tcp" or mode not in ("bulk", "stream")):
-            raise q.QuantityError("--no-framing applies to TCP bulk and stream modes")
+            raise q.QuantityError(f"--no-framing applies to TCP bulk and stream modes (this "
+                                  f"is --proto {args.proto}, mode {mode})")
         if mode == "paced" and not args.rate:
             raise q.QuantityError("--mode paced needs --rate")
         # an option that would be read in another mode only is refused, not ignored
@@ -106,7 +145,8 @@ def run(args) -> int:
         if args.parallel is not None:
             from ..endpoints.parallel import MAX_PARALLEL
             if args.proto != "tcp" or mode == "file":
-                raise q.QuantityError("--parallel: TCP only, and not with --mode file")
+                raise q.QuantityError(f"--parallel: TCP only, and not with --mode file (this "
+                                      f"is --proto {args.proto}, mode {mode})")
             if not 1 <= args.parallel <= MAX_PARALLEL:
                 raise q.QuantityError(f"--parallel {args.parallel}: expected 1 to "
                                       f"{MAX_PARALLEL}")

@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("-p", "--port", type=int, default=5201)
     p.add_argument("-B", "--bind", default="", metavar="ADDR", help="local address")
     p.add_argument("--model", choices=["iterative", "thread", "process", "selectors",
-                                       "asyncio"], default="thread",
+                                       "asyncio"], default=None,
                    help="TCP concurrency model (default thread)")
     p.add_argument("-1", "--one-off", action="store_true",
                    help="stop after one client (TCP) or one flow (UDP)")
@@ -30,8 +30,8 @@ def register(sub) -> None:
                         "names must be plain (no path, no leading dot, no control "
                         "characters, at most 255 bytes); size at most --limit; stored mode "
                         "0600 once its SHA-256 checks (--out-dir is the old name)")
-    p.add_argument("--limit", default="16M", metavar="SIZE",
-                   help="largest message accepted, rr response sent and file received "
+    p.add_argument("--limit", default=None, metavar="SIZE",
+                   help="TCP: largest message accepted, rr response sent and file received "
                         "(default 16M); a larger length field closes that connection")
     p.add_argument("--pause", metavar="S", help="slow reader: wait S seconds before reading "
                    "(TCP: the window closes; UDP: the socket buffer overflows, see --rcvbuf)")
@@ -68,6 +68,32 @@ def _raise_fd_limit() -> None:
             continue
 
 
+# what a server of one protocol would take and ignore: refused (exit 2), naming the option
+# and the protocol. The socket options each protocol does take are in sockopts.py.
+TCP_ONLY = {"model": "--model", "receive_dir": "--receive-dir", "limit": "--limit",
+            "nodelay": "-N/--nodelay", "linger0": "--linger0", "congestion": "-C/--congestion",
+            "backlog": "--backlog"}
+UDP_ONLY = {"idle": "--idle"}
+WHY = {"--model": "the server models are TCP's; a UDP receiver is one socket",
+       "--receive-dir": "files are received over TCP only",
+       "--limit": "UDP datagrams are at most 64K, and rr responses at most 8 times their "
+                  "request",
+       "-N/--nodelay": "Nagle's algorithm is TCP's",
+       "--linger0": "a UDP socket has no connection to close with a RST",
+       "-C/--congestion": "congestion control is TCP's",
+       "--backlog": "a UDP socket does not listen",
+       "--idle": "a TCP connection ends with its FIN"}
+
+
+def _refuse_other_proto(args) -> None:
+    from ..endpoints.quantities import QuantityError
+    other = TCP_ONLY if args.proto == "udp" else UDP_ONLY
+    for dest, flag in other.items():
+        if getattr(args, dest) not in (None, False):
+            raise QuantityError(f"{flag}: {args.proto == 'udp' and 'TCP' or 'UDP'} only, "
+                                f"this is --proto {args.proto} ({WHY[flag]})")
+
+
 def run(args) -> int:
     import os
     import signal
@@ -75,12 +101,15 @@ def run(args) -> int:
 
     _raise_fd_limit()
     from .. import units
+    from .. import wire
     from ..endpoints import quantities as q
     from ..endpoints.report import Report
     from ..endpoints.servers import Server, ServerConfig
     from ..endpoints.udp import UdpReceiver
 
     try:
+        _refuse_other_proto(args)
+        model = args.model or "thread"
         opts = socket_options(args)
         max_clients = 1 if args.one_off else args.clients
         seconds = units.option(q.seconds, args.time, "--time")
@@ -88,11 +117,9 @@ def run(args) -> int:
         if interval <= 0:
             raise q.QuantityError("--interval must be above zero")
         report = Report("server" if args.proto == "tcp" else "receiver", args.proto,
-                        args.model if args.proto == "tcp" else "udp", quiet=args.quiet)
+                        model if args.proto == "tcp" else "udp", quiet=args.quiet)
         receive_dir = None
         if args.receive_dir is not None:
-            if args.proto != "tcp":
-                raise q.QuantityError("--receive-dir: files are received over TCP only")
             receive_dir = Path(args.receive_dir).resolve()
             if not receive_dir.is_dir():
                 raise q.QuantityError(f"--receive-dir {args.receive_dir}: not a directory")
@@ -101,8 +128,6 @@ def run(args) -> int:
         pause_s = units.option(q.seconds, args.pause, "--pause", 0.0)
         slow_read_bps = units.option(q.rate, args.slow_read, "--slow-read", 0.0)
         idle_s = units.option(q.seconds, args.idle, "--idle", 5.0)
-        if args.idle is not None and args.proto != "udp":
-            raise q.QuantityError("--idle: UDP only (a TCP connection ends with its FIN)")
         if idle_s <= 0:
             raise q.QuantityError(f"--idle {args.idle}: expected seconds above zero")
         if args.slow_read is not None and slow_read_bps <= 0:
@@ -110,8 +135,8 @@ def run(args) -> int:
                                   f"(e.g. 500K bits/s)")
         if args.proto == "tcp":
             server = Server(ServerConfig(
-                port=args.port, host=args.bind, model=args.model,
-                limit=units.option(units.size, args.limit, "--limit"),
+                port=args.port, host=args.bind, model=model,
+                limit=units.option(units.size, args.limit, "--limit", wire.DEFAULT_LIMIT),
                 receive_dir=receive_dir, options=opts, pause_s=pause_s,
                 slow_read_bps=slow_read_bps,
                 max_connections=max_clients, max_seconds=seconds, interval=interval), report)
@@ -137,7 +162,7 @@ def run(args) -> int:
         signal.signal(sig, lambda *_: server.stop())
     # always printed, even with -q: scripts wait for this line before they connect
     print(f"Server listening on {args.proto.upper()} port {server.port}"
-          + (f" ({args.model} model)" if args.proto == "tcp" else ""), flush=True)
+          + (f" ({model} model)" if args.proto == "tcp" else ""), flush=True)
     if receive_dir is not None:
         report.say(f"Receiving files into {receive_dir}")
     doc = server.run()

@@ -12,7 +12,8 @@ def add_socket_options(p) -> None:
     g.add_argument("--linger0", action="store_true",
                    help="SO_LINGER 0: close with RST instead of FIN")
     g.add_argument("--no-reuseaddr", action="store_true", help="do not set SO_REUSEADDR")
-    g.add_argument("--backlog", type=int, default=128, help="listen backlog (default 128)")
+    g.add_argument("--backlog", type=int, default=None,
+                   help="listen backlog (default 128)")
     g.add_argument("-C", "--congestion", metavar="ALGO",
                    help="TCP congestion control (e.g. cubic, reno, bbr)")
 
@@ -25,4 +26,5 @@ def socket_options(args):
                          rcvbuf=units.option(units.size, args.rcvbuf, "--rcvbuf"),
                          sndbuf=units.option(units.size, args.sndbuf, "--sndbuf"),
                          linger0=args.linger0, reuseaddr=not args.no_reuseaddr,
-                         backlog=args.backlog, congestion=args.congestion)
+                         backlog=128 if args.backlog is None else args.backlog,
+                         congestion=args.congestion)

@@ -135,7 +135,9 @@ class Server:
             with self.lock:
                 now_bytes = sum(s.bytes_in for s in self.live) + sum(
                     c["bytes"] for c in self.report.doc["connections"])
-                clients = len(self.live)
+                # the process model's clients are its children (their bytes come in each
+                # child's report, when it ends)
+                clients = len(self.live) + len(self.child_pids)
             t = self.report.elapsed()
             if now_bytes != last_bytes or clients:
                 self.report.interval(last_t, t, {"bytes": now_bytes - last_bytes,
@@ -150,6 +152,7 @@ class Server:
                                                              time.monotonic()))
 
     def _serve_blocking(self, conn: socket.socket, peer) -> tuple[Session, str]:
+        sockopts.accepted(conn, self.cfg.options)
         session = self._new_session(peer)
         talk = self._conversation(session)
         view = memoryview(bytearray(pacing.RECV))
@@ -369,6 +372,7 @@ class Server:
                             paused_until = time.monotonic() + ACCEPT_BACKOFF_S
                         continue
                     conn.setblocking(False)
+                    sockopts.accepted(conn, self.cfg.options)
                     session = self._new_session(peer)
                     c = _Conn(conn, session, self._conversation(session))
                     conns.add(c)
@@ -412,12 +416,7 @@ class Server:
                               writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
-        # asyncio turns Nagle off on every connection; here -N decides, as in every model
-        try:
-            writer.get_extra_info("socket").setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self.cfg.options.nodelay))
-        except OSError:
-            pass                         # it left already: the first read will say how
+        sockopts.accepted(writer.get_extra_info("socket"), self.cfg.options)
         session = self._new_session(writer.get_extra_info("peername"))
         talk = self._conversation(session)
         try:

@@ -34,6 +34,17 @@ class SocketOptions:
         return asdict(self)
 
 
+def accepted(sock, opts: SocketOptions) -> None:
+    """A connection a server accepted: TCP_NODELAY as asked (-N), set on the connection
+    itself. A listener does not pass it on everywhere, and asyncio turns Nagle off on every
+    connection it makes, whatever was asked; the other options are the listener's, which
+    accept() passes on (buffers, SO_LINGER, TCP_CONGESTION)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(opts.nodelay))
+    except OSError:
+        pass                     # the client left already: its first read will say how
+
+
 def apply(sock: socket.socket, opts: SocketOptions, *, listening: bool = False) -> dict:
     """Set what was asked; return what the kernel reports back (for the report)."""
     got: dict = {}
