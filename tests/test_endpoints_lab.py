@@ -68,12 +68,10 @@ def test_every_mode_against_every_model_across_the_router(lab, model, tmp_path):
         m = peer[name]["messages"]
         assert m["lost"] == 0 and m["duplicates"] == 0 and m["bytes"] == got[name]["end"]["bytes"]
         # namespaces of one machine share the clock: each message's delay from its send
-        # stamp to its reading lies within the send's own run, and paced at 20 Mbit/s on
-        # an idle path no queue builds (a delay in the wrong unit or sign fails here)
+        # stamp to its reading lies within the send's own run (a delay in the wrong unit
+        # or sign fails here)
         owd = m["owd_s"]
         assert 0 < owd["min"] <= owd["mean"] <= owd["max"] < took[name], (name, owd)
-        if name == "paced":
-            assert owd["mean"] < 0.05, owd
     assert got["paced"]["end"]["bits_per_second"] == pytest.approx(20e6, rel=0.1)
     assert peer["rr"]["responses"] == 200 == got["rr"]["end"]["transactions"]
     assert got["echo"]["end"]["corrupted"] == 0 and peer["echo"]["responses"] == 200
