@@ -136,7 +136,7 @@ def test_one_way_delay_gives_ping_rtt_within_a_millisecond(lab, tmp_path):
     assert rtt["received"] == 20
     assert abs(rtt["median_s"] - 0.030) <= 1e-3, rtt
     # the scheduler of a busy 2-core machine may cost a frame a millisecond; never more
-    assert stats["late"]["max_ns"] < 5_000_000, stats["late"]
+    assert stats["late"]["max_s"] < 0.005, stats["late"]
 
 
 def test_rate_gives_tcp_goodput_within_ten_percent(lab, tmp_path):

@@ -141,11 +141,11 @@ def test_userspace_engine_refuses_a_rate_beyond_its_capacity():
 
 
 @pytest.mark.parametrize("stats,ok", [
-    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 10_000, "max_ns": 500}}}, True),
-    ({"loss": {"overruns": 0, "late": {"count": 100, "sent": 10_000, "max_ns": 2e6}}}, True),
-    ({"loss": {"overruns": 0, "late": {"count": 101, "sent": 10_000, "max_ns": 2e6}}}, False),
-    ({"loss": {"overruns": 1, "late": {"count": 0, "sent": 10_000, "max_ns": 0}}}, False),
-    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 5, "max_ns": 0}},
+    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 10_000, "max_s": 500e-9}}}, True),
+    ({"loss": {"overruns": 0, "late": {"count": 100, "sent": 10_000, "max_s": 2e-3}}}, True),
+    ({"loss": {"overruns": 0, "late": {"count": 101, "sent": 10_000, "max_s": 2e-3}}}, False),
+    ({"loss": {"overruns": 1, "late": {"count": 0, "sent": 10_000, "max_s": 0}}}, False),
+    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 5, "max_s": 0}},
       "rtt": {"engine": "userspace", "error": "the engine died: boom"}}, False),
 ])
 def test_judge_engine(stats, ok):

@@ -54,7 +54,7 @@ def with_stream_columns(packets):
     frame = np.zeros(n, np.int64)
     frame[in_stream] = by_stream.cumcount().to_numpy() + 1
     rel = np.full(n, np.nan)
-    rel[in_stream] = (tcp["time"] - by_stream["time"].transform("min")).to_numpy()
+    rel[in_stream] = (tcp["time_s"] - by_stream["time_s"].transform("min")).to_numpy()
     # which end sent each frame: the one that sent the conversation's first frame, or not
     first_src = by_stream["src"].transform("first").astype(str)
     first_port = by_stream["sport"].transform("first")
@@ -132,7 +132,8 @@ class RunFolder:
             if f["name"] == flow:
                 rel = f.get(side, {}).get("report")
                 if rel and (self.path / rel).exists():
-                    return json.loads((self.path / rel).read_text())
+                    from ..endpoints.report import upgrade
+                    return upgrade(json.loads((self.path / rel).read_text()))
         return None
 
     # -- tables --

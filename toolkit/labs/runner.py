@@ -388,7 +388,7 @@ def _judge_timing(rec: RunRecord, stats: dict) -> None:
         notes.append(f"the link engine lost {stats['overruns']} frames to socket overruns")
     if sent and late.get("count", 0) / sent > LATE_SHARE_RELIABLE:
         notes.append(f"the link engine sent {late['count']} of {sent} frames more than 1 ms "
-                     f"late (worst {late.get('max_ns', 0) / 1e6:.1f} ms): the machine was busy")
+                     f"late (worst {late.get('max_s', 0) * 1e3:.1f} ms): the machine was busy")
     if stats.get("error"):
         notes.append(f"the link engine failed: {stats['error']}")
     rec.doc["timing"]["reliable"] = not notes
