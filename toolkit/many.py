@@ -16,8 +16,9 @@ a table's folder as one dataset (e.g. `pd.read_parquet("OUT/tcp_conversations")`
 capture whose record in `_captures/` exists with the same sha256 and format version is
 skipped, so re-running after an interruption does only what is left (one written by a
 labkit of another format is done again: a dataset holds one set of column names); a file
-that cannot be read is reported and skipped, never the end of the rest. Workers write to their own files only (a temporary
-folder renamed into place), so a half-written partition is never read as a whole one.
+that cannot be read is reported and skipped, never the end of the rest. Workers write to
+their own files only (a temporary folder renamed into place), so a half-written partition
+is never read as a whole one.
 """
 
 from __future__ import annotations

@@ -82,8 +82,8 @@ def send_parallel(cfg: tcp.TcpSendConfig, n: int, report: Report) -> dict:
             rec["latencies_s"] = lat
             # the first request went out at the release: its answer is the first response
             rec["first_response_s"] = lat[0]
-        for k in ("duration_s", "payload_bytes", "messages", "transactions", "latency_s", "corrupted",
-                  "peer_error"):
+        for k in ("duration_s", "payload_bytes", "messages", "transactions", "latency_s",
+                  "corrupted", "peer_error"):
             if k in end:
                 rec[k] = end[k]
         if end.get("tcp_info"):

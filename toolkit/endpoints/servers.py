@@ -103,7 +103,8 @@ class Server:
 
     def _log(self, rec: dict, **extra) -> None:
         """The log line of a finished connection: how it ended, and why when it failed."""
-        details = {"peer": rec["peer"], "mode": rec["mode"], "payload_bytes": rec["payload_bytes"], **extra}
+        details = {"peer": rec["peer"], "mode": rec["mode"],
+                   "payload_bytes": rec["payload_bytes"], **extra}
         if rec.get("error"):
             details["error"] = rec["error"]
         fr = rec.get("file")
@@ -199,7 +200,8 @@ class Server:
         conns = self.report.doc["connections"]
         # a server's lifetime includes waiting for clients: no rate over it
         self.report.finish({"duration_s": self.report.elapsed(), "connections": len(conns),
-                            "payload_bytes": sum(c["payload_bytes"] for c in conns), "goodput_bps": None,
+                            "payload_bytes": sum(c["payload_bytes"] for c in conns),
+                            "goodput_bps": None,
                             "by_ending": _count(c["how"] for c in conns),
                             "resources": res, **resources.flat(res)})
         return self.report.doc

@@ -173,8 +173,8 @@ def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
             sent = totals["datagrams"]
         batch.disable_gso(sock)
         # the header's seq carries the count too: a capture alone then sees the tail loss
-        end = control.encode(flow, {"type": "end", "sent": sent, "bytes": totals["payload_bytes"]},
-                             seq=sent)
+        end = control.encode(flow, {"type": "end", "sent": sent,
+                                    "bytes": totals["payload_bytes"]}, seq=sent)
         for _ in range(END_REPEAT):
             time.sleep(0.01)             # apart, so one burst of loss cannot take all three
             try:
@@ -317,8 +317,8 @@ def _rr(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
             late += 1           # a response to an earlier request that we gave up on
         seq += 1
     secs = time.monotonic() - start
-    return {"duration_s": secs, "payload_bytes": seq * size, "transactions": seq, "answered": len(lat),
-            "lost": lost,
+    return {"duration_s": secs, "payload_bytes": seq * size, "transactions": seq,
+            "answered": len(lat), "lost": lost,
             "late_responses": late, "transactions_per_s": len(lat) / secs if secs else 0,
             "latency_s": _percentiles(lat)}
 
@@ -550,8 +550,9 @@ class UdpReceiver:
         self.sock.close()
         conns = self.report.doc["connections"]
         self.report.finish({"duration_s": self.report.elapsed(), "flows": len(conns),
-                            "payload_bytes": sum(c["payload_bytes"] for c in conns), "goodput_bps": None,
-                            "stray_datagrams": self.stray, "socket_drops": drops})
+                            "payload_bytes": sum(c["payload_bytes"] for c in conns),
+                            "goodput_bps": None, "stray_datagrams": self.stray,
+                            "socket_drops": drops})
         return self.report.doc
 
 

@@ -345,8 +345,8 @@ def rtt_cwnd_data(run, flow: str | None = None) -> dict:
             "time_label": clk.label, "report": bool(rep)}
 
 
-INFO_COLUMNS = ["t", "t_report", "start_s", "end_s", "rtt_ms", "rttvar_ms", "min_rtt_ms", "snd_cwnd",
-                "snd_ssthresh", "snd_mss", "total_retrans", "unacked"]
+INFO_COLUMNS = ["t", "t_report", "start_s", "end_s", "rtt_ms", "rttvar_ms", "min_rtt_ms",
+                "snd_cwnd", "snd_ssthresh", "snd_mss", "total_retrans", "unacked"]
 
 
 def _info_frame(recs, anchor: float, t0_unix: float, clk) -> pd.DataFrame:
