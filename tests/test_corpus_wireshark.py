@@ -79,8 +79,8 @@ def test_saved_verdicts_equal(name, analyses):
         yield "ack_rtt_ns", round(float(rtt) * 1e9) if rtt else None
 
     cols = {c: pk[c].to_numpy() for c in pk.columns}
-    no_rtt = np.isnan(cols["ack_rtt"])
-    rtt_ns = np.round(np.where(no_rtt, 0, cols["ack_rtt"]) * 1e9).astype(np.int64)
+    no_rtt = np.isnan(cols["ack_rtt_s"])
+    rtt_ns = np.round(np.where(no_rtt, 0, cols["ack_rtt_s"]) * 1e9).astype(np.int64)
 
     def ours(fld, i):
         if fld == "ack_rtt_ns":

@@ -61,9 +61,9 @@ def test_every_mode_against_every_model_across_the_router(lab, model, tmp_path):
     peer = {name: doc["end"]["peer"] for name, doc in got.items()}
     for name in ("bulk", "paced", "stream"):
         m = peer[name]["messages"]
-        assert m["lost"] == 0 and m["duplicates"] == 0 and m["bytes"] == got[name]["end"]["bytes"]
+        assert m["lost"] == 0 and m["duplicates"] == 0 and m["payload_bytes"] == got[name]["end"]["payload_bytes"]
         assert "owd_s" in m                     # namespaces of one machine share the clock
-    assert got["paced"]["end"]["bits_per_second"] == pytest.approx(20e6, rel=0.1)
+    assert got["paced"]["end"]["goodput_bps"] == pytest.approx(20e6, rel=0.1)
     assert peer["rr"]["responses"] == 200 == got["rr"]["end"]["transactions"]
     assert got["echo"]["end"]["corrupted"] == 0 and peer["echo"]["responses"] == 200
     assert got["file"]["end"]["file_result"]["ok"]
@@ -71,7 +71,7 @@ def test_every_mode_against_every_model_across_the_router(lab, model, tmp_path):
     assert peer["unframed"]["alignment"]["messages"] == 200
     # the sender sampled TCP_INFO across the router: an RTT, a window
     info = got["bulk"]["end"]["tcp_info"]
-    assert info["rtt"] > 0 and info["snd_cwnd"] > 0
+    assert info["rtt_s"] > 0 and info["snd_cwnd"] > 0
 
 
 def test_udp_loss_accounting_equals_what_the_link_dropped(lab, tmp_path):

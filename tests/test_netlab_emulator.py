@@ -194,7 +194,7 @@ def test_dropping_the_first_syn_costs_one_syn_retransmission(lab, tmp_path):
     assert len(syn_a) == 2 and len(syn_b) == 1
     assert syn_a.retransmission.iloc[1] == 1
     # Linux's initial RTO is 1 s (RFC 6298 2.1)
-    assert 0.9 < float(syn_a.time.iloc[1] - syn_a.time.iloc[0]) < 1.5
+    assert 0.9 < float(syn_a.time_s.iloc[1] - syn_a.time_s.iloc[0]) < 1.5
 
 
 def test_holding_a_segment_reorders_it_after_the_next(lab, tmp_path):
