@@ -61,7 +61,8 @@ def test_every_mode_against_every_model_across_the_router(lab, model, tmp_path):
     peer = {name: doc["end"]["peer"] for name, doc in got.items()}
     for name in ("bulk", "paced", "stream"):
         m = peer[name]["messages"]
-        assert m["lost"] == 0 and m["duplicates"] == 0 and m["payload_bytes"] == got[name]["end"]["payload_bytes"]
+        assert m["lost"] == 0 and m["duplicates"] == 0
+        assert m["payload_bytes"] == got[name]["end"]["payload_bytes"]
         assert "owd_s" in m                     # namespaces of one machine share the clock
     assert got["paced"]["end"]["goodput_bps"] == pytest.approx(20e6, rel=0.1)
     assert peer["rr"]["responses"] == 200 == got["rr"]["end"]["transactions"]
