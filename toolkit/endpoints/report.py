@@ -132,7 +132,8 @@ def human(rec: dict, total: bool = False) -> str:
 
 # version 1's names (keys of "end", intervals, connection records and the peer's report)
 V1_NAMES = {"seconds": "duration_s", "bytes": "payload_bytes", "bits_per_second": "goodput_bps",
-            "transactions_per_second": "transactions_per_s"}
+            "transactions_per_second": "transactions_per_s",
+            "child_peak_rss_bytes_max": "child_peak_rss_max_bytes"}
 V1_INTERVAL = {"start": "start_s", "end": "end_s"}
 # tcp_info: values were in seconds and bits/s already; only the names gained the unit
 V1_TCP_INFO = {"rto": "rto_s", "rtt": "rtt_s", "rttvar": "rttvar_s", "rcv_rtt": "rcv_rtt_s",
@@ -158,8 +159,10 @@ def upgrade(doc):
             k = (extra or {}).get(k) or V1_NAMES.get(k, k)
             if k == "tcp_info" and isinstance(v, dict):
                 v = {V1_TCP_INFO.get(n, n): x for n, x in v.items()}
-            elif k in ("peer", "messages") and isinstance(v, dict):
+            elif k in ("peer", "messages", "resources") and isinstance(v, dict):
                 v = names(v)
+                if k == "resources" and isinstance(v.get("exact"), list):
+                    v["exact"] = [V1_NAMES.get(n, n) for n in v["exact"]]
             out[k] = v
         return out
 

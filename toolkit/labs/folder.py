@@ -109,7 +109,8 @@ def _v1_columns() -> dict[str, dict[str, tuple[str, float]]]:
                  "received_bytes": ("received_payload_bytes", same),
                  "received_seconds": ("received_duration_s", same),
                  "received_messages_bytes": ("received_messages_payload_bytes", same),
-                 "received_messages_seconds": ("received_messages_duration_s", same)}
+                 "received_messages_seconds": ("received_messages_duration_s", same),
+                 "child_peak_rss_bytes_max": ("child_peak_rss_max_bytes", same)}
     return {"tcp": tcp, "udp": udp, "udp_flows": flows, "tcp_states": {"time": ("time_s", same)},
             "packets": {"time": ("time_s", same), "length": ("frame_bytes", same),
                         "ack_rtt": ("ack_rtt_s", same)},

@@ -28,7 +28,7 @@ _END_KEYS = ("duration_s", "payload_bytes", "goodput_bps", "messages", "datagram
              "peak_connections", "server_peak_rss_bytes", "peak_rss_bytes",
              "peak_pss_bytes", "peak_fds", "peak_threads", "peak_processes",
              "idle_rss_bytes", "idle_pss_bytes", "idle_fds", "idle_threads",
-             "child_peak_rss_bytes_max")
+             "child_peak_rss_max_bytes")
 _TCP_INFO = ("total_retrans", "retransmits", "lost", "rtt_s", "rttvar_s", "snd_cwnd",
              "snd_ssthresh", "delivery_rate_bps", "bytes_acked", "bytes_retrans")
 
