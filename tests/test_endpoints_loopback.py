@@ -181,7 +181,7 @@ def test_json_report_schema(tmp_path):
     rep.doc = doc
     rep.write(path)
     back = json.loads(path.read_text())
-    assert back["schema"] == SCHEMA and back["version"] == 1
+    assert back["schema"] == SCHEMA and back["version"] == 2
     assert back["start"]["role"] == "sender" and back["start"]["options"]["sndbuf"] > 0
     ivs = back["intervals"]
     assert len(ivs) >= 2 and all(iv["end_s"] > iv["start_s"] for iv in ivs)

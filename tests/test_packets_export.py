@@ -189,7 +189,7 @@ def test_text_kernel_handles_negative_times_and_no_frames():
     a = toolkit.analyze(corpus_file("cs_tcp_retransmissions"))
     buf = io.BytesIO()
     assert packet_text.write(a, buf, "csv", stream=99) == 0
-    assert buf.getvalue().decode().startswith("frame,time,")
+    assert buf.getvalue().decode().startswith("frame,time_s,frame_bytes,")
     # a frame stamped before the first: tshark's frame.time_relative is negative
     a.capture.cols["ts_ns"][1] = a.capture.cols["ts_ns"][0] - 1_500_000_000
     buf = io.BytesIO()
@@ -246,5 +246,5 @@ def test_json_of_several_files_is_one_document(tmp_path):
     done = run_analyze(str(one), str(two), "--format", "json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert [c["summary"]["file"] for c in doc["captures"]] == [str(one), str(two)]
