@@ -97,7 +97,7 @@ def _right_answers(run) -> dict:
         pk = a.packets
         out["syn-isn"] = int(pk[pk["tcp_flags"] == 2]["seq_raw"].iloc[0])
         out["client-mss"] = int(a.tcp["mss_a"].iloc[0])
-        out["handshake-rtt"] = round(float(a.tcp["handshake_rtt_s"].iloc[0]) + 0.0004, 4)
+        out["handshake-rtt-ms"] = round(float(a.tcp["handshake_rtt_s"].iloc[0]) + 0.0004, 4)
         out["time-wait-endpoint"] = "A"
         out["udp-datagrams"] = int(((pk["proto"] == "UDP") & (pk["dport"] == 5202)).sum())
     elif name == "03-boundaries":
@@ -140,7 +140,7 @@ def _right_answers(run) -> dict:
         pa = toolkit.analyze(run.capture_file("a")).packets
         syn = pa[(pa["dport"] == 5201) & (pa["tcp_flags"] == 2)]["time_s"].iloc[0]
         synack = pa[(pa["sport"] == 5201) & (pa["tcp_flags"] == 0x12)]["time_s"].iloc[0]
-        out["syn-sent-time"] = round(float(synack - syn) + 0.0004, 4)
+        out["syn-sent-ms"] = round(float(synack - syn) + 0.0004, 4)
     elif name == "10-abrupt-close":
         def events(flow):
             return run.endpoint_report(flow, "serve")["events"]

@@ -165,6 +165,26 @@ def upgrade_expectation(e: dict) -> dict:
     return e
 
 
+def _upgrade_question(q):
+    """A lab [[question]] recorded in a version-1 run: its answer names format 2's column;
+    where the unit changed, an absolute tolerance is converted and the text says in which
+    unit the answer is now checked (its id, which answer sheets use, is kept)."""
+    if not isinstance(q, dict) or not isinstance(q.get("answer"), dict):
+        return q
+    answer = q["answer"]
+    value = answer.get("value")
+    m = _FN_RE.match(value) if isinstance(value, str) else None
+    col = m.group(2) if m else value
+    new, factor = V1_COLUMNS.get(answer.get("table"), {}).get(col, (col, 1.0))
+    q = {**q, "answer": upgrade_expectation(answer)}
+    if factor != 1.0:
+        if isinstance(q.get("tolerance"), (int, float)):
+            q["tolerance"] = _scaled(q["tolerance"], factor)
+        q["text"] = (f"{q.get('text', '')} [checked since labkit's format 2 against {new}: "
+                     f"answer in seconds]")
+    return q
+
+
 def upgrade_run(doc: dict) -> dict:
     """run.json of version 1 as version 2 (a new dict; version 2 is returned as it is).
     Version 2 names every number with its unit (docs/columns.md): the expectations, in the
@@ -179,6 +199,8 @@ def upgrade_run(doc: dict) -> dict:
     spec = doc.get("spec")
     if isinstance(spec, dict) and isinstance(spec.get("expect"), list):
         spec["expect"] = [upgrade_expectation(e) for e in spec["expect"]]
+    if isinstance(spec, dict) and isinstance(spec.get("question"), list):
+        spec["question"] = [_upgrade_question(q) for q in spec["question"]]
     if isinstance(doc.get("expectations"), list):
         doc["expectations"] = [upgrade_expectation(e) for e in doc["expectations"]]
     side = (doc.get("summary") or {}).get("side_by_side")
