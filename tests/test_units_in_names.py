@@ -252,6 +252,9 @@ def test_a_version_1_run_folder_checks_with_its_old_expectations(tmp_path):
             e["value"], e["expected"] = "handshake_rtt_ms", [19.0, 26.0]
     doc["spec"]["expect"].append({"name": "payload", "table": "tcp", "at": "a",
                                   "value": "sum(payload_a_to_b)", "op": ">", "expected": 0})
+    doc["spec"]["question"].append({"id": "rtt-ms", "text": "How many ms?", "tolerance": 1.0,
+                                    "answer": {"table": "tcp", "at": "a",
+                                               "value": "handshake_rtt_ms"}})
     for cap in doc["captures"].values():
         cap["started_at"] = cap.pop("started_unix_s")
     (run / "run.json").write_text(json.dumps(doc))
@@ -261,6 +264,9 @@ def test_a_version_1_run_folder_checks_with_its_old_expectations(tmp_path):
     assert rtt["value"] == "handshake_rtt_s" and rtt["expected"] == [0.019, 0.026]
     assert up["spec"]["expect"][-1]["value"] == "sum(payload_bytes_a_to_b)"
     assert all("started_unix_s" in c for c in up["captures"].values())
+    q = up["spec"]["question"][-1]
+    assert (q["id"], q["answer"]["value"], q["tolerance"]) == ("rtt-ms", "handshake_rtt_s",
+                                                                 0.001)
     out = C.check(C.Target(run, "run"))
     assert not out.errors and out.status == 0, [r.line() for r in out.results
                                                  if r.status != "pass"]
