@@ -274,7 +274,7 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
                          "tolerance_s": PACE_TOLERANCE_S}
         if i and late > 0.01 * i:
             report.event("pacing behind schedule", late=f"{late}/{i}",
-                         worst_ms=f"{worst * 1e3:.2f}")
+                         worst_s=round(worst, 6))
     return out
 
 
@@ -408,7 +408,7 @@ class UdpReceiver:
         self.ended += 1
         self.report.event(f"flow {why}", peer=rec["peer"], flow=rec["flow"],
                           lost=f"{rec['lost']}/{rec['expected']}",
-                          jitter_ms=f"{rec['jitter_s'] * 1e3:.3f}")
+                          jitter_s=round(rec["jitter_s"], 6))
 
     def _handle(self, n: int) -> None:
         heads = self.rx.buf[:n, :wire.HEADER_LEN]
