@@ -141,7 +141,7 @@ def labkit_run(lab, secs, server_args, send_args, tmp: Path):
 def labkit_tcp(lab, secs, tmp):
     client, _ = labkit_run(lab, secs, [], ["-t", str(secs)], tmp)
     m = client["end"]["peer"]["messages"]
-    return m["bytes"] * 8 / m["seconds"]
+    return m["payload_bytes"] * 8 / m["duration_s"]
 
 
 def labkit_udp(lab, secs, length, tmp, rate="0"):
@@ -150,8 +150,8 @@ def labkit_udp(lab, secs, length, tmp, rate="0"):
                                  str(secs)], tmp)
     flow = server["connections"][0]
     return {"sent": client["end"]["datagrams"], "received": flow["packets"],
-            "lost": flow["lost"], "pps": flow["packets"] / client["end"]["seconds"],
-            "seconds": client["end"]["seconds"]}
+            "lost": flow["lost"], "pps": flow["packets"] / client["end"]["duration_s"],
+            "seconds": client["end"]["duration_s"]}
 
 
 def sockperf_rr(lab, secs):
@@ -173,7 +173,7 @@ def sockperf_rr(lab, secs):
 def labkit_rr(lab, secs, tmp):
     client, _ = labkit_run(lab, secs, [], ["--mode", "rr", "-t", str(secs), "-l", "64",
                                            "--response-size", "64", "-N"], tmp)
-    return client["end"]["transactions_per_second"]
+    return client["end"]["transactions_per_s"]
 
 
 def loss_pair(lab, secs, tmp):
@@ -212,7 +212,7 @@ def pacing_pair(lab, secs, tmp):
             else:
                 labkit_udp(lab, secs, 1000, tmp, rate="10M")
         pk = analyze(path).packets
-        t = pk["time"].to_numpy(dtype=float)
+        t = pk["time_s"].to_numpy(dtype=float)
         t = t[len(t) // 10:]                         # skip the start-up
         gaps = (t[1:] - t[:-1]) * 1e3
         payload_bits = 1000 * 8                      # both tools: 1000-byte UDP payloads,

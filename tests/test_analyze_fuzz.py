@@ -250,7 +250,7 @@ def _check_analysis(path: Path, out: Path) -> str:
         df.to_dict("records")                         # every value can be read
     assert len(tables["packets"]) == n
     summary = a.summary()
-    assert summary["frames"] == n and summary["duration"] >= 0, summary
+    assert summary["frames"] == n and summary["duration_s"] >= 0, summary
     assert report.text_report(a, packets=True)
     doc = json.loads(json.dumps(a.to_json(packets=True), default=jsonable))
     assert len(doc["packets"]) == n and len(doc["tcp_conversations"]) == len(a.tcp)

@@ -40,9 +40,9 @@ def test_table(capsys, small):
 def test_json(capsys, small):
     rc, out, _ = run(capsys, "analyze", "--format", "json", str(small))
     doc = json.loads(out)
-    assert rc == 0 and doc["format_version"] == 1
+    assert rc == 0 and doc["format_version"] == 2
     assert doc["tcp_conversations"][0]["conn_state"] == "S1"
-    assert doc["tcp_conversations"][0]["handshake_rtt_ms"] == pytest.approx(2.0)
+    assert doc["tcp_conversations"][0]["handshake_rtt_s"] == pytest.approx(0.002)
 
 
 def test_packets_csv_columns(capsys, small):

@@ -36,14 +36,14 @@ SAVED_FLAGS = ["retransmission", "fast_retransmission", "spurious_retransmission
 LIVE_FLAGS = [f for f in FLAGS if f not in SAVED_FLAGS]
 
 # tshark field -> our packets column. Numbers absent in tshark's output are 0 in ours
-# (ack_rtt: NaN); the sequence fields of a frame that is not a TCP segment are 0.
+# (ack_rtt_s: NaN); the sequence fields of a frame that is not a TCP segment are 0.
 TCP_HEADER = {"tcp.len": "tcp_len", "tcp.seq": "seq", "tcp.ack": "ack",
               "tcp.seq_raw": "seq_raw", "tcp.ack_raw": "ack_raw", "tcp.window_size": "window"}
 NUMBERS = {f"tcp.analysis.{n}": n for n in ("duplicate_ack_num", "duplicate_ack_frame",
                                             "acks_frame", "bytes_in_flight")}
 COLUMN = {"tcp.stream": "tcp_stream", "udp.stream": "udp_stream", **TCP_HEADER,
           **{f"tcp.analysis.{f}": f for f in FLAGS}, **NUMBERS,
-          "tcp.analysis.ack_rtt": "ack_rtt"}
+          "tcp.analysis.ack_rtt": "ack_rtt_s"}
 # tshark-full's columns, in its order
 TSHARK_FIELDS = (["frame.number", "tcp.stream", "udp.stream", "tcp.len", "tcp.seq", "tcp.ack",
                   "tcp.seq_raw", "tcp.ack_raw", "tcp.window_size"]
@@ -98,7 +98,7 @@ def _expected(field: str, cells: list[str], is_tcp: np.ndarray) -> np.ndarray:
 
 def _ours(pk, column: str) -> np.ndarray:
     v = pk[column].to_numpy()
-    if column == "ack_rtt":
+    if column == "ack_rtt_s":
         return np.where(np.isnan(v), -1, np.round(np.nan_to_num(v) * 1e9)).astype(np.int64)
     return v.astype(np.int64)
 

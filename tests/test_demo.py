@@ -135,5 +135,5 @@ def test_demo_prints_each_udp_flows_loss_and_one_way_delay(demo):
     flows = analyze(pcap).udp_flows
     assert "UDP lab flows" in text
     header = text.split("UDP lab flows")[1].splitlines()[1]
-    assert "owd_mean_ms" in header.split() and "lost" in header.split()
+    assert "owd_mean_s" in header.split() and "lost" in header.split()
     assert len(flows) >= 1

@@ -139,7 +139,7 @@ def test_every_model_serves_every_mode_and_tells_endings_apart(model, tmp_path):
     err = next(r for r in conns if r["how"] == "error")
     assert "bad magic" in err["error"] and "stream byte 0" in err["error"]
     # each sender saw the server's final report through its half-close
-    assert results["bulk"]["end"]["peer"]["messages"]["bytes"] == 2 << 20
+    assert results["bulk"]["end"]["peer"]["messages"]["payload_bytes"] == 2 << 20
     assert results["stream"]["end"]["peer"]["messages"]["lost"] == 0
     assert results["rr"]["end"]["transactions"] == 300
     assert results["rr"]["end"]["peer"]["responses"] == 300
@@ -148,7 +148,7 @@ def test_every_model_serves_every_mode_and_tells_endings_apart(model, tmp_path):
     assert results["unframed"]["end"]["peer"]["alignment"]["messages"] == 100
     assert "peer" not in results["reset"]["end"]
     paced = results["paced"]["end"]
-    assert paced["bits_per_second"] == pytest.approx(8e6, rel=0.1)
+    assert paced["goodput_bps"] == pytest.approx(8e6, rel=0.1)
 
 
 def _children() -> set[int]:
@@ -170,7 +170,7 @@ def test_process_model_child_keeps_no_other_descriptor(tmp_path):
         c.close()
         assert _wait_for(lambda: len(srv.report.doc["connections"]) == 1, timeout=10)
     rec, = srv.report.doc["connections"]
-    assert rec["how"] == "close" and rec["bytes"] > 100, rec
+    assert rec["how"] == "close" and rec["payload_bytes"] > 100, rec
 
 
 def test_json_report_schema(tmp_path):
@@ -183,15 +183,16 @@ def test_json_report_schema(tmp_path):
     rep.doc = doc
     rep.write(path)
     back = json.loads(path.read_text())
-    assert back["schema"] == SCHEMA and back["version"] == 1
+    assert back["schema"] == SCHEMA and back["version"] == 2
     assert back["start"]["role"] == "sender" and back["start"]["options"]["sndbuf"] > 0
     ivs = back["intervals"]
-    assert len(ivs) >= 2 and all(iv["end"] > iv["start"] for iv in ivs)
-    assert sum(iv["bytes"] for iv in ivs) == back["end"]["bytes"]
+    assert len(ivs) >= 2 and all(iv["end_s"] > iv["start_s"] for iv in ivs)
+    assert sum(iv["payload_bytes"] for iv in ivs) == back["end"]["payload_bytes"]
     info = ivs[0]["tcp_info"]
-    for key in ("rtt", "rttvar", "snd_cwnd", "total_retrans", "delivery_rate", "bytes_acked"):
+    for key in ("rtt_s", "rttvar_s", "snd_cwnd", "total_retrans", "delivery_rate_bps",
+                "bytes_acked"):
         assert key in info
-    assert back["end"]["tcp_info"]["bytes_acked"] >= back["end"]["bytes"]
+    assert back["end"]["tcp_info"]["bytes_acked"] >= back["end"]["payload_bytes"]
 
 
 def test_slow_reader_fills_the_window(tmp_path):
@@ -204,9 +205,9 @@ def test_slow_reader_fills_the_window(tmp_path):
                        quiet())
     # while the reader sleeps, little gets through: far less than an unthrottled second,
     # the intervals go on showing the stall, and TCP_INFO shows data waiting
-    assert doc["end"]["bytes"] < 5 << 20
+    assert doc["end"]["payload_bytes"] < 5 << 20
     ivs = doc["intervals"]
-    assert len(ivs) >= 3 and min(iv["bytes"] for iv in ivs) == 0
+    assert len(ivs) >= 3 and min(iv["payload_bytes"] for iv in ivs) == 0
     assert max(iv["tcp_info"]["notsent_bytes"] + iv["tcp_info"]["unacked"] for iv in ivs) > 0
 
 
@@ -260,7 +261,7 @@ def test_udp_counts_every_datagram_and_paces_evenly(tmp_path):
         assert mean - 1e-6 <= owd["mean"] <= mean + 1e-3
         assert hi - 1e-6 <= owd["max"]
     # 500 B at 8 Mbit/s: one every 0.5 ms, so 2000 take ~1 s
-    assert doc["end"]["seconds"] == pytest.approx(1.0, rel=0.05)
+    assert doc["end"]["duration_s"] == pytest.approx(1.0, rel=0.05)
     assert doc["end"]["gso_batch"] == 1
 
 
@@ -399,7 +400,7 @@ def test_cli_pair_writes_both_reports(tmp_path):
     assert server.wait(timeout=30) == 0
     c = json.loads((tmp_path / "c.json").read_text())
     s = json.loads((tmp_path / "s.json").read_text())
-    assert c["end"]["bytes"] == 1 << 20 == s["connections"][0]["messages"]["bytes"]
+    assert c["end"]["payload_bytes"] == 1 << 20 == s["connections"][0]["messages"]["payload_bytes"]
     assert s["connections"][0]["how"] == "half-close"
     assert "[total]" in done.stdout and ("Mbit/s" in done.stdout or "Gbit/s" in done.stdout)
 
@@ -500,9 +501,9 @@ def test_tcp_info_fields_parse_from_a_known_layout():
     struct.pack_into("=I", raw, 80, 10)                 # cwnd
     struct.pack_into("=Q", raw, 160, 125_000)           # delivery rate 1 Mbit/s
     info = parse(bytes(raw))
-    assert info["state"] == 1 and info["rtt"] == pytest.approx(0.0015)
+    assert info["state"] == 1 and info["rtt_s"] == pytest.approx(0.0015)
     assert info["snd_ssthresh"] is None and info["snd_cwnd"] == 10
-    assert info["delivery_rate"] == 1_000_000
+    assert info["delivery_rate_bps"] == 1_000_000
     assert "snd_wnd" not in parse(bytes(raw[:104]))     # an older kernel's shorter struct
 
 
@@ -526,7 +527,7 @@ def test_the_portable_path_without_linux_only_calls(monkeypatch, tmp_path):
     with Running(srv):
         sent = tcp_send(TcpSendConfig("127.0.0.1", srv.port, "bulk", total_bytes=1 << 20,
                                       interval=0.05), quiet())
-    assert sent["end"]["bytes"] == 1 << 20
+    assert sent["end"]["payload_bytes"] == 1 << 20
     assert "tcp_info" not in sent["end"]          # Linux would have sampled it here
 
 

@@ -501,7 +501,7 @@ def test_parse_numpy_values_become_plain():
 
 def test_as_dict_round_trips():
     raw = [
-        {"table": "tcp", "at": "b", "value": "sum(payload_a_to_b)", "op": "==",
+        {"table": "tcp", "at": "b", "value": "sum(payload_bytes_a_to_b)", "op": "==",
          "expected": 2000000, "why": "TCP delivers every byte"},
         {"name": "loss", "table": "udp_flows", "at": "b",
          "where": {"direction": "a_to_b", "lost": {">=": 1, "<": 100},

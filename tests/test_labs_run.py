@@ -48,7 +48,7 @@ def test_a_lab_runs_and_its_expectations_hold(runs, lab):
     done, folder = runs[lab]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     doc = json.loads((folder / "run.json").read_text())
-    assert doc["schema"] == "labkit-run" and doc["version"] == 1
+    assert doc["schema"] == "labkit-run" and doc["version"] == 2
     assert doc["status"] == "complete" and doc["exit_status"] == 0
     assert doc["lab"]["name"] == lab
     phases = [p["name"] for p in doc["phases"]]

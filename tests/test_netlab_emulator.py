@@ -136,7 +136,7 @@ def test_one_way_delay_gives_ping_rtt_within_a_millisecond(lab, tmp_path):
     assert rtt["received"] == 20
     assert abs(rtt["median_s"] - 0.030) <= 1e-3, rtt
     # the scheduler of a busy 2-core machine may cost a frame a millisecond; never more
-    assert stats["late"]["max_ns"] < 5_000_000, stats["late"]
+    assert stats["late"]["max_s"] < 0.005, stats["late"]
 
 
 def test_rate_gives_tcp_goodput_within_ten_percent(lab, tmp_path):
@@ -194,7 +194,7 @@ def test_dropping_the_first_syn_costs_one_syn_retransmission(lab, tmp_path):
     assert len(syn_a) == 2 and len(syn_b) == 1
     assert syn_a.retransmission.iloc[1] == 1
     # Linux's initial RTO is 1 s (RFC 6298 2.1)
-    assert 0.9 < float(syn_a.time.iloc[1] - syn_a.time.iloc[0]) < 1.5
+    assert 0.9 < float(syn_a.time_s.iloc[1] - syn_a.time_s.iloc[0]) < 1.5
 
 
 def test_holding_a_segment_reorders_it_after_the_next(lab, tmp_path):

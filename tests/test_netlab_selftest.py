@@ -133,11 +133,11 @@ def test_a_check_is_unreliable_only_when_lateness_explains_it(ok, timing, late_e
 
 @pytest.mark.parametrize("stats,reliable", [
     ({"loss": {"engine": "userspace", "overruns": 0,
-               "late": {"count": 100, "sent": 10_000, "max_ns": 2e6}}}, True),
+               "late": {"count": 100, "sent": 10_000, "max_s": 2e-3}}}, True),
     ({"loss": {"engine": "userspace", "overruns": 0,
-               "late": {"count": 101, "sent": 10_000, "max_ns": 2e6}}}, False),
+               "late": {"count": 101, "sent": 10_000, "max_s": 2e-3}}}, False),
     ({"loss": {"engine": "userspace", "overruns": 3,
-               "late": {"count": 0, "sent": 10_000, "max_ns": 0}}}, False),
+               "late": {"count": 0, "sent": 10_000, "max_s": 0}}}, False),
     ({"loss": {"engine": "kernel", "loss_drops": {}}}, True),
 ])
 def test_judge_timing_from_the_engines_report(stats, reliable):
@@ -261,11 +261,11 @@ def test_userspace_engine_refuses_a_rate_beyond_its_capacity():
 
 
 @pytest.mark.parametrize("stats,ok", [
-    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 10_000, "max_ns": 500}}}, True),
+    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 10_000, "max_s": 5e-7}}}, True),
     # late frames do not fail the engine: they make the timing unreliable (judge_timing)
-    ({"loss": {"overruns": 0, "late": {"count": 5000, "sent": 10_000, "max_ns": 2e6}}}, True),
-    ({"loss": {"overruns": 1, "late": {"count": 0, "sent": 10_000, "max_ns": 0}}}, False),
-    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 5, "max_ns": 0}},
+    ({"loss": {"overruns": 0, "late": {"count": 5000, "sent": 10_000, "max_s": 2e-3}}}, True),
+    ({"loss": {"overruns": 1, "late": {"count": 0, "sent": 10_000, "max_s": 0}}}, False),
+    ({"loss": {"overruns": 0, "late": {"count": 0, "sent": 5, "max_s": 0}},
       "rtt": {"engine": "userspace", "error": "the engine died: boom"}}, False),
 ])
 def test_judge_engine(stats, ok):

@@ -97,7 +97,7 @@ def _right_answers(run) -> dict:
         pk = a.packets
         out["syn-isn"] = int(pk[pk["tcp_flags"] == 2]["seq_raw"].iloc[0])
         out["client-mss"] = int(a.tcp["mss_a"].iloc[0])
-        out["handshake-rtt-ms"] = round(float(a.tcp["handshake_rtt_ms"].iloc[0]) + 0.4, 1)
+        out["handshake-rtt-ms"] = round(float(a.tcp["handshake_rtt_s"].iloc[0]) + 0.0004, 4)
         out["time-wait-endpoint"] = "A"
         out["udp-datagrams"] = int(((pk["proto"] == "UDP") & (pk["dport"] == 5202)).sum())
     elif name == "03-boundaries":
@@ -121,7 +121,7 @@ def _right_answers(run) -> dict:
         out["wireshark-retransmissions"] = int(((pk["dport"] == 5201)
                                                 & (pk["retransmission"] == 1)).sum())
         out["tcp-delivered"] = run.endpoint_report("tcp", "serve")["connections"][0][
-            "messages"]["bytes"]
+            "messages"]["payload_bytes"]
     elif name == "02-states":
         import gzip
         out["time-wait-endpoint"] = "B"           # the server of 5201 sent the first FIN
@@ -138,9 +138,9 @@ def _right_answers(run) -> dict:
         out["first-fin-frame"] = int(pb[(pb["sport"] == 5201) & (pb["tcp_flags"] & 1 > 0)]
                                      ["frame"].iloc[0])
         pa = toolkit.analyze(run.capture_file("a")).packets
-        syn = pa[(pa["dport"] == 5201) & (pa["tcp_flags"] == 2)]["time"].iloc[0]
-        synack = pa[(pa["sport"] == 5201) & (pa["tcp_flags"] == 0x12)]["time"].iloc[0]
-        out["syn-sent-ms"] = round((synack - syn) * 1e3 + 0.4, 1)
+        syn = pa[(pa["dport"] == 5201) & (pa["tcp_flags"] == 2)]["time_s"].iloc[0]
+        synack = pa[(pa["sport"] == 5201) & (pa["tcp_flags"] == 0x12)]["time_s"].iloc[0]
+        out["syn-sent-ms"] = round(float(synack - syn) + 0.0004, 4)
     elif name == "10-abrupt-close":
         def events(flow):
             return run.endpoint_report(flow, "serve")["events"]
@@ -164,9 +164,9 @@ def _right_answers(run) -> dict:
             if f["tcp_flags"] & 7:                     # SYN, FIN, RST: not a window advert
                 continue
             if f["window"] == 0 and since is None:
-                since = f["time"]
+                since = f["time_s"]
             elif f["window"] > 0 and since is not None:
-                closed, since = closed + f["time"] - since, None
+                closed, since = closed + f["time_s"] - since, None
         out["zero-window-time"] = round(closed, 3)
         pa = toolkit.analyze(run.capture_file("a")).packets
         out["window-probes"] = int(((pa["sport"] == 41000) & (pa["keep_alive"] == 1)).sum())
@@ -186,7 +186,7 @@ def _right_answers(run) -> dict:
                                     if s["proto"] == "udp" and s["local_port"] == 5202)
     elif name == "09-bottleneck":
         pa = toolkit.analyze(run.capture_file("a")).packets
-        rtt = pa[(pa["sport"] == 5201)]["ack_rtt"].dropna()
+        rtt = pa[(pa["sport"] == 5201)]["ack_rtt_s"].dropna()
         out["rtt-empty"], out["rtt-full"] = float(rtt.min()), float(rtt.max())
         led = run.ledger()
         drops = [r for d in ("a_to_b", "b_to_a") for r in led.dropped(d)]
@@ -197,13 +197,13 @@ def _right_answers(run) -> dict:
         info = run.endpoint_report("cubic", "send")["end"]["tcp_info"]
         out["cubic-ssthresh"] = info["snd_ssthresh"]
         out["bbr-delivered"] = run.endpoint_report("bbr", "serve")["connections"][0][
-            "messages"]["bytes"]
+            "messages"]["payload_bytes"]
     elif name == "05-faults":
         def conv(pk, port):
             return pk[(pk["sport"] == port) | (pk["dport"] == port)].reset_index(drop=True)
         pa = toolkit.analyze(run.capture_file("a")).packets
         syn = conv(pa, 5301)
-        syn_t = syn[syn["tcp_flags"] == 2]["time"].tolist()
+        syn_t = syn[syn["tcp_flags"] == 2]["time_s"].tolist()
         out["syn-retry-s"] = round(syn_t[1] - syn_t[0], 3)
         prb = toolkit.analyze(run.capture_file("r-b")).packets
         out["synack-count-before-link"] = int(((prb["sport"] == 5302)
@@ -212,8 +212,8 @@ def _right_answers(run) -> dict:
         out["fast-retransmit-frame"] = int(d3.index[d3["fast_retransmission"] == 1][0]) + 1
         out["dupacks-5303"] = int(((d3["sport"] == 5303) & (d3["duplicate_ack"] == 1)).sum())
         tail = conv(pa, 5304)
-        out["tail-wait-s"] = round(float(tail[tail["retransmission"] == 1]["time"].iloc[0]
-                                         - tail["time"].iloc[0]), 3)
+        out["tail-wait-s"] = round(float(tail[tail["retransmission"] == 1]["time_s"].iloc[0]
+                                         - tail["time_s"].iloc[0]), 3)
         pb = toolkit.analyze(run.capture_file("b")).packets
         out["swap-dupacks"] = int(((pb["sport"] == 5306) & (pb["duplicate_ack"] == 1)).sum())
     elif name == "11-file-transfer":
@@ -264,8 +264,8 @@ def _right_answers(run) -> dict:
         else:
             def end(flow, side):
                 return run.endpoint_report(flow, side)["end"]
-            out["iterative-seconds"] = end("iterative", "send")["seconds"]
-            out["thread-seconds"] = end("thread", "send")["seconds"]
+            out["iterative-seconds"] = end("iterative", "send")["duration_s"]
+            out["thread-seconds"] = end("thread", "send")["duration_s"]
             pb = toolkit.analyze(run.capture_file("b")).packets
             out["iterative-synacks"] = int(((pb["sport"] == 5201)
                                             & (pb["tcp_flags"] == 0x12)).sum())

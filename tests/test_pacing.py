@@ -127,5 +127,5 @@ def test_a_sender_against_every_model_sees_the_same_endings(tmp_path):
         with Running(srv):
             doc = tcp_send(TcpSendConfig("127.0.0.1", srv.port, "bulk", total_bytes=200_000),
                            quiet())
-        assert doc["end"]["peer"]["messages"]["bytes"] == 200_000, model
+        assert doc["end"]["peer"]["messages"]["payload_bytes"] == 200_000, model
         assert [c["how"] for c in srv.report.doc["connections"]] == ["half-close"], model

@@ -48,7 +48,7 @@ def test_every_format_has_the_dataframes_rows(name, tmp_path):
     buf = io.BytesIO()
     assert a.write_packets(buf, "csv") == len(want)
     _frames_equal(pd.read_csv(io.BytesIO(buf.getvalue()), keep_default_na=False,
-                              na_values={"ack_rtt": [""]}), want)
+                              na_values={"ack_rtt_s": [""]}), want)
     buf = io.BytesIO()
     a.write_packets(buf, "jsonl")
     lines = buf.getvalue().decode().splitlines()
@@ -68,11 +68,11 @@ def test_times_are_tsharks_nine_decimals_exact_from_nanoseconds(tmp_path):
     a.write_packets(buf, "csv")
     rows = buf.getvalue().decode().splitlines()
     header = rows[0].split(",")
-    times = [r.split(",")[header.index("time")] for r in rows[1:]]
+    times = [r.split(",")[header.index("time_s")] for r in rows[1:]]
     ns = a.capture.cols["ts_ns"]
     for text, t in zip(times, (ns - ns[0]).tolist()):
         assert text == f"{t // 10**9}.{t % 10**9:09d}"
-    rtts = [r.split(",")[header.index("ack_rtt")] for r in rows[1:]]
+    rtts = [r.split(",")[header.index("ack_rtt_s")] for r in rows[1:]]
     assert any(rtts) and all(x == "" or len(x.split(".")[1]) == 9 for x in rtts)
 
 
@@ -181,7 +181,7 @@ def test_the_synthetic_capture_has_what_the_export_must_carry(tmp_path):
     assert a.error is None
     pk = a.packets
     assert len(pk) == 20_000
-    assert pk["retransmission"].sum() > 0 and pk["ack_rtt"].notna().sum() > 1000
+    assert pk["retransmission"].sum() > 0 and pk["ack_rtt_s"].notna().sum() > 1000
     assert (pk["proto"] == "UDP").sum() > 0 and pk["tcp_stream"].max() >= 1
 
 
@@ -189,13 +189,13 @@ def test_text_kernel_handles_negative_times_and_no_frames():
     a = toolkit.analyze(corpus_file("cs_tcp_retransmissions"))
     buf = io.BytesIO()
     assert packet_text.write(a, buf, "csv", stream=99) == 0
-    assert buf.getvalue().decode().startswith("frame,time,")
+    assert buf.getvalue().decode().startswith("frame,time_s,frame_bytes,")
     # a frame stamped before the first: tshark's frame.time_relative is negative
     a.capture.cols["ts_ns"][1] = a.capture.cols["ts_ns"][0] - 1_500_000_000
     buf = io.BytesIO()
     packet_text.write(a, buf, "jsonl")
     second = json.loads(buf.getvalue().decode().splitlines()[1])
-    assert second["time"] == -1.5
+    assert second["time_s"] == -1.5
 
 
 def test_the_speed_benchmark_runs_to_its_machine_readable_lines(tmp_path):
@@ -246,5 +246,5 @@ def test_json_of_several_files_is_one_document(tmp_path):
     done = run_analyze(str(one), str(two), "--format", "json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert [c["summary"]["file"] for c in doc["captures"]] == [str(one), str(two)]

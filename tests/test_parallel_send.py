@@ -60,7 +60,7 @@ def test_the_sender_reports_every_connection_and_percentiles_over_all(tmp_path):
     assert len({c["flow"] for c in conns}) == N
     assert all(c["transactions"] == 7 and 0 < c["first_response_s"] <= c["completion_s"]
                for c in conns)
-    assert end["seconds"] == max(c["completion_s"] for c in conns) == end["completion_max_s"]
+    assert end["duration_s"] == max(c["completion_s"] for c in conns) == end["completion_max_s"]
     assert end["latency_s"]["max"] >= end["latency_s"]["p50"] >= end["latency_s"]["min"]
     assert end["first_response_max_s"] == max(c["first_response_s"] for c in conns)
     # the server saw N clients, all at once (thread model), each one thread
@@ -69,7 +69,7 @@ def test_the_sender_reports_every_connection_and_percentiles_over_all(tmp_path):
     assert s["peak_threads"] >= N + 1 > s["idle_threads"]
     assert s["peak_processes"] == s["idle_processes"] == 1
     assert s["peak_fds"] >= s["idle_fds"] + N
-    assert s["resources"]["exact"] == ["server_peak_rss_bytes", "child_peak_rss_bytes_max",
+    assert s["resources"]["exact"] == ["server_peak_rss_bytes", "child_peak_rss_max_bytes",
                                        "peak_connections"]
 
 
@@ -91,7 +91,7 @@ def test_the_process_model_counts_its_children(tmp_path):
     send, serve = _run("process", tmp_path, "--mode", "rr", "-k", "7", "--tps", "50")
     s = serve["end"]
     assert s["connections"] == N and s["resources"]["children"] == N
-    assert s["child_peak_rss_bytes_max"] > 1 << 20        # exact, from wait4's rusage
+    assert s["child_peak_rss_max_bytes"] > 1 << 20        # exact, from wait4's rusage
     assert s["peak_processes"] >= 2 and s["idle_processes"] == 1
     # RSS sums shared pages once per process; PSS shares them out
     assert s["peak_rss_bytes"] > s["peak_pss_bytes"]

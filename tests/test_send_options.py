@@ -49,4 +49,4 @@ def test_count_and_tps_do_what_they_say_in_rr(tmp_path):
         server.wait(20)
     end = json.loads(report.read_text())["end"]
     assert end["transactions"] == 6
-    assert end["seconds"] >= 5 / 20 * 0.9          # paced at 20 a second: 5 gaps
+    assert end["duration_s"] >= 5 / 20 * 0.9          # paced at 20 a second: 5 gaps

@@ -12,13 +12,13 @@ from toolkit.netlab.forwarder import LATE_SHARE_RELIABLE, timing_report
 
 
 @pytest.mark.parametrize("stats,reliable,words", [
-    ({"late": {"count": 0, "sent": 1000, "max_ns": 10}, "overruns": 0}, True, None),
-    ({"late": {"count": 10, "sent": 1000, "max_ns": 3e6}, "overruns": 0}, True, None),
-    ({"late": {"count": 11, "sent": 1000, "max_ns": 3e6}, "overruns": 0,
+    ({"late": {"count": 0, "sent": 1000, "max_s": 1e-8}, "overruns": 0}, True, None),
+    ({"late": {"count": 10, "sent": 1000, "max_s": 3e-3}, "overruns": 0}, True, None),
+    ({"late": {"count": 11, "sent": 1000, "max_s": 3e-3}, "overruns": 0,
       "scheduling": "nice -20"}, False, "11 of 1000 frames more than 1 ms late"),
-    ({"late": {"count": 0, "sent": 1000, "max_ns": 0}, "overruns": 2}, False, "overruns"),
+    ({"late": {"count": 0, "sent": 1000, "max_s": 0}, "overruns": 2}, False, "overruns"),
     ({"error": "the engine died: x"}, False, "failed"),
-    ({"late": {"count": 0, "sent": 0, "max_ns": 0}}, True, None),
+    ({"late": {"count": 0, "sent": 0, "max_s": 0}}, True, None),
 ])
 def test_timing_report(stats, reliable, words):
     r = timing_report(stats)
@@ -44,5 +44,5 @@ def test_a_paced_sender_behind_schedule_makes_the_run_timing_unreliable(tmp_path
     if not reliable:
         assert "flow f: the UDP sender left 11 of 1000 sends" in rec.doc["timing"]["notes"][0]
     # the engine's judgement comes after, and keeps the sender's note
-    runner._judge_timing(rec, {"late": {"count": 0, "sent": 10, "max_ns": 0}})
+    runner._judge_timing(rec, {"late": {"count": 0, "sent": 10, "max_s": 0}})
     assert rec.doc["timing"]["reliable"] is reliable

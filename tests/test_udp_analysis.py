@@ -130,26 +130,26 @@ def test_conversation_directions_bytes_rates():
     conv = analyze_udp(_columns(frames)).conversations.iloc[0]
     assert (conv["a_addr"], conv["a_port"], conv["b_addr"], conv["b_port"]) == (
         "10.0.0.1", 5000, "10.0.0.2", 6000)
-    assert conv["start"] == pytest.approx(0.1) and conv["duration"] == pytest.approx(0.03)
+    assert conv["start_s"] == pytest.approx(0.1) and conv["duration_s"] == pytest.approx(0.03)
     assert (conv["datagrams"], conv["bytes"]) == (4, 3 * 142 + 92)
     assert (conv["datagrams_a_to_b"], conv["bytes_a_to_b"], conv["payload_bytes_a_to_b"]) == (
         3, 426, 300)
     assert (conv["datagrams_b_to_a"], conv["bytes_b_to_a"], conv["payload_bytes_b_to_a"]) == (
         1, 92, 50)
     # Wireshark's Bits/s: frame bytes * 8 over the conversation's duration
-    assert conv["bits_per_s_a_to_b"] == pytest.approx(426 * 8 / 0.03)
-    assert conv["bits_per_s_b_to_a"] == pytest.approx(92 * 8 / 0.03)
+    assert conv["bitrate_a_to_b_bps"] == pytest.approx(426 * 8 / 0.03)
+    assert conv["bitrate_b_to_a_bps"] == pytest.approx(92 * 8 / 0.03)
     # payload rate over the direction's own span (0 .. 30 ms)
-    assert conv["payload_bits_per_s_a_to_b"] == pytest.approx(300 * 8 / 0.03)
-    assert math.isnan(conv["payload_bits_per_s_b_to_a"])      # one datagram: no span
+    assert conv["goodput_a_to_b_bps"] == pytest.approx(300 * 8 / 0.03)
+    assert math.isnan(conv["goodput_b_to_a_bps"])      # one datagram: no span
     # gaps A->B: 10, 20 ms
-    assert conv["iat_mean_ms_a_to_b"] == pytest.approx(15)
-    assert conv["iat_std_ms_a_to_b"] == pytest.approx(5)
-    assert (conv["iat_min_ms_a_to_b"], conv["iat_max_ms_a_to_b"]) == (10, 20)
-    assert conv["iat_p50_ms_a_to_b"] == pytest.approx(15)
-    assert conv["iat_p99_ms_a_to_b"] == pytest.approx(19.9)
-    assert math.isnan(conv["iat_mean_ms_b_to_a"])
-    assert conv["jitter_source_a_to_b"] == "none" and math.isnan(conv["jitter_ms_a_to_b"])
+    assert conv["iat_mean_a_to_b_s"] * 1e3 == pytest.approx(15)
+    assert conv["iat_std_a_to_b_s"] * 1e3 == pytest.approx(5)
+    assert (conv["iat_min_a_to_b_s"], conv["iat_max_a_to_b_s"]) == pytest.approx((0.010, 0.020))
+    assert conv["iat_p50_a_to_b_s"] * 1e3 == pytest.approx(15)
+    assert conv["iat_p99_a_to_b_s"] * 1e3 == pytest.approx(19.9)
+    assert math.isnan(conv["iat_mean_b_to_a_s"])
+    assert conv["jitter_source_a_to_b"] == "none" and math.isnan(conv["jitter_a_to_b_s"])
 
 
 # ---------------------------------------------------------------- RFC 3550 jitter
@@ -163,22 +163,23 @@ def test_rfc3550_jitter_lab_header_by_hand():
     send, arrive = [0, 20, 40, 60], [5, 27, 44, 64]
     conv = analyze_udp(_columns(_lab_flow([0, 1, 2, 3], arrive, send))).conversations.iloc[0]
     assert conv["jitter_source_a_to_b"] == "lab"
-    assert conv["jitter_ms_a_to_b"] == pytest.approx(0.28564453125, abs=1e-9)
-    assert conv["jitter_max_ms_a_to_b"] == pytest.approx(0.3046875, abs=1e-9)
-    assert conv["jitter_mean_ms_a_to_b"] == pytest.approx(
+    assert conv["jitter_a_to_b_s"] * 1e3 == pytest.approx(0.28564453125, abs=1e-9)
+    assert conv["jitter_max_a_to_b_s"] * 1e3 == pytest.approx(0.3046875, abs=1e-9)
+    assert conv["jitter_mean_a_to_b_s"] * 1e3 == pytest.approx(
         (0.125 + 0.3046875 + 0.28564453125) / 3, abs=1e-9)
     # gaps 22, 17, 20 ms: mean 59/3; population std sqrt(((7/3)^2+(8/3)^2+(1/3)^2)/3);
     # p99 between the 2nd and 3rd sorted gap: 20 + 0.98 * (22 - 20)
-    assert conv["iat_mean_ms_a_to_b"] == pytest.approx(59 / 3)
-    assert conv["iat_std_ms_a_to_b"] == pytest.approx(math.sqrt((49 + 64 + 1) / 27))
-    assert conv["iat_p50_ms_a_to_b"] == pytest.approx(20)
-    assert conv["iat_p99_ms_a_to_b"] == pytest.approx(21.96)
+    assert conv["iat_mean_a_to_b_s"] * 1e3 == pytest.approx(59 / 3)
+    assert conv["iat_std_a_to_b_s"] * 1e3 == pytest.approx(math.sqrt((49 + 64 + 1) / 27))
+    assert conv["iat_p50_a_to_b_s"] * 1e3 == pytest.approx(20)
+    assert conv["iat_p99_a_to_b_s"] * 1e3 == pytest.approx(21.96)
     f = analyze_udp(_columns(_lab_flow([0, 1, 2, 3], arrive, send))).flows.iloc[0]
-    assert f["jitter_ms"] == pytest.approx(0.28564453125, abs=1e-9)
+    assert f["jitter_s"] * 1e3 == pytest.approx(0.28564453125, abs=1e-9)
     # one-way delay = arrival - send: 5, 7, 4, 4 ms (meaningful with a shared clock)
-    assert (f["owd_min_ms"], f["owd_max_ms"]) == (4, 7)
-    assert f["owd_mean_ms"] == pytest.approx(5) and f["owd_p50_ms"] == pytest.approx(4.5)
-    assert f["owd_std_ms"] == pytest.approx(math.sqrt(1.5))
+    assert (f["owd_min_s"], f["owd_max_s"]) == pytest.approx((0.004, 0.007))
+    assert f["owd_mean_s"] * 1e3 == pytest.approx(5)
+    assert f["owd_p50_s"] * 1e3 == pytest.approx(4.5)
+    assert f["owd_std_s"] * 1e3 == pytest.approx(math.sqrt(1.5))
 
 
 def _rtp(seq, ts, ssrc=0x11223344, pt=8, version=2):
@@ -201,8 +202,8 @@ def test_rfc3550_jitter_rtp_by_hand_across_timestamp_wrap():
     heads = [_rtp(65534 + i & 0xFFFF, start + 160 * i) for i in range(4)]
     conv = analyze_udp(_columns(_rtp_frames(heads, [0, 21, 40, 61]))).conversations.iloc[0]
     assert conv["jitter_source_a_to_b"] == "rtp"
-    assert conv["jitter_ms_a_to_b"] == pytest.approx(0.176025390625, abs=1e-9)
-    assert conv["jitter_max_ms_a_to_b"] == pytest.approx(0.176025390625, abs=1e-9)
+    assert conv["jitter_a_to_b_s"] * 1e3 == pytest.approx(0.176025390625, abs=1e-9)
+    assert conv["jitter_max_a_to_b_s"] * 1e3 == pytest.approx(0.176025390625, abs=1e-9)
 
 
 @pytest.mark.parametrize("name,heads", [
@@ -217,13 +218,13 @@ def test_rfc3550_jitter_rtp_by_hand_across_timestamp_wrap():
 def test_not_rtp(name, heads):
     frames = _rtp_frames(heads, [20 * i for i in range(len(heads))])
     conv = analyze_udp(_columns(frames)).conversations.iloc[0]
-    assert conv["jitter_source_a_to_b"] == "none" and math.isnan(conv["jitter_ms_a_to_b"])
+    assert conv["jitter_source_a_to_b"] == "none" and math.isnan(conv["jitter_a_to_b_s"])
 
 
 def test_lab_header_wins_and_must_cover_the_direction():
     frames = _lab_flow([0, 1, 2], [0, 20, 40])
     conv = analyze_udp(_columns(frames)).conversations.iloc[0]
-    assert conv["jitter_source_a_to_b"] == "lab" and conv["jitter_ms_a_to_b"] == 0
+    assert conv["jitter_source_a_to_b"] == "lab" and conv["jitter_a_to_b_s"] == 0
     frames.append({"t_ms": 60, "src": A[0], "sport": A[1], "dst": B[0], "dport": B[1],
                    "head": b"not a lab header"})
     r = analyze_udp(_columns(frames))
@@ -327,7 +328,7 @@ def test_many_datagrams_no_python_per_datagram():
     r = analyze_udp(c)
     assert len(r.conversations) == 1000 and len(r.flows) == 1000
     assert (r.flows["reordered"] == 0).all() and (r.flows["duplicates"] == 0).all()
-    assert np.allclose(r.flows["owd_mean_ms"], 3.0)
+    assert np.allclose(r.flows["owd_mean_s"] * 1e3, 3.0)
     lost = r.flows["lost"].to_numpy()
     got = r.flows["received"].to_numpy()
     assert np.all(lost == (got - 1) // 9)
@@ -366,12 +367,12 @@ def test_rtp_jitter_equals_wireshark_rtp_streams():
     path = _corpus_or_skip() / "files" / "sipp_g711a_rtp.pcap"
     conv = analyze_udp(toolkit.pcap.read_capture(path).cols).conversations.iloc[0]
     assert conv["jitter_source_a_to_b"] == "rtp" and conv["datagrams_a_to_b"] == 236
-    assert round(conv["jitter_mean_ms_a_to_b"], 3) == 0.350
-    assert round(conv["jitter_max_ms_a_to_b"], 3) == 0.829
-    assert (round(conv["iat_min_ms_a_to_b"], 3), round(conv["iat_mean_ms_a_to_b"], 3),
-            round(conv["iat_max_ms_a_to_b"], 3)) == (25.112, 29.998, 34.829)
+    assert round(conv["jitter_mean_a_to_b_s"], 6) == 0.000350
+    assert round(conv["jitter_max_a_to_b_s"], 6) == 0.000829
+    assert (round(conv["iat_min_a_to_b_s"], 6), round(conv["iat_mean_a_to_b_s"], 6),
+            round(conv["iat_max_a_to_b_s"], 6)) == (0.025112, 0.029998, 0.034829)
     # tshark -z conv,udp: Duration 7.0496 s, 236 frames, 69 kB A->B
-    assert round(conv["duration"], 4) == 7.0496 and conv["bytes_a_to_b"] == 69384
+    assert round(conv["duration_s"], 4) == 7.0496 and conv["bytes_a_to_b"] == 69384
 
 
 # ---------------------------------------------------------------- ICMP errors quoting UDP
@@ -413,7 +414,7 @@ def test_icmp_quoted_udp_numbered_like_tshark():
     assert (conv["a_addr"][1], conv["a_port"][1], conv["b_addr"][1]) == (
         "10.0.0.1", 6000, "10.0.0.3")
     # statistics count datagrams only: the conversation starts with frame 5 (4 ms)
-    assert conv["datagrams_a_to_b"][1] == 1 and conv["start"][1] == pytest.approx(0.004)
+    assert conv["datagrams_a_to_b"][1] == 1 and conv["start_s"][1] == pytest.approx(0.004)
 
 
 def _icmp_pcap() -> bytes:

@@ -128,7 +128,7 @@ def test_a_whole_file_is_stored_as_sent(tmp_path):
         (True, True, 11, 0)
     send_end = json.loads((tmp_path / "send.json").read_text())["end"]
     assert send_end["datagrams"] == 11
-    assert send_end["bytes"] == len(DATA) + 11 * wire.HEADER_LEN
+    assert send_end["payload_bytes"] == len(DATA) + 11 * wire.HEADER_LEN
 
 
 def stat_mode(p: Path) -> int:

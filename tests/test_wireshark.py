@@ -83,7 +83,7 @@ def test_dissect_frames(name, packets, no_tshark_left):
     for fr in frames:
         row = pk.iloc[fr.number - 1]
         assert fr.layer_names[:2] == ["frame", "eth"]
-        assert fr.length == row["length"]
+        assert fr.length == row["frame_bytes"]
         if row["tcp_stream"] >= 0:
             assert {"eth", "ip", "tcp"} <= set(fr.layer_names)
             seq = fr["tcp"]["tcp.seq_raw"]

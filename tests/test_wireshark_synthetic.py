@@ -93,7 +93,7 @@ def ack_with_empty_sack(c):
     _handshake(c)
     c.send("a", 101, 501, PSH | ACK, payload=bytes(10))
     c.send("b", 501, 111, options=NOP + NOP + EMPTY_SACK)
-    return {5: {"acks_frame": 0, "ack_rtt": None}, 4: {"bytes_in_flight": 10}}
+    return {5: {"acks_frame": 0, "ack_rtt_s": None}, 4: {"bytes_in_flight": 10}}
 
 
 def data_with_empty_sack(c):
@@ -102,7 +102,7 @@ def data_with_empty_sack(c):
     _handshake(c)
     c.send("a", 101, 501, PSH | ACK, payload=bytes(10), options=NOP + NOP + EMPTY_SACK)
     c.send("b", 501, 111)
-    return {4: {"bytes_in_flight": 0}, 5: {"acks_frame": 4, "ack_rtt": 0.001}}
+    return {4: {"bytes_in_flight": 0}, 5: {"acks_frame": 4, "ack_rtt_s": 0.001}}
 
 
 def dup_ack_with_empty_sack(c):
@@ -145,7 +145,7 @@ def synack_with_empty_sack_after_wscale(c):
     c.send("b", 500, 101, SYN | ACK, options=WSCALE_2 + NOP + EMPTY_SACK)
     c.send("a", 101, 501, win=100)
     c.send("b", 501, 101, PSH | ACK, win=100, payload=bytes(10))
-    return {2: {"acks_frame": 0, "ack_rtt": None}, 3: {"window": 400, "acks_frame": 2},
+    return {2: {"acks_frame": 0, "ack_rtt_s": None}, 3: {"window": 400, "acks_frame": 2},
             4: {"window": 400}}
 
 
@@ -170,7 +170,7 @@ def test_empty_sack_option_hides_the_frames_analysis(case, tmp_path):
         row = pk.iloc[frame - 1]
         for column, want in values.items():
             got = row[column]
-            if column == "ack_rtt":
+            if column == "ack_rtt_s":
                 got = None if math.isnan(got) else round(float(got), 9)
             assert got == want, f"frame {frame} {column}: {got}, Wireshark 4.0: {want}"
 

@@ -93,7 +93,7 @@ def test_flip_when_the_first_packet_is_the_syn_ack(tmp_path):
     r = t.iloc[0]
     assert (r.history, r.conn_state) == ("^hADdFaf", "SF")
     assert (r.a_addr, r.a_port, r.b_addr, r.b_port) == (C, CP, S, SP)
-    assert (r.packets_a_to_b, r.payload_a_to_b, r.payload_b_to_a) == (4, 10, 20)
+    assert (r.packets_a_to_b, r.payload_bytes_a_to_b, r.payload_bytes_b_to_a) == (4, 10, 20)
 
 
 def test_flip_at_once_from_a_likely_server_port(tmp_path):

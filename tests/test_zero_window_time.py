@@ -1,4 +1,4 @@
-"""Zero-window time per TCP conversation (the tcp table's zero_window_time, which lab
+"""Zero-window time per TCP conversation (the tcp table's zero_window_time_s, which lab
 08-flow-control reads): from the segment with Wireshark's zero_window verdict to the
 window update that reopens the window, summed over the closed episodes. Checked on a
 conversation built from byte literals, and on the saved flow-control run against the
@@ -52,7 +52,7 @@ def test_one_closed_window_lasts_from_the_zero_window_to_the_window_update(tmp_p
     a = conversation(tmp_path, [(1000, 2500)])
     (row,) = a.tcp.to_dict("records")
     assert row["zero_windows"] == 2            # the first and the answer to the probe
-    assert row["zero_window_time"] == pytest.approx(1.5, abs=1e-9)
+    assert row["zero_window_time_s"] == pytest.approx(1.5, abs=1e-9)
     pk = a.packets
     assert int(pk["keep_alive"].sum()) == 1    # Linux's probe, as Wireshark labels it
     assert int(pk["window_update"].sum()) == 1
@@ -60,7 +60,7 @@ def test_one_closed_window_lasts_from_the_zero_window_to_the_window_update(tmp_p
 
 def test_several_closed_windows_add_up(tmp_path):
     a = conversation(tmp_path, [(1000, 1400), (2000, 2900)])
-    assert a.tcp["zero_window_time"].iloc[0] == pytest.approx(0.4 + 0.9, abs=1e-9)
+    assert a.tcp["zero_window_time_s"].iloc[0] == pytest.approx(0.4 + 0.9, abs=1e-9)
     assert int(a.packets["window_update"].sum()) == 2
 
 
@@ -72,7 +72,7 @@ def test_a_window_never_reopened_counts_until_the_last_frame(tmp_path):
     path = tmp_path / "open.pcap"
     path.write_bytes(pcap(frames, nanos=True))
     a = toolkit.analyze(path)
-    assert a.tcp["zero_window_time"].iloc[0] == pytest.approx(0.6, abs=1e-9)
+    assert a.tcp["zero_window_time_s"].iloc[0] == pytest.approx(0.6, abs=1e-9)
 
 
 SAVED = REPO / "captures" / "08-flow-control"
@@ -88,11 +88,11 @@ def test_the_saved_run_agrees_with_the_verdict_frames():
     pk = a.packets
     srv = pk[pk["sport"] == 5201].sort_values("frame")
     total, since = 0.0, None
-    for zw, wu, t in zip(srv["zero_window"], srv["window_update"], srv["time"]):
+    for zw, wu, t in zip(srv["zero_window"], srv["window_update"], srv["time_s"]):
         if zw and since is None:
             since = t
         elif wu and since is not None:
             total, since = total + (t - since), None
     assert since is None and total > 0.5
     row = a.tcp[a.tcp["b_port"] == 5201].iloc[0]
-    assert row["zero_window_time"] == pytest.approx(total, abs=1e-6)
+    assert row["zero_window_time_s"] == pytest.approx(total, abs=1e-6)

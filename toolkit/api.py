@@ -23,7 +23,7 @@ from .analysis.tcp import TcpSegments, analyze_segments
 from .analysis.tcp_conversations import conversations as tcp_conversations
 from .pcap import Capture, CaptureError, read_capture
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # capture columns neither the per-packet table nor the per-segment details pass reads
 EXPORT_UNUSED_COLUMNS = ("caplen", "iface", "ip_proto", "ip_id", "frag_off", "frag_len",
                          "frag_more", "l4_trunc", "tcp_hlen", "opt_mss", "opt_sackperm",
@@ -116,9 +116,9 @@ class Analysis:
             "format": self.capture.file_format,
             "compressed": self.capture.compressed,
             "frames": n,
-            "first_time": float(ts[0]) / 1e9 if n else None,
+            "first_time_unix_s": float(ts[0]) / 1e9 if n else None,
             # in float: stamps far apart (a damaged file's) overflow an int64 difference
-            "duration": (float(ts.max()) - float(ts.min())) / 1e9 if n else 0.0,
+            "duration_s": (float(ts.max()) - float(ts.min())) / 1e9 if n else 0.0,
             "tcp_segments": len(self.segments),
             "tcp_conversations": len(self.tcp_table),
             "udp_conversations": len(self.udp_result.conversation_table),

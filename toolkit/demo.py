@@ -189,9 +189,10 @@ def run_demo(out_dir: Path | None = None, stream=sys.stdout) -> int:
     s = capture.summarize(pcap)
     counters = cap.counters.as_dict()
     (out_dir / "run.json").write_text(json.dumps({
-        "format_version": 1, "kind": "demo", "capture": {
+        "format_version": 2, "kind": "demo", "capture": {
             "file": pcap.name, "backend": cap.backend, "interface": "lo", "filter": bpf,
-            "argv": cap.argv, "started": cap.started_at, "stopped": cap.stopped_at,
+            "argv": cap.argv, "started_unix_s": cap.started_at,
+            "stopped_unix_s": cap.stopped_at,
             "counters": counters, "repaired": cap.repaired},
         "tcp": tcp, "udp": udp}, indent=2) + "\n")
     print(f"recorded {s.packets} packets ({s.wire_bytes:,} bytes on the wire) with "
@@ -207,7 +208,7 @@ def run_demo(out_dir: Path | None = None, stream=sys.stdout) -> int:
 
 
 UDP_FLOW_COLUMNS = ("stream", "direction", "flow", "received", "lost", "duplicates",
-                    "reordered", "owd_mean_ms")
+                    "reordered", "owd_mean_s")
 
 
 def _print_analysis(pcap: Path, stream) -> int:

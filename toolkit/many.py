@@ -7,15 +7,18 @@ Parquet dataset per table, partitioned by capture file:
 
     OUT/tcp_conversations/capture=<sha256[:16]>/part-0.parquet
     OUT/udp_conversations/...  OUT/tcp_states/...  OUT/udp_flows/...  (OUT/packets/...)
-    OUT/_captures/<sha256>.json       one per capture done: name, sha256, frames, error
+    OUT/_captures/<sha256>.json       one per capture done: name, sha256, frames, error,
+                                      format_version (the tables' columns: docs/columns.md)
 
 Every row carries its capture's `file` (path as given) and `sha256`; the `capture`
 partition column is the hash's first 16 hex digits. pandas, pyarrow, DuckDB and Dask read
 a table's folder as one dataset (e.g. `pd.read_parquet("OUT/tcp_conversations")`). A
-capture whose record in `_captures/` exists with the same sha256 is skipped, so re-running
-after an interruption does only what is left; a file that cannot be read is reported and
-skipped, never the end of the rest. Workers write to their own files only (a temporary
-folder renamed into place), so a half-written partition is never read as a whole one.
+capture whose record in `_captures/` exists with the same sha256 and format version is
+skipped, so re-running after an interruption does only what is left (one written by a
+labkit of another format is done again: a dataset holds one set of column names); a file
+that cannot be read is reported and skipped, never the end of the rest. Workers write to
+their own files only (a temporary folder renamed into place), so a half-written partition
+is never read as a whole one.
 """
 
 from __future__ import annotations
@@ -81,13 +84,17 @@ def sha256_of(path: Path) -> str:
 
 def done_before(out: Path, digest: str, packets: bool = False) -> dict | None:
     """The record of a capture of these bytes done before, if it has what is asked now
-    (a run without --packets did not write the packets dataset)."""
+    (a run without --packets did not write the packets dataset) in this format (a record
+    without a version is format 1's)."""
+    from .api import FORMAT_VERSION
     record = out / DONE / f"{digest}.json"
     try:
         doc = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
     if packets and not doc.get("packets"):
+        return None
+    if doc.get("format_version", 1) != FORMAT_VERSION:
         return None
     return {**doc, "skipped": True}
 
@@ -125,7 +132,7 @@ def analyze_one(path: str, out: str, packets: bool = False, source: str | None =
 
 def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Path,
                      packets: bool, t0: float) -> dict:
-    from .api import analyze
+    from .api import FORMAT_VERSION, analyze
     from .pcap import CaptureError
 
     part = f"capture={digest[:16]}"
@@ -154,7 +161,8 @@ def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Pa
                                                    extra=extra))
     doc = {"file": path, "sha256": digest, "frames": len(a),
            "error": str(a.error) if a.error else None,
-           "seconds": round(time.perf_counter() - t0, 3), "packets": packets}
+           "duration_s": round(time.perf_counter() - t0, 3), "packets": packets,
+           "format_version": FORMAT_VERSION}
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_name(f".{record.name}.{uuid.uuid4().hex}.part")
     tmp.write_text(json.dumps(doc) + "\n")
@@ -274,7 +282,7 @@ def print_progress(stream=sys.stderr):
         elif doc.get("error") and "frames" not in doc:
             what = f"FAILED: {doc['error']}"
         else:
-            what = f"{doc['frames']} frames in {doc['seconds']:.2f} s" + \
+            what = f"{doc['frames']} frames in {doc['duration_s']:.2f} s" + \
                 (f" (damaged: {doc['error']})" if doc.get("error") else "")
         stream.write(f"[{i}/{total}] {doc['file']}: {what}\n")
         stream.flush()

@@ -1,8 +1,13 @@
-"""Readable text for people: conversation tables and a tshark-like packet list."""
+"""Readable text for people: conversation tables and a tshark-like packet list.
+
+The tables' columns are in SI base units (docs/columns.md); here they are shown as people
+read them, the same way for TCP and UDP: payload bytes in kB/MB beside payload bytes,
+times in ms where they are short."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from types import SimpleNamespace
 
 from .analysis import verdicts as V
@@ -51,8 +56,12 @@ def human_rate(bps: float) -> str:
     return str(bps)
 
 
-def _ms(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+def _ms(seconds) -> str:
+    """Seconds shown as milliseconds, "-" when missing."""
+    if seconds is None or isinstance(seconds, str) or \
+            (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    return f"{seconds * 1e3:.3f}"
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -81,8 +90,8 @@ def tcp_table(table) -> str:
         rows.append([
             str(r.stream), endpoint(r.a_addr, r.a_port), endpoint(r.b_addr, r.b_port),
             f"{r.packets_a_to_b}/{r.packets_b_to_a}",
-            f"{human_bytes(r.payload_a_to_b)}/{human_bytes(r.payload_b_to_a)}",
-            f"{r.duration:.3f} s", _ms(r.handshake_rtt_ms), str(r.retransmissions),
+            f"{human_bytes(r.payload_bytes_a_to_b)}/{human_bytes(r.payload_bytes_b_to_a)}",
+            f"{r.duration_s:.3f} s", _ms(r.handshake_rtt_s), str(r.retransmissions),
             str(r.duplicate_acks), str(r.out_of_order), str(r.lost_segments),
             str(r.zero_windows), r.close, r.history, r.conn_state])
     return _table(rows, header)
@@ -99,7 +108,8 @@ def udp_table(table) -> str:
                 return r[name]
         return default
 
-    header = ["#", "A", "B", "dgrams A>B/B>A", "bytes A>B/B>A", "duration", "jitter ms A>B/B>A"]
+    header = ["#", "A", "B", "dgrams A>B/B>A", "payload A>B/B>A", "duration",
+              "jitter ms A>B/B>A"]
     rows = []
     for r in records:
         rows.append([
@@ -108,15 +118,16 @@ def udp_table(table) -> str:
             endpoint(get(r, "b_addr"), get(r, "b_port")),
             f"{get(r, 'datagrams_a_to_b', 'packets_a_to_b')}/"
             f"{get(r, 'datagrams_b_to_a', 'packets_b_to_a')}",
-            f"{get(r, 'bytes_a_to_b')}/{get(r, 'bytes_b_to_a')}",
-            f"{float(get(r, 'duration', default=0.0)):.3f} s",
-            f"{_fmt(get(r, 'jitter_ms_a_to_b'))}/{_fmt(get(r, 'jitter_ms_b_to_a'))}",
+            f"{_bytes(get(r, 'payload_bytes_a_to_b'))}/{_bytes(get(r, 'payload_bytes_b_to_a'))}",
+            f"{float(get(r, 'duration_s', default=0.0)):.3f} s",
+            f"{_ms(get(r, 'jitter_a_to_b_s'))}/{_ms(get(r, 'jitter_b_to_a_s'))}",
         ])
     return _table(rows, header)
 
 
-def _fmt(x) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
+def _bytes(n) -> str:
+    return human_bytes(n) if isinstance(n, numbers.Real) and not isinstance(n, bool) \
+        else str(n)
 
 
 def flags_text(f: int) -> str:
@@ -140,20 +151,20 @@ def packet_lines(pk) -> str:
             info = "".join(f"[{lab}] " for lab in labels)
             info += (f"[{flags_text(r.tcp_flags)}] Seq={r.seq} Ack={r.ack} Win={r.window} "
                      f"Len={r.tcp_len}")
-            if not math.isnan(r.ack_rtt):
-                info += f"  rtt={r.ack_rtt * 1000:.3f}ms"
+            if not math.isnan(r.ack_rtt_s):
+                info += f"  rtt={r.ack_rtt_s * 1000:.3f}ms"
         elif r.proto == "UDP":
             info = f"UDP stream {r.udp_stream}"
         stream = f"tcp.stream={r.tcp_stream}" if r.tcp_stream >= 0 else ""
-        out.append(f"{r.frame:>7} {r.time:12.6f} {src:>24} -> {dst:<24} {r.proto:<4} "
-                   f"{r.length:>6} {info} {stream}".rstrip())
+        out.append(f"{r.frame:>7} {r.time_s:12.6f} {src:>24} -> {dst:<24} {r.proto:<4} "
+                   f"{r.frame_bytes:>6} {info} {stream}".rstrip())
     return "\n".join(out)
 
 
 def text_report(a, stream: int | None = None, packets: bool = False) -> str:
     s = a.summary()
     parts = [f"{s['file']}: {s['format']}{' (gzip)' if s['compressed'] else ''}, "
-             f"{s['frames']} frames over {s['duration']:.3f} s; "
+             f"{s['frames']} frames over {s['duration_s']:.3f} s; "
              f"{s['tcp_conversations']} TCP and {s['udp_conversations']} UDP conversations"]
     tcp = a.tcp_table if stream is None else a.tcp_table.take(a.tcp_table["stream"] == stream)
     parts += ["", "TCP conversations (A = the side that opened; history: Zeek letters, "

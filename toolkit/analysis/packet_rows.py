@@ -21,9 +21,9 @@ from .addresses import address_text
 from .table import arrow_array
 
 CHUNK_ROWS = 1 << 15            # a Parquet row group; ~10 MB of columns
-COLUMNS = ("frame", "time", "length", "src", "dst", "proto", "sport", "dport", "tcp_stream",
+COLUMNS = ("frame", "time_s", "frame_bytes", "src", "dst", "proto", "sport", "dport", "tcp_stream",
            "udp_stream", "tcp_flags", "seq", "ack", "seq_raw", "ack_raw", "tcp_len", "window",
-           *V.VERDICTS, "duplicate_ack_num", "duplicate_ack_frame", "acks_frame", "ack_rtt",
+           *V.VERDICTS, "duplicate_ack_num", "duplicate_ack_frame", "acks_frame", "ack_rtt_s",
            "bytes_in_flight")
 PROTO_NAMES = ("", "TCP", "UDP")
 _HASH = np.uint64(0x9E3779B97F4A7C15)
@@ -90,8 +90,8 @@ def columns(a, rows: np.ndarray) -> dict:
     dst, dst_pairs = address_codes(cols, rows, "dst")
     out = {
         "frame": rows + 1,
-        "time": (cols["ts_ns"][rows].astype(np.int64) - t0) / 1e9,
-        "length": cols["wirelen"][rows],
+        "time_s": (cols["ts_ns"][rows].astype(np.int64) - t0) / 1e9,
+        "frame_bytes": cols["wirelen"][rows],
         "src": src, "src_pairs": src_pairs,
         "dst": dst, "dst_pairs": dst_pairs,
         "proto": np.select([l4 == 6, l4 == 17], [1, 2], 0).astype(np.int8),
@@ -116,7 +116,7 @@ def columns(a, rows: np.ndarray) -> dict:
                                           per_segment(seg.dupack_frame, 0, np.int64), 0)
     out["acks_frame"] = per_segment(seg.acked_frame, 0, np.int64)
     has_rtt = per_segment(seg.has_ack_rtt(), False, bool)
-    out["ack_rtt"] = np.where(has_rtt, per_segment(seg.ack_rtt_ns, 0, np.int64) / 1e9, np.nan)
+    out["ack_rtt_s"] = np.where(has_rtt, per_segment(seg.ack_rtt_ns, 0, np.int64) / 1e9, np.nan)
     out["bytes_in_flight"] = per_segment(seg.bytes_in_flight, 0, np.int64)
     return out
 
@@ -145,7 +145,7 @@ def to_frame(a, stream: int | None = None):
 
 def _arrow_batch(c: dict, extra: dict | None = None):
     """One chunk as a pyarrow RecordBatch: src, dst and proto dictionary-encoded (read back
-    as categorical, as the DataFrame has them), ack_rtt's NaN as null (as tshark leaves the
+    as categorical, as the DataFrame has them), ack_rtt_s's NaN as null (as tshark leaves the
     field empty), constant columns (the file's name) last."""
     import pyarrow as pa
 

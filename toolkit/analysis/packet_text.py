@@ -204,7 +204,7 @@ class TextFormat:
                           len(names) * max(_FIELD_MAX, len(self.null)))
         self.masks = np.array(list(V.VERDICTS.values()), np.int64)
         self.kinds = np.array([TEXT if n in ("src", "dst", "proto") else
-                               SECONDS if n in ("time", "ack_rtt") else
+                               SECONDS if n in ("time_s", "ack_rtt_s") else
                                BIT if n in V.VERDICTS else INT for n in names], np.int8)
         self._names: dict[tuple[int, int], bytes] = {}
         self._buf = np.zeros(0, np.uint8)

@@ -293,26 +293,26 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
             close.append(f"FIN by {side_name[ff]} first" + ("" if both else ", half-closed"))
         else:
             close.append("open")
-    hs_rtt = np.where((syn_t >= 0) & (ack_t >= 0), (ack_t - syn_t) / 1e6, np.nan)
+    hs_rtt = np.where((syn_t >= 0) & (ack_t >= 0), (ack_t - syn_t) / 1e9, np.nan)
 
     df = Table({
         "stream": np.arange(n_conv),
         "a_addr": addresses_text(a_hi, a_lo), "a_port": a_port.astype(np.int64),
         "b_addr": addresses_text(b_hi, b_lo), "b_port": b_port.astype(np.int64),
-        "start": rel(first_ts), "duration": dur_s,
+        "start_s": rel(first_ts), "duration_s": dur_s,
         "packets_a_to_b": pk[:, 0], "packets_b_to_a": pk[:, 1],
         "bytes_a_to_b": fb[:, 0], "bytes_b_to_a": fb[:, 1],
-        "payload_a_to_b": pl[:, 0], "payload_b_to_a": pl[:, 1],
+        "payload_bytes_a_to_b": pl[:, 0], "payload_bytes_b_to_a": pl[:, 1],
         "goodput_a_to_b_bps": goodput[:, 0], "goodput_b_to_a_bps": goodput[:, 1],
-        "syn_time": rel(syn_t), "synack_time": rel(synack_t), "ack_time": rel(ack_t),
-        "handshake_rtt_ms": hs_rtt,
+        "syn_time_s": rel(syn_t), "synack_time_s": rel(synack_t), "ack_time_s": rel(ack_t),
+        "handshake_rtt_s": hs_rtt,
         "isn_a": isn[:, 0], "isn_b": isn[:, 1],
         "mss_a": opt["mss"][:, 0], "mss_b": opt["mss"][:, 1],
         "wscale_a": opt["wscale"][:, 0], "wscale_b": opt["wscale"][:, 1],
         "sack_permitted": opt["sack"][:, 0] & opt["sack"][:, 1],
         "timestamps": opt["ts"][:, 0] & opt["ts"][:, 1],
         **{name: counts[:, j] for j, (name, _) in enumerate(COUNTED)},
-        "zero_window_time": (zw_time + zw_open) / 1e9,
+        "zero_window_time_s": (zw_time + zw_open) / 1e9,
         "close": close,
         "history": history_text(zhist, zhlen),
         "conn_state": conn_state_text(zcs),
@@ -322,7 +322,7 @@ def conversations(cols: dict[str, np.ndarray], seg: TcpSegments, t0_ns: int
         "stream": tr_c,
         "endpoint": np.where(tr_s == 0, "A", "B"),
         "frame": rows[tr_k] + 1 if len(tr_k) else np.zeros(0, np.int64),
-        "time": (cols["ts_ns"][rows[tr_k]] - t0_ns) / 1e9 if len(tr_k) else np.zeros(0),
+        "time_s": (cols["ts_ns"][rows[tr_k]] - t0_ns) / 1e9 if len(tr_k) else np.zeros(0),
         "state": [STATES[v] for v in tr_v.tolist()],
     })
     return df, states

@@ -26,17 +26,18 @@ columns count what A sent.
 Tables
 ------
 `conversations`, one row per udp.stream: stream, a_addr, a_port, b_addr, b_port,
-datagrams, bytes, start (s since the capture's first frame), duration (s), and for each
-direction D in a_to_b, b_to_a: datagrams_D, bytes_D (frame bytes), payload_bytes_D,
-bits_per_s_D (Wireshark's: frame bytes * 8 / conversation duration), payload_bits_per_s_D
-(over the direction's own first..last datagram), iat_{mean,std,min,p50,p99,max}_ms_D,
-jitter_ms_D (final RFC 3550 estimate), jitter_max_ms_D and jitter_mean_ms_D (as
-Wireshark's RTP Streams reports them), jitter_source_D ('lab', 'rtp' or 'none').
+datagrams, bytes (frame bytes), start_s (since the capture's first frame), duration_s, and
+for each direction D in a_to_b, b_to_a: datagrams_D, bytes_D (frame bytes),
+payload_bytes_D, bitrate_D_bps (Wireshark's Bits/s: frame bytes * 8 / conversation
+duration), goodput_D_bps (payload bits over the direction's own first..last datagram),
+iat_{mean,std,min,p50,p99,max}_D_s, jitter_D_s (final RFC 3550 estimate), jitter_max_D_s
+and jitter_mean_D_s (as Wireshark's RTP Streams reports them), jitter_source_D ('lab',
+'rtp' or 'none'). Every column, with its unit: docs/columns.md.
 
 `flows`, one row per (stream, direction, lab flow id): src/dst addr and port, flow,
 received, distinct, first_seq, last_seq, expected, lost, loss_ratio, duplicates,
-reordered, reordered_ratio, reorder_extent_max/mean, reorder_distance_max, jitter_ms,
-jitter_max_ms, owd_{mean,std,min,p50,p99,max}_ms.
+reordered, reordered_ratio, reorder_extent_max/mean, reorder_distance_max, jitter_s,
+jitter_max_s, owd_{mean,std,min,p50,p99,max}_s.
 
 Per direction: datagrams, frame bytes (frame.len) and UDP payload bytes, rates,
 inter-arrival statistics (in frame order, as a receiver sees them), and the RFC 3550
@@ -208,20 +209,22 @@ def analyze_udp(cols: dict[str, np.ndarray]) -> UdpResult:
         "b_port": b_port.astype(np.int64),
         "datagrams": counts[0::2] + counts[1::2],
         "bytes": (frame_bytes[0::2] + frame_bytes[1::2]).astype(np.int64),
-        "start": (first_ts - t0) / 1e9,
-        "duration": duration,
+        "start_s": (first_ts - t0) / 1e9,
+        "duration_s": duration,
     }
+    # (name, unit suffix): the direction goes between them, the unit last
     per_dir = {
-        "datagrams": counts, "bytes": frame_bytes.astype(np.int64),
-        "payload_bytes": payload.astype(np.int64), "bits_per_s": bits_per_s,
-        "payload_bits_per_s": payload_bps,
-        **{f"iat_{k}_ms": v for k, v in iat.items()},
-        "jitter_ms": jit["final"], "jitter_max_ms": jit["max"], "jitter_mean_ms": jit["mean"],
-        "jitter_source": source,
+        ("datagrams", ""): counts, ("bytes", ""): frame_bytes.astype(np.int64),
+        ("payload_bytes", ""): payload.astype(np.int64), ("bitrate", "_bps"): bits_per_s,
+        ("goodput", "_bps"): payload_bps,
+        **{(f"iat_{k}", "_s"): v for k, v in iat.items()},
+        ("jitter", "_s"): jit["final"], ("jitter_max", "_s"): jit["max"],
+        ("jitter_mean", "_s"): jit["mean"],
+        ("jitter_source", ""): source,
     }
     for d, tag in enumerate(DIRECTIONS):
-        for name, values in per_dir.items():
-            conv[f"{name}_{tag}"] = values[d::2]
+        for (name, unit), values in per_dir.items():
+            conv[f"{name}_{tag}{unit}"] = values[d::2]
     conv = Table(conv)
     flows = _lab_flows(conv, group, lab, ts, n_groups)
     return UdpResult(n, key_rows, key_pair, conv, flows)
@@ -311,12 +314,12 @@ def _rtp_clock(head, head_len, group, order, offsets):
 
 
 def _gap_stats(ts, group, order, offsets) -> dict[str, np.ndarray]:
-    """Inter-arrival times per group, in ms: mean, std (population), min, p50, p99, max."""
+    """Inter-arrival times per group, in s: mean, std (population), min, p50, p99, max."""
     n_groups = len(offsets) - 1
     g = group[order]
     t = ts[order]
     same = g[1:] == g[:-1]
-    gap = ((t[1:] - t[:-1]) / 1e6)[same]
+    gap = ((t[1:] - t[:-1]) / 1e9)[same]
     gg = g[1:][same]
     n = np.bincount(gg, minlength=n_groups)
     has = n > 0
@@ -367,7 +370,7 @@ def _jitter_loop(offsets, arrival_ns, send, rate, wrap32):
     """RFC 3550 interarrival jitter per group, over datagrams sorted by group (arrival order
     within). send: the sender's timestamps in ticks of `rate` per second (0: no clock).
     Returns the final estimate, its maximum and its mean over the datagrams after the
-    first, in ms."""
+    first, in s."""
     n_groups = offsets.shape[0] - 1
     final = np.full(n_groups, np.nan)
     jmax = np.full(n_groups, np.nan)
@@ -392,7 +395,7 @@ def _jitter_loop(offsets, arrival_ns, send, rate, wrap32):
             j += (abs(d) - j) / 16.0
             top = max(top, j)
             total += j
-        scale = 1e3 / r
+        scale = 1.0 / r
         final[g] = j * scale
         jmax[g] = top * scale
         jmean[g] = total / (b - a - 1) * scale
@@ -412,8 +415,8 @@ FLOW_COLUMNS = ["stream", "direction", "src_addr", "src_port", "dst_addr", "dst_
                 "received", "distinct", "first_seq", "last_seq", "expected", "lost",
                 "loss_ratio", "duplicates", "reordered", "reordered_ratio",
                 "reorder_extent_max", "reorder_extent_mean", "reorder_distance_max",
-                "jitter_ms", "jitter_max_ms", "owd_mean_ms", "owd_std_ms", "owd_min_ms",
-                "owd_p50_ms", "owd_p99_ms", "owd_max_ms"]
+                "jitter_s", "jitter_max_s", "owd_mean_s", "owd_std_s", "owd_min_s",
+                "owd_p50_s", "owd_p99_s", "owd_max_s"]
 
 
 def _tail_loss(sm: dict, uniq, group, lab) -> None:
@@ -444,7 +447,7 @@ def _lab_flows(conv: Table, group, lab, ts, n_groups) -> Table:
         # no lab flows: an empty table of the same types as a full one (a dataset of many
         # captures' tables needs one schema)
         text = {"direction", "src_addr", "dst_addr"}
-        floats = {c for c in FLOW_COLUMNS if c.endswith(("_ms", "_ratio", "_mean"))}
+        floats = {c for c in FLOW_COLUMNS if c.endswith(("_s", "_ratio", "_mean"))}
         return Table({c: (np.zeros(0, object) if c in text else
                           np.zeros(0, np.float64 if c in floats else np.int64))
                       for c in FLOW_COLUMNS})
@@ -459,7 +462,7 @@ def _lab_flows(conv: Table, group, lab, ts, n_groups) -> Table:
     send = lab["send_ns"][k]
     jit = _rfc3550_jitter(offsets, ts[k][order], send[order], np.full(nf, NS, np.int64),
                           np.zeros(nf, bool))
-    owd = (ts[k] - send) / 1e6
+    owd = (ts[k] - send) / 1e9
     received = sm["received"]
     mean = np.bincount(fid, weights=owd, minlength=nf) / received
     std = np.sqrt(np.bincount(fid, weights=(owd - mean[fid]) ** 2, minlength=nf) / received)
@@ -488,7 +491,7 @@ def _lab_flows(conv: Table, group, lab, ts, n_groups) -> Table:
         "reordered_ratio": reordered_ratio,
         **{c: sm[c] for c in ("reorder_extent_max", "reorder_extent_mean",
                               "reorder_distance_max")},
-        "jitter_ms": jit["final"], "jitter_max_ms": jit["max"],
-        "owd_mean_ms": mean, "owd_std_ms": std, "owd_min_ms": lo, "owd_p50_ms": p50,
-        "owd_p99_ms": p99, "owd_max_ms": hi,
+        "jitter_s": jit["final"], "jitter_max_s": jit["max"],
+        "owd_mean_s": mean, "owd_std_s": std, "owd_min_s": lo, "owd_p50_s": p50,
+        "owd_p99_s": p99, "owd_max_s": hi,
     })

@@ -98,8 +98,8 @@ class CaptureResult:
                 "counters": self.counters.as_dict(), "comment": self.comment,
                 "comment_in_file": self.comment_in_file, "repaired": list(self.repaired),
                 "escalated": self.escalated, "returncode": self.returncode,
-                "max_pps": self.max_pps, "started_at": self.started_at,
-                "stopped_at": self.stopped_at}
+                "max_pps": self.max_pps, "started_unix_s": self.started_at,
+                "stopped_unix_s": self.stopped_at}
 
 
 def ring_files(path: Path, backend: str) -> list[Path]:

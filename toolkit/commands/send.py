@@ -203,7 +203,7 @@ def run(args) -> int:
         print(f"labkit send: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        report.finish({"seconds": report.elapsed(), "interrupted": True})
+        report.finish({"duration_s": report.elapsed(), "interrupted": True})
         report.write(args.json)
         return 130
     report.write(args.json)

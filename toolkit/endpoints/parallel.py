@@ -82,8 +82,8 @@ def send_parallel(cfg: tcp.TcpSendConfig, n: int, report: Report) -> dict:
             rec["latencies_s"] = lat
             # the first request went out at the release: its answer is the first response
             rec["first_response_s"] = lat[0]
-        for k in ("seconds", "bytes", "messages", "transactions", "latency_s", "corrupted",
-                  "peer_error"):
+        for k in ("duration_s", "payload_bytes", "messages", "transactions", "latency_s",
+                  "corrupted", "peer_error"):
             if k in end:
                 rec[k] = end[k]
         if end.get("tcp_info"):
@@ -119,8 +119,8 @@ def _summary(cfg, n: int, results: list[dict], report: Report,
     first = [r["first_response_s"] for r in ok if "first_response_s" in r]
     end = {"parallel": n, "connected": sum(1 for r in results if "connect_s" in r),
            "failed": n - len(ok),
-           "seconds": max(comp) if comp else 0.0,
-           "bytes": sum(r.get("bytes", 0) for r in ok),
+           "duration_s": max(comp) if comp else 0.0,
+           "payload_bytes": sum(r.get("payload_bytes", 0) for r in ok),
            "messages": sum(r.get("messages", 0) for r in ok) if cfg.mode not in (
                "rr", "echo") else None,
            "connect_s": _pct([r["connect_s"] for r in results if "connect_s" in r]),
@@ -128,7 +128,7 @@ def _summary(cfg, n: int, results: list[dict], report: Report,
     if cfg.mode in ("rr", "echo"):
         trans = sum(r.get("transactions", 0) for r in ok)
         end.update(transactions=trans,
-                   transactions_per_second=trans / end["seconds"] if end["seconds"] else 0.0,
+                   transactions_per_s=trans / end["duration_s"] if end["duration_s"] else 0.0,
                    latency_s=_pct(every_latency), first_response_s=_pct(first))
     if interrupted:
         end["interrupted"] = True

@@ -136,9 +136,9 @@ class Sampler:
                 "idle": self.idle, "peak": self.peak,
                 "server_peak_rss_bytes": hwm,
                 "children": self.children_reaped,
-                "child_peak_rss_bytes_max": self.child_max_rss or None,
+                "child_peak_rss_max_bytes": self.child_max_rss or None,
                 "peak_connections": peak_connections,
-                "exact": ["server_peak_rss_bytes", "child_peak_rss_bytes_max",
+                "exact": ["server_peak_rss_bytes", "child_peak_rss_max_bytes",
                           "peak_connections"],
                 "sampled": ["idle", "peak"]}
 
@@ -151,6 +151,6 @@ def flat(res: dict) -> dict:
         out[f"peak_{k}"] = v
     for k, v in (res.get("idle") or {}).items():
         out[f"idle_{k}"] = v
-    if res.get("child_peak_rss_bytes_max"):
-        out["child_peak_rss_bytes_max"] = res["child_peak_rss_bytes_max"]
+    if res.get("child_peak_rss_max_bytes"):
+        out["child_peak_rss_max_bytes"] = res["child_peak_rss_max_bytes"]
     return out

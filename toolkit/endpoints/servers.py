@@ -104,7 +104,8 @@ class Server:
 
     def _log(self, rec: dict, **extra) -> None:
         """The log line of a finished connection: how it ended, and why when it failed."""
-        details = {"peer": rec["peer"], "mode": rec["mode"], "bytes": rec["bytes"], **extra}
+        details = {"peer": rec["peer"], "mode": rec["mode"],
+                   "payload_bytes": rec["payload_bytes"], **extra}
         if rec.get("error"):
             details["error"] = rec["error"]
         fr = rec.get("file")
@@ -134,13 +135,13 @@ class Server:
         while not self.stopping.wait(self.cfg.interval):
             with self.lock:
                 now_bytes = sum(s.bytes_in for s in self.live) + sum(
-                    c["bytes"] for c in self.report.doc["connections"])
+                    c["payload_bytes"] for c in self.report.doc["connections"])
                 # the process model's clients are its children (their bytes come in each
                 # child's report, when it ends)
                 clients = len(self.live) + len(self.child_pids)
             t = self.report.elapsed()
             if now_bytes != last_bytes or clients:
-                self.report.interval(last_t, t, {"bytes": now_bytes - last_bytes,
+                self.report.interval(last_t, t, {"payload_bytes": now_bytes - last_bytes,
                                                  "clients": clients})
             last_t, last_bytes = t, now_bytes
 
@@ -181,8 +182,9 @@ class Server:
             res = self.sampler.stop(self.peak_live)
         conns = self.report.doc["connections"]
         # a server's lifetime includes waiting for clients: no rate over it
-        self.report.finish({"seconds": self.report.elapsed(), "connections": len(conns),
-                            "bytes": sum(c["bytes"] for c in conns), "bits_per_second": None,
+        self.report.finish({"duration_s": self.report.elapsed(), "connections": len(conns),
+                            "payload_bytes": sum(c["payload_bytes"] for c in conns),
+                            "goodput_bps": None,
                             "by_ending": _count(c["how"] for c in conns),
                             "resources": res, **resources.flat(res)})
         return self.report.doc
@@ -258,7 +260,7 @@ class Server:
                 try:
                     rec = json.loads(buf)
                 except json.JSONDecodeError:
-                    rec = {"peer": "?", "mode": None, "bytes": 0, "how": "error",
+                    rec = {"peer": "?", "mode": None, "payload_bytes": 0, "how": "error",
                            "error": "the child process died without a report"}
                 with self.lock:
                     self.report.doc["connections"].append(rec)

@@ -484,8 +484,8 @@ class Session:
     def report(self) -> dict:
         end = self.ended_ns or time.time_ns()
         out = {"peer": self.peer, "mode": self.mode, "flow": self.flow,
-               "bytes": self.bytes_in, "reads": self.read_count,
-               "seconds": (end - self.started_ns) / 1e9, "ended": self.ended,
+               "payload_bytes": self.bytes_in, "reads": self.read_count,
+               "duration_s": (end - self.started_ns) / 1e9, "ended": self.ended,
                "error": self.error}
         if self.mode == "unframed":
             out["alignment"] = align_reads(self._reads, self.hello["message_sizes"])

@@ -210,7 +210,7 @@ class SequenceStats:
         return self.expected - self.unique
 
     def _counts(self) -> dict:
-        return {"packets": self.unique, "bytes": self.bytes, "duplicates": self.duplicates,
+        return {"packets": self.unique, "payload_bytes": self.bytes, "duplicates": self.duplicates,
                 "reordered": self.reordered, "expected": self.expected, "lost": self.lost}
 
     def totals(self, same_clock: bool = False) -> dict:
@@ -218,7 +218,7 @@ class SequenceStats:
                "loss_fraction": self.lost / self.expected if self.expected else 0.0,
                "jitter_s": self.jitter_s}
         if self.first_recv_ns is not None and self.last_recv_ns is not None:
-            out["seconds"] = (self.last_recv_ns - self.first_recv_ns) / 1e9
+            out["duration_s"] = (self.last_recv_ns - self.first_recv_ns) / 1e9
         if same_clock and self.unique:
             out["owd_s"] = {"min": self.owd_min_ns / 1e9, "max": self.owd_max_ns / 1e9,
                             "mean": self._owd_sum_ns / self.unique / 1e9}

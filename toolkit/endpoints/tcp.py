@@ -151,7 +151,7 @@ class _Clock:
         t = now - self.start
         if t - self.last_t <= 1e-6 or (force and sent_bytes == self.last_bytes):
             return
-        rec = {"bytes": sent_bytes - self.last_bytes, "messages": count - self.last_count,
+        rec = {"payload_bytes": sent_bytes - self.last_bytes, "messages": count - self.last_count,
                **extra}
         info = tcpinfo.sample(self.sock)
         if info is not None:
@@ -319,7 +319,7 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
         clock.tick(sent, seq)
     clock.tick(sent, seq, force=True)
     secs = time.monotonic() - start
-    return {"seconds": secs, "bytes": sent, "messages": seq}
+    return {"duration_s": secs, "payload_bytes": sent, "messages": seq}
 
 
 def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> dict:
@@ -375,8 +375,8 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
     clock.tick(sent, seq, force=True, transactions=seq - mark,
                latency_s=_percentiles(latencies[mark:]))
     secs = time.monotonic() - start
-    out = {"seconds": secs, "bytes": sent, "transactions": seq,
-           "transactions_per_second": seq / secs if secs else 0.0,
+    out = {"duration_s": secs, "payload_bytes": sent, "transactions": seq,
+           "transactions_per_s": seq / secs if secs else 0.0,
            "latency_s": _percentiles(latencies)}
     if echo:
         out["corrupted"] = corrupted
@@ -415,7 +415,7 @@ def _file(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) ->
             seq += 1
             clock.tick(sent, seq)
     clock.tick(sent, seq, force=True)
-    return {"seconds": time.monotonic() - start, "bytes": sent, "messages": seq,
+    return {"duration_s": time.monotonic() - start, "payload_bytes": sent, "messages": seq,
             "file": meta}
 
 

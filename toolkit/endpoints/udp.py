@@ -211,8 +211,8 @@ def send(cfg: UdpSendConfig, report: Report | None = None) -> dict:
             sent = totals["datagrams"]
         batch.disable_gso(sock)
         # the header's seq carries the count too: a capture alone then sees the tail loss
-        end = control.encode(flow, {"type": "end", "sent": sent, "bytes": totals["bytes"]},
-                             seq=sent)
+        end = control.encode(flow, {"type": "end", "sent": sent,
+                                    "bytes": totals["payload_bytes"]}, seq=sent)
         for _ in range(END_REPEAT):
             time.sleep(0.01)             # apart, so one burst of loss cannot take all three
             try:
@@ -295,16 +295,16 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
         now = time.monotonic()
         if now >= next_tick:
             t = now - start
-            report.interval(last["t"], t, {"bytes": sent_bytes - last["bytes"],
+            report.interval(last["t"], t, {"payload_bytes": sent_bytes - last["bytes"],
                                            "datagrams": seq - last["n"]})
             last = {"t": t, "bytes": sent_bytes, "n": seq}
             while next_tick <= now:
                 next_tick += cfg.interval
     t = time.monotonic() - start
     if seq > last["n"]:
-        report.interval(last["t"], t, {"bytes": sent_bytes - last["bytes"],
+        report.interval(last["t"], t, {"payload_bytes": sent_bytes - last["bytes"],
                                        "datagrams": seq - last["n"]})
-    out = {"seconds": t, "bytes": sent_bytes, "datagrams": seq, "send_errors": errors,
+    out = {"duration_s": t, "payload_bytes": sent_bytes, "datagrams": seq, "send_errors": errors,
            "gso_batch": k if gso else 1}
     if rate:
         # sends (datagrams or GSO batches) that left over PACE_TOLERANCE_S behind schedule
@@ -312,7 +312,7 @@ def _stream(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) 
                          "tolerance_s": PACE_TOLERANCE_S}
         if i and late > 0.01 * i:
             report.event("pacing behind schedule", late=f"{late}/{i}",
-                         worst_ms=f"{worst * 1e3:.2f}")
+                         worst_s=round(worst, 6))
     return out
 
 
@@ -355,9 +355,9 @@ def _rr(cfg: UdpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
             late += 1           # a response to an earlier request that we gave up on
         seq += 1
     secs = time.monotonic() - start
-    return {"seconds": secs, "bytes": seq * size, "transactions": seq, "answered": len(lat),
-            "lost": lost,
-            "late_responses": late, "transactions_per_second": len(lat) / secs if secs else 0,
+    return {"duration_s": secs, "payload_bytes": seq * size, "transactions": seq,
+            "answered": len(lat), "lost": lost,
+            "late_responses": late, "transactions_per_s": len(lat) / secs if secs else 0,
             "latency_s": _percentiles(lat)}
 
 
@@ -445,7 +445,7 @@ class UdpReceiver:
         self.ended += 1
         self.report.event(f"flow {why}", peer=rec["peer"], flow=rec["flow"],
                           lost=f"{rec['lost']}/{rec['expected']}",
-                          jitter_ms=f"{rec['jitter_s'] * 1e3:.3f}")
+                          jitter_s=round(rec["jitter_s"], 6))
 
     def _handle(self, n: int) -> None:
         heads = self.rx.buf[:n, :wire.HEADER_LEN]
@@ -579,9 +579,10 @@ class UdpReceiver:
         drops = socket_drops(self.sock)
         self.sock.close()
         conns = self.report.doc["connections"]
-        self.report.finish({"seconds": self.report.elapsed(), "flows": len(conns),
-                            "bytes": sum(c["bytes"] for c in conns), "bits_per_second": None,
-                            "stray_datagrams": self.stray, "socket_drops": drops})
+        self.report.finish({"duration_s": self.report.elapsed(), "flows": len(conns),
+                            "payload_bytes": sum(c["payload_bytes"] for c in conns),
+                            "goodput_bps": None, "stray_datagrams": self.stray,
+                            "socket_drops": drops})
         return self.report.doc
 
 

@@ -208,7 +208,9 @@ def _check_capture(target: Target, out: Outcome) -> None:
 
 
 def update(target: Target) -> tuple[Path, int]:
-    """Re-bless a saved run's exact expectations from a fresh analysis of its captures."""
+    """Re-bless a saved run's exact expectations from a fresh analysis of its captures; a
+    run.json of an older version is rewritten as this version (folder.upgrade_run: names
+    and units only, every recorded value kept)."""
     from .folder import RunFolder, RunFolderError
     from .saved import bless, write_blessed
 
@@ -224,7 +226,26 @@ def update(target: Target) -> tuple[Path, int]:
     if out.errors:
         raise CheckInputError("; ".join(out.errors))
     exps = bless(run)
+    if run.doc.get("version") != _version_on_disk(target.path):
+        _write_run_json(target.path, run.doc)
     return write_blessed(run, exps), len(exps)
+
+
+def _version_on_disk(folder: Path):
+    import json
+    try:
+        return json.loads((Path(folder) / "run.json").read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_run_json(folder: Path, doc: dict) -> None:
+    import json
+    import os
+    path = Path(folder) / "run.json"
+    tmp = path.with_name(".run.json.part")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 # ---- reports ----
@@ -254,7 +275,7 @@ def text(outcome: Outcome, verbose: bool = False) -> str:
 def as_dict(outcomes: list[Outcome]) -> dict:
     return {"schema": "labkit-check", "version": 1,
             "targets": [{"path": str(o.target.path), "kind": o.target.kind, "title": o.title,
-                         "status": o.status, "errors": o.errors, "seconds": o.seconds,
+                         "status": o.status, "errors": o.errors, "duration_s": o.seconds,
                          "summary": expect.summarize(o.results),
                          "results": [r.as_dict() for r in o.results]} for o in outcomes],
             "exit_status": max((o.status for o in outcomes), default=0)}

@@ -49,7 +49,7 @@ TOLERANT_OPS = ("==", "!=", "between")
 ORDER_OPS = ("<", "<=", ">", ">=")
 # identity columns a sample row shows first, when the table has them
 KEY_COLUMNS = ("frame", "stream", "flow", "name", "point", "direction", "endpoint", "proto",
-               "seq", "time")
+               "seq", "time_s")
 SAMPLE_ROWS = 10
 SAMPLE_ALL_COLUMNS = 8           # a table this narrow is shown whole
 
@@ -168,7 +168,7 @@ class Result:
         }
 
     def line(self) -> str:
-        """`PASS  expect[0] tcp@b sum(payload_a_to_b) == 2000000 (found 2000000)`, and
+        """`PASS  expect[0] tcp@b sum(payload_bytes_a_to_b) == 2000000 (found 2000000)`, and
         for anything but a pass what went wrong and the lab's why on indented lines."""
         e = self.expectation
         head = f"{self.status.upper():<5} {e.label} {e.describe()}"

@@ -14,12 +14,13 @@ no external tools, no Linux-only imports, so it runs wherever the wheels install
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 
 from ..netlab import ledger as ledger_mod
 
-RUN_SCHEMA, RUN_VERSION = "labkit-run", 1
+RUN_SCHEMA, RUN_VERSION = "labkit-run", 2
 ANALYZER_TABLES = ("tcp", "udp", "udp_flows", "tcp_states", "packets")
 RUN_TABLES = ("reconciliation", "drops", "endpoints", "flows", "sockets", "counters")
 
@@ -54,7 +55,7 @@ def with_stream_columns(packets):
     frame = np.zeros(n, np.int64)
     frame[in_stream] = by_stream.cumcount().to_numpy() + 1
     rel = np.full(n, np.nan)
-    rel[in_stream] = (tcp["time"] - by_stream["time"].transform("min")).to_numpy()
+    rel[in_stream] = (tcp["time_s"] - by_stream["time_s"].transform("min")).to_numpy()
     # which end sent each frame: the one that sent the conversation's first frame, or not
     first_src = by_stream["src"].transform("first").astype(str)
     first_port = by_stream["sport"].transform("first")
@@ -76,6 +77,154 @@ def with_stream_columns(packets):
     return df
 
 
+# ---- run.json version 1 -> 2 ----
+
+def _v1_columns() -> dict[str, dict[str, tuple[str, float]]]:
+    """Per table the expectation language reads: format 1's column -> (format 2's column,
+    factor from the old unit to the new). docs/columns.md, "Changes in format 2"."""
+    same = 1.0
+    tcp = {"start": ("start_s", same), "duration": ("duration_s", same),
+           "payload_a_to_b": ("payload_bytes_a_to_b", same),
+           "payload_b_to_a": ("payload_bytes_b_to_a", same),
+           "syn_time": ("syn_time_s", same), "synack_time": ("synack_time_s", same),
+           "ack_time": ("ack_time_s", same), "handshake_rtt_ms": ("handshake_rtt_s", 1e-3),
+           "zero_window_time": ("zero_window_time_s", same)}
+    udp = {"start": ("start_s", same), "duration": ("duration_s", same)}
+    for d in ("a_to_b", "b_to_a"):
+        udp[f"bits_per_s_{d}"] = (f"bitrate_{d}_bps", same)
+        udp[f"payload_bits_per_s_{d}"] = (f"goodput_{d}_bps", same)
+        for k in ("mean", "std", "min", "p50", "p99", "max"):
+            udp[f"iat_{k}_ms_{d}"] = (f"iat_{k}_{d}_s", 1e-3)
+        for k in ("jitter", "jitter_max", "jitter_mean"):
+            udp[f"{k}_ms_{d}"] = (f"{k}_{d}_s", 1e-3)
+    flows = {"jitter_ms": ("jitter_s", 1e-3), "jitter_max_ms": ("jitter_max_s", 1e-3),
+             **{f"owd_{k}_ms": (f"owd_{k}_s", 1e-3)
+                for k in ("mean", "std", "min", "p50", "p99", "max")}}
+    endpoints = {"seconds": ("duration_s", same), "bytes": ("payload_bytes", same),
+                 "bits_per_second": ("goodput_bps", same),
+                 "transactions_per_second": ("transactions_per_s", same),
+                 "tcp_info_rtt": ("tcp_info_rtt_s", same),
+                 "tcp_info_rttvar": ("tcp_info_rttvar_s", same),
+                 "tcp_info_delivery_rate": ("tcp_info_delivery_rate_bps", same),
+                 "received_bytes": ("received_payload_bytes", same),
+                 "received_seconds": ("received_duration_s", same),
+                 "received_messages_bytes": ("received_messages_payload_bytes", same),
+                 "received_messages_seconds": ("received_messages_duration_s", same),
+                 "child_peak_rss_bytes_max": ("child_peak_rss_max_bytes", same)}
+    return {"tcp": tcp, "udp": udp, "udp_flows": flows, "tcp_states": {"time": ("time_s", same)},
+            "packets": {"time": ("time_s", same), "length": ("frame_bytes", same),
+                        "ack_rtt": ("ack_rtt_s", same)},
+            "endpoints": endpoints, "flows": {"receiver_seconds": ("receiver_duration_s", same)}}
+
+
+V1_COLUMNS = _v1_columns()
+_FN_RE = re.compile(r"^\s*(\w+)\s*\(\s*(\w+)\s*\)\s*$")
+
+
+def _scaled(v, factor: float):
+    """A number (or the numbers of a list or an {op: value} condition) times factor."""
+    if factor == 1.0 or isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return round(v * factor, 12)
+    if isinstance(v, list):
+        return [_scaled(x, factor) for x in v]
+    if isinstance(v, dict):
+        return {k: _scaled(x, factor) for k, x in v.items()}
+    return v
+
+
+def upgrade_expectation(e: dict) -> dict:
+    """An [[expect]] entry (or a recorded result) naming format 1's columns, in format 2's:
+    the column in `value` and `where` renamed, the numbers compared with it converted
+    (expected, an absolute tolerance, found; a sample row's columns too). An entry naming
+    format 2's columns comes back unchanged."""
+    cols = V1_COLUMNS.get(e.get("table"), {})
+    if not cols or not isinstance(e, dict):
+        return e
+    e = dict(e)
+    value = e.get("value")
+    if isinstance(value, str):
+        m = _FN_RE.match(value)
+        col = m.group(2) if m else value.strip()
+        if col in cols:
+            new, factor = cols[col]
+            e["value"] = f"{m.group(1)}({new})" if m else new
+            for k in ("expected", "found"):
+                if k in e:
+                    e[k] = _scaled(e[k], factor)
+            if isinstance(e.get("tolerance"), (int, float)):
+                e["tolerance"] = _scaled(e["tolerance"], factor)
+    if isinstance(e.get("where"), dict):
+        e["where"] = {cols.get(c, (c, 1.0))[0]: _scaled(v, cols.get(c, (c, 1.0))[1])
+                      for c, v in e["where"].items()}
+    if isinstance(e.get("sample"), list):
+        e["sample"] = [{cols.get(c, (c, 1.0))[0]: _scaled(v, cols.get(c, (c, 1.0))[1])
+                        for c, v in row.items()} if isinstance(row, dict) else row
+                       for row in e["sample"]]
+    return e
+
+
+def _upgrade_question(q):
+    """A lab [[question]] recorded in a version-1 run: its answer names format 2's column;
+    where the unit changed, an absolute tolerance is converted and the text says in which
+    unit the answer is now checked (its id, which answer sheets use, is kept)."""
+    if not isinstance(q, dict) or not isinstance(q.get("answer"), dict):
+        return q
+    answer = q["answer"]
+    value = answer.get("value")
+    m = _FN_RE.match(value) if isinstance(value, str) else None
+    col = m.group(2) if m else value
+    new, factor = V1_COLUMNS.get(answer.get("table"), {}).get(col, (col, 1.0))
+    q = {**q, "answer": upgrade_expectation(answer)}
+    if factor != 1.0:
+        if isinstance(q.get("tolerance"), (int, float)):
+            q["tolerance"] = _scaled(q["tolerance"], factor)
+        q["text"] = (f"{q.get('text', '')} [checked since labkit's format 2 against {new}: "
+                     f"answer in seconds]")
+    return q
+
+
+def upgrade_run(doc: dict) -> dict:
+    """run.json of version 1 as version 2 (a new dict; version 2 is returned as it is).
+    Version 2 names every number with its unit (docs/columns.md): the expectations, in the
+    spec and as recorded, name format 2's columns (values converted where the unit
+    changed: handshake_rtt_ms 20 is handshake_rtt_s 0.02); the side-by-side rows'
+    receiver_seconds is receiver_duration_s; a capture's started_at/stopped_at are
+    started_unix_s/stopped_unix_s; the engine's late.max_ns is late.max_s."""
+    if doc.get("version") != 1:
+        return doc
+    doc = json.loads(json.dumps(doc))
+    doc["version"] = RUN_VERSION
+    spec = doc.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("expect"), list):
+        spec["expect"] = [upgrade_expectation(e) for e in spec["expect"]]
+    if isinstance(spec, dict) and isinstance(spec.get("question"), list):
+        spec["question"] = [_upgrade_question(q) for q in spec["question"]]
+    if isinstance(doc.get("expectations"), list):
+        doc["expectations"] = [upgrade_expectation(e) for e in doc["expectations"]]
+    side = (doc.get("summary") or {}).get("side_by_side")
+    if isinstance(side, list):
+        for row in side:
+            if isinstance(row, dict) and "receiver_seconds" in row:
+                row["receiver_duration_s"] = row.pop("receiver_seconds")
+    for cap in (doc.get("captures") or {}).values():
+        if isinstance(cap, dict):
+            for old, new in (("started_at", "started_unix_s"), ("stopped_at", "stopped_unix_s")):
+                if old in cap:
+                    cap[new] = cap.pop(old)
+
+    def late(x):
+        if isinstance(x, dict):
+            if isinstance(x.get("late"), dict) and "max_ns" in x["late"]:
+                ns = x["late"].pop("max_ns")
+                x["late"]["max_s"] = ns / 1e9 if isinstance(ns, (int, float)) else ns
+            for v in x.values():
+                late(v)
+    late(doc.get("engine"))
+    return doc
+
+
 class RunFolderError(ValueError):
     """Not a readable run folder; the message names the file."""
 
@@ -94,9 +243,10 @@ class RunFolder:
             raise RunFolderError(f"{f}: not JSON: {e}") from None
         if not isinstance(self.doc, dict) or self.doc.get("schema") != RUN_SCHEMA:
             raise RunFolderError(f"{f}: not a labkit run (no \"schema\": \"{RUN_SCHEMA}\")")
-        if self.doc.get("version") != RUN_VERSION:
+        if self.doc.get("version") not in (1, RUN_VERSION):
             raise RunFolderError(f"{f}: run format version {self.doc.get('version')!r}; this "
-                                 f"labkit reads version {RUN_VERSION}")
+                                 f"labkit reads versions 1 and {RUN_VERSION}")
+        self.doc = upgrade_run(self.doc)
 
     # -- what was captured --
     @property
@@ -132,7 +282,8 @@ class RunFolder:
             if f["name"] == flow:
                 rel = f.get(side, {}).get("report")
                 if rel and (self.path / rel).exists():
-                    return json.loads((self.path / rel).read_text())
+                    from ..endpoints.report import upgrade
+                    return upgrade(json.loads((self.path / rel).read_text()))
         return None
 
     # -- tables --

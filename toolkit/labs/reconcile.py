@@ -652,7 +652,8 @@ def _read_report(run_dir: Path, flow: dict, side: str) -> dict | None:
         doc = json.loads(p.read_text())
     except (OSError, ValueError):
         return None
-    return doc if isinstance(doc, dict) else None
+    from ..endpoints.report import upgrade
+    return upgrade(doc) if isinstance(doc, dict) else None
 
 
 def _tcpinfo(report: dict | None) -> float:

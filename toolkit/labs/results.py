@@ -5,6 +5,10 @@ Side by side means like with like: payload bytes the sender handed over against 
 bytes the receiving program got, goodput as the receiver measured it, completion time as
 the sender measured it, and loss as each application saw it (TCP: none, however many
 segments the link dropped; UDP: the datagrams that never arrived).
+
+The reports are read through RunFolder.endpoint_report, which upgrades a saved version-1
+report to version 2 (toolkit.endpoints.report.upgrade): the names here are version 2's,
+the unit last (docs/columns.md).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import math
 
 # flattened from a report's "end" (and the receiver's connection record)
-_END_KEYS = ("seconds", "bytes", "bits_per_second", "messages", "datagrams", "packets",
+_END_KEYS = ("duration_s", "payload_bytes", "goodput_bps", "messages", "datagrams", "packets",
              "lost", "expected", "duplicates", "reordered", "loss_fraction", "jitter_s",
-             "transactions", "send_errors", "connections", "flows",
+             "transactions", "transactions_per_s", "send_errors", "connections", "flows",
              "socket_drops",      # a UDP receiver's socket: datagrams its kernel dropped
              # labkit send --parallel: per-connection times from the release, percentiles
              "parallel", "connected", "failed", "latency_p50_s", "latency_p90_s",
@@ -24,9 +28,9 @@ _END_KEYS = ("seconds", "bytes", "bits_per_second", "messages", "datagrams", "pa
              "peak_connections", "server_peak_rss_bytes", "peak_rss_bytes",
              "peak_pss_bytes", "peak_fds", "peak_threads", "peak_processes",
              "idle_rss_bytes", "idle_pss_bytes", "idle_fds", "idle_threads",
-             "child_peak_rss_bytes_max")
-_TCP_INFO = ("total_retrans", "retransmits", "lost", "rtt", "rttvar", "snd_cwnd",
-             "snd_ssthresh", "delivery_rate", "bytes_acked", "bytes_retrans")
+             "child_peak_rss_max_bytes")
+_TCP_INFO = ("total_retrans", "retransmits", "lost", "rtt_s", "rttvar_s", "snd_cwnd",
+             "snd_ssthresh", "delivery_rate_bps", "bytes_acked", "bytes_retrans")
 
 
 def _num(v):
@@ -46,12 +50,12 @@ def _receiver_record(serve: dict | None, parallel: bool = False) -> dict:
     if not parallel or len(conns) < 2:
         return conns[0] if conns else {}
     hows = sorted({c.get("how") for c in conns if c.get("how")})
-    return {"bytes": sum(c.get("bytes") or 0 for c in conns),
-            "messages": {"bytes": sum((c.get("messages") or {}).get("bytes") or 0
-                                      for c in conns),
+    return {"payload_bytes": sum(c.get("payload_bytes") or 0 for c in conns),
+            "messages": {"payload_bytes": sum((c.get("messages") or {}).get("payload_bytes")
+                                              or 0 for c in conns),
                          "packets": sum((c.get("messages") or {}).get("packets") or 0
                                         for c in conns)},
-            "seconds": max(c.get("seconds") or 0 for c in conns),
+            "duration_s": max(c.get("duration_s") or 0 for c in conns),
             "how": ",".join(h for h in hows if h)}
 
 
@@ -120,30 +124,33 @@ def flow_rows(run) -> list[dict]:
                                  or f.get("serve", {}).get("timed_out"))}
         if f["proto"] == "tcp":
             msgs = rec.get("messages") or {}
-            delivered = msgs.get("bytes", rec.get("bytes"))
+            delivered = msgs.get("payload_bytes", rec.get("payload_bytes"))
             row.update(
-                sent_payload_bytes=send_end.get("bytes"),
+                sent_payload_bytes=send_end.get("payload_bytes"),
                 delivered_payload_bytes=delivered,
-                app_lost_bytes=(None if delivered is None or send_end.get("bytes") is None
-                                else send_end["bytes"] - delivered),
+                app_lost_bytes=(None if delivered is None or send_end.get("payload_bytes")
+                                is None else send_end["payload_bytes"] - delivered),
                 app_lost_fraction=None,
                 sent_units=send_end.get("messages"), delivered_units=msgs.get("packets"),
-                completion_s=send_end.get("seconds"),
-                receiver_seconds=rec.get("seconds"),
+                completion_s=send_end.get("duration_s"),
+                receiver_duration_s=rec.get("duration_s"),
                 tcpinfo_total_retrans=(send_end.get("tcp_info") or {}).get("total_retrans"),
                 ended=rec.get("how") or rec.get("ended"))
         else:
             row.update(
-                sent_payload_bytes=send_end.get("bytes"), delivered_payload_bytes=rec.get("bytes"),
-                app_lost_bytes=(None if rec.get("bytes") is None or send_end.get("bytes") is None
-                                else send_end["bytes"] - rec["bytes"]),
+                sent_payload_bytes=send_end.get("payload_bytes"),
+                delivered_payload_bytes=rec.get("payload_bytes"),
+                app_lost_bytes=(None if rec.get("payload_bytes") is None
+                                or send_end.get("payload_bytes") is None
+                                else send_end["payload_bytes"] - rec["payload_bytes"]),
                 app_lost_fraction=rec.get("loss_fraction"),
                 sent_units=send_end.get("datagrams"), delivered_units=rec.get("packets"),
                 app_lost_units=rec.get("lost"), duplicates=rec.get("duplicates"),
                 reordered=rec.get("reordered"), jitter_s=rec.get("jitter_s"),
-                completion_s=send_end.get("seconds"), receiver_seconds=rec.get("seconds"),
+                completion_s=send_end.get("duration_s"),
+                receiver_duration_s=rec.get("duration_s"),
                 tcpinfo_total_retrans=None, ended=rec.get("ended"))
-        secs, got = row.get("receiver_seconds"), row.get("delivered_payload_bytes")
+        secs, got = row.get("receiver_duration_s"), row.get("delivered_payload_bytes")
         row["goodput_bps"] = got * 8 / secs if secs and got is not None else None
         if f["proto"] == "tcp" and row.get("app_lost_units") is None:
             sent, got_n = row.get("sent_units"), row.get("delivered_units")

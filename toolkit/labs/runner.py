@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from . import expect
+from .folder import RUN_VERSION
 from .spec import LabError, LabSpec
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_CANNOT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -79,7 +80,7 @@ class RunRecord:
     def __init__(self, spec: LabSpec, out: Path):
         self.out = out
         self.doc: dict = {
-            "schema": "labkit-run", "version": 1,
+            "schema": "labkit-run", "version": RUN_VERSION,
             "lab": {"name": spec.name, "title": spec.title, "path": str(spec.path),
                     "sha256": spec.sha256},
             "spec": spec.resolved, "params": spec.params, "overrides": list(spec.overrides),

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 BLESSED = "expect.toml"
-TCP_EXACT = ("packets_a_to_b", "packets_b_to_a", "payload_a_to_b", "payload_b_to_a",
+TCP_EXACT = ("packets_a_to_b", "packets_b_to_a", "payload_bytes_a_to_b", "payload_bytes_b_to_a",
              "retransmissions", "fast_retransmissions", "spurious_retransmissions",
              "out_of_order", "lost_segments", "ack_lost_segments", "duplicate_acks",
              "zero_windows", "keep_alives", "mss_a", "mss_b", "wscale_a", "wscale_b",
@@ -123,10 +123,10 @@ def bless(run) -> list[dict]:
             for col in TCP_EXACT:
                 out.append(_exp(f"{point}: tcp port {port}: {col}", "tcp", point, where, col,
                                 row[col]))
-            rtt = row["handshake_rtt_ms"]
+            rtt = row["handshake_rtt_s"]
             if _finite(rtt):
-                out.append(_exp(f"{point}: tcp port {port}: handshake_rtt_ms", "tcp", point,
-                                where, "handshake_rtt_ms", rtt, tolerance="1%"))
+                out.append(_exp(f"{point}: tcp port {port}: handshake_rtt_s", "tcp", point,
+                                where, "handshake_rtt_s", rtt, tolerance="1%"))
         flows = a.udp_flows
         if len(flows):
             for (direction, port), rows in flows.groupby(["direction", "dst_port"]):

@@ -290,11 +290,11 @@ def judge_engine(engine_stats: dict) -> Check:
     overruns = sum(s.get("overruns", 0) for s in engine_stats.values())
     late = sum(s.get("late", {}).get("count", 0) for s in engine_stats.values())
     sent = sum(s.get("late", {}).get("sent", 0) for s in engine_stats.values())
-    worst = max((s.get("late", {}).get("max_ns", 0) for s in engine_stats.values()), default=0)
+    worst = max((s.get("late", {}).get("max_s", 0) for s in engine_stats.values()), default=0)
     died = [p for p, s in engine_stats.items() if "error" in s]
     ok = overruns == 0 and not died
     detail = (f"{sent} frames; late = over 1 ms after plan (reported in timing); worst "
-              f"{worst / 1e3:.0f} us")
+              f"{worst * 1e6:.0f} us")
     if died:
         detail = f"the engine died in phase {', '.join(died)}; " + detail
     return Check("engine", "0 overruns", f"{overruns} overruns, {late} late", ok, detail)

@@ -115,7 +115,7 @@ def clock(src) -> Clock:
 
 def frames(analysis):
     """reconcile.frame_table of a capture (identity, lab header fields, verdicts), with the
-    relative seq/ack, window and ack_rtt of the packets table beside it. Cached on the
+    relative seq/ack, window and ack_rtt_s of the packets table beside it. Cached on the
     Analysis (its `extra` dict), so several figures of one run decode it once."""
     cached = analysis.extra.get("plot_frames")
     if cached is not None:
@@ -126,7 +126,7 @@ def frames(analysis):
     pk = analysis.packets
     for c in ("seq", "ack"):
         f[f"rel_{c}"] = pk[c].to_numpy()
-    for c in ("window", "ack_rtt", "bytes_in_flight", "tcp_stream", "udp_stream",
+    for c in ("window", "ack_rtt_s", "bytes_in_flight", "tcp_stream", "udp_stream",
               "zero_window", "window_full"):
         f[c] = pk[c].to_numpy()
     f["send_ns"] = _send_ns(analysis)

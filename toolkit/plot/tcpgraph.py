@@ -292,7 +292,7 @@ def rtt_cwnd_data(run, flow: str | None = None) -> dict:
     tcp_info  one row per interval of the sender's endpoint report that has tcp_info:
               t (its end on the run's time axis: the sending loop's start, placed at the
               flow's first payload segment at the sender's side, + end), t_report
-              (start.time_unix + end, as report.py documents it), start, end (s),
+              (start.time_unix_s + end_s, as report.py documents it), start_s, end_s,
               rtt_ms, rttvar_ms, min_rtt_ms, snd_cwnd, snd_ssthresh (segments; NaN: not
               set yet), snd_mss, total_retrans, unacked
     tcp_info_end  the report's final sample, taken once the peer's FIN arrived (t: the
@@ -308,17 +308,17 @@ def rtt_cwnd_data(run, flow: str | None = None) -> dict:
     f = frame_cols(run.analysis(point))
     data = select(f, "tcp", *conv.ports(True))
     back = select(f, "tcp", *conv.ports(False))
-    rtt = back[back["ack_rtt"].notna()]
+    rtt = back[back["ack_rtt_s"].notna()]
     ack_rtt = pd.DataFrame({"frame": rtt["frame"].to_numpy(),
                             "t": clk.from_ns(rtt["ts_ns"].to_numpy()),
-                            "rtt_ms": rtt["ack_rtt"].to_numpy() * 1e3})
+                            "rtt_ms": rtt["ack_rtt_s"].to_numpy() * 1e3})
     rep = run.endpoint_report(conv.name, "send") or {}
     recs = [r for r in rep.get("intervals") or [] if r.get("tcp_info")]
     # `labkit send` counts interval times from its sending loop's start, right after the
-    # hello message (endpoints/tcp.py _Clock), while start.time_unix is when it made its
+    # hello message (endpoints/tcp.py _Clock), while start.time_unix_s is when it made its
     # report, before connecting: the loop's start is placed at the first payload segment
-    # the capture saw leave (start.time_unix only when the capture has none)
-    t0_unix = float((rep.get("start") or {}).get("time_unix") or np.nan)
+    # the capture saw leave (start.time_unix_s only when the capture has none)
+    t0_unix = float((rep.get("start") or {}).get("time_unix_s") or np.nan)
     payload = data[data["plen"] > 0]
     anchor = float(clk.from_ns(payload["ts_ns"].iloc[0])) if len(payload) else float(
         clk.from_unix_s(t0_unix))
@@ -329,7 +329,7 @@ def rtt_cwnd_data(run, flow: str | None = None) -> dict:
         # sampled once the peer's FIN arrived: at the connection's last frame at the sender
         both = pd.concat([data, back])
         last = float(clk.from_ns(both["ts_ns"].max())) if len(both) else np.nan
-        end_recs = [{"start": 0.0, "end": float(end.get("seconds") or np.nan),
+        end_recs = [{"start_s": 0.0, "end_s": float(end.get("duration_s") or np.nan),
                      "tcp_info": end["tcp_info"], "_t": last}]
     info_end = _info_frame(end_recs, anchor, t0_unix, clk)
     mss = next((int(r["tcp_info"]["snd_mss"]) for r in recs + end_recs
@@ -345,8 +345,8 @@ def rtt_cwnd_data(run, flow: str | None = None) -> dict:
             "time_label": clk.label, "report": bool(rep)}
 
 
-INFO_COLUMNS = ["t", "t_report", "start", "end", "rtt_ms", "rttvar_ms", "min_rtt_ms", "snd_cwnd",
-                "snd_ssthresh", "snd_mss", "total_retrans", "unacked"]
+INFO_COLUMNS = ["t", "t_report", "start_s", "end_s", "rtt_ms", "rttvar_ms", "min_rtt_ms",
+                "snd_cwnd", "snd_ssthresh", "snd_mss", "total_retrans", "unacked"]
 
 
 def _info_frame(recs, anchor: float, t0_unix: float, clk) -> pd.DataFrame:
@@ -358,11 +358,11 @@ def _info_frame(recs, anchor: float, t0_unix: float, clk) -> pd.DataFrame:
         ti = r["tcp_info"]
         ss = ti.get("snd_ssthresh")
         rows.append({
-            "t": r["_t"] if "_t" in r else anchor + float(r["end"]),
-            "t_report": float(clk.from_unix_s(t0_unix + float(r["end"]))),
-            "start": float(r.get("start", np.nan)), "end": float(r["end"]),
-            "rtt_ms": num(ti.get("rtt"), 1e3), "rttvar_ms": num(ti.get("rttvar"), 1e3),
-            "min_rtt_ms": num(ti.get("min_rtt"), 1e3),
+            "t": r["_t"] if "_t" in r else anchor + float(r["end_s"]),
+            "t_report": float(clk.from_unix_s(t0_unix + float(r["end_s"]))),
+            "start_s": float(r.get("start_s", np.nan)), "end_s": float(r["end_s"]),
+            "rtt_ms": num(ti.get("rtt_s"), 1e3), "rttvar_ms": num(ti.get("rttvar_s"), 1e3),
+            "min_rtt_ms": num(ti.get("min_rtt_s"), 1e3),
             "snd_cwnd": num(ti.get("snd_cwnd")),
             "snd_ssthresh": np.nan if ss is None or ss >= TCP_INFINITE_SSTHRESH else float(ss),
             "snd_mss": num(ti.get("snd_mss")), "total_retrans": num(ti.get("total_retrans")),

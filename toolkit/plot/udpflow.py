@@ -14,7 +14,7 @@ The lower panel: one-way delay per datagram, arrival time at the receiving side'
 minus the header's send time (meaningful because sender and capture share one machine's
 clock, as in the lab), and the RFC 3550 interarrival jitter estimate (section 6.4.1:
 J += (|D| - J) / 16 over arrival order), whose last value is the udp_flows table's
-jitter_ms. From a single capture the same figure is drawn with the losses the sequence
+jitter_s (in ms here). From a single capture the same figure is drawn with the losses the sequence
 numbers show (where: unknown).
 """
 
@@ -60,7 +60,7 @@ def udp_data(src, flow: str | int | None = None) -> dict:
     lost      one row per sequence number that never arrived: seq, t_sent, where,
               t_from ("capture at a" | "interpolated")
     flow, lab_flow, receiver (point), sender (point or None), udp_flows (that table's row
-    at the receiver, as a dict: received, lost, duplicates, reordered, jitter_ms ...),
+    at the receiver, as a dict: received, lost, duplicates, reordered, jitter_s ...),
     time_label
     """
     src = open_source(src)

@@ -1,8 +1,12 @@
 """What every scenario role shares: a report of timed events, written on every exit path.
 
 The report has the endpoints' shape (`start`, `end`), so run tables read both alike:
-    {"start": {"role", "scenario", "time_unix_s", ...}, "events": [{"t_s", "event", ...}],
-     "end": {scalars the lab's expectations read, e.g. "error": "ConnectionResetError"}}
+    {"schema": "labkit-scenario-report", "version": 2,
+     "start": {"role", "scenario", "time_unix_s", ...}, "events": [{"t_s", "event", ...}],
+     "end": {scalars the lab's expectations read, e.g. "error": "ConnectionResetError",
+             "duration_s"}}
+Names carry their unit as the endpoints' do (docs/columns.md); version 1 had no schema
+and called duration_s "seconds" and payload_bytes "bytes".
 `t_s` counts from the role's start. An event is what the program saw, in the words a
 student would see it: the exception's class and errno name, what recv returned.
 """
@@ -17,6 +21,8 @@ import sys
 import threading
 import time
 
+SCHEMA, VERSION = "labkit-scenario-report", 2
+
 
 class Report:
     def __init__(self, scenario: str, role: str, args):
@@ -24,7 +30,8 @@ class Report:
         self.quiet = getattr(args, "quiet", False)
         self.path = getattr(args, "json", None)
         self.lock = threading.Lock()
-        self.doc = {"start": {"scenario": scenario, "role": role, "mode": scenario,
+        self.doc = {"schema": SCHEMA, "version": VERSION,
+                    "start": {"scenario": scenario, "role": role, "mode": scenario,
                               "time_unix_s": time.time(), "pid": os.getpid(),
                               "options": {k: v for k, v in vars(args).items()
                                           if k not in ("func", "json", "quiet")
@@ -51,7 +58,7 @@ class Report:
         self.doc["end"].update(fields)
 
     def write(self) -> None:
-        self.doc["end"].setdefault("seconds", self.now())
+        self.doc["end"].setdefault("duration_s", self.now())
         if not self.path:
             return
         tmp = f"{self.path}.{os.getpid()}.part"

@@ -118,7 +118,7 @@ def _send(args, report, stop) -> int:
         report.event("end sent", pieces=sent)
     finally:
         sock.close()
-    report.end(datagrams=sent, bytes=sent_bytes, seconds=seconds, send_errors=errors,
+    report.end(datagrams=sent, payload_bytes=sent_bytes, duration_s=seconds, send_errors=errors,
                file_bytes=len(data), pieces=pieces, sha256=meta["sha256"])
     return 0
 
@@ -282,14 +282,14 @@ def _serve(args, report, stop) -> int:
     seconds = (last - first) if first is not None else 0.0
     report.doc["connections"] = [{
         "peer": f"{peer[0]}:{peer[1]}", "flow": flow, "mode": "file", "ended": ended,
-        "bytes": t.bytes, "packets": v["pieces_received"], "expected": t.pieces,
+        "payload_bytes": t.bytes, "packets": v["pieces_received"], "expected": t.pieces,
         "lost": v["pieces_missing"], "duplicates": t.duplicates, "reordered": None,
         "loss_fraction": v["pieces_missing"] / t.pieces if t.pieces else 0.0,
-        "seconds": seconds}]
+        "duration_s": seconds}]
     report.event("stored" if v["stored"] else "not stored", name=t.name,
                  missing=v["pieces_missing"], hash_ok=v["hash_ok"])
     report.end(**v, ended=ended, lost=v["pieces_missing"], datagrams=v["pieces_received"],
-               bytes=t.bytes, duplicates=t.duplicates, stray_datagrams=stray + t.stray)
+               payload_bytes=t.bytes, duplicates=t.duplicates, stray_datagrams=stray + t.stray)
     return 0
 
 
