@@ -125,11 +125,11 @@ def iperf3_udp(lab, secs, length, rate="0"):
 
 def labkit_run(lab, secs, server_args, send_args, tmp: Path):
     out_s, out_c = tmp / "server.json", tmp / "client.json"
-    srv = _server(lab, [*LABKIT, "serve", "-p", str(PORT_LABKIT), "-1", "-q", "--json",
+    srv = _server(lab, [*LABKIT, "serve", "-p", str(PORT_LABKIT), "-1", "-q", "--json-file",
                         str(out_s), *server_args], ready="listening")
     try:
         done = lab.exec("a", [*LABKIT, "send", lab.addr("b"), "-p", str(PORT_LABKIT), "-q",
-                              "--json", str(out_c), *send_args], timeout=secs + 60, cwd=REPO)
+                              "--json-file", str(out_c), *send_args], timeout=secs + 60, cwd=REPO)
         if done.returncode != 0:
             raise RuntimeError(f"labkit send failed: {done.stderr.strip()[-400:]}")
         srv.wait(timeout=30)

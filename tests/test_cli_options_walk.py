@@ -53,7 +53,7 @@ def _base(command: str, proto: str, mode, tmp: Path) -> list[str]:
 # a value for each option that takes one, valid on its own: a refusal is then the mode's
 SAMPLE = {"--port": "9", "--bind": "127.0.0.1", "--model": "thread", "--clients": "2",
           "--time": "1", "--receive-dir": ".", "--limit": "1M", "--pause": "1",
-          "--slow-read": "1M", "--idle": "1", "--interval": "1", "--json": "r.json",
+          "--slow-read": "1M", "--idle": "1", "--interval": "1", "--json-file": "r.json",
           "--rcvbuf": "64K", "--sndbuf": "64K", "--backlog": "64", "--congestion": "reno",
           "--proto": "tcp", "--mode": "bulk", "--bytes": "1M", "--count": "5", "--rate": "1M",
           "--length": "100", "--response-size": "64", "--tps": "10", "--file": "f.bin",
@@ -83,8 +83,9 @@ SERVE_WORKS: dict[str, list[tuple[set, str]]] = {
     "--time": [(ALL_SERVE, OPTIONS_HERE + "test_serve_stops_on_time")],
     "--interval": [(ALL_SERVE, OPTIONS_HERE + "test_serve_stops_after_its_clients_and_"
                     "reports_each_interval")],
-    "--json": [(ALL_SERVE, OPTIONS_HERE + "test_serve_stops_after_its_clients_and_reports_"
-                "each_interval")],
+    "--json-file": [(ALL_SERVE, OPTIONS_HERE + "test_serve_stops_after_its_clients_and_"
+                     "reports_each_interval")],
+    "--json": [(ALL_SERVE, "test_json_option.py::test_json_is_the_document_on_stdout")],
     "--quiet": [(ALL_SERVE, "test_serve_paused_cpu.py::test_a_slow_reader_waits_without_"
                  "spinning")],
     "--receive-dir": [(TCP, "test_endpoints_files.py::test_every_model_refuses_and_"
@@ -154,7 +155,8 @@ SEND_WORKS: dict[str, list[tuple[set, str]]] = {
                 "nothing_and_the_socket_drops_none")],
     "--cport": [(ALL_SEND, LOOP + "test_cport_in_every_mode_and_again_past_time_wait")],
     "--interval": [(ALL_SEND, LOOP + "test_slow_reader_fills_the_window")],
-    "--json": [(ALL_SEND, PAIR)],
+    "--json-file": [(ALL_SEND, PAIR)],
+    "--json": [(ALL_SEND, "test_json_option.py::test_json_is_the_document_on_stdout")],
     "--quiet": [(ALL_SEND, "test_send_options.py::test_count_and_tps_do_what_they_say_in_"
                  "rr")],
     "--nodelay": [(TCP_SEND, OPTIONS_HERE + "test_send_socket_options_reach_the_socket")],
@@ -284,7 +286,7 @@ def _send_cli(proto: str, port: int, seconds: str) -> None:
 def test_serve_stops_after_its_clients_and_reports_each_interval(model, tmp_path):
     report = tmp_path / "serve.json"
     where = ["--proto", "udp", "--idle", "1"] if model == "udp" else ["--model", model]
-    proc, port = _serve_cli(*where, "--clients", "2", "-t", "30", "-i", "0.2", "--json",
+    proc, port = _serve_cli(*where, "--clients", "2", "-t", "30", "-i", "0.2", "--json-file",
                             str(report))
     try:
         for _ in range(2):

@@ -24,7 +24,7 @@ PY = [sys.executable, "-m", "toolkit.cli"]
 
 
 def _serve(lab, tmp_path, *args):
-    proc = lab.popen("b", [*PY, "serve", "-q", "--json", str(tmp_path / "server.json"), *args],
+    proc = lab.popen("b", [*PY, "serve", "-q", "--json-file", str(tmp_path / "server.json"), *args],
                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert "listening" in line, proc.stderr.read()
@@ -33,7 +33,7 @@ def _serve(lab, tmp_path, *args):
 
 def _send(lab, tmp_path, name, *args, timeout=60):
     out = tmp_path / f"{name}.json"
-    done = lab.exec("a", [*PY, "send", lab.addr("b"), "-q", "--json", str(out), *args],
+    done = lab.exec("a", [*PY, "send", lab.addr("b"), "-q", "--json-file", str(out), *args],
                     cwd=REPO, timeout=timeout)
     assert done.returncode == 0, (name, done.stderr)
     return json.loads(out.read_text())

@@ -110,7 +110,7 @@ def test_a_thousand_clients_echo_without_loss(model, tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "toolkit.cli", "serve", "--model", model, "-p", "0",
          "--bind", "127.0.0.1", "--backlog", "2048", "--clients", str(CLIENTS), "-t", "120", "-q",
-         "--json", str(tmp_path / "s.json")], cwd=REPO, stdout=subprocess.PIPE,
+         "--json-file", str(tmp_path / "s.json")], cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()

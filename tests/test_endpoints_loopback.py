@@ -306,7 +306,7 @@ def test_udp_paced_departures_are_even(tmp_path):
     sender = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "send", "127.0.0.1",
                                "--proto", "udp", "-p", str(s.getsockname()[1]), "-k", "1000",
                                "-b", str(2000 * 500 * 8), "-l", "500", "-q",
-                               "--json", str(report)], cwd=REPO,
+                               "--json-file", str(report)], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stamps = []
     try:
@@ -391,10 +391,10 @@ def test_cli_pair_writes_both_reports(tmp_path):
     port = s.getsockname()[1]
     s.close()
     server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "-1", "-p",
-                               str(port), "--json", str(tmp_path / "s.json")], cwd=REPO,
+                               str(port), "--json-file", str(tmp_path / "s.json")], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "listening" in server.stdout.readline()
-    done = _cli("send", "127.0.0.1", "-p", str(port), "-n", "1M", "--json",
+    done = _cli("send", "127.0.0.1", "-p", str(port), "-n", "1M", "--json-file",
                 str(tmp_path / "c.json"))
     assert done.returncode == 0, done.stderr
     assert server.wait(timeout=30) == 0
@@ -426,13 +426,13 @@ def _free_port() -> int:
 def test_cli_cport_binds_the_senders_source_port(proto, tmp_path):
     port, cport = _free_port(), _free_port()
     server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--proto", proto,
-                               "-1", "-p", str(port), "--json", str(tmp_path / "s.json")],
+                               "-1", "-p", str(port), "--json-file", str(tmp_path / "s.json")],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     assert "listening" in server.stdout.readline()
     amount = {"tcp": ["-n", "200K"], "udp": ["-k", "200", "-b", "0"]}[proto]
     done = _cli("send", "127.0.0.1", "--proto", proto, "-p", str(port), *amount, "--cport",
-                str(cport), "--json", str(tmp_path / "c.json"))
+                str(cport), "--json-file", str(tmp_path / "c.json"))
     assert done.returncode == 0, done.stderr
     assert server.wait(timeout=30) == 0
     c = json.loads((tmp_path / "c.json").read_text())
@@ -484,7 +484,7 @@ def test_cport_equal_to_the_local_destination_port_is_refused(proto):
 
 def test_sigterm_stops_a_server_and_keeps_its_report(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--proto", "udp",
-                               "-p", "0", "--json", str(tmp_path / "s.json")], cwd=REPO,
+                               "-p", "0", "--json-file", str(tmp_path / "s.json")], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "listening" in server.stdout.readline()
     server.terminate()

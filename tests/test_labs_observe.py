@@ -209,7 +209,7 @@ def test_scenario_flows_run_as_labkit_scenario_with_the_runners_options(fake_sce
     assert serve is None
     assert send.argv[1:] == ["-m", "toolkit.cli", "scenario", "t-client", "client",
                              "10.0.2.2", "--proto", "tcp", "-p", "5201", "--cport", "41000",
-                             "--json", str(tmp_path / "endpoints" / "x.send.json"),
+                             "--json-file", str(tmp_path / "endpoints" / "x.send.json"),
                              "--count", "3"]
 
 

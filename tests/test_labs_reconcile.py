@@ -361,13 +361,13 @@ def lab_run(tmp_path_factory):
                                              "-l", "200"])):
             rel = {side: f"endpoints/{name}.{side}.json" for side in ("send", "serve")}
             server = lab.popen("b", [*PY, "serve", "--proto", proto, "-p", str(port), "-1",
-                                     "-t", "30", "-q", "--json", str(run_dir / rel["serve"])],
+                                     "-t", "30", "-q", "--json-file", str(run_dir / rel["serve"])],
                                cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
             line = server.stdout.readline()
             assert "listening" in line, server.stderr.read()
             done = lab.exec("a", [*PY, "send", lab.addr("b"), "-p", str(port), "--cport",
-                                  str(cport), "-q", "--json", str(run_dir / rel["send"]),
+                                  str(cport), "-q", "--json-file", str(run_dir / rel["send"]),
                                   *args], cwd=REPO, env=env, timeout=60)
             assert done.returncode == 0, done.stderr
             assert server.wait(timeout=30) == 0

@@ -29,12 +29,12 @@ def _free_port() -> int:
 def _run(model, tmp_path, *send_args, n=N):
     port = _free_port()
     srv = subprocess.Popen([*PY, "serve", "-q", "-p", str(port), "--model", model,
-                            "--clients", str(n), "-t", "60", "--json",
+                            "--clients", str(n), "-t", "60", "--json-file",
                             str(tmp_path / "serve.json")], cwd=REPO, stdout=subprocess.PIPE,
                            text=True)
     try:
         assert "listening" in srv.stdout.readline()
-        done = subprocess.run([*PY, "send", "127.0.0.1", "-p", str(port), "-q", "--json",
+        done = subprocess.run([*PY, "send", "127.0.0.1", "-p", str(port), "-q", "--json-file",
                                str(tmp_path / "send.json"), "-P", str(n), *send_args],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
@@ -131,7 +131,7 @@ def test_an_interrupted_parallel_sender_reports_what_it_had(tmp_path):
         ls.listen(16)
         out = tmp_path / "send.json"
         proc = subprocess.Popen([*PY, "send", "127.0.0.1", "-p", str(port), "-q", "--mode",
-                                 "rr", "-k", "3", "-P", "3", "--json", str(out)], cwd=REPO,
+                                 "rr", "-k", "3", "-P", "3", "--json-file", str(out)], cwd=REPO,
                                 stderr=subprocess.PIPE, text=True)
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)

@@ -66,13 +66,13 @@ def test_a_late_accept_makes_the_clients_beyond_the_queue_retry(tmp_path):
     port = _free_port()
     server = subprocess.Popen([*PY, "server", "-p", str(port), "--backlog", "1",
                                "--accept-after", "1200ms", "--accepts", "4", "--time", "20",
-                               "--json", str(tmp_path / "server.json")], cwd=REPO,
+                               "--json-file", str(tmp_path / "server.json")], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().startswith("Server listening")
         client = subprocess.run([*PY, "client", "127.0.0.1", "-p", str(port),
                                  "--connections", "4", "--every", "100ms", "--timeout", "6s",
-                                 "--json", str(tmp_path / "client.json")], cwd=REPO,
+                                 "--json-file", str(tmp_path / "client.json")], cwd=REPO,
                                 capture_output=True, text=True, timeout=30)
         assert client.returncode == 0, client.stderr
         assert server.wait(timeout=20) == 0
@@ -102,7 +102,7 @@ def test_a_client_gives_up_at_its_timeout(tmp_path):
         keep = [socket.create_connection(("127.0.0.1", port))]
         client = subprocess.run([*PY, "client", "127.0.0.1", "-p", str(port),
                                  "--connections", "2", "--timeout", "1500ms", "--linger", "0",
-                                 "--json", str(tmp_path / "client.json")], cwd=REPO,
+                                 "--json-file", str(tmp_path / "client.json")], cwd=REPO,
                                 capture_output=True, text=True, timeout=30)
         for s in keep:
             s.close()

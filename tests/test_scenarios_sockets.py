@@ -31,7 +31,7 @@ class Role:
 
     def __init__(self, argv, report, prefix=()):
         self.report = report
-        self.proc = subprocess.Popen([*prefix, *argv, "-q", "--json", str(report)],
+        self.proc = subprocess.Popen([*prefix, *argv, "-q", "--json-file", str(report)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, cwd=REPO, env=child_env())
 
@@ -161,7 +161,7 @@ def test_roles_refuse_udp_and_bad_options(tmp_path):
                          capture_output=True, text=True, cwd=REPO, env=child_env())
     assert bad.returncode == 2 and "--close" in bad.stderr and "Traceback" not in bad.stderr
     udp = subprocess.run([*CLI, "states", "server", "-p", str(free_port()), "--proto", "udp",
-                          "-q", "--json", str(tmp_path / "u.json")],
+                          "-q", "--json-file", str(tmp_path / "u.json")],
                          capture_output=True, text=True, cwd=REPO, env=child_env(),
                          timeout=30)
     assert udp.returncode == 2 and "--proto udp: TCP states need TCP" in udp.stderr

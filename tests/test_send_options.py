@@ -43,7 +43,7 @@ def test_count_and_tps_do_what_they_say_in_rr(tmp_path):
     try:
         assert "listening" in server.stdout.readline()
         done = send("--mode", "rr", "-k", "6", "--tps", "20", "--response-size", "300",
-                    "--json", str(report))
+                    "--json-file", str(report))
         assert done.returncode == 0, done.stderr
     finally:
         server.wait(20)

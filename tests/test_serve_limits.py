@@ -30,7 +30,7 @@ def test_out_of_descriptors_the_server_waits_instead_of_spinning(tmp_path, model
     def few_descriptors():
         resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
     proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "-p", str(port),
-                             "-B", "127.0.0.1", "-q", "--json", str(report), "--model",
+                             "-B", "127.0.0.1", "-q", "--json-file", str(report), "--model",
                              model],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, preexec_fn=few_descriptors)

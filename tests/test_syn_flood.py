@@ -105,7 +105,7 @@ def _run_cli(argv, monkeypatch, tmp_path):
     monkeypatch.setattr(F, "_syn_bytes", lambda *a: sent.append(a) or b"")
     monkeypatch.setattr(F, "_syn_template", lambda *a: sent.append(a) or b"")
     out = tmp_path / "flood.json"
-    status = cli.main(["scenario", "syn-flood", "client", *argv, "-q", "--json", str(out)])
+    status = cli.main(["scenario", "syn-flood", "client", *argv, "-q", "--json-file", str(out)])
     return status, guard, sent, json.loads(out.read_text()) if out.exists() else None
 
 
@@ -148,7 +148,7 @@ def test_inside_a_lab_it_sends_exactly_the_spoofed_syns_asked_for(tmp_path):
                              "--sources", "10.201.1.2", "-q"], cwd=REPO)
         assert bad.returncode == 2 and "nobody uses" in bad.stderr
         done = lab.exec("m", [*py, "scenario", "syn-flood", "client", lab.addr("b"), "-p",
-                              "5201", "--count", "40", "--rate", "2000", "-q", "--json",
+                              "5201", "--count", "40", "--rate", "2000", "-q", "--json-file",
                               str(out)], cwd=REPO, timeout=60)
         assert done.returncode == 0, done.stderr
         rep = json.loads(out.read_text())

@@ -101,7 +101,7 @@ def _server(tmp_path, port, *extra):
     recv = tmp_path / "recv"
     recv.mkdir(exist_ok=True)
     proc = subprocess.Popen(_labkit("server", "--proto", "udp", "-p", str(port),
-                                    "--receive-dir", str(recv), "--json",
+                                    "--receive-dir", str(recv), "--json-file",
                                     str(tmp_path / "serve.json"), *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
@@ -116,7 +116,7 @@ def test_a_whole_file_is_stored_as_sent(tmp_path):
     proc, recv = _server(tmp_path, port, "-q")
     sent = subprocess.run(_labkit("client", "127.0.0.1", "--proto", "udp", "-p", str(port),
                                   "--file", str(src), "--piece", "1000", "--rate", "0",
-                                  "--json", str(tmp_path / "send.json"), "-q"),
+                                  "--json-file", str(tmp_path / "send.json"), "-q"),
                           capture_output=True, text=True, timeout=30)
     assert sent.returncode == 0, sent.stderr
     assert proc.wait(timeout=30) == 0

@@ -125,7 +125,7 @@ def test_labkit_serve_udp_takes_pause_and_rcvbuf(tmp_path):
     report = tmp_path / "serve.json"
     p = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--proto", "udp",
                           "-B", "127.0.0.1", "-p", str(port), "-1", "-t", "6", "-q",
-                          "--pause", "1", "--rcvbuf", "16K", "--json", str(report)],
+                          "--pause", "1", "--rcvbuf", "16K", "--json-file", str(report)],
                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().startswith("Server listening")

@@ -167,14 +167,14 @@ def loopback_reports(tmp_path_factory):
     for proto, port, send_args in (("tcp", 15481, ["-n", "300000"]),
                                    ("udp", 15482, ["-k", "300", "-b", "10M"])):
         srv = subprocess.Popen([*cli, "serve", "--proto", proto, "-p", str(port), "-1", "-q",
-                                "-t", "20", "--json", str(out / f"{proto}.serve.json")],
+                                "-t", "20", "--json-file", str(out / f"{proto}.serve.json")],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
         try:
             line = srv.stdout.readline()          # "Server listening on ...": ready
             assert "listening" in line, line
             done = subprocess.run([*cli, "send", "127.0.0.1", "--proto", proto, "-p",
-                                   str(port), "-q", *send_args, "--json",
+                                   str(port), "-q", *send_args, "--json-file",
                                    str(out / f"{proto}.send.json")], cwd=REPO,
                                   capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stdout + done.stderr

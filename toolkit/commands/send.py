@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..endpoints.options import add_socket_options, socket_options
+from ..endpoints.options import add_output_options, add_socket_options, socket_options
 
 MODES = ["bulk", "paced", "stream", "rr", "echo", "file"]
 
@@ -53,8 +53,7 @@ def register(sub) -> None:
                    help="bind the sending socket to this local (source) port, as iperf3's "
                         "--cport (default: an ephemeral port)")
     p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
-    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
-    p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
+    add_output_options(p)
     add_socket_options(p)
     p.set_defaults(func=run)
 
@@ -154,7 +153,7 @@ def run(args) -> int:
                 raise q.QuantityError(f"--cport {args.cport} --parallel {args.parallel}: "
                                       f"ports cport to cport+N-1 must all be ports")
         response_size = units.option(units.size, args.response_size, "--response-size", 128)
-        report = Report("sender", args.proto, mode, quiet=args.quiet)
+        report = Report("sender", args.proto, mode, quiet=args.quiet or args.json)
         if args.proto == "tcp":
             from ..endpoints.tcp import TcpSendConfig, send
             cfg = TcpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
@@ -190,7 +189,7 @@ def run(args) -> int:
         if args.parallel is not None:
             from ..endpoints.parallel import send_parallel
             doc = send_parallel(cfg, args.parallel, report)
-            report.write(args.json)
+            report.emit(args)
             failed = doc["end"].get("failed", 0)
             if failed:
                 print(f"labkit send: {failed} of {args.parallel} connections failed",
@@ -199,14 +198,14 @@ def run(args) -> int:
         doc = send(cfg, report)
     except (ConnectionError, OSError, ProtocolError, FramingError) as e:
         if report.doc["intervals"]:
-            report.write(args.json)        # what was measured before the failure is kept
+            report.emit(args)        # what was measured before the failure is kept
         print(f"labkit send: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         report.finish({"duration_s": report.elapsed(), "interrupted": True})
-        report.write(args.json)
+        report.emit(args)
         return 130
-    report.write(args.json)
+    report.emit(args)
     end = doc["end"] if doc else {}
     if end.get("peer_error"):
         print(f"labkit send: the server ended the connection: {end['peer_error']}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..endpoints.options import add_socket_options, socket_options
+from ..endpoints.options import add_output_options, add_socket_options, socket_options
 
 
 def register(sub) -> None:
@@ -41,8 +41,7 @@ def register(sub) -> None:
                    help="UDP: a flow that sends nothing for S seconds has ended (default 5; "
                         "its end markers may have been lost, or dropped by a full buffer)")
     p.add_argument("-i", "--interval", default="1", metavar="S", help="report interval")
-    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
-    p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
+    add_output_options(p)
     add_socket_options(p)
     p.set_defaults(func=run)
 
@@ -117,7 +116,8 @@ def run(args) -> int:
         if interval <= 0:
             raise q.QuantityError("--interval must be above zero")
         report = Report("server" if args.proto == "tcp" else "receiver", args.proto,
-                        model if args.proto == "tcp" else "udp", quiet=args.quiet)
+                        model if args.proto == "tcp" else "udp",
+                        quiet=args.quiet or args.json)
         receive_dir = None
         if args.receive_dir is not None:
             receive_dir = Path(args.receive_dir).resolve()
@@ -160,11 +160,13 @@ def run(args) -> int:
     # the "listening" line, which is what a script waits for before it may signal us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
-    # always printed, even with -q: scripts wait for this line before they connect
+    # always printed, even with -q: scripts wait for this line before they connect (on
+    # stderr with --json, whose stdout is the JSON document alone)
     print(f"Server listening on {args.proto.upper()} port {server.port}"
-          + (f" ({model} model)" if args.proto == "tcp" else ""), flush=True)
+          + (f" ({model} model)" if args.proto == "tcp" else ""), flush=True,
+          file=sys.stderr if args.json else sys.stdout)
     if receive_dir is not None:
         report.say(f"Receiving files into {receive_dir}")
     doc = server.run()
-    report.write(args.json)
+    report.emit(args)
     return 0 if doc else 1

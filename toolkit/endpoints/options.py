@@ -18,6 +18,16 @@ def add_socket_options(p) -> None:
                    help="TCP congestion control (e.g. cubic, reno, bbr)")
 
 
+def add_output_options(p) -> None:
+    """--json and --json-file, the same in every command that reports: `--json` is a switch
+    (JSON on stdout instead of the text, as in doctor, selftest, labs and check);
+    `--json-file FILE` keeps the text and writes the JSON report to FILE as well."""
+    p.add_argument("--json", action="store_true",
+                   help="one JSON document on stdout at the end, instead of the text lines")
+    p.add_argument("--json-file", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
+
+
 def socket_options(args):
     from .. import units
     from .sockopts import SocketOptions

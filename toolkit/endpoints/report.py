@@ -90,6 +90,14 @@ class Report:
             return
         write_json(path, self.doc)
 
+    def emit(self, args) -> None:
+        """The report where the command line asked for it: `--json` prints it on stdout
+        (one document, as iperf3 -J), `--json-file FILE` writes it to FILE."""
+        self.write(getattr(args, "json_file", None))
+        if getattr(args, "json", False):
+            sys.stdout.write(json.dumps(self.doc, indent=1, default=str) + "\n")
+            sys.stdout.flush()
+
 
 def write_json(path, doc: dict) -> None:
     path = Path(path)

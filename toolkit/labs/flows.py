@@ -144,14 +144,14 @@ def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, 
             one_off = ("--clients", str(parallel))
     serve = Endpoint(flow.name, "serve", flow.server, _cli(
         *serve_cmd, "--proto", flow.proto, "-p", str(flow.port), *one_off,
-        "--json", str(folder / f"{flow.name}.serve.json"),
+        "--json-file", str(folder / f"{flow.name}.serve.json"),
         *expand(flow.serve_args(), run_dir)),
         folder / f"{flow.name}.serve.json", folder / f"{flow.name}.serve.log") \
         if flow.has_server else None
     send = Endpoint(flow.name, "send", flow.client, _cli(
         *send_cmd, lab.addr(flow.server), "--proto", flow.proto, "-p", str(flow.port),
         "--cport", str(flow.client_port),
-        "--json", str(folder / f"{flow.name}.send.json"),
+        "--json-file", str(folder / f"{flow.name}.send.json"),
         *expand(flow.send_args(), run_dir)),
         folder / f"{flow.name}.send.json", folder / f"{flow.name}.send.log")
     return serve, send

@@ -7,9 +7,9 @@ A scenario is a module here with a `ROLES` mapping, role name ("server" or "clie
 Role: how to add its options to an argparse parser, and the function that runs it. The
 conventions every role keeps, so the lab runner treats it like the endpoints:
 
-- the server role takes `-p/--port` and `--json FILE`, and prints a line starting with
+- the server role takes `-p/--port` and `--json-file FILE`, and prints a line starting with
   "Server listening" once it is ready for clients (the runner waits for it);
-- the client role takes the server's address, `-p/--port`, `--cport` and `--json FILE`;
+- the client role takes the server's address, `-p/--port`, `--cport` and `--json-file FILE`;
 - SIGINT ends either cleanly with its report written (base.Report);
 - exit status 0 when the scenario went as scripted, 1 when it did not, 2 for bad options.
 
@@ -76,5 +76,5 @@ def add_conventional(parser, role: str) -> None:
     parser.add_argument("-p", "--port", type=int, default=5201, help="the server's port")
     parser.add_argument("--proto", choices=["tcp", "udp"], default="tcp",
                         help="set by the runner from the flow; a scenario may refuse one")
-    parser.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no lines while running")
+    from ..endpoints.options import add_output_options
+    add_output_options(parser)

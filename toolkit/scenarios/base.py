@@ -27,14 +27,15 @@ SCHEMA, VERSION = "labkit-scenario-report", 2
 class Report:
     def __init__(self, scenario: str, role: str, args):
         self.t0 = time.monotonic()
-        self.quiet = getattr(args, "quiet", False)
-        self.path = getattr(args, "json", None)
+        self.stdout = bool(getattr(args, "json", False))       # --json: the document alone
+        self.quiet = getattr(args, "quiet", False) or self.stdout
+        self.path = getattr(args, "json_file", None)
         self.lock = threading.Lock()
         self.doc = {"schema": SCHEMA, "version": VERSION,
                     "start": {"scenario": scenario, "role": role, "mode": scenario,
                               "time_unix_s": time.time(), "pid": os.getpid(),
                               "options": {k: v for k, v in vars(args).items()
-                                          if k not in ("func", "json", "quiet")
+                                          if k not in ("func", "json", "json_file", "quiet")
                                           and isinstance(v, (str, int, float, bool, type(None)))}},
                     "events": [], "end": {}}
 
@@ -59,6 +60,8 @@ class Report:
 
     def write(self) -> None:
         self.doc["end"].setdefault("duration_s", self.now())
+        if self.stdout:
+            print(json.dumps(self.doc, indent=1), flush=True)
         if not self.path:
             return
         tmp = f"{self.path}.{os.getpid()}.part"
