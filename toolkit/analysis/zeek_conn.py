@@ -222,12 +222,8 @@ def zeek_walk(rows, stream, flow, ts, tflags, seqs, acks, paylens, wins, sport, 
                 gone = reuse
             if gone:
                 if n_zeek[c] == 1:
-                    sz0 = _size(st[c], prev[c], start[c], last[c], ackq[c], fin_cnt[c], 0)
-                    sz1 = _size(st[c], prev[c], start[c], last[c], ackq[c], fin_cnt[c], 1)
-                    out_cs[c] = _conn_state(st[c], np.array([sz0, sz1]), hist[c], hlen[c])
-                    out_hist[c] = hist[c]
-                    out_hlen[c] = hlen[c]
-                    out_orig[c] = zorig[c]
+                    _record_first(c, st, prev, start, last, ackq, fin_cnt, hist, hlen, zorig,
+                                  out_cs, out_hist, out_hlen, out_orig)
                 alive[c] = False
 
         if not alive[c]:
@@ -516,14 +512,23 @@ def zeek_walk(rows, stream, flow, ts, tflags, seqs, acks, paylens, wins, sport, 
 
     for c in range(n_conv):
         if alive[c] and n_zeek[c] == 1:
-            sz0 = _size(st[c], prev[c], start[c], last[c], ackq[c], fin_cnt[c], 0)
-            sz1 = _size(st[c], prev[c], start[c], last[c], ackq[c], fin_cnt[c], 1)
-            out_cs[c] = _conn_state(st[c], np.array([sz0, sz1]), hist[c], hlen[c])
-            out_hist[c] = hist[c]
-            out_hlen[c] = hlen[c]
-            out_orig[c] = zorig[c]
+            _record_first(c, st, prev, start, last, ackq, fin_cnt, hist, hlen, zorig,
+                          out_cs, out_hist, out_hlen, out_orig)
     return ZeekResult(history=out_hist, history_len=out_hlen, conn_state=out_cs,
                       originator=out_orig, connections=n_zeek)
+
+
+@kernel
+def _record_first(c, st, prev, start, last, ackq, fin_cnt, hist, hlen, zorig,
+                  out_cs, out_hist, out_hlen, out_orig):
+    """The stream's first Zeek connection is over (or the capture is): its conn_state from
+    both endpoints' final states and sizes, its history and originator."""
+    sz0 = _size(st[c], prev[c], start[c], last[c], ackq[c], fin_cnt[c], 0)
+    sz1 = _size(st[c], prev[c], start[c], last[c], ackq[c], fin_cnt[c], 1)
+    out_cs[c] = _conn_state(st[c], np.array([sz0, sz1]), hist[c], hlen[c])
+    out_hist[c] = hist[c]
+    out_hlen[c] = hlen[c]
+    out_orig[c] = zorig[c]
 
 
 @kernel
