@@ -10,7 +10,9 @@ Two kinds of numbers, and the report says which is which:
   and its live children) of resident memory (RSS), proportional memory (PSS: a page shared
   by k processes counts 1/k in each, so forked children are not charged the parent's
   pages again; smaps_rollup), open descriptors (/proc/PID/fd) and threads. A peak shorter
-  than the interval can be missed; `idle` is the first sample, before any client.
+  than the interval can be missed, except of threads and processes: the server notes
+  their counts as it starts each (Sampler.note); `idle` is the first sample, before any
+  client.
 
 RSS summed over processes counts a page shared by a parent and its forked children once
 per process: an upper bound of what they use together. PSS is the honest share.
@@ -121,6 +123,15 @@ class Sampler:
             # its page tables: with many children, sample less often rather than let the
             # measurement take a core from what it measures (at most a tenth of one)
             wait = max(self.every_s, 10 * (time.monotonic() - t0))
+
+    def note(self, **counts) -> None:
+        """Counts the server knows exactly at the moment it makes them (the threads after it
+        starts one, the processes after a fork): the peak is at least these, whenever the
+        samples fall (a busy machine stretches the interval, and a short peak slips
+        between two samples)."""
+        for k, v in counts.items():
+            if v is not None:
+                self.peak[k] = max(self.peak[k] or 0, v)
 
     def reaped(self, rusage) -> None:
         """A child ended (os.wait4): its exact peak resident set (ru_maxrss is KiB)."""

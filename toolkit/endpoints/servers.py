@@ -232,6 +232,8 @@ class Server:
             t = threading.Thread(target=one, args=got, daemon=True)
             t.start()
             threads.append(t)
+            if self.sampler is not None:
+                self.sampler.note(threads=threading.active_count())
             if len(threads) % 256 == 0:            # prune now and then, not per accept
                 threads = [x for x in threads if x.is_alive()]
         for t in threads:
@@ -306,6 +308,8 @@ class Server:
                 children[rfd] = (pid, bytearray())
                 self.child_pids.add(pid)
                 self.peak_live = max(self.peak_live, len(children))
+                if self.sampler is not None:
+                    self.sampler.note(processes=1 + len(children))
             reap(block=False)
         deadline = time.monotonic() + CLOSE_WAIT_S + 60
         while children and time.monotonic() < deadline:
