@@ -3,10 +3,12 @@
 
 Makes 20 synthetic captures of 100k packets each (benchmarks/synthetic.py: bulk TCP with
 retransmissions, some UDP), then times `labkit analyze DIR --format parquet -o OUT` with
---jobs 1 and with --jobs N (default: every core), each into a fresh OUT. The last line is
-machine-readable:
+--jobs 1 and with --jobs N (default: every core), each into a fresh OUT; and, as the
+machine's own reference in the same run, N copies of a plain CPU-bound Python loop at once
+against one after the other: what N processes can gain here at all (a virtual machine's
+CPUs are not always whole cores). The last line is machine-readable:
 
-    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X
+    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X ceiling=C
 
     .venv/bin/python benchmarks/analyze_many_speed.py [--captures 20] [--packets 100000]
 """
@@ -36,6 +38,27 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def _spin(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def ceiling(jobs: int, n: int = 10_000_000) -> float:
+    """Serial time over parallel time of `jobs` CPU-bound processes (no I/O, little memory)."""
+    import multiprocessing as mp
+    t = time.perf_counter()
+    for _ in range(jobs):
+        _spin(n)
+    serial = time.perf_counter() - t
+    with mp.get_context("fork").Pool(jobs) as pool:
+        t = time.perf_counter()
+        pool.map(_spin, [n] * jobs)
+        parallel = time.perf_counter() - t
+    return serial / parallel
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--captures", type=int, default=20)
@@ -54,6 +77,7 @@ def main(argv=None) -> int:
         shutil.rmtree(work / "warm")
         one = timed(lk + ["-o", str(work / "one"), "--jobs", "1"])
         many = timed(lk + ["-o", str(work / "many"), "--jobs", str(args.jobs)])
+        top = ceiling(args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     total = args.captures * args.packets
@@ -61,8 +85,11 @@ def main(argv=None) -> int:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"--jobs 1: {one:6.2f} s  {total / one:>12,.0f} packets/s")
     print(f"--jobs {args.jobs}: {many:6.2f} s  {total / many:>12,.0f} packets/s")
+    print(f"{args.jobs} CPU-bound Python loops at once: {top:.2f}x one after the other "
+          f"(what {args.jobs} processes can gain on this machine)")
     print(f"captures={args.captures} packets_each={args.packets} jobs={args.jobs} "
-          f"seconds_1={one:.2f} seconds_n={many:.2f} speedup={one / many:.2f}")
+          f"seconds_1={one:.2f} seconds_n={many:.2f} speedup={one / many:.2f} "
+          f"ceiling={top:.2f}")
     return 0
 
 
