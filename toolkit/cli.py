@@ -83,7 +83,9 @@ def cmd_analyze(args) -> int:
         raise
     if rows_out is not None:
         rows_out.close()
-    if args.format == "json" and docs:
+    if args.format == "table" and docs:
+        _emit("\n\n".join(docs), args.output)
+    elif args.format == "json" and docs:
         # one document: a capture's, or with several files {"format_version", "captures"}
         doc = docs[0] if len(docs) == 1 else {"format_version": docs[0]["format_version"],
                                               "captures": docs}
@@ -175,8 +177,12 @@ def _analyze_one(path, args, docs, csv_tables, rows_out) -> int:
              f"(this file has {len(a.tcp)}: 0 to {len(a.tcp) - 1})")
         return EXIT_INPUT
     if args.format == "table":
-        print(report.text_report(a, stream=args.stream, packets=args.packets))
-        print()
+        text = report.text_report(a, stream=args.stream, packets=args.packets)
+        if args.output:
+            docs.append(text)                   # written whole at the end (cmd_analyze)
+        else:
+            print(text)
+            print()
     elif rows_out is not None:
         # JSON Lines (one object a frame) or CSV; with several files a file column
         a.release_columns_for_export()

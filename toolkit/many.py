@@ -272,9 +272,11 @@ def _result(get, path: str) -> dict:
         return {"file": path, "error": f"{type(e).__name__}: {e}"}
 
 
-def print_progress(stream=sys.stderr):
-    """A progress callback: one line a capture, as it finishes."""
+def print_progress(stream=None):
+    """A progress callback: one line a capture, as it finishes (on stderr as it is when
+    the line is written, unless `stream` is given)."""
     def show(i: int, total: int, doc: dict) -> None:
+        out = stream or sys.stderr
         if doc.get("duplicate"):
             what = "the same bytes as another capture of this run, skipped"
         elif doc.get("skipped"):
@@ -284,6 +286,6 @@ def print_progress(stream=sys.stderr):
         else:
             what = f"{doc['frames']} frames in {doc['duration_s']:.2f} s" + \
                 (f" (damaged: {doc['error']})" if doc.get("error") else "")
-        stream.write(f"[{i}/{total}] {doc['file']}: {what}\n")
-        stream.flush()
+        out.write(f"[{i}/{total}] {doc['file']}: {what}\n")
+        out.flush()
     return show

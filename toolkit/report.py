@@ -167,8 +167,9 @@ def text_report(a, stream: int | None = None, packets: bool = False) -> str:
              f"{s['frames']} frames over {s['duration_s']:.3f} s; "
              f"{s['tcp_conversations']} TCP and {s['udp_conversations']} UDP conversations"]
     tcp = a.tcp_table if stream is None else a.tcp_table.take(a.tcp_table["stream"] == stream)
-    parts += ["", "TCP conversations (A = the side that opened; history: Zeek letters, "
-              "upper case from A)", tcp_table(tcp) if len(tcp) else "(none)"]
+    parts += ["", "TCP conversations (A = the originator, as Zeek judges it: the side that "
+              "opened; history: Zeek letters, upper case from A)",
+              tcp_table(tcp) if len(tcp) else "(none)"]
     if stream is None:
         parts += ["", "UDP conversations", udp_table(a.udp_result.conversation_table)]
     verdict_totals = {}
