@@ -13,6 +13,8 @@ from toolkit import units
 from toolkit.labs.spec import LabError, load
 from toolkit.netlab import impairment as I
 
+from conftest import REPO
+
 
 @pytest.mark.parametrize("text,bps", [
     ("10mbit", 10_000_000), ("1gbit", 10**9), ("500kbit", 500_000), ("1.5mbit", 1_500_000),
@@ -135,3 +137,12 @@ def test_send_refuses_a_bad_quantity_naming_the_option(args, words):
     got = _labkit("send", "127.0.0.1", "-p", "9", *args, timeout=30)
     assert got.returncode == 2, (got.returncode, got.stderr)
     assert words in got.stderr and "Traceback" not in got.stderr
+
+
+def test_plot_window_takes_a_time_with_its_unit(tmp_path):
+    from toolkit import cli
+    run = str(REPO / "captures" / "04-loss")
+    out = tmp_path / "g.png"
+    assert cli.main(["plot", run, "goodput", "--window", "100ms", "-o", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert cli.main(["plot", run, "goodput", "--window", "soon", "-o", str(out)]) == 2

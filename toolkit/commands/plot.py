@@ -44,8 +44,9 @@ def register(sub) -> None:
                    help="ladder: the frames numbered FIRST to LAST (default 1:40)")
     p.add_argument("--time", metavar="T0:T1",
                    help="ladder: the frames sent between T0 and T1 s of the run's time axis")
-    p.add_argument("--window", type=float, metavar="S",
-                   help="goodput: the moving window in seconds (default 0.1)")
+    p.add_argument("--window", metavar="S",
+                   help="goodput: the moving window, e.g. 0.1 (seconds) or 100ms "
+                        "(default 0.1)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="FILE.png, FILE.svg or FILE.pdf (default: KIND.png here)")
     p.set_defaults(func=run)
@@ -97,6 +98,12 @@ def run(args) -> int:
                     f"time-sequence, goodput or udp")
     kw = {}
     try:
+        if args.window is not None:
+            from .. import units
+            window = units.option(units.seconds, args.window, "--window", bare_time="s")
+            if window <= 0:
+                raise ValueError(f"--window {args.window}: must be above zero")
+            kw["window_s"] = window
         if args.frames is not None:
             kw["frames"] = _pair(args.frames, "--frames", int)
         if args.time is not None:
@@ -122,7 +129,7 @@ def run(args) -> int:
                                      style=args.style or "stevens", at=args.at,
                                      flow=args.flow)
         elif kind == "goodput":
-            fig = plot.goodput(src, window_s=args.window)
+            fig = plot.goodput(src, **kw)
         elif kind == "rtt-cwnd":
             fig = plot.rtt_cwnd(src, flow=args.flow)
         elif kind == "udp":
