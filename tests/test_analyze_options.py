@@ -135,3 +135,14 @@ def test_jobs_runs_the_captures_on_that_many_workers(tmp_path, capsys):
     assert code == 0, err
     records = list((tmp_path / "j" / "_captures").glob("*.json"))
     assert len(records) == 2
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_an_output_that_cannot_be_written_is_exit_2_naming_it(tmp_path, capsys, fmt):
+    code, _, err = _run(capsys, CAP, "--format", fmt, "-o", str(tmp_path / "no" / "x"))
+    assert code == 2 and "--output" in err and "Traceback" not in err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "x").mkdir()                      # the output's name is taken by a folder
+    code, _, err = _run(capsys, CAP, "--format", fmt, "-o", str(ro / "x"))
+    assert code == 2 and "--output" in err

@@ -82,3 +82,25 @@ def test_a_scenario_role_takes_the_same_switch():
         add_conventional(p, role)
         acts = {o: a for a in p._actions for o in a.option_strings}
         assert acts["--json"].nargs == 0 and acts["--json-file"].metavar == "FILE"
+
+
+def test_a_scenario_server_under_json_prints_only_its_report(tmp_path):
+    """The scenario server's 'listening' line goes to stderr under --json too."""
+    import socket
+    with socket.socket() as s:               # a free port: the scenario's own -p is fixed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = subprocess.Popen([*PY, "scenario", "states", "server", "-p", str(port), "--json"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = srv.stderr.readline()
+        assert line.startswith("Server listening"), line
+        got = subprocess.run([*PY, "scenario", "states", "client", "127.0.0.1", "-p",
+                              str(port), "--json"], cwd=REPO, capture_output=True, text=True,
+                             timeout=60)
+        out, _ = srv.communicate(timeout=60)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+    assert json.loads(out)["schema"] == "labkit-scenario-report"
+    assert json.loads(got.stdout)["schema"] == "labkit-scenario-report", got.stderr

@@ -70,6 +70,10 @@ def test_a_bare_time_is_refused_where_tc_would_read_microseconds():
     (units.fraction, "150%", "between 0% and 100%"),
     (units.fraction, True, "expected a percentage"),
     (units.rate, None, "expected a rate"),
+    (units.size, "1e400", "too large"),                 # float infinity: no traceback
+    (units.rate, "1e400M", "too large"),
+    (units.seconds, float("inf"), "too large"),
+    (units.seconds, "nan", "expected a time"),
 ])
 def test_errors_quote_the_text_and_show_the_forms(fn, text, words):
     with pytest.raises(units.UnitError, match=words):

@@ -59,6 +59,9 @@ def cmd_analyze(args) -> int:
         _err("--jobs: captures are analyzed in parallel into Parquet datasets only "
              "(--format parquet -o DIR)")
         return EXIT_INPUT
+    if args.output and args.format != "parquet" and not Path(args.output).parent.is_dir():
+        _err(f"--output {args.output}: no such directory {Path(args.output).parent}")
+        return EXIT_INPUT
     if args.jobs is not None and args.jobs < 1:
         _err(f"--jobs {args.jobs}: expected at least 1")
         return EXIT_INPUT
@@ -84,12 +87,12 @@ def cmd_analyze(args) -> int:
     if rows_out is not None:
         rows_out.close()
     if args.format == "table" and docs:
-        _emit("\n\n".join(docs), args.output)
+        status = max(status, _emit("\n\n".join(docs), args.output))
     elif args.format == "json" and docs:
         # one document: a capture's, or with several files {"format_version", "captures"}
         doc = docs[0] if len(docs) == 1 else {"format_version": docs[0]["format_version"],
                                               "captures": docs}
-        _emit(json.dumps(doc, indent=1), args.output)
+        status = max(status, _emit(json.dumps(doc, indent=1), args.output))
     elif args.format == "csv" and csv_tables:
         import pandas as pd
 
@@ -97,7 +100,7 @@ def cmd_analyze(args) -> int:
             df = csv_tables[0][1]
         else:
             df = pd.concat([t.assign(file=p) for p, t in csv_tables], ignore_index=True)
-        _emit(df.to_csv(index=False), args.output)
+        status = max(status, _emit(df.to_csv(index=False), args.output))
     return status
 
 
@@ -222,13 +225,19 @@ def _csv_table(a, args):
     return df[["proto"] + [c for c in df.columns if c != "proto"]]
 
 
-def _emit(text: str, output: str | None) -> None:
+def _emit(text: str, output: str | None) -> int:
     if output:
         tmp = Path(output).with_name(Path(output).name + ".part")
-        tmp.write_text(text)
-        os.replace(tmp, output)   # never leave a half-written result behind
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, output)   # never leave a half-written result behind
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            _err(f"--output {output}: {e.strerror or e}")
+            return EXIT_INPUT
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:

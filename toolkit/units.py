@@ -23,6 +23,7 @@ can prefix the option or the lab key it came from.
 
 from __future__ import annotations
 
+import math
 import re
 
 
@@ -55,11 +56,15 @@ def _split(text, kind: str, forms: str) -> tuple[float, str, bool]:
     if isinstance(text, bool) or text is None:
         raise UnitError(f"{kind} {text!r}: expected a {kind} such as {forms}")
     if isinstance(text, (int, float)):
-        return float(text), "", True
-    m = re.fullmatch(_NUM + r"([A-Za-z%]*)\s*", str(text))
-    if not m:
-        raise UnitError(f"{kind} {text!r}: expected a {kind} such as {forms}")
-    return float(m.group(1)), m.group(2).lower(), not m.group(2)
+        value, unit, bare = float(text), "", True
+    else:
+        m = re.fullmatch(_NUM + r"([A-Za-z%]*)\s*", str(text))
+        if not m:
+            raise UnitError(f"{kind} {text!r}: expected a {kind} such as {forms}")
+        value, unit, bare = float(m.group(1)), m.group(2).lower(), not m.group(2)
+    if not math.isfinite(value):
+        raise UnitError(f"{kind} {text!r}: too large; expected a {kind} such as {forms}")
+    return value, unit, bare
 
 
 def _not_negative(value: float, text, kind: str) -> None:

@@ -107,7 +107,9 @@ def run(args) -> int:
         if args.frames is not None:
             kw["frames"] = _pair(args.frames, "--frames", int)
         if args.time is not None:
-            kw["time_window"] = _pair(args.time, "--time", float)
+            from .. import units
+            kw["time_window"] = _pair(args.time, "--time",
+                                      lambda x: units.seconds(x, bare_time="s"))
     except ValueError as e:
         return _err(str(e))
 

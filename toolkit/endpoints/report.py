@@ -189,6 +189,22 @@ def upgrade(doc):
     if "connections" in doc:
         out["connections"] = [names(c) for c in doc["connections"]]
     if "log" in doc:
-        out["log"] = [{("t_s" if k == "t" else k): v for k, v in r.items()}
-                      if isinstance(r, dict) else r for r in doc["log"]]
+        out["log"] = [_log_v1(r) if isinstance(r, dict) else r for r in doc["log"]]
+    return out
+
+
+def _log_v1(r: dict) -> dict:
+    """A version-1 log event: t, bytes, and jitter_ms/worst_ms (text in ms) become t_s,
+    payload_bytes and jitter_s/worst_s (numbers in s)."""
+    out = {}
+    for k, v in r.items():
+        if k == "t":
+            out["t_s"] = v
+        elif k in ("jitter_ms", "worst_ms"):
+            try:
+                out[k[:-3] + "_s"] = float(v) / 1e3
+            except (TypeError, ValueError):
+                out[k] = v
+        else:
+            out[V1_NAMES.get(k, k)] = v
     return out

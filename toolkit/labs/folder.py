@@ -177,6 +177,8 @@ def _upgrade_question(q):
     col = m.group(2) if m else value
     new, factor = V1_COLUMNS.get(answer.get("table"), {}).get(col, (col, 1.0))
     q = {**q, "answer": upgrade_expectation(answer)}
+    if isinstance(q.get("hint"), str) and new != col:        # the hint names the column too
+        q["hint"] = re.sub(rf"\b{re.escape(col)}\b", new, q["hint"])
     if factor != 1.0:
         if isinstance(q.get("tolerance"), (int, float)):
             q["tolerance"] = _scaled(q["tolerance"], factor)
@@ -246,6 +248,8 @@ class RunFolder:
         if self.doc.get("version") not in (1, RUN_VERSION):
             raise RunFolderError(f"{f}: run format version {self.doc.get('version')!r}; this "
                                  f"labkit reads versions 1 and {RUN_VERSION}")
+        # the version on disk: a version-1 folder's expect.toml names format 1's columns too
+        self.version_read = self.doc.get("version")
         self.doc = upgrade_run(self.doc)
 
     # -- what was captured --

@@ -146,7 +146,7 @@ def serve(args) -> int:
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind(("0.0.0.0", args.port))
         ls.listen()
-        base.ready("TCP", args.port)
+        base.ready("TCP", args.port, args)
         if not base.wait_readable(ls, stop):
             report.end(outcome="stopped")
             return 1

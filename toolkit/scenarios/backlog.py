@@ -74,7 +74,7 @@ def _serve(args, report, stop) -> int:
     ls.bind(("", args.port))
     ls.listen(args.backlog)
     report.end(backlog=args.backlog, accepted=0)
-    ready("TCP", args.port)
+    ready("TCP", args.port, args)
     report.event("listening", backlog=args.backlog,
                  accept_after_s=hold if hold is not None else "never")
     first_contact = None

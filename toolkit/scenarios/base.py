@@ -103,9 +103,11 @@ def wait_readable(sock, stop: Stop, every_s: float = 0.1) -> bool:
     return False
 
 
-def ready(what: str, port: int) -> None:
-    """The line the lab runner waits for before it starts any client."""
-    print(f"Server listening on {what} port {port}", flush=True)
+def ready(what: str, port: int, args=None) -> None:
+    """The line the lab runner waits for before it starts any client (on stderr under
+    --json, whose stdout is the report alone, as `labkit serve` does)."""
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    print(f"Server listening on {what} port {port}", flush=True, file=stream)
 
 
 def run_role(scenario: str, role: str, args, body) -> int:

@@ -94,7 +94,7 @@ def serve(args) -> int:
         if args.proto != "tcp":
             return refuse_udp(args)
         ls = listen(args.bind, args.port, reuseaddr=True)
-        base.ready("TCP", args.port)
+        base.ready("TCP", args.port, args)
         if not base.wait_readable(ls, stop):
             return 1
         conn, peer = ls.accept()

@@ -209,7 +209,7 @@ def _serve(args, report, stop) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind(("", args.port))
     sock.settimeout(0.1)
-    ready("UDP", args.port)
+    ready("UDP", args.port, args)
     t = None                              # the Transfer, once a hello came
     peer = flow = None
     ended, last, first = "stopped", None, None
