@@ -141,7 +141,8 @@ def human(rec: dict, total: bool = False) -> str:
 # version 1's names (keys of "end", intervals, connection records and the peer's report)
 V1_NAMES = {"seconds": "duration_s", "bytes": "payload_bytes", "bits_per_second": "goodput_bps",
             "transactions_per_second": "transactions_per_s",
-            "child_peak_rss_bytes_max": "child_peak_rss_max_bytes"}
+            "child_peak_rss_bytes_max": "child_peak_rss_max_bytes",
+            "flood_seconds": "flood_duration_s"}
 V1_INTERVAL = {"start": "start_s", "end": "end_s"}
 # tcp_info: values were in seconds and bits/s already; only the names gained the unit
 V1_TCP_INFO = {"rto": "rto_s", "rtt": "rtt_s", "rttvar": "rttvar_s", "rcv_rtt": "rcv_rtt_s",

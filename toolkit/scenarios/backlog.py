@@ -90,7 +90,7 @@ def _serve(args, report, stop) -> int:
                 report.event("first contact: a half-open connection (SYN-RECV)")
             if limit is not None and first_contact is not None and \
                     now - first_contact >= limit:
-                report.event("time limit", seconds=limit)
+                report.event("time limit", limit_s=limit)
                 break
             if not poller.poll(50):
                 continue

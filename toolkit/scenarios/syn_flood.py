@@ -227,7 +227,7 @@ def _flood(args, report, stop) -> int:
     report.end(packets_sent=sent, send_errors=errors, destination=p["destination"],
                port=args.port, sources=len(srcs), first_source=srcs[0], last_source=srcs[-1],
                rate_pps_asked=p["rate_pps"], rate_pps=round(sent / secs, 1) if secs else None,
-               flood_seconds=round(secs, 6))
+               flood_duration_s=round(secs, 6))
     return 0
 
 
