@@ -39,8 +39,12 @@ system-deps bench-deps:
 	  echo "note: missing$$missing (run 'make test' as root on Debian to install them; tests that need them are skipped with a reason)"; \
 	fi
 
+# two test files at a time (pytest-xdist, a file stays on one worker: its lab and fixtures
+# are shared): most tests wait on links, timers and pacing, and every timing promise is
+# kept or reported under load (docs/timing.md). TEST_JOBS=0 runs them one by one.
+TEST_JOBS ?= 2
 test: venv bench-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 demo: venv system-deps
 	$(VENV)/bin/labkit demo

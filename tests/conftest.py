@@ -116,11 +116,21 @@ def _kit_leftovers() -> set[str]:
     return found
 
 
+def _is_worker(config) -> bool:
+    """A pytest-xdist worker (make test runs two): while one worker ends, the other's labs
+    are still up, so only the controlling process, before any worker starts and after
+    every one ended, looks for what the suite left."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session):
-    session.config._kit_before = _kit_leftovers()
+    if not _is_worker(session.config):
+        session.config._kit_before = _kit_leftovers()
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if _is_worker(session.config):
+        return
     before = getattr(session.config, "_kit_before", set())
     left = _kit_leftovers() - before
     if left:

@@ -134,9 +134,17 @@ def test_one_way_delay_gives_ping_rtt_within_a_millisecond(lab, tmp_path):
     finally:
         stats = handle.stop()
     assert rtt["received"] == 20
-    assert abs(rtt["median_s"] - 0.030) <= 1e-3, rtt
-    # the scheduler of a busy 2-core machine may cost a frame a millisecond; never more
-    assert stats["late"]["max_s"] < 0.005, stats["late"]
+    # the engine's own timing report decides (docs/timing.md): on time, the RTT is the
+    # configured one within 1 ms; late, the check may fail only the way lateness explains
+    # (a longer RTT, never a shorter one), and the report must say the engine was late
+    check = selftest.judge_rtt(0.030, rtt["median_s"]).settle(stats["timing"]["reliable"])
+    assert rtt["median_s"] >= 0.030 - 1e-3, rtt
+    if stats["timing"]["reliable"]:
+        assert check.status == "pass", (check, rtt)
+        assert stats["late"]["max_s"] < 0.005, stats["late"]
+    else:
+        assert check.status in ("pass", "unreliable"), (check, stats["timing"])
+        assert stats["timing"]["notes"] and stats["late"]["count"] > 0, stats
 
 
 def test_rate_gives_tcp_goodput_within_ten_percent(lab, tmp_path):
@@ -146,8 +154,17 @@ def test_rate_gives_tcp_goodput_within_ten_percent(lab, tmp_path):
         good = selftest.measure_goodput(lab, 3.0)
     finally:
         stats = handle.stop()
-    assert good["goodput_bps"] == pytest.approx(20e6, rel=0.10)
     assert stats["overruns"] == 0
+    # never above the rate (a shaper that lets more through is broken whatever the load);
+    # below it only when the engine's timing report says it was late (docs/timing.md)
+    check = selftest.judge_rate(20_000_000, good["goodput_bps"], "userspace")
+    check.settle(stats["timing"]["reliable"])
+    assert good["goodput_bps"] <= 20e6 * 1.10, good
+    if stats["timing"]["reliable"]:
+        assert check.status == "pass", (check, good)
+    else:
+        assert check.status in ("pass", "unreliable"), (check, stats["timing"])
+        assert stats["timing"]["notes"], stats
 
 
 def test_a_rate_beyond_the_engines_capacity_is_refused_before_anything_starts(lab, tmp_path):
@@ -385,9 +402,15 @@ def test_doctor_reports_the_userspace_engine_and_its_ceiling():
     network_or_skip()
     done = subprocess.run([sys.executable, "-m", "toolkit.cli", "doctor", "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
-    engine = json.loads(done.stdout)["userspace_engine"]
-    assert engine == {"available": True, "max_rate_bps": forwarder.MAX_RATE_BPS,
-                      "max_frames_per_s": forwarder.MAX_FPS}
+    doc = json.loads(done.stdout)
+    assert doc["userspace_engine"] == {"available": True, "max_rate_bps": forwarder.MAX_RATE_BPS,
+                                       "max_frames_per_s": forwarder.MAX_FPS}
+    # every lab in labs/ gets a verdict, read as `labkit run` reads it (its parameters
+    # substituted): the ones that ask for the userspace engine get it
+    labs = sorted(p.parent.name for p in (REPO / "labs").glob("*/lab.toml"))
+    assert sorted(doc["labs"]) == labs and len(labs) >= 8
+    assert doc["labs"]["04-loss"] == "ok (userspace engine: asked for)", doc["labs"]
+    assert all(v.startswith("ok (") for v in doc["labs"].values()), doc["labs"]
 
 
 # ---- the selftest's checks fail when the link is not what they were told ----

@@ -47,6 +47,16 @@ def run(args) -> int:
         print("labkit check: -v prints passing expectations in the text report; --json holds "
               "every result already and --update prints none", file=sys.stderr)
         return 2
+    captures = [p for p in args.paths if os.path.isfile(p)]
+    if captures and args.update:
+        print(f"labkit check: --update re-blesses saved runs; {captures[0]} is a capture file "
+              f"(checked against --expect, nothing blessed)", file=sys.stderr)
+        return 2
+    if captures and args.lab:
+        print(f"labkit check: --lab grades saved runs against the lab's own expectations; "
+              f"{captures[0]} is a capture file, checked against --expect only",
+              file=sys.stderr)
+        return 2
     try:
         targets = C.collect(args.paths, args.expect, args.lab)
     except C.CheckInputError as e:

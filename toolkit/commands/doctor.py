@@ -6,9 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-LABS_DIR = Path(__file__).resolve().parents[2] / "labs"
-
-
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="what this machine offers (privileges, netem, tbf, "
                                       "nftables, capture tools) and which labs can run",
@@ -20,28 +17,29 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def lab_verdicts(report, labs_dir: Path = LABS_DIR) -> dict[str, str]:
-    """For each labs/*.toml: 'ok (engine ...)' or why it cannot run here."""
-    import tomllib
+def lab_verdicts(report, labs_dir: Path | None = None) -> dict[str, str]:
+    """For each lab (labs/*/lab.toml, read as `labkit run` reads it): 'ok (engine ...)' or
+    why it cannot run here."""
+    from ..labs import spec as S
+    from ..netlab.impairment import SpecError, choose_engine
 
-    from ..netlab.impairment import SpecError, choose_engine, from_dict
-
+    root = labs_dir or S.labs_dir()
     out = {}
-    for path in sorted(labs_dir.glob("*.toml")):
+    for path in S.all_labs(root):
+        name = path.parent.name
         try:
-            spec = tomllib.loads(path.read_text())
-            imp = from_dict(spec.get("link", {}))
-            asked = spec.get("link", {}).get("engine", "auto")
-            choice = choose_engine(imp, report.have_netem, asked)
-        except (OSError, tomllib.TOMLDecodeError, SpecError) as e:
-            out[path.stem] = f"invalid: {e}"
+            lab = S.load(path)
+            choice = choose_engine(lab.impairment, report.have_netem, lab.engine)
+        except (S.LabError, SpecError) as e:
+            out[name] = f"cannot run here: {e}" if isinstance(e, SpecError) else \
+                f"invalid: {e}"
             continue
         if not report.can_build:
-            out[path.stem] = "cannot run: no privileges for a lab network (see privilege)"
+            out[name] = "cannot run: no privileges for a lab network (see privilege)"
         elif not (report.tools.get("dumpcap") or report.tools.get("tcpdump")):
-            out[path.stem] = "cannot run: no capture tool (install wireshark-common)"
+            out[name] = "cannot run: no capture tool (install wireshark-common)"
         else:
-            out[path.stem] = f"ok ({choice.engine} engine: {choice.reason})"
+            out[name] = f"ok ({choice.engine} engine: {choice.reason})"
     return out
 
 
@@ -79,7 +77,7 @@ def run(args) -> int:
     w("python packages:\n")
     for name, version in report.packages.items():
         w(f"  {name:16} {version or 'MISSING (make test installs it into .venv)'}\n")
-    w("labs:\n" if labs else "labs: none defined yet in labs/\n")
+    w("labs:\n" if labs else "labs: none found (labs/*/lab.toml)\n")
     for name, verdict in labs.items():
         w(f"  {name:16} {verdict}\n")
     return 0 if report.can_build else 1

@@ -16,6 +16,11 @@ OPTIONS = {
     "udp": {"flow"},
     "side-by-side": set(),
 }
+# options a kind takes of a run folder but not of one capture, and why
+RUN_FOLDER_ONLY = {
+    "time-sequence": {"at": "a capture is one vantage point",
+                      "flow": "a capture has no lab flows; give --stream N"},
+}
 
 
 def register(sub) -> None:
@@ -96,6 +101,13 @@ def run(args) -> int:
         return _err(f"{kind} needs a run folder (RUN, a folder with run.json), not a "
                     f"capture: it draws from {_needs(kind)}; for one capture use "
                     f"time-sequence, goodput or udp")
+    if not path.is_dir():
+        refused = sorted(given & set(RUN_FOLDER_ONLY.get(kind, {})))
+        if refused:
+            name, only = refused[0], RUN_FOLDER_ONLY[kind]
+            takes = ", ".join(f"--{o}" for o in sorted(OPTIONS[kind] - set(only)))
+            return _err(f"--{name} needs a run folder: {kind} of one capture takes {takes}, "
+                        f"not --{name} ({only[name]})")
     kw = {}
     try:
         if args.window is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def run(args) -> int:
 
     link = {k: getattr(args, k) for k in ("loss", "delay", "jitter", "rate", "queue")
             if getattr(args, k) is not None}
+    if args.ledger_dir and args.engine == "kernel":
+        print("labkit selftest: --ledger-dir keeps the userspace engine's ledgers; the kernel "
+              "engine (--engine kernel) writes none", file=sys.stderr)
+        return 2
     try:
         imp = from_dict({"both": link}, where="option")
         if not 100 <= args.count <= 1_000_000:
@@ -46,6 +51,11 @@ def run(args) -> int:
     except SpecError as e:
         # "option.both.loss: ..." -> "--loss: ..."
         msg = str(e)
+        cannot = re.match(r"the kernel engine cannot do ([a-z]+(?:, [a-z]+)*)", msg)
+        if cannot:          # what this kernel lacks, named as the options that asked for it
+            named = ", ".join(f"--{n}" if n in link else n
+                              for n in cannot.group(1).split(", "))
+            msg = msg[:cannot.start(1)] + named + msg[cannot.end(1):]
         for key in link:
             msg = msg.replace(f"option.both.{key}", f"--{key}")
             for d in ("a_to_b", "b_to_a"):

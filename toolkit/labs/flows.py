@@ -132,10 +132,14 @@ def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, 
     scenario's server and client roles instead (no receiver when it has no server role)."""
     from .files import expand
     folder = run_dir / "endpoints"
+    cport: tuple[str, ...] = ("--cport", str(flow.client_port))
     if flow.scenario:
+        from .. import scenarios
         serve_cmd = ("scenario", flow.scenario, "server")
         send_cmd = ("scenario", flow.scenario, "client")
         one_off: tuple[str, ...] = ()
+        if not scenarios.roles(flow.scenario)["client"].takes_cport:
+            cport = ()                  # a SYN flood: every SYN its own source port
     else:
         serve_cmd, send_cmd, one_off = ("serve",), ("send",), ("-1",)
         parallel = flow.send.get("parallel")
@@ -150,7 +154,7 @@ def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, 
         if flow.has_server else None
     send = Endpoint(flow.name, "send", flow.client, _cli(
         *send_cmd, lab.addr(flow.server), "--proto", flow.proto, "-p", str(flow.port),
-        "--cport", str(flow.client_port),
+        *cport,
         "--json-file", str(folder / f"{flow.name}.send.json"),
         *expand(flow.send_args(), run_dir)),
         folder / f"{flow.name}.send.json", folder / f"{flow.name}.send.log")

@@ -47,7 +47,7 @@ from pathlib import Path
 from . import kernel
 from .engine import have_netem
 from .engine import start as start_engine
-from .impairment import Direction, Impairment, choose_engine
+from .impairment import Direction, Impairment, SpecError, choose_engine
 from .lab import Lab, up
 from .topology import default_topology
 
@@ -337,10 +337,14 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
     # every way out (the figures that matter are in the result)
     with tempfile.TemporaryDirectory(prefix="labkit-selftest-") as scratch, \
             up(default_topology(), privilege=privilege) as lab:
-        ledger_dir = Path(ledger_dir or scratch)
-        ledger_dir.mkdir(parents=True, exist_ok=True)
         netem = have_netem(lab)
         choice = choose_engine(imp, netem, engine)
+        if ledger_dir is not None and choice.engine == "kernel":
+            raise SpecError(f"--ledger-dir keeps the userspace engine's ledgers; the engine "
+                            f"is the kernel's here ({choice.reason}), which writes none: "
+                            f"give --engine userspace, or no --ledger-dir")
+        ledger_dir = Path(ledger_dir or scratch)
+        ledger_dir.mkdir(parents=True, exist_ok=True)
         if choice.engine == "userspace":
             from .emulator import check_capacity
             check_capacity(imp)

@@ -9,7 +9,9 @@ conventions every role keeps, so the lab runner treats it like the endpoints:
 
 - the server role takes `-p/--port` and `--json-file FILE`, and prints a line starting with
   "Server listening" once it is ready for clients (the runner waits for it);
-- the client role takes the server's address, `-p/--port`, `--cport` and `--json-file FILE`;
+- the client role takes the server's address, `-p/--port`, `--cport` and `--json-file FILE`
+  (a client with no source port to fix, the SYN flood, says so: Role.takes_cport False,
+  and refuses `--cport`; the runner then passes none);
 - SIGINT ends either cleanly with its report written (base.Report);
 - exit status 0 when the scenario went as scripted, 1 when it did not, 2 for bad options.
 
@@ -39,6 +41,8 @@ class Role:
     help: str
     add_arguments: Callable          # (parser) -> None, beyond the conventional options
     run: Callable                    # (args) -> exit status
+    takes_cport: bool = True         # False: a client with no source port to fix (the
+    #                                  runner passes no --cport; the role refuses one)
 
 
 class ScenarioError(ValueError):

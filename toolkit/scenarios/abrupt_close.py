@@ -47,23 +47,24 @@ def _seconds(text) -> float:
 def _server_args(p) -> None:
     p.add_argument("--keepalive", action="store_true",
                    help="SO_KEEPALIVE with --keepidle, --keepintvl and --keepcnt")
-    p.add_argument("--keepidle", type=int, default=1, metavar="S",
+    p.add_argument("--keepidle", type=int, metavar="S",
                    help="TCP_KEEPIDLE: idle seconds before the first probe (default 1)")
-    p.add_argument("--keepintvl", type=int, default=1, metavar="S",
+    p.add_argument("--keepintvl", type=int, metavar="S",
                    help="TCP_KEEPINTVL: seconds between probes (default 1)")
-    p.add_argument("--keepcnt", type=int, default=2, metavar="N",
+    p.add_argument("--keepcnt", type=int, metavar="N",
                    help="TCP_KEEPCNT: unanswered probes before giving up (default 2)")
-    p.add_argument("--user-timeout", type=_seconds, default=0.0, metavar="S",
-                   help="TCP_USER_TIMEOUT: seconds data may stay unacknowledged (default: "
-                        "the kernel's, about 15 minutes of retransmissions)")
+    p.add_argument("--user-timeout", type=_seconds, metavar="S",
+                   help="--write-after: TCP_USER_TIMEOUT, seconds data may stay "
+                        "unacknowledged (default: the kernel's, about 15 minutes of "
+                        "retransmissions)")
     p.add_argument("--write-after", type=_seconds, default=None, metavar="S",
                    help="never read: S seconds after accept, write --writes messages")
-    p.add_argument("--writes", type=int, default=3, metavar="N",
+    p.add_argument("--writes", type=int, metavar="N",
                    help="--write-after: messages to write, --write-gap apart (default 3)")
-    p.add_argument("--write-gap", type=_seconds, default=0.2, metavar="S",
-                   help="seconds between writes (default 0.2)")
-    p.add_argument("--length", type=int, default=100, metavar="BYTES",
-                   help="bytes per write (default 100)")
+    p.add_argument("--write-gap", type=_seconds, metavar="S",
+                   help="--write-after: seconds between writes (default 0.2)")
+    p.add_argument("--length", type=int, metavar="BYTES",
+                   help="--write-after: bytes per write (default 100)")
 
 
 def _client_args(p) -> None:
@@ -71,10 +72,48 @@ def _client_args(p) -> None:
                    help="how the client ends: close(), SO_LINGER 0, or silence")
     p.add_argument("--length", type=int, default=5, metavar="BYTES",
                    help="bytes sent after connecting (default 5, 'hello'; 0: none)")
-    p.add_argument("--wait", type=_seconds, default=0.2, metavar="S",
+    p.add_argument("--wait", type=_seconds, metavar="S",
                    help="fin, rst: seconds between sending and closing (default 0.2)")
-    p.add_argument("--hold", type=_seconds, default=5.0, metavar="S",
+    p.add_argument("--hold", type=_seconds, metavar="S",
                    help="vanish: seconds of silence before the program ends (default 5)")
+
+
+# what each role's options default to, when the mode they belong to is on (an option of a
+# mode that is off is refused, not ignored: _mode_refusal)
+SERVER_DEFAULTS = {"keepidle": 1, "keepintvl": 1, "keepcnt": 2, "user_timeout": 0.0,
+                   "writes": 3, "write_gap": 0.2, "length": 100}
+CLIENT_DEFAULTS = {"wait": 0.2, "hold": 5.0}
+
+
+def _mode_refusal(role: str, args) -> str | None:
+    """Why an option given does nothing in the mode asked for (None: none such)."""
+    def given(*names):
+        return next((n for n in names if getattr(args, n) is not None), None)
+    if role == "server":
+        if not args.keepalive and (n := given("keepidle", "keepintvl", "keepcnt")):
+            return (f"--{n}: keep-alive's timing; without --keepalive the server sends no "
+                    f"keep-alive probe")
+        if args.write_after is None and (n := given("user_timeout", "writes", "write_gap",
+                                                    "length")):
+            return (f"--{n.replace('_', '-')}: the server only reads (no --write-after): it "
+                    f"writes nothing")
+    elif args.close == "vanish" and given("wait"):
+        return "--wait: --close vanish stays silent for --hold, then ends"
+    elif args.close != "vanish" and given("hold"):
+        return f"--hold: the silence of --close vanish; --close {args.close} waits --wait"
+    return None
+
+
+def _checked(role: str, args) -> int | None:
+    """Exit status 2 for an option the mode would ignore; else fill in the defaults."""
+    why = _mode_refusal(role, args)
+    if why:
+        print(f"labkit scenario {SCENARIO} {role}: {why}", file=sys.stderr)
+        return 2
+    for name, value in (SERVER_DEFAULTS if role == "server" else CLIENT_DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return None
 
 
 def set_keepalive(conn: socket.socket, idle_s: int, intvl_s: int, cnt: int) -> None:
@@ -163,6 +202,9 @@ def serve(args) -> int:
             if args.write_after is not None:
                 return write_until_error(conn, args, report, stop)
             return read_until_gone(conn, report, stop)
+    refused = _checked("server", args)
+    if refused is not None:
+        return refused
     return base.run_role(SCENARIO, "server", args, body)
 
 
@@ -186,6 +228,9 @@ def client(args) -> int:
         s.close()
         report.event("closed", how={"fin": "FIN", "rst": "RST", "vanish": "RST"}[args.close])
         return 0
+    refused = _checked("client", args)
+    if refused is not None:
+        return refused
     return base.run_role(SCENARIO, "client", args, body)
 
 

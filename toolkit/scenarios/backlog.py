@@ -66,6 +66,9 @@ def _serve(args, report, stop) -> int:
             raise ValueError(f"--backlog {args.backlog}: expected 0 to 4096")
         if args.accepts is not None and args.accepts < 1:
             raise ValueError(f"--accepts {args.accepts}: expected at least 1")
+        if args.accepts is not None and hold is None:
+            raise ValueError(f"--accepts {args.accepts}: with --accept-after never the server "
+                             f"accepts nothing; give --accept-after S")
     except ValueError as e:
         print(f"labkit scenario backlog server: {e}", file=sys.stderr)
         return 2

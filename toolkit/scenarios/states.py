@@ -45,13 +45,13 @@ def _server_args(p) -> None:
     p.add_argument("--close", choices=["first", "never"], default="first",
                    help="first: the server closes first (TIME-WAIT here); never: it does "
                         "not close after the client's FIN (CLOSE-WAIT) for --hold seconds")
-    p.add_argument("--hold", type=_seconds, default=2.0, metavar="S",
+    p.add_argument("--hold", type=_seconds, metavar="S",
                    help="--close never: seconds to keep the socket open after recv "
                         "returned b'' (default 2)")
     p.add_argument("--restart", action="store_true",
                    help="after the connection, bind the port again without and then with "
                         "SO_REUSEADDR")
-    p.add_argument("--listen-again", type=_seconds, default=0.5, metavar="S",
+    p.add_argument("--listen-again", type=_seconds, metavar="S",
                    help="--restart: seconds the restarted server listens before it ends "
                         "(default 0.5)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR",
@@ -62,10 +62,30 @@ def _client_args(p) -> None:
     p.add_argument("--close", choices=["first", "second"], default="first",
                    help="first: close once the reply is in; second: wait for the server's "
                         "FIN, then --hold seconds, then close")
-    p.add_argument("--hold", type=_seconds, default=1.0, metavar="S",
+    p.add_argument("--hold", type=_seconds, metavar="S",
                    help="--close second: seconds in CLOSE-WAIT before closing (default 1)")
     p.add_argument("--length", type=int, default=100, metavar="BYTES",
                    help="the request's size; the server echoes it (default 100)")
+
+
+def _checked(role: str, args) -> int | None:
+    """Exit status 2 for an option the mode asked for would ignore (--hold belongs to the
+    side that closes second, --listen-again to --restart); else fill in the defaults."""
+    waits = "never" if role == "server" else "second"
+    why = None
+    if args.close != waits and args.hold is not None:
+        why = (f"--hold: the time the {role} keeps its socket open after the peer's FIN "
+               f"(--close {waits}); with --close {args.close} it closes at once")
+    elif role == "server" and not args.restart and args.listen_again is not None:
+        why = "--listen-again: how long the restarted server listens; it takes --restart"
+    if why:
+        print(f"labkit scenario {SCENARIO} {role}: {why}", file=sys.stderr)
+        return 2
+    if args.hold is None:
+        args.hold = 2.0 if role == "server" else 1.0
+    if role == "server" and args.listen_again is None:
+        args.listen_again = 0.5
+    return None
 
 
 def listen(addr: str, port: int, reuseaddr: bool) -> socket.socket:
@@ -125,6 +145,9 @@ def serve(args) -> int:
             return 0
         report.event("listener closed: the server restarts")
         return restart(args, report, stop)
+    refused = _checked("server", args)
+    if refused is not None:
+        return refused
     return base.run_role(SCENARIO, "server", args, body)
 
 
@@ -175,6 +198,9 @@ def client(args) -> int:
             report.event("close", state="LAST-ACK")
         report.end(closed_s=report.now())
         return 0 if got == args.length else 1
+    refused = _checked("client", args)
+    if refused is not None:
+        return refused
     return base.run_role(SCENARIO, "client", args, body)
 
 

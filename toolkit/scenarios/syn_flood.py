@@ -247,9 +247,14 @@ def _run_client(args) -> int:
     if args.proto != "tcp":
         print("labkit scenario syn-flood client: --proto: a SYN flood is TCP", file=sys.stderr)
         return 2
+    if args.cport is not None:
+        print("labkit scenario syn-flood client: --cport: every spoofed SYN has its own "
+              "random source port (--seed picks them); the flood has no source port to fix",
+              file=sys.stderr)
+        return 2
     return run_role("syn-flood", "client", args, lambda rep, stop: _flood(args, rep, stop))
 
 
 ROLES = {"client": Role("send a bounded SYN flood from spoofed lab addresses to a lab "
                         "server (no server role: it aims at another flow's server)",
-                        _client_args, _run_client)}
+                        _client_args, _run_client, takes_cport=False)}
