@@ -19,6 +19,7 @@ import numpy as np
 from . import verdicts as V
 from .addresses import address_text
 from .table import arrow_array
+from .tcp import ack_rtt_shown
 
 CHUNK_ROWS = 1 << 15            # a Parquet row group; ~10 MB of columns
 COLUMNS = ("frame", "time_s", "frame_bytes", "src", "dst", "proto", "sport", "dport", "tcp_stream",
@@ -115,8 +116,9 @@ def columns(a, rows: np.ndarray) -> dict:
     out["duplicate_ack_frame"] = np.where(dupnum > 0,
                                           per_segment(seg.dupack_frame, 0, np.int64), 0)
     out["acks_frame"] = per_segment(seg.acked_frame, 0, np.int64)
-    has_rtt = per_segment(seg.has_ack_rtt(), False, bool)
-    out["ack_rtt_s"] = np.where(has_rtt, per_segment(seg.ack_rtt_ns, 0, np.int64) / 1e9, np.nan)
+    rtt_ns = per_segment(seg.ack_rtt_ns, 0, np.int64)
+    # judged on this chunk's rows only (a chunk at a time: never over every segment)
+    out["ack_rtt_s"] = np.where(ack_rtt_shown(out["acks_frame"], rtt_ns), rtt_ns / 1e9, np.nan)
     out["bytes_in_flight"] = per_segment(seg.bytes_in_flight, 0, np.int64)
     return out
 
@@ -166,26 +168,38 @@ def _arrow_batch(c: dict, extra: dict | None = None):
 
 
 def write_parquet(a, path, stream: int | None = None, extra: dict | None = None) -> int:
-    """The table to one Parquet file, a row group a chunk; returns the rows written."""
+    """The table to one Parquet file, a row group a chunk; returns the rows written.
+    pyarrow encodes and compresses a row group without the GIL: one thread writes a chunk
+    while this one computes the next chunk's columns (two chunks in memory at most)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     n = 0
     writer = None
-    try:
-        for rows in row_chunks(a, stream):
-            batch = _arrow_batch(columns(a, rows), extra)
-            if writer is None:
-                # dictionaries for the text columns only: numbers are mostly distinct, and
-                # a dictionary per number column costs memory and time for nothing
-                writer = pq.ParquetWriter(path, batch.schema, use_dictionary=[
-                    "src", "dst", "proto", *(extra or {})])
-            writer.write_batch(batch)
-            n += batch.num_rows
-        if writer is None:                       # no frame: the columns alone
-            empty = _arrow_batch(columns(a, np.zeros(0, np.int64)), extra)
-            pq.write_table(pa.Table.from_batches([empty]), path)
-    finally:
-        if writer is not None:
-            writer.close()
+    pending = None
+    with ThreadPoolExecutor(1, thread_name_prefix="labkit-parquet") as pool:
+        try:
+            for rows in row_chunks(a, stream):
+                batch = _arrow_batch(columns(a, rows), extra)
+                if writer is None:
+                    # dictionaries for the text columns only: numbers are mostly distinct,
+                    # and a dictionary per number column costs memory and time for nothing
+                    writer = pq.ParquetWriter(path, batch.schema, use_dictionary=[
+                        "src", "dst", "proto", *(extra or {})])
+                if pending is not None:
+                    pending.result()             # the writer's errors surface here
+                pending = pool.submit(writer.write_batch, batch)
+                n += batch.num_rows
+            if pending is not None:
+                pending.result()
+            if writer is None:                   # no frame: the columns alone
+                empty = _arrow_batch(columns(a, np.zeros(0, np.int64)), extra)
+                pq.write_table(pa.Table.from_batches([empty]), path)
+        finally:
+            if pending is not None:
+                pending.exception()              # wait: never close under a running write
+            if writer is not None:
+                writer.close()
     return n

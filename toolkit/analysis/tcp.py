@@ -81,8 +81,12 @@ class TcpSegments:
         return len(self.rows)
 
     def has_ack_rtt(self) -> np.ndarray:
-        """Where Wireshark shows tcp.analysis.ack_rtt: an acked frame and a non-zero RTT."""
-        return (self.acked_frame != 0) & (self.ack_rtt_ns != NO_RTT) & (self.ack_rtt_ns != 0)
+        return ack_rtt_shown(self.acked_frame, self.ack_rtt_ns)
+
+
+def ack_rtt_shown(acked_frame: np.ndarray, ack_rtt_ns: np.ndarray) -> np.ndarray:
+    """Where Wireshark shows tcp.analysis.ack_rtt: an acked frame and a non-zero RTT."""
+    return (acked_frame != 0) & (ack_rtt_ns != NO_RTT) & (ack_rtt_ns != 0)
 
 
 def tcp_rows(cols: dict[str, np.ndarray]) -> np.ndarray:
