@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+import option_walk as walk
 from test_endpoints_loopback import Running, quiet, tcp_server
 from toolkit import cli
 from toolkit.commands.send import MODES as SEND_MODES
@@ -175,16 +176,13 @@ MODES = {"serve": SERVE, "send": SEND}
 def _options(command: str) -> list[argparse.Action]:
     sub = next(a for a in cli.build_parser()._actions
                if isinstance(a, argparse._SubParsersAction))
-    return [a for a in sub.choices[command]._actions
-            if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    return walk.options(sub.choices[command])
 
 
-def _name(action: argparse.Action) -> str:
-    return max(action.option_strings, key=len)
+_name = walk.name
 
 
-class Trap(Exception):
-    """An option was accepted: the command went on to the network."""
+Trap = walk.Trap
 
 
 def _trap(*_a, **_k):
@@ -256,12 +254,7 @@ def test_every_mode_and_the_base_of_every_walk_is_accepted(trapped, tmp_path):
 
 
 def test_every_test_named_in_the_tables_exists():
-    for command, works in WORKS.items():
-        for name, entries in works.items():
-            for _, ref in entries:
-                file, test = ref.split("::")
-                text = (TESTS / file).read_text()
-                assert re.search(rf"^def {test}\(", text, re.M), f"{command} {name}: {ref}"
+    assert not walk.missing_tests(WORKS)
 
 
 # ---- the behaviours the tables point at, where no other test shows them ----
@@ -315,23 +308,7 @@ def test_serve_stops_on_time(model):
     assert time.monotonic() - t0 < 5
 
 
-def _server_side(port: int, peer: tuple) -> socket.socket:
-    """This process's own end of a connection to `port` from `peer` (in-process models)."""
-    import os
-    for fd in map(int, os.listdir("/proc/self/fd")):
-        try:
-            s = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        try:
-            if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM and \
-                    s.getsockname()[1] == port and \
-                    s.getpeername() == peer:
-                return s
-        except OSError:
-            pass
-        s.close()
-    raise AssertionError("the server's end of the connection is not in this process")
+_server_side = walk.server_side
 
 
 @pytest.mark.parametrize("nodelay", [True, False])

@@ -40,6 +40,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+import option_walk as walk
 from toolkit import cli, scenarios
 
 TESTS = Path(__file__).parent
@@ -81,12 +82,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _options(command: str) -> list[argparse.Action]:
-    return [a for a in _parser(command)._actions
-            if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    return walk.options(_parser(command))
 
 
-def _name(action: argparse.Action) -> str:
-    return max(action.option_strings, key=len)
+_name = walk.name
 
 
 # ---- the modes: label -> (argv, words a refusal names the mode by) ----
@@ -447,8 +446,7 @@ WORKS = {
 
 # ---- the walk ----
 
-class Trap(Exception):
-    """An option was accepted: the command went on to its heavy part."""
+Trap = walk.Trap
 
 
 @pytest.fixture
@@ -563,12 +561,7 @@ def test_an_option_without_the_switch_it_belongs_to_is_refused(argv, option, nee
 
 
 def test_every_test_named_in_the_tables_exists():
-    for command, works in WORKS.items():
-        for name, entries in works.items():
-            for _, ref in entries:
-                file, test = ref.split("::")
-                text = (TESTS / file).read_text()
-                assert re.search(rf"^def {test}\(", text, re.M), f"{command} {name}: {ref}"
+    assert not walk.missing_tests(WORKS)
 
 
 # ---- run, check, labs, doctor, selftest, demo, clean: what each hands on ----
@@ -1004,23 +997,7 @@ def _bound(port: int, proto: str = "tcp", timeout: float = 10.0) -> None:
 
 
 def _server_side(port: int, peer: tuple) -> socket.socket:
-    """This process's own end of the connection to `port` from `peer`."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for fd in map(int, os.listdir("/proc/self/fd")):
-            try:
-                s = socket.socket(fileno=os.dup(fd))
-            except OSError:
-                continue
-            try:
-                if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM and \
-                        s.getsockname()[1] == port and s.getpeername() == peer:
-                    return s
-            except OSError:
-                pass
-            s.close()
-        time.sleep(0.02)
-    raise AssertionError("the server's end of the connection is not in this process")
+    return walk.server_side(port, peer, wait_s=5)
 
 
 @pytest.mark.parametrize("mode", ["read", "write"])

@@ -29,7 +29,6 @@ import heapq
 import itertools
 import json
 import os
-import select
 import selectors
 import socket
 import threading
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import wire
+from ..readiness import readable
 from . import pacing, resources, sockopts
 from .report import Report
 from .sessions import Session
@@ -246,7 +246,7 @@ class Server:
             fds = list(children)
             if not fds:
                 return
-            ready, _, _ = select.select(fds, [], [], 0.2 if block else 0)
+            ready = readable(fds, 0.2 if block else 0)
             for fd in ready:
                 pid, buf = children[fd]
                 chunk = os.read(fd, 65536)
@@ -270,7 +270,7 @@ class Server:
                 self._log(rec, pid=pid)
 
         while not self._enough():
-            r, _, _ = select.select([self.sock, *children], [], [], 0.2)
+            r = readable([self.sock, *children], 0.2)
             if self.sock in r:
                 try:
                     conn, peer = self.sock.accept()

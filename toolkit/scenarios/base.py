@@ -96,9 +96,9 @@ class Stop:
 def wait_readable(sock, stop: Stop, every_s: float = 0.1) -> bool:
     """Block as accept or recv would, but let the runner's SIGINT end the wait (False):
     Stop's handler does not raise, and Python retries an interrupted call (PEP 475)."""
-    import select
+    from ..readiness import readable
     while not stop:
-        if select.select([sock], [], [], every_s)[0]:
+        if readable([sock], every_s):
             return True
     return False
 
