@@ -116,14 +116,16 @@ def test_random_loss_lands_in_the_binomial_interval_and_equals_the_ledger(lab, t
     finally:
         stats = handle.stop()
     lo, hi = kernel.binomial_interval(10_000, 0.05)
-    assert lo <= got["lost"] <= hi and got["duplicates"] == 0
+    # what the receiver's own socket dropped (a busy machine ran it late) is the host's
+    on_link = got["lost"] - got["socket_drops"]
+    assert lo <= on_link <= hi and got["duplicates"] == 0
     assert stats["overruns"] == 0
     led = ledger.read(path)
     udp = [r for r in led.records if r["dir"] == "a_to_b" and r["pkt"]["proto"] == "udp"]
     assert len(udp) == 10_000                       # one record per frame
     drops = [r for r in udp if r["action"] == "drop"]
     assert all(r["why"] == "loss" and r["t_out"] is None for r in drops)
-    assert len(drops) == got["lost"] == stats["loss_drops"]["a_to_b"]
+    assert len(drops) == on_link == stats["loss_drops"]["a_to_b"]
 
 
 def test_one_way_delay_gives_ping_rtt_within_a_millisecond(lab, tmp_path):
@@ -431,7 +433,8 @@ def test_selftest_checks_fail_on_a_link_other_than_the_one_configured(lab, tmp_p
         total, decided = selftest._drops(stats, d)
         checks[label] = selftest.judge_loss(4000, loss[d]["lost"], loss[d]["duplicates"], 0.05,
                                             engine_drops=total, decided=decided,
-                                            direction=label)
+                                            direction=label,
+                                            host_drops=loss[d]["socket_drops"])
     assert checks["a>b"].ok and not checks["b>a"].ok, checks
     shaped = I.from_dict({"a_to_b": {"rate": "10mbit"}, "b_to_a": {"rate": "20mbit"}})
     handle = emulator.start(lab, shaped, tmp_path / "wrong-rate.jsonl")

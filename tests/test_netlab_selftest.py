@@ -49,6 +49,25 @@ def test_judge_loss_judges_the_configured_decisions_not_queue_drops(lost, drops,
         assert f"{drops - decided} at its queue" in c.detail
 
 
+@pytest.mark.parametrize("lost,host,drops,ok", [
+    # the run seen under load: 10% configured, 250 of 2000 not received, of which the
+    # receiver's own socket dropped 50 (the kernel's count): 200 on the link
+    (250, 50, None, True),
+    (250, 0, None, False),        # the same without the host's count: above 156..244
+    (1100, 100, 1000, True),      # the userspace engine's drops, plus the host's
+    (1100, 0, 1000, False),       # 100 lost that neither the engine nor the host dropped
+    (1100, 101, 1000, False),     # the host cannot explain more than it lost
+])
+def test_judge_loss_leaves_the_receivers_socket_drops_out_of_the_links_loss(lost, host,
+                                                                            drops, ok):
+    count, p = (2000, 0.10) if drops is None else (10_000, 0.10)
+    c = judge_loss(count, lost, 0, p, engine_drops=drops, host_drops=host)
+    assert c.ok is ok, c
+    if host:
+        assert f"{host} more dropped at the receiver's socket" in c.measured, c
+        assert "are not the link's" in c.detail
+
+
 @pytest.mark.parametrize("expected,median,ok", [
     (0.040, 0.0405, True), (0.040, 0.0409, True), (0.040, 0.0411, False),
     (0.040, 0.0389, False), (0.0, 0.00007, True), (0.020, None, False),

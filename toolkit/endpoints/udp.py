@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import wire
+from ..procnet import udp_socket_drops as socket_drops
 from . import batch, control, sockopts
 from .pacing import ReadPacer
 from .report import Report
@@ -585,24 +586,3 @@ class UdpReceiver:
                             "socket_drops": drops})
         return self.report.doc
 
-
-def socket_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel dropped for this socket (its buffer full, or a bad checksum):
-    the `drops` column of its line in /proc/net/udp (udp6), found by the socket's inode.
-    Data and control datagrams alike; None where there is no such file (not Linux)."""
-    import os
-    try:
-        inode = str(os.fstat(sock.fileno()).st_ino)
-    except OSError:
-        return None
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(name) as f:
-                next(f, None)                         # the header line
-                for line in f:
-                    words = line.split()
-                    if len(words) >= 13 and words[9] == inode:
-                        return int(words[12])
-        except (OSError, ValueError):
-            continue
-    return None

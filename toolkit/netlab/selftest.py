@@ -182,15 +182,21 @@ def _fmt_rate(bps: float) -> str:
 
 def judge_loss(count: int, lost: int, duplicates: int, p: float, *, bursty: bool = False,
                engine_drops: int | None = None, decided: int | None = None,
-               direction: str = "a>b") -> Check:
-    """`lost`: datagrams the receiver never saw; `engine_drops`: every drop the engine
-    made in the direction; `decided`: those the link model made for the configured loss
-    (what is judged when given: drops at the queue are not the configured loss)."""
+               direction: str = "a>b", host_drops: int = 0) -> Check:
+    """`lost`: datagrams the receiver never saw; `host_drops`: those of them the kernel
+    dropped at the receiver's own socket (its buffer full: the busy machine did not run
+    the receiver in time), lost in the host, not on the link; `engine_drops`: every drop
+    the engine made in the direction; `decided`: those the link model made for the
+    configured loss (what is judged when given: drops at the queue are not the configured
+    loss)."""
     name = f"loss {direction}"
-    judged = lost if decided is None else decided
+    on_link = lost - host_drops
+    judged = on_link if decided is None else decided
     measured = f"{judged / count * 100:.2f}% ({judged}/{count})"
-    if decided is not None and decided != lost:
-        measured += f", {lost} lost"
+    if decided is not None and decided != on_link:
+        measured += f", {on_link} lost"
+    if host_drops:
+        measured += f", {host_drops} more dropped at the receiver's socket"
     if bursty:
         # Gilbert-Elliott losses are correlated: a binomial interval would be too narrow
         return Check(name, f"{p * 100:g}% (mean)", measured, duplicates == 0,
@@ -207,8 +213,11 @@ def judge_loss(count: int, lost: int, duplicates: int, p: float, *, bursty: bool
         why += f"; engine dropped {engine_drops}"
         if decided is not None and engine_drops != decided:
             why += f" ({engine_drops - decided} at its queue, not the configured loss)"
-        if engine_drops != lost:
-            ok, why = False, why + f" but {lost} were lost: loss the engine did not decide"
+        if engine_drops != on_link:
+            ok, why = False, why + f" but {on_link} were lost: loss the engine did not decide"
+    if host_drops:
+        why += (f"; {host_drops} datagrams the receiver's socket dropped (its buffer full: "
+                f"the machine did not run it in time) are not the link's")
     return Check(name, f"{p * 100:g}%", measured, ok, why)
 
 
@@ -372,7 +381,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
             checks.append(judge_loss(count, got["lost"], got["duplicates"],
                                      d.burst.mean_loss() if d.burst else d.loss,
                                      bursty=d.burst is not None, engine_drops=total,
-                                     decided=decided, direction=label))
+                                     decided=decided, direction=label,
+                                     host_drops=got.get("socket_drops", 0)))
 
         # rtt and jitter
         phase = _only(imp, ("delay_s", "jitter_s"))

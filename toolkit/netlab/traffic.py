@@ -22,6 +22,12 @@ import struct
 import sys
 import time
 
+if not __package__:
+    # run by path (the selftest's way: no install needed): the package is two levels up
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from toolkit.procnet import udp_socket_drops  # noqa: E402 - after the path, stdlib only
+
 _SEQ = struct.Struct("!Q")
 
 
@@ -57,8 +63,11 @@ def udp_recv(port: int, count: int, idle: float, deadline: float) -> dict:
             received += 1
             if received == count:
                 break
+    # datagrams the kernel dropped at this socket (its buffer full: a receiver the busy
+    # machine did not run in time): lost in this host, not on the link
+    drops = udp_socket_drops(s) or 0
     return {"received": received, "duplicates": duplicates, "stray": stray,
-            "lost": count - received,
+            "lost": count - received, "socket_drops": drops,
             "seconds": (last - first) if first is not None else 0.0}
 
 
