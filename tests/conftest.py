@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -138,19 +139,58 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@contextlib.contextmanager
+def dead_runs_lock():
+    """Held by a test from the moment it leaves a dead run (a runner killed with SIGKILL)
+    until its own `labkit clean` has been checked: make test runs two test files at once,
+    and the other's `labkit clean` would otherwise remove that run first (every dead run
+    on the machine is its to clean)."""
+    import fcntl
+    import tempfile
+    with open(Path(tempfile.gettempdir()) / "labkit-tests-dead-runs.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def as_nobody(*argv, timeout=300, env=()) -> subprocess.CompletedProcess:
     return subprocess.run(["runuser", "-u", "nobody", "--", "env", *env, *argv],
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
-def nobody_python(tmp_path_factory):
+def nobody_python(tmp_path_factory, request):
     """(home, python) for user nobody: a venv of its own, made from the system python3 and
     the wheels this venv was installed from (downloaded once into a folder nobody can read;
     pip takes them from its cache). The suite's own interpreter may live where an ordinary
-    user cannot read it (a pyenv under /root)."""
+    user cannot read it (a pyenv under /root). Made once per run: the two test processes
+    of make test (pytest-xdist) share it, the second waiting for the first."""
+    import fcntl
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if _is_worker(request.config) else base
+    with open(shared / "nobody.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        home = shared / "nobody"
+        if (home / "skipped").exists():
+            pytest.skip((home / "skipped").read_text())
+        if (home / "made").exists():
+            return NobodyPython(home, home / "venv" / "bin" / "python",
+                                home / "numba-cache")
+        try:
+            made = _make_nobody_python(home)
+        except pytest.skip.Exception as e:
+            home.mkdir(exist_ok=True)
+            (home / "skipped").write_text(str(e.msg))
+            raise
+        (home / "made").touch()
+        return made
+
+
+def _make_nobody_python(home: Path) -> NobodyPython:
     system_python = as_nobody_or_skip()
-    home = tmp_path_factory.mktemp("nobody")
+    home.mkdir(exist_ok=True)
     os.chmod(home, 0o777)
     for parent in home.parents:                  # pytest's tmp folders are 0700
         if str(parent).startswith("/tmp/pytest-of-"):

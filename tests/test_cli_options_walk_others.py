@@ -349,8 +349,9 @@ SCENARIO_WORKS = {
         **{o: [(BOTH, ABRUPT_SERVER_HERE),
                (BOTH, SOCK + "test_keepalive_options_reach_the_socket")]
            for o in ("--keepidle", "--keepintvl", "--keepcnt")},   # without --keepalive: refused
-        # reading, the server sends nothing: these are refused there
-        "--user-timeout": [({"write"}, ABRUPT_SERVER_HERE),
+        # reading, the server sends nothing: these are refused there (--user-timeout too,
+        # unless --keepalive: it then bounds the probes; the walk's read mode has none)
+        "--user-timeout": [(BOTH, ABRUPT_SERVER_HERE),
                            ({"write"}, SOCK + "test_a_vanished_client_is_noticed_only_by_"
                             "keepalive_or_a_write")],
         "--write-after": [(BOTH, SOCK + "test_write_to_a_closed_peer_succeeds_once_then_"
@@ -552,6 +553,8 @@ def test_every_mode_and_the_base_of_every_walk_is_accepted(trapped):
     (["scenario", "abrupt_close", "server", "--keepintvl", "2"], "--keepintvl", "--keepalive"),
     (["scenario", "abrupt_close", "server", "--keepcnt", "2"], "--keepcnt", "--keepalive"),
     (["scenario", "states", "server", "--listen-again", "1"], "--listen-again", "--restart"),
+    (["scenario", "abrupt_close", "server", "--user-timeout", "1"], "--user-timeout",
+     "--keepalive"),
     (["selftest", "--queue", "64kb"], "--queue", "rate"),
     (["selftest", "--jitter", "1ms"], "--jitter", "delay"),
 ])
@@ -635,6 +638,21 @@ def test_check_refuses_lab_and_update_for_a_capture(tmp_path):
                           (["--update"], "--update")):
         status, _, err = _main(["check", SAVED / "a.pcapng.gz", *extra])
         assert status == 2 and f"labkit check: {option}" in err and "capture file" in err
+
+
+def test_check_lab_with_runs_and_a_capture_grades_the_runs(monkeypatch, tmp_path):
+    # the capture is checked against --expect, the run against the lab: --lab is not idle
+    from toolkit.labs import check as C
+    seen = {}
+
+    def collect(paths, expect, lab):
+        seen.update(paths=[str(p) for p in paths], lab=lab)
+        raise C.CheckInputError("collected")
+    monkeypatch.setattr(C, "collect", collect)
+    status, _, err = _main(["check", SAVED, SAVED / "a.pcapng.gz", "--expect",
+                            tmp_path / "r.toml", "--lab", "01-handshake"])
+    assert status == 2 and "collected" in err, err
+    assert seen == {"paths": [str(SAVED), str(SAVED / "a.pcapng.gz")], "lab": "01-handshake"}
 
 
 def test_labs_lists_the_labs_of_dir(tmp_path):
@@ -1002,17 +1020,18 @@ def _server_side(port: int, peer: tuple) -> socket.socket:
 
 @pytest.mark.parametrize("mode", ["read", "write"])
 def test_abrupt_close_server_options_reach_its_connection(mode, roles_here, tmp_path):
-    """--keepalive with its timing on the accepted connection, reading or writing; writing,
-    --user-timeout there too and --length bytes each of --writes writes."""
+    """--keepalive with its timing and --user-timeout on the accepted connection, reading
+    or writing; writing, --length bytes each of --writes writes."""
     port = _free_port()
-    keep = ["--keepalive", "--keepidle", "7", "--keepintvl", "3", "--keepcnt", "4"]
-    write = ["--write-after", "0.4", "--writes", "2", "--write-gap", "0.05", "--length", "7",
-             "--user-timeout", "1.5"] if mode == "write" else []
+    keep = ["--keepalive", "--keepidle", "7", "--keepintvl", "3", "--keepcnt", "4",
+            "--user-timeout", "1.5"]
+    write = ["--write-after", "0.4", "--writes", "2", "--write-gap", "0.05",
+             "--length", "7"] if mode == "write" else []
     report = tmp_path / "s.json"
     server = Role("scenario", "abrupt_close", "server", "-p", port, *keep, *write, "-q",
                   "--json-file", report)
     _bound(port)
-    want = [1, 7, 3, 4, 1500 if mode == "write" else 0]
+    want = [1, 7, 3, 4, 1500]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
         s = _server_side(port, c.getsockname())
         with s:

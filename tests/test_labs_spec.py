@@ -143,3 +143,45 @@ def test_labkit_run_refuses_a_broken_spec_with_exit_2(tmp_path):
     assert not out.exists(), "nothing is built or written for a broken spec"
     done = _labkit("run", "04-loss", "--set", "nosuch=1", "--out", str(out))
     assert done.returncode == 2 and "--set nosuch" in done.stderr
+
+
+SCENARIO_LAB = """
+[lab]
+title = "t"
+duration = "5s"
+[[flow]]
+name = "s"
+scenario = "{scenario}"
+serve = {serve}
+send = {send}
+[[expect]]
+table = "tcp"
+at = "b"
+value = "count"
+op = ">="
+expected = 0
+"""
+
+
+@pytest.mark.parametrize("scenario, serve, send, message", [
+    ("states", '{close = "first", hold = "1s"}', "{}",
+     "flow[0].serve: --hold: the time the server keeps its socket open"),
+    ("states", '{listen_again = "1s"}', "{}", "flow[0].serve: --listen-again"),
+    ("states", "{}", '{hold = "1s"}', "flow[0].send: --hold: the time the client"),
+    ("abrupt_close", "{keepidle = 3}", "{}", "flow[0].serve: --keepidle"),
+    ("abrupt_close", "{writes = 3}", "{}", "flow[0].serve: --writes"),
+    ("abrupt_close", "{}", '{close = "vanish", wait = "1s"}', "flow[0].send: --wait"),
+    ("backlog", "{accepts = 2}", "{}", "flow[0].serve: --accepts 2: with --accept-after never"),
+])
+def test_a_scenario_option_its_mode_ignores_is_refused_when_the_lab_loads(scenario, serve, send,
+                                                                          message):
+    text = SCENARIO_LAB.format(scenario=scenario, serve=serve, send=send)
+    with pytest.raises(S.LabError) as e:
+        load(text)
+    assert message in str(e.value), str(e.value)
+    # the same options with the switch they belong to load
+    fixed = {"states": ('{close = "never", hold = "1s"}', '{close = "second", hold = "1s"}'),
+             "abrupt_close": ('{keepalive = true, keepidle = 3, user_timeout = "2s"}',
+                              '{close = "fin", wait = "1s"}'),
+             "backlog": ('{accepts = 2, accept_after = "1s"}', "{}")}[scenario]
+    load(SCENARIO_LAB.format(scenario=scenario, serve=fixed[0], send=fixed[1]))

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import REPO, as_nobody_or_skip, is_root, network_or_skip
+from conftest import REPO, as_nobody_or_skip, dead_runs_lock, is_root, network_or_skip
 from toolkit import netlab
 from toolkit.netlab import impairment as I
 from toolkit.netlab import kernel as K
@@ -134,7 +134,7 @@ def test_signals_tear_down(sig):
 
 def test_sigkill_then_clean_removes_the_dead_run_and_nothing_else():
     _need_root_run()
-    with netlab.up(netlab.default_topology()) as live:
+    with dead_runs_lock(), netlab.up(netlab.default_topology()) as live:
         proc, dead_id = _start_runner()
         proc.kill()
         proc.wait(timeout=10)
@@ -146,9 +146,9 @@ def test_sigkill_then_clean_removes_the_dead_run_and_nothing_else():
         assert _ours(dead_id) == []
         assert len(_ours(live.run_id)) == 3            # the live run is untouched
         assert _ping(live, "a", "b").returncode == 0
-    again = subprocess.run([sys.executable, "-m", "toolkit.cli", "clean"], cwd=REPO,
-                           capture_output=True, text=True, timeout=30)
-    assert again.stdout.strip() == "nothing to clean"
+        again = subprocess.run([sys.executable, "-m", "toolkit.cli", "clean"], cwd=REPO,
+                               capture_output=True, text=True, timeout=30)
+        assert again.stdout.strip() == "nothing to clean"
 
 
 def test_rootless_path_as_root():

@@ -96,9 +96,10 @@ def test_readable_takes_descriptors_select_cannot():
             __import__("select").select([high], [], [], 0)
         assert readable([high], 0) == []
         b.send(b"x")
-        assert readable([high, b], 1.0) == [high]
+        assert readable([high, b], 1.0) == [high] and os.read(high, 10) == b"x"
+        assert readable([high], 0) == []
         b.close()                                   # a hang-up reads as readable (b'')
-        assert readable([high], 1.0) == [high] and os.read(high, 10) == b"x"
+        assert readable([high], 1.0) == [high] and os.read(high, 10) == b""
     finally:
         os.close(high)
         a.close()

@@ -18,8 +18,9 @@ def readable(objs, timeout_s: float | None) -> list:
     for obj in objs:
         fd = obj if isinstance(obj, int) else obj.fileno()
         by_fd[fd] = obj
-        poller.register(fd, select.POLLIN | select.POLLPRI)
+        # POLLIN only, as select()'s read set: urgent data alone (POLLPRI) leaves a recv()
+        # blocking; POLLHUP and POLLERR come anyway, and a read then returns what ended it
+        poller.register(fd, select.POLLIN)
     ms = None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))
-    # POLLHUP/POLLERR count: a read then returns what ended it (b'', or the error)
     ready = {fd for fd, _ in poller.poll(ms)}
     return [obj for fd, obj in by_fd.items() if fd in ready]

@@ -486,11 +486,18 @@ def _command_parser(command: str):
 def _parse_error(argv: list[str]) -> str | None:
     parser = _command_parser(argv[0])
     try:
-        parser.parse_args(argv[1:])
+        args = parser.parse_args(argv[1:])
     except _Refused as e:
         return str(e)
     except SystemExit:
         return "refused by the command's parser"
+    if argv[0].startswith("scenario "):
+        # options a role's parser takes but refuses together (--hold with --close first):
+        # refused here, when the lab is loaded, not when its flow starts
+        from .. import scenarios
+        _, name, role = argv[0].split()
+        check = scenarios.roles(name)[role].check
+        return check(args) if check else None
     return None
 
 

@@ -43,6 +43,9 @@ class Role:
     run: Callable                    # (args) -> exit status
     takes_cport: bool = True         # False: a client with no source port to fix (the
     #                                  runner passes no --cport; the role refuses one)
+    check: Callable | None = None    # (args) -> why options given do nothing together, or
+    #                                  None: the role refuses them (exit 2), and a lab file
+    #                                  that sets them is refused when it is loaded
 
 
 class ScenarioError(ValueError):

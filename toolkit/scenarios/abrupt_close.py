@@ -54,9 +54,9 @@ def _server_args(p) -> None:
     p.add_argument("--keepcnt", type=int, metavar="N",
                    help="TCP_KEEPCNT: unanswered probes before giving up (default 2)")
     p.add_argument("--user-timeout", type=_seconds, metavar="S",
-                   help="--write-after: TCP_USER_TIMEOUT, seconds data may stay "
-                        "unacknowledged (default: the kernel's, about 15 minutes of "
-                        "retransmissions)")
+                   help="--write-after or --keepalive: TCP_USER_TIMEOUT, seconds data (or "
+                        "keep-alive probes) may stay unacknowledged (default: the kernel's, "
+                        "about 15 minutes of retransmissions)")
     p.add_argument("--write-after", type=_seconds, default=None, metavar="S",
                    help="never read: S seconds after accept, write --writes messages")
     p.add_argument("--writes", type=int, metavar="N",
@@ -88,15 +88,20 @@ CLIENT_DEFAULTS = {"wait": 0.2, "hold": 5.0}
 def _mode_refusal(role: str, args) -> str | None:
     """Why an option given does nothing in the mode asked for (None: none such)."""
     def given(*names):
-        return next((n for n in names if getattr(args, n) is not None), None)
+        return next((n for n in names if getattr(args, n, None) is not None), None)
     if role == "server":
         if not args.keepalive and (n := given("keepidle", "keepintvl", "keepcnt")):
             return (f"--{n}: keep-alive's timing; without --keepalive the server sends no "
                     f"keep-alive probe")
-        if args.write_after is None and (n := given("user_timeout", "writes", "write_gap",
-                                                    "length")):
+        if args.write_after is None and (n := given("writes", "write_gap", "length")):
             return (f"--{n.replace('_', '-')}: the server only reads (no --write-after): it "
                     f"writes nothing")
+        # TCP_USER_TIMEOUT bounds unacknowledged data (a writer's) and, with keep-alive, the
+        # unanswered probes too (tcp(7)): it does nothing to a reader without keep-alive
+        if args.write_after is None and not args.keepalive and given("user_timeout"):
+            return ("--user-timeout: it ends a connection whose data or keep-alive probes go "
+                    "unanswered; this server neither writes (no --write-after) nor probes "
+                    "(no --keepalive)")
     elif args.close == "vanish" and given("wait"):
         return "--wait: --close vanish stays silent for --hold, then ends"
     elif args.close != "vanish" and given("hold"):
@@ -236,7 +241,8 @@ def client(args) -> int:
 
 ROLES = {
     "server": Role("one connection: read until the client is gone (or only write), and "
-                   "report how it learned", _server_args, serve),
+                   "report how it learned", _server_args, serve,
+                   check=lambda args: _mode_refusal("server", args)),
     "client": Role("connect, say hello, then close with FIN, with RST, or vanish",
-                   _client_args, client),
+                   _client_args, client, check=lambda args: _mode_refusal("client", args)),
 }

@@ -58,6 +58,15 @@ def _server_args(p) -> None:
                         "waiting, or a half-open one: SYN-RECV in /proc/net/tcp)")
 
 
+def _refusal(args) -> str | None:
+    """Why the options given do nothing together (None: none such)."""
+    if args.accepts is not None and (args.accept_after is None
+                                     or str(args.accept_after).lower() == "never"):
+        return (f"--accepts {args.accepts}: with --accept-after never the server accepts "
+                f"nothing; give --accept-after S")
+    return None
+
+
 def _serve(args, report, stop) -> int:
     try:
         hold = _seconds(args.accept_after, "--accept-after")
@@ -66,9 +75,8 @@ def _serve(args, report, stop) -> int:
             raise ValueError(f"--backlog {args.backlog}: expected 0 to 4096")
         if args.accepts is not None and args.accepts < 1:
             raise ValueError(f"--accepts {args.accepts}: expected at least 1")
-        if args.accepts is not None and hold is None:
-            raise ValueError(f"--accepts {args.accepts}: with --accept-after never the server "
-                             f"accepts nothing; give --accept-after S")
+        if (why := _refusal(args)) is not None:
+            raise ValueError(why)
     except ValueError as e:
         print(f"labkit scenario backlog server: {e}", file=sys.stderr)
         return 2
@@ -238,7 +246,8 @@ def _run_client(args) -> int:
 
 
 ROLES = {"server": Role("listen with a small backlog and accept nothing (or only after "
-                        "--accept-after): the accept queue fills", _server_args, _run_server),
+                        "--accept-after): the accept queue fills", _server_args, _run_server,
+                        check=_refusal),
          "client": Role("open N connections, one every --every seconds, each with a "
                         "connect timeout, and report how long each connect took",
                         _client_args, _run_client)}

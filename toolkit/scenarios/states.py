@@ -68,16 +68,22 @@ def _client_args(p) -> None:
                    help="the request's size; the server echoes it (default 100)")
 
 
-def _checked(role: str, args) -> int | None:
-    """Exit status 2 for an option the mode asked for would ignore (--hold belongs to the
-    side that closes second, --listen-again to --restart); else fill in the defaults."""
+def _refusal(role: str, args) -> str | None:
+    """Why an option given does nothing in the mode asked for (--hold belongs to the side
+    that closes second, --listen-again to --restart); None: none such."""
     waits = "never" if role == "server" else "second"
-    why = None
     if args.close != waits and args.hold is not None:
-        why = (f"--hold: the time the {role} keeps its socket open after the peer's FIN "
-               f"(--close {waits}); with --close {args.close} it closes at once")
-    elif role == "server" and not args.restart and args.listen_again is not None:
-        why = "--listen-again: how long the restarted server listens; it takes --restart"
+        return (f"--hold: the time the {role} keeps its socket open after the peer's FIN "
+                f"(--close {waits}); with --close {args.close} it closes at once")
+    if role == "server" and not args.restart and args.listen_again is not None:
+        return "--listen-again: how long the restarted server listens; it takes --restart"
+    return None
+
+
+def _checked(role: str, args) -> int | None:
+    """Exit status 2 for an option the mode asked for would ignore; else fill in the
+    defaults."""
+    why = _refusal(role, args)
     if why:
         print(f"labkit scenario {SCENARIO} {role}: {why}", file=sys.stderr)
         return 2
@@ -206,7 +212,8 @@ def client(args) -> int:
 
 ROLES = {
     "server": Role("one connection: echo the request, then close first or never (and "
-                   "optionally restart on the same port)", _server_args, serve),
+                   "optionally restart on the same port)", _server_args, serve,
+                   check=lambda args: _refusal("server", args)),
     "client": Role("one request, then close first or after the server", _client_args,
-                   client),
+                   client, check=lambda args: _refusal("client", args)),
 }
