@@ -68,3 +68,20 @@ def server_side(port: int, peer: tuple, wait_s: float = 0.0):
         if time.monotonic() >= deadline:
             raise AssertionError("the server's end of the connection is not in this process")
         time.sleep(0.02)
+
+
+def run_trapped(main, argv: list[str]) -> tuple[int | str, str]:
+    """main(argv) in this process: ("accepted" when it sprang a Trap, else its exit
+    status; what it wrote to stderr)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except Trap:
+            code = "accepted"
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()

@@ -9,8 +9,6 @@ trap: nothing listens or sends, and an option that is not refused springs the tr
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import re
 import socket
@@ -199,15 +197,7 @@ def trapped(monkeypatch, tmp_path):
     (tmp_path / "f.bin").write_bytes(b"x" * 100)
 
     def run(argv: list[str]) -> tuple[int | str, str]:
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                code = cli.main(argv)
-            except Trap:
-                code = "accepted"
-            except SystemExit as e:
-                code = e.code
-        return code, err.getvalue()
+        return walk.run_trapped(cli.main, argv)
     return run
 
 

@@ -484,16 +484,9 @@ def trapped(monkeypatch, tmp_path):
     def run(argv: list[str]) -> tuple[int | str, str]:
         argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
         sprung.clear()
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
-                _argv(["pytest"]):
-            try:
-                code = cli.main(argv)
-            except Trap:
-                code = "accepted"
-            except SystemExit as e:
-                code = e.code
-        return ("accepted" if sprung else code), err.getvalue()
+        with _argv(["pytest"]):
+            code, err = walk.run_trapped(cli.main, argv)
+        return ("accepted" if sprung else code), err
     return run
 
 
