@@ -136,17 +136,24 @@ def test_one_way_delay_gives_ping_rtt_within_a_millisecond(lab, tmp_path):
     finally:
         stats = handle.stop()
     assert rtt["received"] == 20
-    # the engine's own timing report decides (docs/timing.md): on time, the RTT is the
-    # configured one within 1 ms; late, the check may fail only the way lateness explains
-    # (a longer RTT, never a shorter one), and the report must say the engine was late
-    check = selftest.judge_rtt(0.030, rtt["median_s"]).settle(stats["timing"]["reliable"])
-    assert rtt["median_s"] >= 0.030 - 1e-3, rtt
+    assert_rtt_as_the_timing_report_allows(0.030, rtt, stats)
     if stats["timing"]["reliable"]:
-        assert check.status == "pass", (check, rtt)
         assert stats["late"]["max_s"] < 0.005, stats["late"]
+
+
+def assert_rtt_as_the_timing_report_allows(expected_s: float, rtt: dict, stats: dict) -> None:
+    """The engine's own timing report decides (docs/timing.md): on time, the median RTT is
+    the configured one within 1 ms; late, the check may fail only the way lateness
+    explains (a longer RTT, never a shorter one), and the report must say the engine was
+    late."""
+    timing = stats["timing"]
+    check = selftest.judge_rtt(expected_s, rtt["median_s"]).settle(timing["reliable"])
+    assert rtt["median_s"] >= expected_s - 1e-3, rtt
+    if timing["reliable"]:
+        assert check.status == "pass", (check, rtt, stats["late"])
     else:
-        assert check.status in ("pass", "unreliable"), (check, stats["timing"])
-        assert stats["timing"]["notes"] and stats["late"]["count"] > 0, stats
+        assert check.status in ("pass", "unreliable"), (check, timing)
+        assert timing["notes"] and stats["late"]["count"] > 0, stats
 
 
 def test_rate_gives_tcp_goodput_within_ten_percent(lab, tmp_path):
@@ -313,7 +320,9 @@ def test_the_engine_runs_rootless_as_an_unprivileged_user(tmp_path):
         assert done.returncode == 0, done.stderr
         got = json.loads(done.stdout.splitlines()[-1])
         assert got["mode"] == "rootless"
-        assert abs(got["rtt"]["median_s"] - 0.020) <= 1e-3, got["rtt"]
+        # unprivileged, the engine gets no real-time priority: on a busy machine it may be
+        # late, and then its report must say so (seen: a 23.9 ms median with both cores busy)
+        assert_rtt_as_the_timing_report_allows(0.020, got["rtt"], got["stats"])
         assert got["stats"]["overruns"] == 0
         assert ledger.read(out).trailer is not None
     finally:
