@@ -136,19 +136,23 @@ def measure_loss(lab: Lab, count: int, pps: float, *,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for src, dst in pairs}
     out = {}
-    for send in sends.values():
+    sent_s = {}
+    for pair, send in sends.items():
         try:
-            _, err = send.communicate(timeout=count / pps + 30)
+            sout, err = send.communicate(timeout=count / pps + 30)
         except subprocess.TimeoutExpired:
             send.kill()
-            _, err = send.communicate()
+            sout, err = send.communicate()
         if send.returncode != 0:
             for r in recvs.values():
                 r.kill()
                 r.communicate()
             raise RuntimeError(f"UDP sender failed: {err.strip()[-500:]}")
+        # how long the sender took: the rate it really offered (a busy machine may not
+        # have let it keep `pps`)
+        sent_s[pair] = json.loads(sout.strip().splitlines()[-1])["seconds"]
     for (src, dst), recv in recvs.items():
-        out[f"{src}_to_{dst}"] = _result(recv, timeout=30)
+        out[f"{src}_to_{dst}"] = {**_result(recv, timeout=30), "send_s": sent_s[src, dst]}
     return out[f"{pairs[0][0]}_to_{pairs[0][1]}"] if len(pairs) == 1 else out
 
 
