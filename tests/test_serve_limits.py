@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def test_readable_takes_descriptors_select_cannot():
     high = os.dup2(a.fileno(), HIGH_FD)
     try:
         with pytest.raises(ValueError):            # what the servers used before
-            __import__("select").select([high], [], [], 0)
+            select.select([high], [], [], 0)
         assert readable([high], 0) == []
         b.send(b"x")
         assert readable([high, b], 1.0) == [high] and os.read(high, 10) == b"x"

@@ -30,9 +30,11 @@ def lab_verdicts(report, labs_dir: Path | None = None) -> dict[str, str]:
         try:
             lab = S.load(path)
             choice = choose_engine(lab.impairment, report.have_netem, lab.engine)
-        except (S.LabError, SpecError) as e:
-            out[name] = f"cannot run here: {e}" if isinstance(e, SpecError) else \
-                f"invalid: {e}"
+        except S.LabError as e:
+            out[name] = f"invalid: {e}"
+            continue
+        except SpecError as e:              # the engine it asks for cannot do its link here
+            out[name] = f"cannot run here: {e}"
             continue
         if not report.can_build:
             out[name] = "cannot run: no privileges for a lab network (see privilege)"
