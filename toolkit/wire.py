@@ -31,8 +31,7 @@ peer cannot make a receiver allocate without bound.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:                 # numpy is imported where it is used (decode_heads)
     import numpy as np
@@ -65,8 +64,10 @@ class FramingError(ValueError):
     """Bytes that are not a lab header, or a byte stream that is not a sequence of frames."""
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
+    """One header's fields. A tuple, not a frozen dataclass: a receiver makes one per message
+    (tens of thousands a second on a fast link), and a frozen dataclass's __init__ costs
+    several times a tuple's."""
     flow: int
     seq: int
     send_ns: int
@@ -83,16 +84,20 @@ class Header:
                          self.send_ns, self.length)
 
     @classmethod
-    def unpack(cls, data: bytes) -> Header:
-        """Parse the header at the start of `data` (which may carry the body after it)."""
-        if len(data) < HEADER_LEN:
-            raise FramingError(f"truncated header: {len(data)} of {HEADER_LEN} bytes")
-        magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
+    def unpack(cls, data, offset: int = 0) -> Header:
+        """Parse the header at `offset` in `data` (which may carry the body after it)."""
+        if len(data) - offset < HEADER_LEN:
+            raise FramingError(f"truncated header: {max(len(data) - offset, 0)} of "
+                               f"{HEADER_LEN} bytes")
+        magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data, offset)
         if magic != MAGIC:
             raise FramingError(f"bad magic {magic!r} (expected {MAGIC!r})")
         if version != VERSION:
             raise FramingError(f"unsupported header version {version} (this is {VERSION})")
-        return cls(flow, seq, send_ns, length, kind)
+        return _new_header(cls, (flow, seq, send_ns, length, kind))
+
+
+_new_header = tuple.__new__        # a Header from its five fields, in order, unchecked
 
 
 def _be(h: np.ndarray, name: str, dtype: str) -> np.ndarray:
@@ -186,13 +191,18 @@ class Deframer:
         pos, end = 0, len(view)
         while pos < end:
             if self._header is None:
-                take = min(HEADER_LEN - len(self._buf), end - pos)
-                self._buf += view[pos:pos + take]
-                pos += take
-                if len(self._buf) < HEADER_LEN:
-                    break
                 try:
-                    h = Header.unpack(bytes(self._buf))
+                    if not self._buf and end - pos >= HEADER_LEN:
+                        # the usual case: a whole header in this read, parsed in place
+                        h = Header.unpack(view, pos)
+                        pos += HEADER_LEN
+                    else:
+                        take = min(HEADER_LEN - len(self._buf), end - pos)
+                        self._buf += view[pos:pos + take]
+                        pos += take
+                        if len(self._buf) < HEADER_LEN:
+                            break
+                        h = Header.unpack(self._buf)
                 except FramingError as e:
                     raise self._fail(str(e)) from None
                 if h.length > self.limit:
@@ -201,17 +211,23 @@ class Deframer:
                 self._header = h
                 self._buf.clear()
             h = self._header
-            if self.keep_bodies:
-                take = min(h.length - len(self._buf), end - pos)
-                self._buf += view[pos:pos + take]
-                done = len(self._buf) == h.length
-            else:
+            body = b""
+            if not self.keep_bodies:
                 take = min(h.length - self._skipped, end - pos)
                 self._skipped += take
                 done = self._skipped == h.length
+            elif not self._buf and end - pos >= h.length:
+                take, done = h.length, True        # a whole body in this read: one copy
+                body = bytes(view[pos:pos + take])
+            else:
+                take = min(h.length - len(self._buf), end - pos)
+                self._buf += view[pos:pos + take]
+                done = len(self._buf) == h.length
+                if done:
+                    body = bytes(self._buf)
             pos += take
             if done:
-                out.append((h, bytes(self._buf) if self.keep_bodies else b""))
+                out.append((h, body))
                 self.offset += HEADER_LEN + h.length
                 self._header = None
                 self._buf.clear()
