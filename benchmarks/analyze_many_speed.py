@@ -6,9 +6,13 @@ retransmissions, some UDP), then times `labkit analyze DIR --format parquet -o O
 --jobs 1 and with --jobs N (default: every core), each into a fresh OUT; and, as the
 machine's own reference in the same run, N copies of a plain CPU-bound Python loop at once
 against one after the other: what N processes can gain here at all (a virtual machine's
-CPUs are not always whole cores). The last line is machine-readable:
+CPUs are not always whole cores). Each command's fixed part (the interpreter, the imports,
+loading the compiled kernels, starting the workers) is measured too, by the same commands
+on N captures of 1,000 packets, so the speedup of the work that grows with the captures is
+shown beside the whole commands'. The last line is machine-readable:
 
-    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X ceiling=C
+    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X ceiling=C \
+    fixed_1=S fixed_n=S work_speedup=X
 
     .venv/bin/python benchmarks/analyze_many_speed.py [--captures 20] [--packets 100000]
 """
@@ -69,14 +73,21 @@ def main(argv=None) -> int:
     try:
         caps = work / "captures"
         caps.mkdir()
+        small = work / "small"
+        small.mkdir()
         for i in range(args.captures):
             bulk_capture(caps / f"c{i:02d}.pcap", args.packets, seed=i)
+        for i in range(args.jobs):
+            bulk_capture(small / f"s{i:02d}.pcap", 1000, seed=i)
         lk = [sys.executable, "-m", "toolkit.cli", "analyze", str(caps), "--format",
               "parquet"]
         timed(lk + ["-o", str(work / "warm"), "--jobs", "1"])      # compiled kernels cached
         shutil.rmtree(work / "warm")
         one = timed(lk + ["-o", str(work / "one"), "--jobs", "1"])
         many = timed(lk + ["-o", str(work / "many"), "--jobs", str(args.jobs)])
+        small_lk = lk[:4] + [str(small)] + lk[5:]
+        fixed_1 = timed(small_lk + ["-o", str(work / "small1"), "--jobs", "1"])
+        fixed_n = timed(small_lk + ["-o", str(work / "smalln"), "--jobs", str(args.jobs)])
         top = ceiling(args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -87,9 +98,14 @@ def main(argv=None) -> int:
     print(f"--jobs {args.jobs}: {many:6.2f} s  {total / many:>12,.0f} packets/s")
     print(f"{args.jobs} CPU-bound Python loops at once: {top:.2f}x one after the other "
           f"(what {args.jobs} processes can gain on this machine)")
+    work_1, work_n = one - fixed_1, many - fixed_n
+    print(f"fixed part ({args.jobs} captures of 1,000 packets): --jobs 1 {fixed_1:.2f} s, "
+          f"--jobs {args.jobs} {fixed_n:.2f} s; beyond it: {work_1:.2f} s and {work_n:.2f} s, "
+          f"{work_1 / work_n:.2f}x")
     print(f"captures={args.captures} packets_each={args.packets} jobs={args.jobs} "
           f"seconds_1={one:.2f} seconds_n={many:.2f} speedup={one / many:.2f} "
-          f"ceiling={top:.2f}")
+          f"ceiling={top:.2f} fixed_1={fixed_1:.2f} fixed_n={fixed_n:.2f} "
+          f"work_speedup={work_1 / work_n:.2f}")
     return 0
 
 
