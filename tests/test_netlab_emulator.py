@@ -340,12 +340,21 @@ def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_ov
     finally:
         stats = handle.stop()
     assert stats["overruns"] == 0
-    # the premise: twice the ceiling or more was offered; then with a 50 ms queue at least
-    # 6000 - (3000 + 500) frames must be dropped as capacity
-    assert 6000 / got["send_s"] >= 2 * forwarder.MAX_FPS, got
     led = ledger.read(path)
+    came = sorted(r["t_in"] for r in led.records if r["dir"] == "a_to_b" and not r.get("copy"))
+    assert len(came) >= 6000, len(came)        # every datagram reached the engine
+    # The link model judges by the kernel's arrival stamps, not by the engine's CPU: what
+    # it can carry is MAX_FPS over the span the frames arrived in, plus its 50 ms queue.
+    # So the premise is an overload at the engine (the sender's own pace varies with the
+    # machine's load: with both cores busy it once offered 1.5x the ceiling, idle 3x+),
+    # and the capacity drops it must make follow from the arrivals, whatever their pace.
+    span = (came[-1] - came[0]) / 1e9
+    offered = (len(came) - 1) / span
+    assert offered >= 1.25 * forwarder.MAX_FPS, \
+        f"no overload reached the engine: {offered:.0f} frames/s ({got})"
+    most_carried = forwarder.MAX_FPS * (span + 0.050) + 2
     drops = led.dropped("a_to_b")
-    assert got["lost"] - got["socket_drops"] == len(drops) > 2000
+    assert got["lost"] - got["socket_drops"] == len(drops) >= len(came) - most_carried > 500
     assert {r["why"] for r in drops} == {"capacity"}
     assert stats["directions"]["a_to_b"]["capacity"] == len(drops)
     # what it carried, it carried at its ceiling: no faster than MAX_FPS
