@@ -329,9 +329,9 @@ def test_the_engine_runs_rootless_as_an_unprivileged_user(tmp_path):
         subprocess.run(["rm", "-f", out])
 
 
-def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_overrun(
-        lab, tmp_path):
-    path = tmp_path / "flood.jsonl"
+def _flood(lab, path):
+    """6000 datagrams a->b through a fresh engine: (receiver's result, engine's stats,
+    ledger, the arrival stamps of a->b, the rate they arrived at)."""
     handle = emulator.start(lab, I.from_dict({}), path)
     try:
         # as fast as the sender can: paced at 3x the ceiling, a sender the busy machine held
@@ -339,19 +339,31 @@ def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_ov
         got = selftest.measure_loss(lab, 6000, 100 * forwarder.MAX_FPS)
     finally:
         stats = handle.stop()
-    assert stats["overruns"] == 0
     led = ledger.read(path)
     came = sorted(r["t_in"] for r in led.records if r["dir"] == "a_to_b" and not r.get("copy"))
-    assert len(came) >= 6000, len(came)        # every datagram reached the engine
+    return got, stats, led, came, (len(came) - 1) / ((came[-1] - came[0]) / 1e9)
+
+
+def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_overrun(
+        lab, tmp_path):
     # The link model judges by the kernel's arrival stamps, not by the engine's CPU: what
     # it can carry is MAX_FPS over the span the frames arrived in, plus its 50 ms queue.
-    # So the premise is an overload at the engine (the sender's own pace varies with the
-    # machine's load: with both cores busy it once offered 1.5x the ceiling, idle 3x+),
-    # and the capacity drops it must make follow from the arrivals, whatever their pace.
-    span = (came[-1] - came[0]) / 1e9
-    offered = (len(came) - 1) / span
+    # So the premise is an overload at the engine, read from its ledger, and the capacity
+    # drops it must make follow from the arrivals, whatever their pace. The sender's pace
+    # is the machine's: with both cores busy it offered 1.09x and 1.5x the ceiling in two
+    # runs, idle 3x and more. It runs at nice -10 where it may (traffic.py), and a flood
+    # that was no overload is tried again, at most three times in all.
+    rates = []
+    for attempt in range(3):
+        got, stats, led, came, offered = _flood(lab, tmp_path / f"flood{attempt}.jsonl")
+        rates.append(round(offered))
+        if offered >= 1.25 * forwarder.MAX_FPS:
+            break
     assert offered >= 1.25 * forwarder.MAX_FPS, \
-        f"no overload reached the engine: {offered:.0f} frames/s ({got})"
+        f"no overload reached the engine in three tries: {rates} frames/s ({got})"
+    assert stats["overruns"] == 0
+    assert len(came) >= 6000, len(came)        # every datagram reached the engine
+    span = (came[-1] - came[0]) / 1e9
     most_carried = forwarder.MAX_FPS * (span + 0.050) + 2
     drops = led.dropped("a_to_b")
     assert got["lost"] - got["socket_drops"] == len(drops) >= len(came) - most_carried > 500
