@@ -9,9 +9,10 @@ against one after the other: what N processes can gain here at all (a virtual ma
 CPUs are not always whole cores). Each command's fixed part (the interpreter, the imports,
 loading the compiled kernels, starting the workers) is measured too, by the same commands
 on N captures of 1,000 packets, so the speedup of the work that grows with the captures is
-shown beside the whole commands'. The last line is machine-readable:
+shown beside the whole commands'. The last line is machine-readable (one line, wrapped
+here):
 
-    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X ceiling=C \
+    captures=20 packets_each=100000 jobs=2 seconds_1=S seconds_n=S speedup=X ceiling=C
     fixed_1=S fixed_n=S work_speedup=X
 
     .venv/bin/python benchmarks/analyze_many_speed.py [--captures 20] [--packets 100000]
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
     print(f"--jobs {args.jobs}: {many:6.2f} s  {total / many:>12,.0f} packets/s")
     print(f"{args.jobs} CPU-bound Python loops at once: {top:.2f}x one after the other "
           f"(what {args.jobs} processes can gain on this machine)")
-    work_1, work_n = one - fixed_1, many - fixed_n
+    # (tiny inputs can leave nothing beyond the fixed part: no ratio then)
+    work_1, work_n = max(one - fixed_1, 1e-3), max(many - fixed_n, 1e-3)
     print(f"fixed part ({args.jobs} captures of 1,000 packets): --jobs 1 {fixed_1:.2f} s, "
           f"--jobs {args.jobs} {fixed_n:.2f} s; beyond it: {work_1:.2f} s and {work_n:.2f} s, "
           f"{work_1 / work_n:.2f}x")

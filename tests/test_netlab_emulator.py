@@ -340,7 +340,10 @@ def _flood(lab, path):
     finally:
         stats = handle.stop()
     led = ledger.read(path)
-    came = sorted(r["t_in"] for r in led.records if r["dir"] == "a_to_b" and not r.get("copy"))
+    # the flood's datagrams only: an ARP or IPv6 neighbour frame a second before would
+    # stretch the span the rate is read over
+    came = sorted(r["t_in"] for r in led.records if r["dir"] == "a_to_b" and not r.get("copy")
+                  and r["pkt"].get("dport") == selftest.UDP_PORT)
     return got, stats, led, came, (len(came) - 1) / ((came[-1] - came[0]) / 1e9)
 
 
@@ -362,11 +365,11 @@ def test_an_overload_beyond_the_ceiling_is_queued_and_dropped_as_capacity_not_ov
     assert offered >= 1.25 * forwarder.MAX_FPS, \
         f"no overload reached the engine in three tries: {rates} frames/s ({got})"
     assert stats["overruns"] == 0
-    assert len(came) >= 6000, len(came)        # every datagram reached the engine
+    assert len(came) == 6000, len(came)        # every datagram reached the engine
     span = (came[-1] - came[0]) / 1e9
     most_carried = forwarder.MAX_FPS * (span + 0.050) + 2
     drops = led.dropped("a_to_b")
-    assert got["lost"] - got["socket_drops"] == len(drops) >= len(came) - most_carried > 500
+    assert got["lost"] - got["socket_drops"] == len(drops) >= len(came) - most_carried
     assert {r["why"] for r in drops} == {"capacity"}
     assert stats["directions"]["a_to_b"]["capacity"] == len(drops)
     # what it carried, it carried at its ceiling: no faster than MAX_FPS

@@ -76,8 +76,9 @@ def udp_recv(port: int, count: int, idle: float, deadline: float) -> dict:
 def ahead_of_other_work() -> bool:
     """A measurement's sender should offer what it is asked to, and its receiver read in
     time, not whatever a busy machine leaves them (with both cores kept busy, a sender
-    asked for 3x the link's ceiling once offered less than the ceiling): nice -10 where allowed (root); unprivileged they stay as
-    they are, and the caller's judgement reads the rate really offered."""
+    asked for 3x the link's ceiling once offered less than the ceiling): nice -10 where
+    allowed (root); unprivileged they stay as they are, and the caller's judgement reads
+    the rate really offered."""
     try:
         os.setpriority(os.PRIO_PROCESS, 0, -10)
         return True
