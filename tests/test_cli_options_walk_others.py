@@ -1230,6 +1230,15 @@ def test_the_runner_gives_a_syn_flood_no_source_port(tmp_path):
     for flow in lab.flows:
         _, send = endpoints_for(flow, net, tmp_path)
         assert ("--cport" in send.argv) is (flow.scenario != "syn-flood"), flow.name
+        assert (flow.client_port is None) is (flow.scenario == "syn-flood"), flow.name
+    # a lab that sets a client_port the flood would not use is refused when it loads
+    text = (REPO / "labs" / "06-backlog" / "lab.toml").read_text().replace(
+        'name = "flood-c"', 'name = "flood-c"\nclient_port = 43001')
+    (tmp_path / "lab.toml").write_text(text)
+    with pytest.raises(spec.LabError) as e:
+        spec.load(tmp_path / "lab.toml")
+    assert "flow[3].client_port: scenario 'syn-flood' sends each packet from its own" \
+        in str(e.value), str(e.value)
 
 
 def test_udp_file_options_do_what_they_say(roles_here, tmp_path):

@@ -132,14 +132,13 @@ def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, 
     scenario's server and client roles instead (no receiver when it has no server role)."""
     from .files import expand
     folder = run_dir / "endpoints"
-    cport: tuple[str, ...] = ("--cport", str(flow.client_port))
+    cport: tuple[str, ...] = (() if flow.client_port is None       # a SYN flood's client
+                              else ("--cport", str(flow.client_port)))
     if flow.scenario:
         from .. import scenarios
         serve_cmd = ("scenario", flow.scenario, "server")
         send_cmd = ("scenario", flow.scenario, "client")
         one_off: tuple[str, ...] = ()
-        if not scenarios.roles(flow.scenario)["client"].takes_cport:
-            cport = ()                  # a SYN flood: every SYN its own source port
     else:
         serve_cmd, send_cmd, one_off = ("serve",), ("send",), ("-1",)
         parallel = flow.send.get("parallel")

@@ -60,7 +60,7 @@ class FlowSpec:
     client: str                 # host running `labkit send`
     server: str                 # host running `labkit serve`
     port: int
-    client_port: int
+    client_port: int | None     # None: the client picks a port per packet
     start_s: float
     after: str | None
     send: dict                  # `labkit send` options, as the lab wrote them
@@ -355,7 +355,7 @@ def _flows(raw, topology, duration: float) -> tuple[FlowSpec, ...]:
             raise LabError(f"{where}: client and server are both {ends['client']!r}; a flow "
                            f"joins two hosts")
         port = _port(t.get("port", 5201 + i), f"{where}.port")
-        cport = _port(t.get("client_port", 41000 + i), f"{where}.client_port")
+        cport: int | None = _port(t.get("client_port", 41000 + i), f"{where}.client_port")
         start = _seconds(t.get("start", 0), f"{where}.start")
         if not 0 <= start < duration:
             raise LabError(f"{where}.start: {start:g} s; expected from 0 to below the lab's "
@@ -376,6 +376,14 @@ def _flows(raw, topology, duration: float) -> tuple[FlowSpec, ...]:
                                f"{', '.join(scenarios.names()) or 'none'}")
             roles = scenarios.roles(scenario)
             has_server = "server" in roles
+            if not roles["client"].takes_cport:
+                # a SYN flood: every SYN has its own random source port, so a client_port
+                # would be a port no frame of the flow carries
+                if "client_port" in t:
+                    raise LabError(f"{where}.client_port: scenario {scenario!r} sends each "
+                                   f"packet from its own random source port; remove "
+                                   f"client_port")
+                cport = None
             if not has_server and t.get("serve"):
                 raise LabError(f"{where}.serve: scenario {scenario!r} has no server role (its "
                                f"client aims at another flow's server on port {port})")
@@ -388,7 +396,7 @@ def _flows(raw, topology, duration: float) -> tuple[FlowSpec, ...]:
                     and o.proto == proto:
                 raise LabError(f"{where}.port: {port} on {ends['server']} is flow "
                                f"{o.name!r}'s already")
-            if o.client == ends["client"] and o.client_port == cport:
+            if cport is not None and o.client == ends["client"] and o.client_port == cport:
                 raise LabError(f"{where}.client_port: {cport} on {ends['client']} is flow "
                                f"{o.name!r}'s already")
         out.append(FlowSpec(i, name, proto, ends["client"], ends["server"], port, cport,
