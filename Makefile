@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	@# numba compiles the analyzer's kernels on first use and caches the machine code:
+	@# here, once, rather than in a user's first `labkit analyze` (or in each test worker)
+	@echo "compiling the analyzer's kernels for this machine (once; a minute or two)"
+	$(VENV)/bin/labkit analyze --format json captures/04-loss/a.pcapng.gz > /dev/null
+	$(VENV)/bin/labkit analyze --packets --format csv captures/04-loss/a.pcapng.gz > /dev/null
 	touch $@
 
 system-deps: TOOLS = $(SYSTEM_TOOLS)

@@ -11,10 +11,16 @@ compiler refreshes the context itself before it compiles, and the code loaded ne
 numba's runtime (NRT), which is initialized here. So the kernels declared with `kernel`
 load without the refresh. This touches our own dispatchers only, and only if this
 numba's cache has the shape it was written against; otherwise numba's own load runs.
+
+Compiling them all takes a minute or two on a small machine, the first time any capture
+is analyzed after an install (or after a kernel's source changed). `make venv` does it
+once at install; otherwise the process that has to compile says so, at a terminal, so
+that a first `labkit analyze` does not look hung.
 """
 
 from __future__ import annotations
 
+import sys
 import types
 
 from numba import njit
@@ -23,6 +29,38 @@ try:
     from numba.core.runtime import rtsys
 except ImportError:          # a numba without this layout: keep its own loading
     rtsys = None
+try:
+    from numba.core import event
+except ImportError:          # a numba without its event API: no note, compiling still works
+    event = None
+
+_OURS: set[int] = set()      # id() of the dispatchers made by `kernel`
+
+
+class _CompileNote(event.Listener if event else object):
+    """numba's "numba:compile" event fires only when no cached machine code fits (the
+    cache is tried first): the first one of a kernel of ours in a process writes a line
+    to stderr, where a person watches it (a terminal: as the progress bar, never into a
+    pipe or a log a test compares)."""
+
+    said = False
+
+    def on_start(self, ev):
+        data = ev.data or {}
+        if _CompileNote.said or id(data.get("dispatcher")) not in _OURS:
+            return
+        _CompileNote.said = True
+        if sys.stderr is not None and sys.stderr.isatty():
+            print("labkit: compiling the analyzer's kernels for this machine, once (a minute "
+                  "or two); later runs load them from numba's cache", file=sys.stderr,
+                  flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+if event is not None:
+    event.register("numba:compile", _CompileNote())
 
 
 def _load_overload(cache, sig, target_context):
@@ -34,6 +72,7 @@ def _load_overload(cache, sig, target_context):
 def kernel(fn):
     """njit(cache=True, nogil=True), loaded from the cache without the refresh."""
     dispatcher = njit(cache=True, nogil=True)(fn)
+    _OURS.add(id(dispatcher))
     cache = getattr(dispatcher, "_cache", None)
     if (rtsys is not None and hasattr(cache, "_load_overload")
             and hasattr(cache, "_guard_against_spurious_io_errors")):
