@@ -158,9 +158,10 @@ class Server:
         talk = self._conversation(session)
         view = memoryview(bytearray(pacing.RECV))
         try:
+            carry_out = _Blocking(conn)
             while (op := talk.op) is not None:
                 try:
-                    talk.done(_blocking(conn, op, view))
+                    talk.done(carry_out(op, view))
                 except OSError as e:
                     talk.failed(e)
         finally:
@@ -437,19 +438,40 @@ class Server:
             self._tasks.discard(task)
 
 
-def _blocking(conn: socket.socket, op: pacing.Op, view: memoryview):
-    """One operation of a conversation (pacing.py), carried out by blocking calls."""
-    if op.kind == pacing.WAIT:
-        time.sleep(op.arg)
-    elif op.kind == pacing.SHUTDOWN:
-        conn.shutdown(socket.SHUT_WR)
-    else:
-        conn.settimeout(op.timeout)
-        if op.kind == pacing.SEND:
-            conn.sendall(op.arg)
-        else:
-            return view[:conn.recv_into(view[:op.arg])]
-    return None
+class _Blocking:
+    """The operations of one connection's conversation (pacing.py), carried out by
+    blocking calls. An operation's timeout is the kernel's (sockopts.kernel_timeout), set
+    when it changes: with Python's timeout mode a read was three system calls (ioctl,
+    poll, recv) where one does, and a bulk transfer is mostly reads. The kernel's timeout
+    counts from the call's last progress; its expiry, EAGAIN, is reported as the
+    TimeoutError it is."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn = conn
+        self.timeouts = {socket.SO_RCVTIMEO: None, socket.SO_SNDTIMEO: None}
+        conn.settimeout(None)
+
+    def _timeout(self, which: int, seconds: float) -> None:
+        if self.timeouts[which] != seconds:
+            sockopts.kernel_timeout(self.conn, which, seconds)
+            self.timeouts[which] = seconds
+
+    def __call__(self, op: pacing.Op, view: memoryview):
+        if op.kind == pacing.WAIT:
+            time.sleep(op.arg)
+            return None
+        if op.kind == pacing.SHUTDOWN:
+            self.conn.shutdown(socket.SHUT_WR)
+            return None
+        try:
+            if op.kind == pacing.SEND:
+                self._timeout(socket.SO_SNDTIMEO, op.timeout)
+                self.conn.sendall(op.arg)
+                return None
+            self._timeout(socket.SO_RCVTIMEO, op.timeout)
+            return view[:self.conn.recv_into(view[:op.arg])]
+        except BlockingIOError:
+            raise TimeoutError(f"timed out ({op.timeout:g} s)") from None
 
 
 async def _coroutine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -89,3 +89,14 @@ def apply(sock: socket.socket, opts: SocketOptions, *, listening: bool = False) 
         got["nodelay"] = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     got["linger0"] = opts.linger0
     return got
+
+
+def kernel_timeout(sock: socket.socket, which: int, seconds: float) -> None:
+    """SO_RCVTIMEO or SO_SNDTIMEO (socket(7)) on a socket Python treats as blocking: a call
+    waits in the kernel at most `seconds` without progress, then fails with EAGAIN
+    (BlockingIOError) or returns what it did. Unlike Python's timeout mode, which polls
+    before every call (and whose settimeout() is an ioctl), this costs no system call
+    a read or a write: the bulk paths make thousands a second."""
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, which,
+                    struct.pack("@ll", whole, int((seconds - whole) * 1e6)))

@@ -272,7 +272,10 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
     # message was most of the sender's time)
     buffers = [bytearray(n) for n in sizes]
     clock = _Clock(report, sock, cfg.interval)
-    sock.settimeout(min(cfg.interval, 0.25))
+    # a blocking send of a whole message, as iperf3's write(); the kernel's timeout
+    # (not Python's, which polls before every send) returns to tick the intervals
+    sock.settimeout(None)
+    sockopts.kernel_timeout(sock, socket.SO_SNDTIMEO, min(cfg.interval, 0.25))
     start = time.monotonic()
     deadline = start + cfg.seconds if cfg.seconds else None
     if deadline is None and cfg.total_bytes is None:
@@ -306,7 +309,7 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
         while msg:
             try:
                 n = sock.send(msg)
-            except (TimeoutError, socket.timeout):
+            except BlockingIOError:        # SO_SNDTIMEO passed and nothing was queued
                 clock.tick(sent, seq)
                 if time.monotonic() - progress > STALL_LIMIT_S:
                     raise ConnectionError(f"the receiver has taken nothing for "

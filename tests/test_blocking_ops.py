@@ -1,0 +1,81 @@
+"""The blocking servers' operations: one system call a read (the kernel's timeouts, set
+when they change, not Python's timeout mode), and a timeout still a TimeoutError."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from toolkit.endpoints import pacing
+from toolkit.endpoints.servers import _Blocking
+
+
+@pytest.fixture
+def pair():
+    lst = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lst.getsockname())
+    conn, _ = lst.accept()
+    lst.close()
+    yield client, conn
+    client.close()
+    conn.close()
+
+
+class Counting:
+    """A socket that counts the calls made on it."""
+
+    def __init__(self, sock):
+        self.sock, self.calls = sock, {}
+
+    def __getattr__(self, name):
+        attr = getattr(self.sock, name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attr(*args)
+        return counted
+
+
+def test_reads_set_the_timeout_once_and_make_one_call_each(pair):
+    client, conn = pair
+    counting = Counting(conn)
+    carry_out = _Blocking(counting)
+    view = memoryview(bytearray(4096))
+    got = b""
+    for i in range(50):
+        client.sendall(bytes([i]) * 100)
+        while len(got) < 100 * (i + 1):
+            got += bytes(carry_out(pacing.Op(pacing.READ, 4096, 5.0), view))
+    assert got == b"".join(bytes([i]) * 100 for i in range(50))
+    assert counting.calls["setsockopt"] == 1                 # SO_RCVTIMEO, once
+    assert counting.calls["settimeout"] == 1                 # blocking, once
+    assert counting.calls["recv_into"] >= 50
+    assert set(counting.calls) == {"settimeout", "setsockopt", "recv_into"}
+    # a new timeout is set once more
+    client.sendall(b"x")
+    assert bytes(carry_out(pacing.Op(pacing.READ, 10, 2.0), view)) == b"x"
+    assert counting.calls["setsockopt"] == 2
+    assert conn.gettimeout() is None                         # no poll() before each read
+
+
+def test_a_silent_peer_times_a_read_out(pair):
+    _, conn = pair
+    carry_out = _Blocking(conn)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        carry_out(pacing.Op(pacing.READ, 10, 0.3), memoryview(bytearray(10)))
+    assert 0.25 <= time.monotonic() - t0 < 5
+
+
+def test_a_peer_that_reads_nothing_times_a_send_out(pair):
+    client, conn = pair
+    for s in (client, conn):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    carry_out = _Blocking(conn)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        carry_out(pacing.Op(pacing.SEND, b"y" * (8 << 20), 0.3), None)
+    assert 0.25 <= time.monotonic() - t0 < 5
