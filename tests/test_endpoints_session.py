@@ -43,6 +43,36 @@ def test_bulk_counts_messages_whatever_the_read_boundaries():
         assert (m["packets"], m["lost"], m["reordered"]) == (5, 0, 1), cut
 
 
+def test_held_messages_give_the_statistics_of_one_at_a_time():
+    """A session holds up to HELD_ROWS messages before its statistics take them in one
+    batch: the report is what one message at a time gives (losses, duplicates, reordering,
+    delay, jitter), and the rows held never exceed the bound."""
+    import random
+
+    from toolkit.endpoints.sessions import HELD_ROWS
+    from toolkit.endpoints.stats import SequenceStats
+    rng = random.Random(5)
+    seqs = [i for i in range(3 * HELD_ROWS + 17) if rng.random() > 0.01]
+    for _ in range(40):                       # some swapped, some repeated
+        i = rng.randrange(len(seqs) - 1)
+        seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]
+        seqs.insert(rng.randrange(len(seqs)), rng.choice(seqs))
+    sends = [1_000 + 100 * i + rng.randrange(50) for i in range(len(seqs))]
+    s = Session("peer")
+    s.received(hello("bulk"), now_ns=1)
+    reference = SequenceStats()
+    for k, (seq, send_ns) in enumerate(zip(seqs, sends)):
+        frame = data(seq, body=b"y" * 100, send_ns=send_ns)
+        now_ns = 10_000 + 100 * k
+        s.received(frame[:50], now_ns=now_ns)            # a read inside the message
+        s.received(frame[50:], now_ns=now_ns)            # the read that completes it
+        reference.add(seq, send_ns, now_ns, len(frame))
+        assert len(s._held[0]) < HELD_ROWS
+    got = s.report()["messages"]
+    assert got == reference.totals(s.same_clock)
+    assert got["duplicates"] > 0 and got["reordered"] > 0 and got["lost"] > 0
+
+
 def test_rr_answers_each_request_with_its_sequence_number():
     s = Session()
     out = s.received(hello("rr", response_size=100) + data(0, kind=wire.KIND_REQUEST)

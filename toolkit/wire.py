@@ -186,6 +186,11 @@ class Deframer:
     def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
         if self._error is not None:
             raise self._error
+        h = self._header
+        if h is not None and not self.keep_bodies and self._skipped + len(data) < h.length:
+            # the usual bulk read: inside a body being skipped, and not its end
+            self._skipped += len(data)
+            return []
         out: list[tuple[Header, bytes]] = []
         view = memoryview(data).cast("B")
         pos, end = 0, len(view)
