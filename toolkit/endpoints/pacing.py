@@ -58,9 +58,13 @@ class ReadPacer:
             raise ValueError("--pause and --slow-read cannot be negative")
         self.rate_bps = rate_bps
         self.due = now + pause_s
+        # False once nothing is left to pace (no rate, the pause over): reads go unchecked
+        self.active = bool(rate_bps or pause_s)
 
     def wait(self, now: float) -> float:
         """Seconds to wait before the next read (0: read now)."""
+        if not self.rate_bps and now >= self.due:
+            self.active = False
         return max(0.0, self.due - now)
 
     def size(self, most: int = RECV) -> int:
@@ -80,10 +84,16 @@ class Conversation:
         self.how: str | None = None
         self.op: Op | None = None
         self._steps = _talk(session, pacer, clock)
-        self._next(self._steps.send, None)
+        self._send = self._steps.send
+        self._next(self._send, None)
 
     def done(self, result=None) -> Op | None:
-        return self._next(self._steps.send, result)
+        # _next inlined: a bulk transfer calls this once a read
+        try:
+            self.op = self._send(result)
+        except StopIteration as end:
+            self.op, self.how = None, end.value
+        return self.op
 
     def failed(self, error: BaseException) -> Op | None:
         return self._next(self._steps.throw, error)
@@ -97,13 +107,17 @@ class Conversation:
 
 
 def _talk(session, pacer: ReadPacer, clock):
+    unpaced = Op(READ, RECV)            # the same operation for every read not paced
     try:
         while True:
-            wait = pacer.wait(clock())
-            if wait > 0:
-                yield Op(WAIT, wait)
-            data = yield Op(READ, pacer.size())
-            pacer.read(len(data), clock())
+            if pacer.active:
+                wait = pacer.wait(clock())
+                if wait > 0:
+                    yield Op(WAIT, wait)
+                data = yield Op(READ, pacer.size())
+                pacer.read(len(data), clock())
+            else:
+                data = yield unpaced
             if not data:
                 return (yield from _leaving(session))
             reply = session.received(data)

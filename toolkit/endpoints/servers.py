@@ -457,21 +457,23 @@ class _Blocking:
             self.timeouts[which] = seconds
 
     def __call__(self, op: pacing.Op, view: memoryview):
-        if op.kind == pacing.WAIT:
-            time.sleep(op.arg)
-            return None
-        if op.kind == pacing.SHUTDOWN:
-            self.conn.shutdown(socket.SHUT_WR)
-            return None
+        kind = op.kind
         try:
-            if op.kind == pacing.SEND:
+            if kind == pacing.READ:             # first: a bulk transfer is reads
+                if self.timeouts[socket.SO_RCVTIMEO] != op.timeout:
+                    self._timeout(socket.SO_RCVTIMEO, op.timeout)
+                return view[:self.conn.recv_into(view, op.arg)]
+            if kind == pacing.SEND:
                 self._timeout(socket.SO_SNDTIMEO, op.timeout)
                 self.conn.sendall(op.arg)
                 return None
-            self._timeout(socket.SO_RCVTIMEO, op.timeout)
-            return view[:self.conn.recv_into(view[:op.arg])]
         except BlockingIOError:
             raise TimeoutError(f"timed out ({op.timeout:g} s)") from None
+        if kind == pacing.WAIT:
+            time.sleep(op.arg)
+        elif kind == pacing.SHUTDOWN:
+            self.conn.shutdown(socket.SHUT_WR)
+        return None
 
 
 async def _coroutine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -271,6 +271,9 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
     # message costs no allocation and no copy of its body (a 128 KB concatenation per
     # message was most of the sender's time)
     buffers = [bytearray(n) for n in sizes]
+    views = [memoryview(b) for b in buffers]
+    pack_into, magic, version, kind = wire.STRUCT.pack_into, wire.MAGIC, wire.VERSION, \
+        wire.KIND_DATA
     clock = _Clock(report, sock, cfg.interval)
     # a blocking send of a whole message, as iperf3's write(); the kernel's timeout
     # (not Python's, which polls before every send) returns to tick the intervals
@@ -296,28 +299,33 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
                 time.sleep(min(ahead, cfg.interval / 4))
                 clock.tick(sent, seq)
                 continue
-        buf = buffers[i]
-        i = (i + 1) % len(buffers)
-        body_len = len(buf) - wire.HEADER_LEN
-        if cfg.total_bytes is not None:
-            body_len = max(min(body_len, cfg.total_bytes - sent - wire.HEADER_LEN), 0)
-        wire.Header(flow, seq, time.time_ns(), body_len).pack_into(buf)
-        msg = memoryview(buf)[:wire.HEADER_LEN + body_len]
-        # send in pieces with a short timeout, so intervals go on (showing the stall) and
-        # the deadline holds while a full window blocks us
-        progress = time.monotonic()
-        while msg:
+        msg = views[i]
+        i = (i + 1) % len(views)
+        body_len = len(msg) - wire.HEADER_LEN
+        if cfg.total_bytes is not None and cfg.total_bytes - sent < len(msg):
+            body_len = max(cfg.total_bytes - sent - wire.HEADER_LEN, 0)
+            msg = msg[:wire.HEADER_LEN + body_len]
+        # the header written in place (wire.Header's layout, without making one: this
+        # loop runs tens of thousands of times a second)
+        pack_into(msg, 0, magic, version, kind, 0, flow, seq, time.time_ns(), body_len)
+        # a blocking send with the kernel's timeout: intervals go on while a full window
+        # blocks us (showing the stall), and the deadline holds
+        stalled = None
+        while True:
             try:
                 n = sock.send(msg)
             except BlockingIOError:        # SO_SNDTIMEO passed and nothing was queued
                 clock.tick(sent, seq)
-                if time.monotonic() - progress > STALL_LIMIT_S:
+                now = time.monotonic()
+                stalled = stalled or now - min(cfg.interval, 0.25)
+                if now - stalled > STALL_LIMIT_S:
                     raise ConnectionError(f"the receiver has taken nothing for "
                                           f"{STALL_LIMIT_S:g} s") from None
                 continue
-            progress = time.monotonic()
-            msg = msg[n:]
             sent += n
+            if n == len(msg):
+                break
+            msg, stalled = msg[n:], None
         seq += 1
         clock.tick(sent, seq)
     clock.tick(sent, seq, force=True)
