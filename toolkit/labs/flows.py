@@ -135,7 +135,6 @@ def endpoints_for(flow: FlowSpec, lab, run_dir: Path) -> tuple[Endpoint | None, 
     cport: tuple[str, ...] = (() if flow.client_port is None       # a SYN flood's client
                               else ("--cport", str(flow.client_port)))
     if flow.scenario:
-        from .. import scenarios
         serve_cmd = ("scenario", flow.scenario, "server")
         send_cmd = ("scenario", flow.scenario, "client")
         one_off: tuple[str, ...] = ()
