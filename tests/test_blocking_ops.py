@@ -79,3 +79,44 @@ def test_a_peer_that_reads_nothing_times_a_send_out(pair):
     with pytest.raises(TimeoutError):
         carry_out(pacing.Op(pacing.SEND, b"y" * (8 << 20), 0.3), None)
     assert 0.25 <= time.monotonic() - t0 < 5
+
+
+def test_a_selectors_connection_that_keeps_receiving_never_times_out():
+    """The selectors model starts an operation's timeout when it first sees the operation:
+    each read must be a new one, or a transfer longer than IDLE_S fails while data flows."""
+    import selectors
+
+    from toolkit import wire
+    from toolkit.endpoints import control
+    from toolkit.endpoints.servers import _Conn
+    from toolkit.endpoints.sessions import Session
+
+    chunks = [control.encode(7, control.hello("tcp", "bulk", 7))] + [
+        wire.frame(wire.Header(7, i, 1_000, 0), b"z" * 100) for i in range(5)]
+
+    class Sock:
+        def recv(self, n):
+            return chunks.pop(0) if chunks else b""
+
+    session = Session("peer")
+    talk = pacing.Conversation(session, pacing.ReadPacer(0, 0, 0.0), clock=lambda: 0.0)
+    conn = _Conn(Sock(), session, talk)
+    # a read each step (one a readiness), data every 30 s, past IDLE_S (60 s) in all
+    for now in (1.0, 30.0, 59.0, 61.0, 90.0, 125.0):
+        conn.step(selectors.EVENT_READ, now)
+        assert talk.how is None and session.error is None, (now, session.error)
+    assert not chunks and session.report()["messages"]["packets"] == 5
+    assert pacing.IDLE_S == 60.0
+
+
+def test_a_kernel_timeout_below_a_microsecond_is_still_a_timeout(pair):
+    """struct timeval {0, 0} means no timeout at all: the shortest is one microsecond."""
+    import struct
+
+    from toolkit.endpoints.sockopts import kernel_timeout
+    _, conn = pair
+    for seconds, want in ((2.5, (2, 500000)), (1e-7, (0, 1)), (0.25, (0, 250000))):
+        kernel_timeout(conn, socket.SO_RCVTIMEO, seconds)
+        got = struct.unpack("@ll", conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+        # the kernel keeps its own resolution (jiffies on older kernels): never zero
+        assert got != (0, 0) and abs(got[0] + got[1] / 1e6 - (want[0] + want[1] / 1e6)) < 0.011

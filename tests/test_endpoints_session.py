@@ -73,6 +73,16 @@ def test_held_messages_give_the_statistics_of_one_at_a_time():
     assert got["duplicates"] > 0 and got["reordered"] > 0 and got["lost"] > 0
 
 
+def test_a_sequence_number_past_int64_is_stray_not_an_error():
+    """The header's seq is unsigned 64-bit; no sender numbers that high, and the counts
+    stay bounded whatever arrives: stray, and the session goes on."""
+    s = Session("peer")
+    s.received(hello("bulk") + data(2**63 + 5) + data(0) + data(2**64 - 1), now_ns=2_000)
+    rep = s.report()
+    assert rep["error"] is None
+    assert (rep["messages"]["stray"], rep["messages"]["packets"]) == (2, 1)
+
+
 def test_rr_answers_each_request_with_its_sequence_number():
     s = Session()
     out = s.received(hello("rr", response_size=100) + data(0, kind=wire.KIND_REQUEST)

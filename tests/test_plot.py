@@ -348,3 +348,27 @@ def test_a_run_without_host_captures_is_drawn_from_the_routers_sides(run, tmp_pa
     assert set(g["point"]) == {"r-b"}
     assert set(g["bytes"]) == set(plot.goodput_data(run)["flows"]["bytes"])
     assert len(plot.udp_data(r)["lost"]) == _udp_lost_at_b(run)
+
+
+def test_a_syn_floods_streams_are_its_own_and_its_flow_has_no_ladder(tmp_path):
+    """06-backlog: the SYN floods have no client port of their own. Each stream goes to the
+    flow whose ports it has; a flood's SYNs to the flood aimed at that server; and a ladder
+    of a whole flood (hundreds of one-SYN streams) is refused with what to give instead."""
+    from toolkit.plot._common import open_source, stream_conv
+    backlog = open_source(REPO / "captures" / "06-backlog")
+    for point, flood, legit in (("b", "flood-b", "legit-b"), ("c", "flood-c", "legit-c")):
+        tcp = backlog.analysis(point).tcp
+        names = [stream_conv(backlog, s, point).name for s in tcp["stream"]]
+        assert names.count(legit) == 1 and names.count(flood) == 200, (point, names)
+        assert {n for n in names if n.startswith("flood")} == {flood}
+    with pytest.raises(PlotInputError, match="flow 'flood-b' has no client port of its own"):
+        plot.ladder(backlog, flow="flood-b")
+    # a time-sequence graph of a flood: one of its own streams, at the flooder
+    from toolkit.plot.tcpgraph import _resolve
+    _, point, row, _ = _resolve(backlog, None, "a_to_b", None, "flood-c")
+    c_addr = next(f["server_addr"] for f in backlog.doc["flows"] if f["name"] == "flood-c")
+    assert point == "m" and row["b_port"] == 5201 and row["b_addr"] == c_addr
+    from toolkit.labs.results import flows_table
+    ft = flows_table(backlog).set_index("flow")
+    assert str(ft["client_port"].dtype) == "Int64" and ft.loc["legit-b", "client_port"] == 41001
+    assert ft["client_port"].isna().sum() == 2

@@ -107,7 +107,6 @@ class Conversation:
 
 
 def _talk(session, pacer: ReadPacer, clock):
-    unpaced = Op(READ, RECV)            # the same operation for every read not paced
     try:
         while True:
             if pacer.active:
@@ -117,7 +116,9 @@ def _talk(session, pacer: ReadPacer, clock):
                 data = yield Op(READ, pacer.size())
                 pacer.read(len(data), clock())
             else:
-                data = yield unpaced
+                # a new Op each time: a driver tells operations apart by identity (the
+                # selectors model starts an operation's timeout when it first sees it)
+                data = yield Op(READ, RECV)
             if not data:
                 return (yield from _leaving(session))
             reply = session.received(data)

@@ -440,32 +440,34 @@ class Server:
 
 class _Blocking:
     """The operations of one connection's conversation (pacing.py), carried out by
-    blocking calls. An operation's timeout is the kernel's (sockopts.kernel_timeout), set
-    when it changes: with Python's timeout mode a read was three system calls (ioctl,
-    poll, recv) where one does, and a bulk transfer is mostly reads. The kernel's timeout
-    counts from the call's last progress; its expiry, EAGAIN, is reported as the
-    TimeoutError it is."""
+    blocking calls. A read's timeout is the kernel's (sockopts.kernel_timeout), set when it
+    changes: with Python's timeout mode a read was three system calls (ioctl, poll, recv)
+    where one does, and a bulk transfer is mostly reads. A read returns as soon as data
+    comes, so the kernel's timeout (from the call's start) is the operation's; its expiry,
+    EAGAIN, is reported as the TimeoutError it is."""
 
     def __init__(self, conn: socket.socket):
         self.conn = conn
-        self.timeouts = {socket.SO_RCVTIMEO: None, socket.SO_SNDTIMEO: None}
+        self.read_timeout: float | None = None
         conn.settimeout(None)
-
-    def _timeout(self, which: int, seconds: float) -> None:
-        if self.timeouts[which] != seconds:
-            sockopts.kernel_timeout(self.conn, which, seconds)
-            self.timeouts[which] = seconds
 
     def __call__(self, op: pacing.Op, view: memoryview):
         kind = op.kind
         try:
             if kind == pacing.READ:             # first: a bulk transfer is reads
-                if self.timeouts[socket.SO_RCVTIMEO] != op.timeout:
-                    self._timeout(socket.SO_RCVTIMEO, op.timeout)
+                if self.read_timeout != op.timeout:
+                    sockopts.kernel_timeout(self.conn, socket.SO_RCVTIMEO, op.timeout)
+                    self.read_timeout = op.timeout
                 return view[:self.conn.recv_into(view, op.arg)]
             if kind == pacing.SEND:
-                self._timeout(socket.SO_SNDTIMEO, op.timeout)
-                self.conn.sendall(op.arg)
+                # the timeout bounds the whole send, as in the other models: Python's
+                # timeout mode for it (a reply is one call; the kernel's would restart
+                # at each part a slow reader takes)
+                self.conn.settimeout(op.timeout)
+                try:
+                    self.conn.sendall(op.arg)
+                finally:
+                    self.conn.settimeout(None)
                 return None
         except BlockingIOError:
             raise TimeoutError(f"timed out ({op.timeout:g} s)") from None

@@ -480,7 +480,9 @@ class Session:
                 if h.kind != wire.KIND_DATA:
                     raise ProtocolError(f"{self.mode} expects data messages, got kind "
                                         f"{h.kind}")
-            seqs.append(h.seq)
+            # seq is an unsigned 64-bit field: past int64 it is no number a sender makes,
+            # and it counts as stray (-1)
+            seqs.append(h.seq if h.seq < 1 << 63 else -1)
             sends.append(h.send_ns)
             recvs.append(now_ns)
             sizes.append(n)
@@ -491,8 +493,9 @@ class Session:
         return b"".join(out)
 
     def _take_held(self) -> None:
-        """The held messages into the statistics, in arrival order (add_batch: the same
-        rules as one at a time)."""
+        """The held messages into the statistics, in arrival order (add_batch: the rules
+        of one at a time, except that a batch's stray check counts from the highest
+        number before it: a jump of about the window, 2**24, may count as stray)."""
         if self._held[0]:
             self.stats.add_batch(*(np.array(a, np.int64) for a in self._held))
             for a in self._held:

@@ -98,5 +98,7 @@ def kernel_timeout(sock: socket.socket, which: int, seconds: float) -> None:
     before every call (and whose settimeout() is an ioctl), this costs no system call
     a read or a write: the bulk paths make thousands a second."""
     whole = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, which,
-                    struct.pack("@ll", whole, int((seconds - whole) * 1e6)))
+    usec = int((seconds - whole) * 1e6)
+    if seconds > 0 and not whole and not usec:
+        usec = 1                        # {0, 0} would mean no timeout at all
+    sock.setsockopt(socket.SOL_SOCKET, which, struct.pack("@ll", whole, usec))

@@ -162,4 +162,8 @@ def flow_rows(run) -> list[dict]:
 
 def flows_table(run):
     import pandas as pd
-    return pd.DataFrame(flow_rows(run))
+    df = pd.DataFrame(flow_rows(run))
+    if "client_port" in df:
+        # a whole number or none (a SYN flood's client has no port of its own), not a float
+        df["client_port"] = df["client_port"].astype("Int64")
+    return df

@@ -50,10 +50,13 @@ class _CompileNote(event.Listener if event else object):
         if _CompileNote.said or id(data.get("dispatcher")) not in _OURS:
             return
         _CompileNote.said = True
-        if sys.stderr is not None and sys.stderr.isatty():
-            print("labkit: compiling the analyzer's kernels for this machine, once (a minute "
-                  "or two); later runs load them from numba's cache", file=sys.stderr,
-                  flush=True)
+        try:                            # a note: nothing here may fail a compilation
+            if sys.stderr is not None and sys.stderr.isatty():
+                print("\nlabkit: compiling the analyzer's kernels for this machine, once (a "
+                      "minute or two); later runs load them from numba's cache",
+                      file=sys.stderr, flush=True)
+        except (OSError, ValueError):   # a closed or broken stderr
+            pass
 
     def on_end(self, ev):
         pass

@@ -213,6 +213,18 @@ def _conv(f: dict) -> Conv:
                 int(f["client_port"]) if f.get("client_port") else None, int(f["port"]))
 
 
+def unclaimed_streams(run, conv: Conv, tcp):
+    """For a flow with no client port of its own (a SYN flood): the mask of `tcp` rows to
+    its server's port (and address, when the run has it) whose client port no other flow
+    of the run claims."""
+    claimed = {int(f["client_port"]) for f in run_flows(run)
+               if f.get("proto") == "tcp" and int(f["port"]) == conv.port
+               and f.get("client_port")}
+    m = (tcp["b_port"] == conv.port) & ~tcp["a_port"].isin(claimed)
+    addr = next((f.get("server_addr") for f in run_flows(run) if f["name"] == conv.name), None)
+    return m & (tcp["b_addr"] == addr) if addr else m
+
+
 def host_point(run, host: str) -> str:
     """A host's own vantage point when it was captured, else the router's side facing it."""
     for p in (host, f"r-{host}"):
@@ -240,9 +252,16 @@ def stream_conv(run, stream: int, point: str | None = None) -> Conv:
         raise PlotInputError(f"no TCP stream {stream} in the capture at {point} "
                              f"({stream_range(tcp)})")
     r = row.iloc[0]
-    for f in run_flows(run):
-        if f.get("proto") == "tcp" and int(f["port"]) in (r["a_port"], r["b_port"]) and (
-                not f.get("client_port") or int(f["client_port"]) in (r["a_port"], r["b_port"])):
+    ports = (r["a_port"], r["b_port"])
+    flows = [f for f in run_flows(run) if f.get("proto") == "tcp" and int(f["port"]) in ports]
+    # the flow whose own ports these are; a flow with no port of its own (a SYN flood's
+    # client: each SYN its own) only for a stream no other flow claims, at its server
+    for f in flows:
+        if f.get("client_port") and int(f["client_port"]) in ports:
+            return _conv(f)
+    for f in flows:
+        if not f.get("client_port") and f.get("server_addr", r["b_addr"]) in (
+                r["a_addr"], r["b_addr"]):
             return _conv(f)
     a = host_of_address(run, r["a_addr"]) or "a"
     b = host_of_address(run, r["b_addr"]) or "b"

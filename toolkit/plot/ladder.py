@@ -47,7 +47,13 @@ def _conv_of(run, stream, flow):
     if flow is not None and stream is not None:
         raise PlotInputError("give a flow or a stream, not both")
     if flow is not None:
-        return flow_conv(run, flow)
+        conv = flow_conv(run, flow)
+        if conv.client_port is None:
+            # a SYN flood: one flow of many streams, one a SYN, each from its own port
+            raise PlotInputError(f"flow {flow!r} has no client port of its own (each of its "
+                                 f"packets has its own): draw one of its streams instead "
+                                 f"(--stream N)")
+        return conv
     if stream is not None:
         return stream_conv(run, stream)
     try:

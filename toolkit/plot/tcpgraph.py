@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import (PlotInputError, clock, flow_conv, host_of_address, host_point,
-                      is_run, need_run, open_source, select, stream_range,
+                      is_run, need_run, open_source, select, stream_range, unclaimed_streams,
                       frames as frame_cols)
 
 STYLES = ("stevens", "tcptrace")
@@ -70,7 +70,7 @@ def _resolve(src, stream, direction, at, flow):
         a = run.analysis(point)
         tcp = a.tcp
         m = ((tcp["a_port"] == conv.client_port) & (tcp["b_port"] == conv.port)) if \
-            conv.client_port else (tcp["b_port"] == conv.port)
+            conv.client_port else unclaimed_streams(run, conv, tcp)
         if not m.any():
             raise PlotInputError(f"flow {flow!r}: no TCP conversation on port {conv.port} "
                                  f"in the capture at {point}")
