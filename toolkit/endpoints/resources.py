@@ -97,6 +97,8 @@ class Sampler:
         self.children_reaped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="resources")
+        self._lock = threading.Lock()    # the sampling thread and the server's forks
+        self._last = 0.0                 # monotonic time of the last sample
 
     def start(self) -> Sampler:
         self._take()                     # the idle sample, before any client
@@ -104,25 +106,37 @@ class Sampler:
         return self
 
     def _take(self) -> None:
-        s = sample((self.pid, *tuple(self.children())))
-        self.samples += 1
-        if self.idle is None:
-            self.idle = s
-        for k, v in s.items():
-            if v is not None:
-                self.peak[k] = max(self.peak[k] or 0, v)
-            elif not self.peak[k]:
-                self.peak[k] = None      # never measured
+        with self._lock:
+            s = sample((self.pid, *tuple(self.children())))
+            self._last = time.monotonic()
+            self.samples += 1
+            if self.idle is None:
+                self.idle = s
+            for k, v in s.items():
+                if v is not None:
+                    self.peak[k] = max(self.peak[k] or 0, v)
+                elif not self.peak[k]:
+                    self.peak[k] = None      # never measured
 
     def _run(self) -> None:
         wait = self.every_s
         while not self._stop.wait(wait):
-            t0 = time.monotonic()
+            t0 = time.thread_time()
             self._take()
             # a sample reads each process's smaps_rollup, which costs the kernel a walk of
             # its page tables: with many children, sample less often rather than let the
-            # measurement take a core from what it measures (at most a tenth of one)
-            wait = max(self.every_s, 10 * (time.monotonic() - t0))
+            # measurement take a core from what it measures (at most a tenth of one). Its
+            # cost is this thread's CPU time: on a busy machine the wall time of a sample
+            # is mostly waiting for a core, and backing off on it missed whole peaks
+            wait = max(self.every_s, 10 * (time.thread_time() - t0))
+
+    def forked(self) -> None:
+        """The server just forked a child: a sample now, unless one was taken within the
+        interval. The child is alive at this moment whatever the scheduler does to the
+        sampling thread (a loaded machine stretched its interval past short-lived
+        children), and the cost stays at most one sample an interval."""
+        if time.monotonic() - self._last >= self.every_s:
+            self._take()
 
     def note(self, **counts) -> None:
         """Counts the server knows exactly at the moment it makes them (the threads after it
