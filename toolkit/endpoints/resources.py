@@ -97,8 +97,7 @@ class Sampler:
         self.children_reaped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="resources")
-        self._lock = threading.Lock()    # the sampling thread and the server's forks
-        self._last = 0.0                 # monotonic time of the last sample
+        self._lock = threading.Lock()    # samples at start, in the thread and at stop
 
     def start(self) -> Sampler:
         self._take()                     # the idle sample, before any client
@@ -108,7 +107,6 @@ class Sampler:
     def _take(self) -> None:
         with self._lock:
             s = sample((self.pid, *tuple(self.children())))
-            self._last = time.monotonic()
             self.samples += 1
             if self.idle is None:
                 self.idle = s
@@ -129,14 +127,6 @@ class Sampler:
             # cost is this thread's CPU time: on a busy machine the wall time of a sample
             # is mostly waiting for a core, and backing off on it missed whole peaks
             wait = max(self.every_s, 10 * (time.thread_time() - t0))
-
-    def forked(self) -> None:
-        """The server just forked a child: a sample now, unless one was taken within the
-        interval. The child is alive at this moment whatever the scheduler does to the
-        sampling thread (a loaded machine stretched its interval past short-lived
-        children), and the cost stays at most one sample an interval."""
-        if time.monotonic() - self._last >= self.every_s:
-            self._take()
 
     def note(self, **counts) -> None:
         """Counts the server knows exactly at the moment it makes them (the threads after it

@@ -311,7 +311,6 @@ class Server:
                 self.peak_live = max(self.peak_live, len(children))
                 if self.sampler is not None:
                     self.sampler.note(processes=1 + len(children))
-                    self.sampler.forked()
             reap(block=False)
         deadline = time.monotonic() + CLOSE_WAIT_S + 60
         while children and time.monotonic() < deadline:
