@@ -84,16 +84,10 @@ class Conversation:
         self.how: str | None = None
         self.op: Op | None = None
         self._steps = _talk(session, pacer, clock)
-        self._send = self._steps.send
-        self._next(self._send, None)
+        self._next(self._steps.send, None)
 
     def done(self, result=None) -> Op | None:
-        # _next inlined: a bulk transfer calls this once a read
-        try:
-            self.op = self._send(result)
-        except StopIteration as end:
-            self.op, self.how = None, end.value
-        return self.op
+        return self._next(self._steps.send, result)
 
     def failed(self, error: BaseException) -> Op | None:
         return self._next(self._steps.throw, error)

@@ -97,7 +97,6 @@ class Sampler:
         self.children_reaped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="resources")
-        self._lock = threading.Lock()    # samples at start, in the thread and at stop
 
     def start(self) -> Sampler:
         self._take()                     # the idle sample, before any client
@@ -105,16 +104,15 @@ class Sampler:
         return self
 
     def _take(self) -> None:
-        with self._lock:
-            s = sample((self.pid, *tuple(self.children())))
-            self.samples += 1
-            if self.idle is None:
-                self.idle = s
-            for k, v in s.items():
-                if v is not None:
-                    self.peak[k] = max(self.peak[k] or 0, v)
-                elif not self.peak[k]:
-                    self.peak[k] = None      # never measured
+        s = sample((self.pid, *tuple(self.children())))
+        self.samples += 1
+        if self.idle is None:
+            self.idle = s
+        for k, v in s.items():
+            if v is not None:
+                self.peak[k] = max(self.peak[k] or 0, v)
+            elif not self.peak[k]:
+                self.peak[k] = None      # never measured
 
     def _run(self) -> None:
         wait = self.every_s

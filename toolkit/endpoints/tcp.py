@@ -272,13 +272,12 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
     # message was most of the sender's time)
     buffers = [bytearray(n) for n in sizes]
     views = [memoryview(b) for b in buffers]
-    pack_into, magic, version, kind = wire.STRUCT.pack_into, wire.MAGIC, wire.VERSION, \
-        wire.KIND_DATA
     clock = _Clock(report, sock, cfg.interval)
     # a blocking send of a whole message, as iperf3's write(); the kernel's timeout
     # (not Python's, which polls before every send) returns to tick the intervals
+    send_timeout = min(cfg.interval, 0.25)
     sock.settimeout(None)
-    sockopts.kernel_timeout(sock, socket.SO_SNDTIMEO, min(cfg.interval, 0.25))
+    sockopts.kernel_timeout(sock, socket.SO_SNDTIMEO, send_timeout)
     start = time.monotonic()
     deadline = start + cfg.seconds if cfg.seconds else None
     if deadline is None and cfg.total_bytes is None:
@@ -305,9 +304,7 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
         if cfg.total_bytes is not None and cfg.total_bytes - sent < len(msg):
             body_len = max(cfg.total_bytes - sent - wire.HEADER_LEN, 0)
             msg = msg[:wire.HEADER_LEN + body_len]
-        # the header written in place (wire.Header's layout, without making one: this
-        # loop runs tens of thousands of times a second)
-        pack_into(msg, 0, magic, version, kind, 0, flow, seq, time.time_ns(), body_len)
+        wire.pack_header_into(msg, 0, flow, seq, time.time_ns(), body_len)
         # a blocking send with the kernel's timeout: intervals go on while a full window
         # blocks us (showing the stall), and the deadline holds
         stalled = None
@@ -317,7 +314,7 @@ def _stream(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report,
             except BlockingIOError:        # SO_SNDTIMEO passed and nothing was queued
                 clock.tick(sent, seq)
                 now = time.monotonic()
-                stalled = stalled or now - min(cfg.interval, 0.25)
+                stalled = stalled or now - send_timeout     # waiting since the send began
                 if now - stalled > STALL_LIMIT_S:
                     raise ConnectionError(f"the receiver has taken nothing for "
                                           f"{STALL_LIMIT_S:g} s") from None

@@ -260,8 +260,7 @@ def stream_conv(run, stream: int, point: str | None = None) -> Conv:
         if f.get("client_port") and int(f["client_port"]) in ports:
             return _conv(f)
     for f in flows:
-        if not f.get("client_port") and f.get("server_addr", r["b_addr"]) in (
-                r["a_addr"], r["b_addr"]):
+        if not f.get("client_port") and unclaimed_streams(run, _conv(f), row).iloc[0]:
             return _conv(f)
     a = host_of_address(run, r["a_addr"]) or "a"
     b = host_of_address(run, r["b_addr"]) or "b"
