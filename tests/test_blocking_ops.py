@@ -4,6 +4,7 @@ when they change, not Python's timeout mode), and a timeout still a TimeoutError
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -120,3 +121,86 @@ def test_a_kernel_timeout_below_a_microsecond_is_still_a_timeout(pair):
         got = struct.unpack("@ll", conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
         # the kernel keeps its own resolution (jiffies on older kernels): never zero
         assert got != (0, 0) and abs(got[0] + got[1] / 1e6 - (want[0] + want[1] / 1e6)) < 0.011
+
+
+def test_a_reply_that_fits_is_one_call_and_a_large_one_arrives_whole(pair):
+    client, conn = pair
+    counting = Counting(conn)
+    carry_out = _Blocking(counting)
+    for i in range(20):
+        carry_out(pacing.Op(pacing.SEND, bytes([i]) * 64, 5.0), None)
+    got = b""
+    while len(got) < 20 * 64:
+        got += client.recv(4096)
+    assert got == b"".join(bytes([i]) * 64 for i in range(20))
+    # one send each, none blocking, no timeout mode switched on and off
+    assert counting.calls == {"settimeout": 1, "send": 20}
+    assert conn.gettimeout() is None
+
+    # a reply larger than the send buffer: the first call takes part, the rest is timed
+    big = bytes(range(256)) * (16 << 10)             # 4 MiB
+    received = bytearray()
+    reader = threading.Thread(target=lambda: _read_exactly(client, len(big), received))
+    reader.start()
+    carry_out(pacing.Op(pacing.SEND, big, 10.0), None)
+    reader.join(timeout=20)
+    assert bytes(received) == big
+    assert counting.calls["sendall"] == 1 and conn.gettimeout() is None
+
+
+def _read_exactly(sock, n, into):
+    while len(into) < n:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return
+        into += chunk
+
+
+def _rr_config(port, count):
+    from toolkit.endpoints.tcp import TcpSendConfig
+    return TcpSendConfig("127.0.0.1", port, "rr", count=count, lengths=[64],
+                         response_size=64)
+
+
+def test_a_request_response_client_makes_one_send_and_one_read_a_transaction(tmp_path):
+    from toolkit.endpoints import tcp
+    from toolkit.endpoints.report import Report
+    from toolkit.endpoints.servers import Server, ServerConfig
+
+    server = Server(ServerConfig(port=0, host="127.0.0.1", model="thread",
+                                 receive_dir=tmp_path), Report("server", "tcp", "thread",
+                                                               quiet=True))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        counting = Counting(sock)
+        out = tcp._rr(_rr_config(server.port, 200), counting, 1,
+                      Report("sender", "tcp", "rr", quiet=True))
+        assert out["transactions"] == 200
+        # the hello and the requests; a 64-byte response is one read on loopback (a few
+        # may come in two); never Python's timeout mode, which polls before each call
+        assert counting.calls["sendall"] == 201
+        assert 200 <= counting.calls["recv_into"] <= 210
+        assert counting.calls["settimeout"] == 1 and sock.gettimeout() is None
+        assert "recv" not in counting.calls and "send" not in counting.calls
+        sock.close()
+    finally:
+        server.stop()
+        thread.join(timeout=30)
+
+
+def test_a_request_response_client_times_out_on_a_silent_server(monkeypatch):
+    from toolkit.endpoints import tcp
+    from toolkit.endpoints.report import Report
+
+    monkeypatch.setattr(tcp, "STALL_LIMIT_S", 0.3)
+    lst = socket.create_server(("127.0.0.1", 0))      # accepts (backlog), never answers
+    sock = socket.create_connection(lst.getsockname(), timeout=5)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="answered nothing for 0.3 s"):
+        tcp._rr(_rr_config(lst.getsockname()[1], 5), sock, 1,
+                Report("sender", "tcp", "rr", quiet=True))
+    assert 0.25 <= time.monotonic() - t0 < 5
+    sock.close()
+    lst.close()

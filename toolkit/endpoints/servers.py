@@ -45,6 +45,8 @@ from .sessions import Session
 MODELS = ("iterative", "thread", "process", "selectors", "asyncio")
 ACCEPT_BACKOFF_S = 0.05          # after EMFILE: how long before accept() is tried again
 CLOSE_WAIT_S = pacing.CLOSE_WAIT_S
+# send(2)'s "do not block this call" flag; 0 where the platform has none (no fast path)
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 SWEEP_S = 0.25                   # selectors: how often reads and sends are checked for timeouts
 
 
@@ -460,12 +462,24 @@ class _Blocking:
                     self.read_timeout = op.timeout
                 return view[:self.conn.recv_into(view, op.arg)]
             if kind == pacing.SEND:
+                data = op.arg
+                if _DONTWAIT:
+                    # a reply usually fits the send buffer whole: one call that cannot
+                    # block, where the timed send below is four (two ioctls, poll, send)
+                    # and a request/response transaction is two reads and a reply
+                    try:
+                        sent = self.conn.send(data, _DONTWAIT)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent == len(data):
+                        return None
+                    data = memoryview(data)[sent:]
                 # the timeout bounds the whole send, as in the other models: Python's
-                # timeout mode for it (a reply is one call; the kernel's would restart
-                # at each part a slow reader takes)
+                # timeout mode for it (the kernel's would restart at each part a slow
+                # reader takes)
                 self.conn.settimeout(op.timeout)
                 try:
-                    self.conn.sendall(op.arg)
+                    self.conn.sendall(data)
                 finally:
                     self.conn.settimeout(None)
                 return None

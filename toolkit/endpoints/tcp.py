@@ -41,7 +41,7 @@ from . import control, sockopts, tcpinfo
 from .report import Report
 
 FILE_CHUNK = 64 << 10
-STALL_LIMIT_S = 30.0
+STALL_LIMIT_S = 30.0              # how long a peer may take nothing, or answer nothing
 READY_TIMEOUT_S = 10.0            # how long a file sender waits for the server's answer
 MAX_PEER_MESSAGES = 64            # control messages read back after our FIN, at most
 
@@ -124,7 +124,7 @@ def _connect(cfg: TcpSendConfig) -> tuple[socket.socket, dict]:
             sock.settimeout(cfg.connect_timeout)
             sock.connect(addr)
             refuse_self_connection(sock)
-            sock.settimeout(30.0)            # a stalled peer cannot hang the sender forever
+            sock.settimeout(STALL_LIMIT_S)  # a stalled peer cannot hang the sender forever
             return sock, granted
         except BindError:
             sock.close()
@@ -335,10 +335,20 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
     req_len = max(cfg.lengths[0], wire.HEADER_LEN)
     sock.sendall(control.encode(flow, control.hello("tcp", cfg.mode, flow,
                                                     response_size=cfg.response_size)))
-    body = bytes(req_len - wire.HEADER_LEN)
+    body_len = req_len - wire.HEADER_LEN
+    # one request buffer, its header packed in place, and one receive buffer: a
+    # transaction allocates nothing (it is a few tens of microseconds on loopback)
+    request = bytearray(req_len)
+    body = b""
     rng = random.Random(flow)
     corrupted = 0
     deframer = wire.Deframer(max(cfg.response_size, req_len, 1 << 16))
+    received = memoryview(bytearray(65536))
+    # blocking calls with the kernel's timeouts: Python's timeout mode polls before every
+    # send and every receive, four system calls a transaction where two do
+    sock.settimeout(None)
+    sockopts.kernel_timeout(sock, socket.SO_SNDTIMEO, STALL_LIMIT_S)
+    sockopts.kernel_timeout(sock, socket.SO_RCVTIMEO, STALL_LIMIT_S)
     latencies = array("d")
     clock = _Clock(report, sock, cfg.interval)
     start = time.monotonic()
@@ -352,19 +362,26 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
         if echo:
-            body = rng.randbytes(req_len - wire.HEADER_LEN)
+            body = rng.randbytes(body_len)
+            request[wire.HEADER_LEN:] = body
         t0 = time.perf_counter()
-        msg = wire.frame(wire.Header(flow, seq, time.time_ns(), 0, wire.KIND_REQUEST), body)
-        sock.sendall(msg)
-        sent += len(msg)
+        wire.pack_header_into(request, 0, flow, seq, time.time_ns(), body_len,
+                              wire.KIND_REQUEST)
         got = None
-        while got is None:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"server closed the connection after {seq} transactions")
-            frames = deframer.feed(data)
-            if frames:
-                got, got_body = frames[0]
+        try:
+            sock.sendall(request)
+            sent += req_len
+            while got is None:
+                n = sock.recv_into(received)
+                if not n:
+                    raise ConnectionError(f"server closed the connection after {seq} "
+                                          f"transactions")
+                frames = deframer.feed(received[:n])
+                if frames:
+                    got, got_body = frames[0]
+        except BlockingIOError:          # the kernel's timeout: the peer stalled
+            raise TimeoutError(f"timed out: the server has answered nothing for "
+                               f"{STALL_LIMIT_S:g} s") from None
         latencies.append(time.perf_counter() - t0)
         if got.kind == wire.KIND_CONTROL:
             msg = control.decode(got, got_body)
