@@ -51,7 +51,7 @@ def test_a_busy_machine_does_not_stretch_the_sampling_interval(monkeypatch):
     for a core on a loaded machine stretched the interval tenfold, and lab 07's
     process-memory (RSS summed over the server and its children) saw no child at all in a
     loaded CI run (45 MB < 60 MB). Here a sample waits 50 ms and costs nothing."""
-    def slow(pids):
+    def slow(pids, pss=True):
         time.sleep(0.05)
         return dict.fromkeys(resources._FIELDS, 0)
     monkeypatch.setattr(resources, "sample", slow)
@@ -60,3 +60,30 @@ def test_a_busy_machine_does_not_stretch_the_sampling_interval(monkeypatch):
     sampler.stop(0)
     # about 1 s / (50 + 20 ms) = 14 samples; backing off on the wall clock gave 3
     assert sampler.samples >= 7, sampler.samples
+
+
+def test_proportional_memory_is_read_every_fifth_sample(monkeypatch):
+    """smaps_rollup is most of a sample's cost (a walk of the page tables): read every 20
+    ms it took 5% of a core from a request/response server. RSS, threads and descriptors
+    stay at every sample; PSS is still summed, from the samples that read it."""
+    reads = {"status": 0, "pss": 0}
+    status, pss = resources._status, resources._pss
+
+    def counted(name, fn):
+        def call(pid):
+            reads[name] += 1
+            return fn(pid)
+        return call
+    monkeypatch.setattr(resources, "_status", counted("status", status))
+    monkeypatch.setattr(resources, "_pss", counted("pss", pss))
+    sampler = resources.Sampler(every_s=0.01).start()
+    time.sleep(0.6)
+    res = sampler.stop(0)
+    n = res["samples"]
+    assert n >= 15, n
+    # the idle and the last sample read PSS, and one in five in between
+    assert abs(reads["pss"] - (2 + (n - 2) // resources.PSS_EVERY)) <= 1, (reads, n)
+    assert reads["status"] >= n
+    assert res["pss_every_s"] == 0.05
+    assert res["peak"]["pss_bytes"] > 0 and res["idle"]["pss_bytes"] > 0
+    assert res["peak"]["rss_bytes"] >= res["idle"]["rss_bytes"] > 0

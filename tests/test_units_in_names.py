@@ -164,15 +164,16 @@ def loopback_reports(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     cli = [sys.executable, "-m", "toolkit.cli"]
     docs = {}
-    for proto, port, send_args in (("tcp", 15481, ["-n", "300000"]),
-                                   ("udp", 15482, ["-k", "300", "-b", "10M"])):
-        srv = subprocess.Popen([*cli, "serve", "--proto", proto, "-p", str(port), "-1", "-q",
+    for proto, send_args in (("tcp", ["-n", "300000"]), ("udp", ["-k", "300", "-b", "10M"])):
+        # a port the kernel chooses (a fixed one collides with another run on the machine)
+        srv = subprocess.Popen([*cli, "serve", "--proto", proto, "-p", "0", "-1", "-q",
                                 "-t", "20", "--json-file", str(out / f"{proto}.serve.json")],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
         try:
             line = srv.stdout.readline()          # "Server listening on ...": ready
             assert "listening" in line, line
+            port = int(re.search(r"port (\d+)", line).group(1))
             done = subprocess.run([*cli, "send", "127.0.0.1", "--proto", proto, "-p",
                                    str(port), "-q", *send_args, "--json-file",
                                    str(out / f"{proto}.send.json")], cwd=REPO,
