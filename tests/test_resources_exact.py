@@ -87,3 +87,30 @@ def test_proportional_memory_is_read_every_fifth_sample(monkeypatch):
     assert res["pss_every_s"] == 0.05
     assert res["peak"]["pss_bytes"] > 0 and res["idle"]["pss_bytes"] > 0
     assert res["peak"]["rss_bytes"] >= res["idle"]["rss_bytes"] > 0
+
+
+def test_resident_memory_and_threads_come_from_proc_stat_whatever_the_command_name(
+        monkeypatch):
+    import os
+    import threading as th
+    pid = os.getpid()
+    stop = th.Event()
+    extra = th.Thread(target=stop.wait)
+    extra.start()
+    try:
+        got = resources._status(pid)
+        with open(f"/proc/{pid}/status") as f:
+            want = {k: v.split()[0] for k, _, v in (line.partition(":") for line in f)
+                    if k in ("Threads", "VmRSS")}
+    finally:
+        stop.set()
+        extra.join()
+    assert got["Threads"] == int(want["Threads"]) >= 2
+    assert abs(got["VmRSS"] - int(want["VmRSS"]) * 1024) < 4 << 20
+    assert resources._hwm(pid) >= got["VmRSS"] - (4 << 20)
+    # proc(5): the fields are counted after the name's last ")", which may hold ") S 1 "
+    line = b"77 (x) S 1 2 (y)) R " + b" ".join(str(i).encode() for i in range(4, 53))
+    monkeypatch.setattr(resources, "_read", lambda path: line)
+    assert resources._status(77) == {"Threads": 20, "VmRSS": 24 * resources._PAGE}
+    monkeypatch.setattr(resources, "_read", lambda path: None)
+    assert resources._status(77) == {} and resources._pss(77) is None

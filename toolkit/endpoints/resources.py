@@ -33,30 +33,56 @@ PSS_EVERY = 5                    # PSS (smaps_rollup) every fifth sample
 _FIELDS = ("rss_bytes", "pss_bytes", "fds", "threads", "processes")
 
 
-def _status(pid: int) -> dict:
-    out = {}
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _read(path: str) -> bytes | None:
+    """A small /proc file in one read: a sampler thread shares the GIL with the server's
+    own, and a text file object's line loop held it for hundreds of microseconds while
+    the server's thread waited to answer its client."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(val.split()[0]) * 1024
-                elif key == "Threads":
-                    out[key] = int(val)
-    except (OSError, ValueError):
-        pass
-    return out
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 1 << 14)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _status(pid: int) -> dict:
+    """Resident memory and threads from /proc/PID/stat (proc(5): rss and num_threads, the
+    same counters as status's VmRSS and Threads), fields counted after the command name's
+    last ")" (a name may hold spaces and parentheses)."""
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
+        return {}                        # gone
+    try:
+        fields = data[data.rindex(b")") + 2:].split()
+        return {"VmRSS": int(fields[21]) * _PAGE, "Threads": int(fields[17])}
+    except (ValueError, IndexError):
+        return {}
+
+
+def _hwm(pid: int) -> int | None:
+    """The kernel's peak resident set (status's VmHWM, KiB)."""
+    data = _read(f"/proc/{pid}/status") or b""
+    i = data.find(b"\nVmHWM:")
+    try:
+        return int(data[i + 7:].split(None, 1)[0]) * 1024 if i >= 0 else None
+    except (ValueError, IndexError):
+        return None
 
 
 def _pss(pid: int) -> int | None:
+    data = _read(f"/proc/{pid}/smaps_rollup") or b""
+    i = data.find(b"\nPss:")
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+        return int(data[i + 5:].split(None, 1)[0]) * 1024 if i >= 0 else None
+    except (ValueError, IndexError):
         return None
-    return None
 
 
 def _fds(pid: int) -> int | None:
@@ -155,7 +181,7 @@ class Sampler:
         self._stop.set()
         self._thread.join(timeout=2)
         self._take()
-        hwm = _status(self.pid).get("VmHWM")
+        hwm = _hwm(self.pid)
         return {"sample_every_s": self.every_s,
                 "pss_every_s": round(self.every_s * PSS_EVERY, 9), "samples": self.samples,
                 "idle": self.idle, "peak": self.peak,
