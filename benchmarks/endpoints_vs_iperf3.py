@@ -103,21 +103,30 @@ def iperf3_tcp(lab, secs):
     return doc["end"]["sum_received"]["bits_per_second"]
 
 
-def iperf3_udp(lab, secs, length, rate="0"):
-    srv = _server(lab, ["iperf3", "-s", "-p", str(PORT_IPERF)])
-    try:
-        doc = _json(lab.exec("a", ["iperf3", "-c", lab.addr("b"), "-p", str(PORT_IPERF), "-u",
-                                   "-b", rate, "-l", str(length), "-t", str(secs), "-J"],
-                             timeout=secs + 30), "iperf3")
-    finally:
-        _stop(srv)
-    end = doc.get("end") or {}
-    # iperf3 3.12 writes end.sum for UDP; some runs (and versions) have only the sender's
-    # and the receiver's sums: the receiver's is the one with the loss in it
-    s = end.get("sum_received") or end.get("sum")
-    if not s:
-        raise RuntimeError(f"iperf3 -u gave no end summary (end has {sorted(end)}; error: "
-                           f"{doc.get('error')!r})")
+def iperf3_udp(lab, secs, length, rate="0", tries=3):
+    errors = []
+    for _ in range(tries):
+        srv = _server(lab, ["iperf3", "-s", "-p", str(PORT_IPERF)])
+        try:
+            doc = _json(lab.exec("a", ["iperf3", "-c", lab.addr("b"), "-p", str(PORT_IPERF),
+                                       "-u", "-b", rate, "-l", str(length), "-t", str(secs),
+                                       "-J"], timeout=secs + 30), "iperf3")
+        finally:
+            _stop(srv)
+        end = doc.get("end") or {}
+        # iperf3 3.12 writes end.sum for UDP; some runs (and versions) have only the
+        # sender's and the receiver's sums: the receiver's is the one with the loss in it
+        s = end.get("sum_received") or end.get("sum")
+        if s:
+            break
+        # iperf3 itself sometimes ends a UDP test early, its control connection failing
+        # ("unable to read from stream socket: Resource temporarily unavailable", seen in
+        # an idle CI run): the reference's failure, not a measurement; run it again
+        errors.append(doc.get("error"))
+        print(f"iperf3 -u failed ({doc.get('error')!r}); running it again", file=sys.stderr)
+    else:
+        raise RuntimeError(f"iperf3 -u gave no end summary in {tries} runs (errors: "
+                           f"{errors!r})")
     got = s["packets"] - s["lost_packets"]
     return {"sent": s["packets"], "received": got, "lost": s["lost_packets"],
             "pps": got / s["seconds"], "seconds": s["seconds"]}

@@ -137,15 +137,20 @@ def test_a_reply_that_fits_is_one_call_and_a_large_one_arrives_whole(pair):
     assert counting.calls == {"settimeout": 1, "send": 20}
     assert conn.gettimeout() is None
 
-    # a reply larger than the send buffer: the first call takes part, the rest is timed
+    # a reply larger than the buffers while the client reads nothing yet: the first call
+    # takes part of it, and the timed send the rest once the client reads (a client that
+    # read at once could take all of it in the first call, as an idle machine's did)
     big = bytes(range(256)) * (16 << 10)             # 4 MiB
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
     received = bytearray()
-    reader = threading.Thread(target=lambda: _read_exactly(client, len(big), received))
+    reader = threading.Timer(0.3, _read_exactly, (client, len(big), received))
     reader.start()
     carry_out(pacing.Op(pacing.SEND, big, 10.0), None)
     reader.join(timeout=20)
     assert bytes(received) == big
-    assert counting.calls["sendall"] == 1 and conn.gettimeout() is None
+    assert counting.calls["send"] == 21 and counting.calls["sendall"] == 1
+    assert conn.gettimeout() is None
 
 
 def _read_exactly(sock, n, into):
