@@ -296,11 +296,10 @@ def main() -> int:
             rr = (labkit_rr(lab, secs, tmp), sockperf_rr(lab, secs))
             rows.append(("rr", "trans/s", rr[0], rr[1]))
             if SPLIT_CPUS:
-                # each side on its own CPU, as on two hosts. Left to the scheduler, a
-                # pair that does little per transaction (sockperf) is mostly kept on one
-                # CPU, and one that does more (Python) is spread over two, where every
-                # transaction waits twice for a sleeping CPU to wake: on this project's
-                # 2-vCPU machine, sockperf made 81k/s on one CPU and 14k/s on two
+                # each side on its own CPU, as on two hosts. Left to the scheduler, the
+                # two may share one CPU or not, and which it does decides the rate: on
+                # this project's 2-vCPU machine, on loopback, sockperf made 81k/s with
+                # both on one CPU and 14k/s on two, labkit 24k/s and 9.5k/s
                 split = (labkit_rr(lab, secs, tmp, SPLIT_CPUS),
                          sockperf_rr(lab, secs, SPLIT_CPUS))
                 rows.append(("rr_split", "trans/s", split[0], split[1]))
