@@ -66,23 +66,23 @@ def _status(pid: int) -> dict:
         return {}
 
 
-def _hwm(pid: int) -> int | None:
-    """The kernel's peak resident set (status's VmHWM, KiB)."""
-    data = _read(f"/proc/{pid}/status") or b""
-    i = data.find(b"\nVmHWM:")
+def _kib(path: str, key: bytes) -> int | None:
+    """The "Key:  N kB" line of a /proc file (status, smaps_rollup), in bytes."""
+    data = _read(path) or b""
+    i = data.find(b"\n" + key + b":")
     try:
-        return int(data[i + 7:].split(None, 1)[0]) * 1024 if i >= 0 else None
+        return int(data[i + len(key) + 2:].split(None, 1)[0]) * 1024 if i >= 0 else None
     except (ValueError, IndexError):
         return None
+
+
+def _hwm(pid: int) -> int | None:
+    """The kernel's peak resident set (status's VmHWM)."""
+    return _kib(f"/proc/{pid}/status", b"VmHWM")
 
 
 def _pss(pid: int) -> int | None:
-    data = _read(f"/proc/{pid}/smaps_rollup") or b""
-    i = data.find(b"\nPss:")
-    try:
-        return int(data[i + 5:].split(None, 1)[0]) * 1024 if i >= 0 else None
-    except (ValueError, IndexError):
-        return None
+    return _kib(f"/proc/{pid}/smaps_rollup", b"Pss")
 
 
 def _fds(pid: int) -> int | None:
