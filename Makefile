@@ -7,12 +7,12 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 # command:package pairs; installed together when any is missing
 SYSTEM_TOOLS = tshark:tshark dumpcap:wireshark-common tcpdump:tcpdump nft:nftables \
-               ethtool:ethtool ip:iproute2 ping:iputils-ping
+               ethtool:ethtool ip:iproute2 ping:iputils-ping gcc:gcc
 
 # reference tools the endpoint benchmark compares against
 BENCH_TOOLS  = iperf3:iperf3 sockperf:sockperf
 
-.PHONY: test demo venv system-deps bench bench-endpoints clean notebooks
+.PHONY: test demo venv aot system-deps bench bench-endpoints clean notebooks
 
 venv: $(VENV)/.installed
 
@@ -20,12 +20,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
-	@# numba compiles the analyzer's kernels on first use and caches the machine code:
-	@# here, once, rather than in a user's first `labkit analyze` (or in each test worker)
-	@echo "compiling the analyzer's kernels for this machine (once; a minute or two)"
-	$(VENV)/bin/labkit analyze --format json captures/04-loss/a.pcapng.gz > /dev/null
-	$(VENV)/bin/labkit analyze --packets --format csv captures/04-loss/a.pcapng.gz > /dev/null
 	touch $@
+
+# the analyzer's kernels, compiled for this machine once rather than in a user's first
+# `labkit analyze` (or in each test worker): just in time into numba's cache, then ahead of
+# time into toolkit/pcap/_kernels*.so, which loads without numba (toolkit/pcap/aot.py);
+# quick when up to date, rebuilt after a change to the analyzer's sources
+aot: venv
+	$(PY) -m toolkit.pcap.aot
 
 system-deps: TOOLS = $(SYSTEM_TOOLS)
 bench-deps: TOOLS = $(SYSTEM_TOOLS) $(BENCH_TOOLS)
@@ -48,19 +50,19 @@ system-deps bench-deps:
 # are shared): most tests wait on links, timers and pacing, and every timing promise is
 # kept or reported under load (docs/timing.md). TEST_JOBS=0 runs them one by one.
 TEST_JOBS ?= 2
-test: venv bench-deps
+test: bench-deps aot
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
-demo: venv system-deps
+demo: system-deps aot
 	$(VENV)/bin/labkit demo
 
 # JupyterLab from the project's venv, on the notebooks (a saved run without privileges,
 # a live run where the machine can build a lab)
-notebooks: venv
+notebooks: aot
 	$(VENV)/bin/pip install -q -e '.[test,notebooks]'
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-bench: venv system-deps
+bench: system-deps aot
 	$(PY) benchmarks/analyze_speed.py
 	$(PY) benchmarks/analyze_many_speed.py
 
@@ -68,4 +70,4 @@ bench-endpoints: venv bench-deps
 	$(PY) benchmarks/endpoints_vs_iperf3.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info toolkit/pcap/_kernels*

@@ -11,11 +11,10 @@ one conversation, so a packet whose pair is the previous packet's skips the tabl
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-from ..pcap.jit import kernel
+from ..pcap.jit import inline, kernel
 
 
-@njit(inline="always")
+@inline
 def _mix(h, v):
     # splitmix64 finaliser over a running combination
     h ^= v + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6)) + (h >> np.uint64(2))
@@ -27,7 +26,7 @@ def _mix(h, v):
     return h
 
 
-@njit(inline="always")
+@inline
 def _pair(r, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
     a = (src_hi[r], src_lo[r], np.uint64(sport[r]))
     b = (dst_hi[r], dst_lo[r], np.uint64(dport[r]))
@@ -36,7 +35,7 @@ def _pair(r, src_hi, src_lo, dst_hi, dst_lo, sport, dport):
     return a, b
 
 
-@njit(inline="always")
+@inline
 def _hash(a, b):
     h = np.uint64(0)
     h = _mix(h, a[0])

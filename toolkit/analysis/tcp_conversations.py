@@ -22,14 +22,13 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
 from . import verdicts as V
 from .addresses import addresses_text
 from .table import Table
 from .tcp import TcpSegments
 from .zeek_conn import SERVER_PORT, conn_state_text, history_text, zeek_walk
-from ..pcap.jit import kernel
+from ..pcap.jit import helper, kernel
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
 M32 = 0xFFFFFFFF
@@ -223,7 +222,7 @@ def _walk(rows, stream, flow, bits, ts, tflags, seqs, acks, paylens, wins, wirel
                       first_ts=first_ts, last_ts=last_ts, first_k=first_k, opts=opts)
 
 
-@njit(cache=True)
+@helper
 def _grow(a, n):
     b = np.empty(n, a.dtype)
     b[: a.shape[0]] = a

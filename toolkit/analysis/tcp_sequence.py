@@ -39,10 +39,9 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
 from . import verdicts as V
-from ..pcap.jit import kernel
+from ..pcap.jit import helper, inline, kernel
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 M32 = 0xFFFFFFFF
@@ -83,28 +82,28 @@ N_FIELDS = 25
 BASE_SEQ_SET, SAW_SYN, SAW_SYNACK = 1, 2, 4
 
 
-@njit(inline="always")
+@inline
 def _s32(x):
     x = x & M32
     return x - (1 << 32) if x >= (1 << 31) else x
 
 
-@njit(inline="always")
+@inline
 def _gt(x, y):          # GT_SEQ: x after y
     return _s32(y - x) < 0
 
 
-@njit(inline="always")
+@inline
 def _lt(x, y):          # LT_SEQ: x before y
     return _s32(x - y) < 0
 
 
-@njit(inline="always")
+@inline
 def _le(x, y):
     return _s32(x - y) <= 0
 
 
-@njit(cache=True)
+@helper
 def _grow(a, n):
     b = np.empty(n, a.dtype)
     b[: a.shape[0]] = a

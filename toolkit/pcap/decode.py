@@ -20,10 +20,9 @@ frame undecodable but never reads outside the record.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .columns import PACKET_COLUMNS, UDP_HEAD
-from .jit import kernel
+from .jit import inline, kernel
 
 # Index of each column in the output tuple (PACKET_COLUMNS order).
 (TS, CAPLEN, WIRELEN, IFACE, L3, SRC_HI, SRC_LO, DST_HI, DST_LO, IP_PROTO, IP_FRAG, IP_ID,
@@ -55,18 +54,18 @@ MAPPED = np.uint64(0xFFFF << 32)   # ::ffff:0:0/96, IPv4-mapped (RFC 4291 2.5.5.
 CUSTOM_COPY, CUSTOM_NOCOPY = 0x00000BAD, 0x40000BAD
 
 
-@njit(inline="always")
+@inline
 def _be16(b, i):
     return (np.int64(b[i]) << 8) | np.int64(b[i + 1])
 
 
-@njit(inline="always")
+@inline
 def _be32(b, i):
     return ((np.int64(b[i]) << 24) | (np.int64(b[i + 1]) << 16) | (np.int64(b[i + 2]) << 8)
             | np.int64(b[i + 3]))
 
 
-@njit(inline="always")
+@inline
 def _u32(b, i, big):
     if big:
         return _be32(b, i)
@@ -74,14 +73,14 @@ def _u32(b, i, big):
             | np.int64(b[i]))
 
 
-@njit(inline="always")
+@inline
 def _u16(b, i, big):
     if big:
         return _be16(b, i)
     return (np.int64(b[i + 1]) << 8) | np.int64(b[i])
 
 
-@njit(inline="always")
+@inline
 def _be64(b, i):
     v = np.uint64(0)
     for j in range(8):
@@ -89,7 +88,7 @@ def _be64(b, i):
     return v
 
 
-@njit(inline="always")
+@inline
 def _link(b, p, end, lt):
     """(ethertype, offset of the network header) for link type lt; ethertype -1 if none."""
     off = p
@@ -141,7 +140,7 @@ def _link(b, p, end, lt):
     return etype, off
 
 
-@njit(inline="always")
+@inline
 def decode_packet(b, p, caplen, wirelen, lt, fcs, R):
     """Decode one frame at b[p:p+caplen] into the record R (zeroed: PACKET_COLUMNS slots,
     then the R_* slots). The caller moves the record to the columns: the columns and side
@@ -285,7 +284,7 @@ def decode_packet(b, p, caplen, wirelen, lt, fcs, R):
         _icmp_quoted(b, l4off, end, proto, R)
 
 
-@njit(inline="always")
+@inline
 def _icmp_quoted(b, q, end, proto, R):
     """An ICMP (RFC 792) or ICMPv6 (RFC 4443 section 2.4) error quotes the start of the
     datagram that caused it: its IP header and at least 8 bytes after it. Note the quoted
@@ -348,7 +347,7 @@ def _icmp_quoted(b, q, end, proto, R):
     R[R_Q_DPORT] = _be16(b, l4 + 2)
 
 
-@njit(inline="always")
+@inline
 def _tcp_options(b, l4off, hlen, end, R):
     """Walk the TCP options (RFC 9293 3.1; 7323 timestamps and window scale; 2018 SACK)."""
     opt_end = l4off + hlen
@@ -399,7 +398,7 @@ def _tcp_options(b, l4off, hlen, end, R):
     R[OPT_SACK_EMPTY] = empty
 
 
-@njit(inline="always")
+@inline
 def _ticks_to_ns(ticks, mul, div, shift):
     """Timestamp ticks to ns: exact for 10^-r resolutions, to the ns for 2^-s ones."""
     if shift >= 0:                               # resolution 2**-shift s (shift <= 63)
