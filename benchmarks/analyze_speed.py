@@ -6,8 +6,8 @@ pair, offloads off so segments are MSS-sized, with 1% of the data segments arriv
 dropped at random by an nftables rule (so there are retransmissions, dup ACKs and SACK
 blocks), captured by dumpcap at b's veth with a 96-byte snaplen; or takes --pcap FILE.
 
-Then times, each in a fresh process (the first labkit run once more before, cold: numba's
-compiled kernels are cached on disk by the first run):
+Then times, each in a fresh process (the first labkit run once more before, cold: the
+first run fills numba's cache when the kernels are not compiled ahead of time):
 - the conversation analysis: `labkit analyze FILE --format json` (one row a conversation);
 - the per-packet output, the work `tshark -T fields` does: `labkit analyze FILE --packets`
   as CSV, as JSON Lines and as Parquet, each written to a file; and the DataFrame
@@ -19,9 +19,10 @@ compiled kernels are cached on disk by the first run):
 It prints packets/s, the ratio to tshark and the peak memory of each: the whole peak RSS
 over the packets, and the part that grows with the capture. That part is the peak above
 the same command's on the capture's first BASE_FRAMES frames, which holds what every run
-pays once (the interpreter, numpy, numba's LLVM, pyarrow: about 160-200 MB), over the
-packets beyond them. The last two lines are machine-readable, the conversation analysis
-first, the per-packet CSV last:
+pays once (the interpreter, numpy, pyarrow, the compiled kernels; numba and its LLVM too
+when the kernels are not built ahead of time, `make aot`), over the packets beyond them.
+The last two lines are machine-readable, the conversation analysis first, the per-packet
+CSV last:
 
     conversations: packets=N labkit_pps=N tshark_pps=N ratio=R \
         labkit_peak_bytes_per_packet=B labkit_marginal_bytes_per_packet=M
@@ -358,6 +359,14 @@ def measure(args, path: Path, n: int, tshark: str, work: Path) -> dict:
     return rows
 
 
+def kernels_used() -> str:
+    """How the labkit runs got their kernels: ahead of time (`make aot`) or numba's cache."""
+    from toolkit.pcap import jit
+    status = jit.aot_status()
+    return f"ahead of time ({status})" if "compiled functions" in status else \
+        f"just in time, numba ({status})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pcap", type=Path, help="use this capture instead of recording one")
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         elif tmp:
             print(f"kept {tmp}")
     print(f"\n{path}: {n:,} packets; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs")
+          f"on {os.cpu_count()} CPUs; kernels: {kernels_used()}")
     ts_time = rows["tshark -2 -T fields"][0]
     print(f"{'work':<44}{'seconds':>9}{'packets/s':>12}{'x tshark':>10}{'peak MB':>9}"
           f"{'bytes/pkt':>11}{'base MB':>9}{'growth B/pkt':>14}")

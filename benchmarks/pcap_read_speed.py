@@ -6,7 +6,9 @@ a repeating group of 8 frames - three full-size IPv4 data segments, three IPv4 A
 with SACK blocks), an IPv6 data segment and an IPv6 ACK, all with the TCP timestamps
 option - patched per group with rising timestamps and sequence numbers. Then reads it in a
 fresh process twice: cold (numba compiles, or loads its on-disk cache) and warm, and prints
-packets/s and the peak RSS over the packet count. The last line is machine-readable:
+packets/s and the peak RSS over the packet count. Just in time only (LABKIT_AOT=0): this
+measures numba's compile and cache; analyze_speed.py measures the kernels as `make` builds
+them. The last line is machine-readable:
 
     packets=N cold_s=S warm_s=S warm_pps=N peak_rss_bytes_per_packet=B
 
@@ -160,7 +162,7 @@ print(json.dumps({"n": n, "import_s": t1 - t0,
 
 def measure(path: Path, cache_dir: str) -> dict:
     """read_capture in a fresh interpreter (so the peak RSS is this read's alone)."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, LABKIT_AOT="0")
     out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(REPO)],
                          capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -173,7 +175,7 @@ def baseline(tiny: Path, cache_dir: str) -> int:
                    "read_capture\nread_capture(sys.argv[2]); print(peak_rss())")
     out = subprocess.run([sys.executable, "-c", code, str(REPO), str(tiny)],
                          capture_output=True, text=True, check=True,
-                         env=dict(os.environ, NUMBA_CACHE_DIR=cache_dir))
+                         env=dict(os.environ, NUMBA_CACHE_DIR=cache_dir, LABKIT_AOT="0"))
     return int(out.stdout.strip())
 
 
