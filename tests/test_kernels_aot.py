@@ -153,3 +153,42 @@ def test_a_call_the_module_has_no_function_for_runs_just_in_time():
     out = _child(True, FALLBACK)
     assert out["numba"] is True
     assert out["order"] == out["wide"] == np.argsort([5, 3, 9, 3, 0], kind="stable").tolist()
+
+
+# kernels of a module outside the build: a kernel calling an inline helper and another
+# kernel, both declared without numba, typed once numba is loaded
+LATE = """
+import numpy as np
+from toolkit.pcap.jit import helper, inline, kernel
+
+@inline
+def _sq(x):
+    return x * x
+
+@helper
+def _plus(x, k):
+    return x + k
+
+@kernel
+def _total(a, k):
+    s = 0
+    for i in range(a.shape[0]):
+        s += _plus(_sq(a[i]), k)
+    return s
+
+@kernel
+def total_twice(a, k):
+    return 2 * _total(a, k)
+"""
+
+
+def test_functions_of_a_module_outside_the_build_run_just_in_time(tmp_path):
+    (tmp_path / "late_kernels.py").write_text(LATE)
+    code = ("import json, sys, numpy as np; import late_kernels as m; "
+            "print(json.dumps([m.total_twice(np.arange(5), k=1), m._total(np.arange(3), 2), "
+            "'numba' in sys.modules]))")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.splitlines()[-1]) == [2 * (30 + 5), 5 + 6, True]

@@ -227,7 +227,7 @@ def aot_table() -> dict:
 
 
 def aot_status() -> str:
-    """"N functions" when the ahead-of-time module is in use, else why not."""
+    """How many compiled functions the ahead-of-time module gives, or why it is not used."""
     table = aot_table()
     return _aot["why"] or f"{sum(map(len, table.values()))} compiled functions"
 
@@ -258,8 +258,9 @@ def load_numba() -> None:
                 d = njit(cache=True)(c.py_func)
             c.dispatcher = d
         made = {id(c): c.dispatcher for c in fresh}
+        homes = {c.__module__ for c in _DECLARED} | {"__main__"}
         for name, mod in list(sys.modules.items()):
-            if name.startswith("toolkit.") or name == "__main__" or mod is None:
+            if name in homes or name.startswith("toolkit."):
                 g = getattr(mod, "__dict__", None) or {}
                 for k, v in list(g.items()):
                     if isinstance(v, Compiled) and id(v) in made:
