@@ -245,7 +245,8 @@ def _context():
 
 def _warm() -> None:
     """Load what every worker needs, once, before the fork: the analyzer with its compiled
-    kernels (analyzing a two-frame capture loads them from numba's cache) and pyarrow."""
+    kernels (analyzing a two-frame capture loads them: the module built ahead of time, or
+    numba's cache) and pyarrow."""
     import struct
     import tempfile
 
