@@ -192,7 +192,8 @@ def test_kernel_engine_loss_and_rate_match_the_configuration():
     assert out["measured"]["loss"]["lost"] == out["engine_stats"]["loss"]["loss_drops"]["a_to_b"]
     assert checks["rate a>b"]["ok"], checks
     assert abs(out["measured"]["goodput"]["goodput_bps"] - 20e6) <= 2e6
-    assert status == 0 and out["ok"] is True
+    # which check failed, if one did: a run in CI (1 of 10) failed here with loss and rate ok
+    assert status == 0 and out["ok"] is True, [c for c in out["checks"] if not c["ok"]]
 
 
 @pytest.mark.root
