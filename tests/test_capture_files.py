@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import threading
 
 import pytest
 
@@ -102,6 +103,33 @@ def test_ring_writer_rotates_and_keeps_the_newest(tmp_path):
     assert seqs == list(range(60 - len(seqs), 60))      # the newest, without a gap
     for p in kept[:-1]:
         assert 2000 <= p.stat().st_size < 2000 + 200
+
+
+def test_ring_writer_flushes_safely_while_another_thread_rotates(tmp_path):
+    # the scapy backend's main thread flushes once in a while as the sniffer thread writes;
+    # a flush that read `current` just before a rotation closed it raised "flush of closed
+    # file" (CI, stop 22), ending the capture with a traceback and no counters
+    w = writer.RingWriter(tmp_path / "t.pcapng", file_bytes=300, files=4,
+                          file_format="pcapng", interface="lo", snaplen=262144)
+    errors, done = [], threading.Event()
+
+    def flusher():
+        try:
+            while not done.is_set():
+                w.flush()
+        except Exception as e:             # noqa: BLE001 -- the failure under test
+            errors.append(e)
+
+    t = threading.Thread(target=flusher)
+    t.start()
+    try:
+        for i in range(3_000):             # a new file every second packet
+            w.packet(T0 + i, _frame(i))
+    finally:
+        done.set()
+        t.join(10)
+    w.close()
+    assert errors == [] and w.index > 1_000
 
 
 @pytest.mark.parametrize("file_bytes,files_", [(0, 3), (100, 0)])

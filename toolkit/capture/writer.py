@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -147,7 +148,12 @@ def ring_name(base: Path, index: int, when: float) -> Path:
 
 
 class RingWriter:
-    """A CaptureWriter that moves on to a new file at `file_bytes`, keeping `files` files."""
+    """A CaptureWriter that moves on to a new file at `file_bytes`, keeping `files` files.
+
+    `packet` and `flush` may come from two threads (the scapy backend's sniffer thread
+    writes while its main thread flushes), so a lock keeps a flush off a file a rotation
+    is closing: without it, one CI run's capture ended in "flush of closed file".
+    """
 
     def __init__(self, base: str | os.PathLike, file_bytes: int, files: int, **writer_kw):
         if file_bytes <= 0 or files <= 0:
@@ -158,6 +164,7 @@ class RingWriter:
         self.index = 0
         self.kept: list[Path] = []
         self.packets = 0
+        self._lock = threading.Lock()
         self.current = self._next()
 
     def _next(self) -> CaptureWriter:
@@ -169,15 +176,18 @@ class RingWriter:
         return CaptureWriter(path, **self.kw)
 
     def packet(self, ts_ns: int, data: bytes) -> None:
-        if self.current.bytes >= self.file_bytes and self.current.packets:
-            self.current.close()
-            self.current = self._next()
-        self.current.packet(ts_ns, data)
-        self.packets += 1
+        with self._lock:
+            if self.current.bytes >= self.file_bytes and self.current.packets:
+                self.current.close()
+                self.current = self._next()
+            self.current.packet(ts_ns, data)
+            self.packets += 1
 
     def flush(self) -> None:
-        self.current.flush()
+        with self._lock:
+            self.current.flush()
 
     def close(self, received: int | None = None, dropped: int | None = None) -> None:
         # the statistics cover the whole capture, so they go into the last file
-        self.current.close(received, dropped)
+        with self._lock:
+            self.current.close(received, dropped)
