@@ -25,8 +25,10 @@ below the configured rate). Both directions are measured:
     engine the userspace engine's own account: no overrun, did not die.
 
 Timing. The rtt, jitter and rate checks depend on the machine keeping time. The userspace
-engine counts how late it sent each frame (forwarder.timing_report); when it could not keep
-time the result says so (`timing`: reliable false, with notes) and a timing check that fails
+engine counts how late it sent each frame (forwarder.timing_report), and the TCP pair of
+the rate phase how long each waited for a CPU (traffic.run_queue_wait_s), with either
+engine. When the engine or the pair could not keep time the result says so (`timing`:
+reliable false, with notes) and a timing check that fails
 in the direction lateness explains (RTT too long, jitter too high, goodput too low) is
 "unreliable", not "fail"; one failing the other way (an RTT shorter than configured, a rate
 above it) still fails. The loss and engine checks do not depend on timing.
@@ -175,7 +177,12 @@ def measure_goodput(lab: Lab, seconds: float, src: str = "a", dst: str = "b") ->
         recv.kill()
         recv.communicate()
         raise RuntimeError(f"TCP sender failed: {send.stderr.strip()[-500:]}")
-    return _result(recv, timeout=30)
+    out = _result(recv, timeout=30)
+    try:
+        out["sender_waited_s"] = json.loads(send.stdout.strip().splitlines()[-1])["waited_s"]
+    except (ValueError, IndexError, KeyError):
+        out["sender_waited_s"] = None
+    return out
 
 
 def _fmt_rate(bps: float) -> str:
@@ -313,15 +320,31 @@ def judge_engine(engine_stats: dict) -> Check:
     return Check("engine", "0 overruns", f"{overruns} overruns, {late} late", ok, detail)
 
 
-def judge_timing(engine_stats: dict, queue_drops: int = 0) -> dict:
-    """The run's timing, from each phase's engine report (forwarder.timing_report): reliable
-    when every phase kept time. `queue_drops`: the loss phase's datagrams dropped at the
-    engine's queue (its senders fell behind and caught up in bursts)."""
+WAIT_SHARE_RELIABLE = RATE_TOLERANCE / 2
+
+
+def judge_timing(engine_stats: dict, queue_drops: int = 0,
+                 transfers: dict | None = None) -> dict:
+    """The run's timing, from each phase's engine report (forwarder.timing_report) and the
+    rate phase's TCP pair (`transfers`: "a>b" -> measure_goodput's result): reliable when
+    every phase kept time. A receiver held back at the end of its transfer stamps its last
+    byte late, and the goodput falls with it (tbf or the engine kept the rate all along):
+    so a sender or receiver that waited for a CPU more than half the rate check's
+    tolerance of the transfer's time did not keep time. `queue_drops`: the loss phase's
+    datagrams dropped at the engine's queue (its senders fell behind and caught up in
+    bursts)."""
     from .forwarder import timing_report
     notes = []
     for phase, stats in engine_stats.items():
         if stats.get("engine") == "userspace":
             notes += [f"{phase}: {n}" for n in timing_report(stats)["notes"]]
+    for direction, t in (transfers or {}).items():
+        for who, waited in (("sender", t.get("sender_waited_s")),
+                            ("receiver", t.get("waited_s"))):
+            if waited is not None and waited > WAIT_SHARE_RELIABLE * t["seconds"]:
+                notes.append(f"rate {direction}: the TCP {who} waited {waited:.2f} s for a "
+                             f"CPU during its {t['seconds']:.2f} s transfer: the machine "
+                             f"was busy")
     if queue_drops:
         notes.append(f"loss: {queue_drops} datagrams dropped at the engine's queue: the "
                      f"senders were held back and caught up in bursts")
@@ -419,7 +442,8 @@ def run(imp: Impairment, *, engine: str = "auto", privilege: str = "auto",
         if choice.engine == "userspace":
             checks.append(judge_engine(engine_stats))
         privilege_info = lab.privilege.as_dict()
-    timing = judge_timing(engine_stats, queue_drops)
+    timing = judge_timing(engine_stats, queue_drops,
+                          {"a>b": measured["goodput"], "b>a": measured["goodput_b_to_a"]})
     for c in checks:
         c.settle(timing["reliable"])
     return {

@@ -109,6 +109,22 @@ def udp_send(host: str, port: int, count: int, pps: float, size: int) -> dict:
     return {"sent": count, "seconds": time.monotonic() - start}
 
 
+def run_queue_wait_s() -> float | None:
+    """Seconds this program has spent runnable but waiting for a CPU (the second field of
+    /proc/self/schedstat, in ns): how much a busy machine held it back. None where the
+    kernel does not keep it (no CONFIG_SCHED_INFO, not Linux)."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _waited(before: float | None) -> float | None:
+    after = run_queue_wait_s()
+    return None if before is None or after is None else after - before
+
+
 def tcp_recv(port: int, deadline: float) -> dict:
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,6 +133,7 @@ def tcp_recv(port: int, deadline: float) -> dict:
     ls.settimeout(deadline)
     print("ready", flush=True)
     conn, _ = ls.accept()
+    waited = run_queue_wait_s()
     conn.settimeout(deadline)
     buf = bytearray(1 << 20)
     total = 0
@@ -131,11 +148,12 @@ def tcp_recv(port: int, deadline: float) -> dict:
         total += n
     secs = (last - first) if first is not None else 0.0
     return {"bytes": total, "seconds": secs,
-            "goodput_bps": total * 8 / secs if secs > 0 else 0.0}
+            "goodput_bps": total * 8 / secs if secs > 0 else 0.0, "waited_s": _waited(waited)}
 
 
 def tcp_send(host: str, port: int, seconds: float) -> dict:
     s = socket.create_connection((host, port), timeout=10)
+    waited = run_queue_wait_s()
     chunk = bytes(65536)
     sent = 0
     end = time.monotonic() + seconds
@@ -145,7 +163,7 @@ def tcp_send(host: str, port: int, seconds: float) -> dict:
     s.shutdown(socket.SHUT_WR)
     s.recv(1)                      # wait for the receiver's close: everything was delivered
     s.close()
-    return {"bytes": sent}
+    return {"bytes": sent, "waited_s": _waited(waited)}
 
 
 def main(argv: list[str] | None = None) -> int:
