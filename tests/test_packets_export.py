@@ -248,3 +248,21 @@ def test_json_of_several_files_is_one_document(tmp_path):
     doc = json.loads(done.stdout)
     assert doc["format_version"] == 2
     assert [c["summary"]["file"] for c in doc["captures"]] == [str(one), str(two)]
+
+
+def test_address_codes_number_each_pair_in_order_of_first_appearance():
+    # the hash table's probing (many pairs, pairs alike but for one half, no IP at all)
+    # against a dict doing the same by the definition
+    rng = np.random.default_rng(7)
+    n = 60_000
+    hi = rng.integers(0, 3, n).astype(np.uint64) << np.uint64(60)   # alike in lo, not hi
+    cols = {"src_hi": hi, "src_lo": rng.integers(0, 20_000, n).astype(np.uint64),
+            "l3": (rng.random(n) < 0.9).astype(np.uint8)}
+    for rows in (np.arange(n), np.sort(rng.choice(n, 999, replace=False)),
+                 np.zeros(0, np.int64)):
+        codes, pairs = packet_rows.address_codes(cols, rows, "src")
+        seen: dict = {}
+        want = [-1 if not cols["l3"][i] else seen.setdefault(
+            (int(cols["src_hi"][i]), int(cols["src_lo"][i])), len(seen)) for i in rows]
+        assert codes.tolist() == want and pairs == list(seen)
+    assert len(pairs) == 0 and len(packet_rows.address_codes(cols, np.arange(n), "src")[1]) > 30_000
