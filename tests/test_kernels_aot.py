@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synthetic import bulk_capture
 from toolkit.pcap import jit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,20 @@ with tempfile.TemporaryDirectory() as d:
     out["parquet_bytes"] = os.path.getsize(os.path.join(d, "p.parquet")) > 0
 out["states"] = str(a.tcp_states)
 out["udp"] = str(a.udp_flows)
+if len(sys.argv) > 2:
+    # labkit analyze --packets exports once, the columns released first: on an IPv4-only
+    # capture an address column of one value is broadcast (stride 0)
+    for released in (False, True):
+        b = toolkit.analyze(sys.argv[2])
+        if released:
+            b.release_columns_for_export()
+            out["broadcast"] = b.capture.cols["src_hi"].strides == (0,)
+        for fmt in ("csv", "json"):
+            buf = io.BytesIO()
+            b.write_packets(buf, fmt)
+            out[f"ipv4_{fmt}_{released}"] = buf.getvalue().decode()
+        with tempfile.TemporaryDirectory() as d:
+            b.write_packets(os.path.join(d, "p.parquet"), "parquet")
 out["numba"] = "numba" in sys.modules
 print(json.dumps(out, default=str))
 """
@@ -124,15 +139,21 @@ def _built():
     return status
 
 
-def test_ahead_of_time_gives_the_same_analysis_without_importing_numba():
+def test_ahead_of_time_gives_the_same_analysis_without_importing_numba(tmp_path):
     _built()
-    compiled = _child(True, CHILD, str(CAPTURE))
-    jitted = _child(False, CHILD, str(CAPTURE))
+    ipv4 = tmp_path / "ipv4.pcap"
+    bulk_capture(ipv4, 3000)                 # TCP and UDP over IPv4, nothing else
+    compiled = _child(True, CHILD, str(CAPTURE), str(ipv4))
+    jitted = _child(False, CHILD, str(CAPTURE), str(ipv4))
     assert "compiled functions" in compiled["status"]
     assert compiled["numba"] is False, "a kernel call fell back to numba"
     assert jitted["numba"] is True
-    for k in ("summary", "csv", "json", "states", "udp", "parquet_bytes"):
+    assert compiled["broadcast"] is True
+    texts = [f"ipv4_{f}_{r}" for f in ("csv", "json") for r in (False, True)]
+    for k in ("summary", "csv", "json", "states", "udp", "parquet_bytes", *texts):
         assert compiled[k] == jitted[k], k
+    assert compiled["ipv4_csv_True"] == compiled["ipv4_csv_False"]
+    assert compiled["ipv4_csv_True"].count("\n") == 3001
     assert compiled["csv"].count("\n") > 1000
 
 

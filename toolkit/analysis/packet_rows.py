@@ -43,12 +43,12 @@ def row_chunks(a, stream: int | None = None, size: int = CHUNK_ROWS):
 
 
 @kernel
-def _number_addresses(hi, lo, l3, rows, codes, first):
-    """codes[r]: the number of frame rows[r]'s (hi, lo) address, numbered in order of first
-    appearance, -1 where the frame has no IP address; first[k]: the r where number k
-    first appeared. Returns how many numbers. An open-addressing table of at least twice
+def _number_addresses(hi, lo, l3, codes, first):
+    """codes[r]: the number of row r's (hi, lo) address, numbered in order of first
+    appearance, -1 where the frame has no IP address (l3 0); first[k]: the row where number
+    k first appeared. Returns how many numbers. An open-addressing table of at least twice
     the rows (Fibonacci hashing of the pair, Knuth 6.4), each slot the number there."""
-    n = len(rows)
+    n = len(hi)
     bits = 4
     while (1 << bits) < 2 * n:
         bits += 1
@@ -57,11 +57,10 @@ def _number_addresses(hi, lo, l3, rows, codes, first):
     mask = (1 << bits) - 1
     m = 0
     for r in range(n):
-        i = rows[r]
-        if l3[i] == 0:
+        if l3[r] == 0:
             codes[r] = -1
             continue
-        h, v = hi[i], lo[i]
+        h, v = hi[r], lo[r]
         slot = np.int64(((v ^ (h * _HASH)) * _HASH) >> shift)
         while True:
             k = table[slot]
@@ -71,7 +70,7 @@ def _number_addresses(hi, lo, l3, rows, codes, first):
                 codes[r] = m
                 m += 1
                 break
-            j = rows[first[k]]
+            j = first[k]
             if hi[j] == h and lo[j] == v:
                 codes[r] = k
                 break
@@ -83,12 +82,14 @@ def address_codes(cols: dict, rows: np.ndarray, side: str) -> tuple[np.ndarray, 
     """Per row an index into the returned list of (hi, lo) address pairs, -1 where the
     frame has no IP address; the pairs in order of first appearance. A chunk has few
     distinct addresses: a hash table numbers them in one pass (np.unique's sort took a
-    third of the Parquet export's column work)."""
+    third of the Parquet export's column work). The kernel gets this chunk's values, not
+    the columns: an export broadcasts a column of one value (stride 0), an argument type
+    the ahead-of-time build never sees (no saved capture is IPv4 alone)."""
+    hi, lo = cols[f"{side}_hi"][rows], cols[f"{side}_lo"][rows]
     codes = np.empty(len(rows), np.int64)
     first = np.empty(len(rows), np.int64)
-    hi, lo = cols[f"{side}_hi"], cols[f"{side}_lo"]
-    m = _number_addresses(hi, lo, cols["l3"], rows, codes, first)
-    at = rows[first[:m]]
+    m = _number_addresses(hi, lo, cols["l3"][rows], codes, first)
+    at = first[:m]
     return codes, list(zip(hi[at].tolist(), lo[at].tolist()))
 
 
