@@ -265,7 +265,7 @@ def test_rr_response_size_is_bounded_by_the_servers_limit():
     s = Session(limit=1000)
     said = controls(s.received(hello("rr", response_size=1001)))
     assert said[0]["type"] == "error" and "0 to 1000 bytes" in said[0]["error"]
-    assert s._response_body is None               # nothing allocated for it
+    assert s._reply is None                       # nothing allocated for it
 
 
 @pytest.mark.parametrize("body", [

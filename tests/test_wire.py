@@ -112,6 +112,27 @@ def test_deframer_split_and_glued(name, cuts):
     assert d.buffered == 0
 
 
+def test_a_read_of_one_whole_frame_gives_what_pieces_give():
+    """A request/response read is one whole frame, parsed without the general loop: the
+    same messages, bodies (or none, when skipped) and stream offsets as in pieces."""
+    frames = [wire.frame(h, b) for h, b in _messages()]
+    for keep in (True, False):
+        whole, pieces = wire.Deframer(keep_bodies=keep), wire.Deframer(keep_bodies=keep)
+        for f in frames:
+            got = whole.feed(memoryview(bytearray(f)))
+            want = []
+            for i in range(0, len(f), 5):
+                want += pieces.feed(f[i:i + 5])
+            assert len(got) == 1 and got == want and whole.offset == pieces.offset
+            assert type(got[0][0]) is wire.Header and type(got[0][1]) is bytes
+            assert got[0][1] == (f[32:] if keep else b"")
+        # a partial frame left over: the next read, though one whole frame, goes on from it
+        big = max(frames, key=len)
+        assert len(big) > 40 and whole.feed(big[:40]) == []
+        (h, _), = whole.feed(big[40:])
+        assert h == wire.Header.unpack(big) and whole.buffered == 0
+
+
 def test_encode_message_and_empty_body():
     raw = wire.encode_message(4, 5, 6, b"", wire.KIND_REQUEST)
     assert len(raw) == 32
@@ -134,6 +155,10 @@ BAD = [
     ("length beyond the limit", wire.Header(1, 0, 0, 1 << 30).pack(), 1 << 20,
      "length 1073741824 exceeds the limit of 1048576"),
     ("limit + 1", wire.Header(1, 0, 0, 101).pack(), 100, "exceeds the limit"),
+    ("a whole frame over the limit", wire.encode_message(1, 0, 0, b"x" * 101), 100,
+     "length 101 exceeds the limit of 100"),
+    ("a whole frame of another version", b"LBK1\x02" + bytes(27), 1 << 20,
+     "unsupported header version 2"),
     ("largest length field", wire.Header(1, 0, 0, U32).pack(), wire.DEFAULT_LIMIT,
      "exceeds the limit"),
 ]

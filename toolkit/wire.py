@@ -197,6 +197,15 @@ class Deframer:
             # the usual bulk read: inside a body being skipped, and not its end
             self._skipped += len(data)
             return []
+        if h is None and not self._buf and len(data) >= HEADER_LEN:
+            # a read that is exactly one whole frame, as a request/response exchange's are:
+            # parsed without the loop below (which says what is wrong when this is not it)
+            magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
+            if len(data) == HEADER_LEN + length and length <= self.limit and \
+                    magic == MAGIC and version == VERSION:
+                self.offset += HEADER_LEN + length
+                body = bytes(data[HEADER_LEN:]) if self.keep_bodies else b""
+                return [(_new_header(Header, (flow, seq, send_ns, length, kind)), body)]
         out: list[tuple[Header, bytes]] = []
         view = memoryview(data).cast("B")
         pos, end = 0, len(view)

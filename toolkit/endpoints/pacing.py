@@ -50,6 +50,11 @@ class Op(NamedTuple):
     timeout: float = IDLE_S
 
 
+# an Op from its three fields, unchecked: NamedTuple's own __new__ is a Python call, and a
+# request/response exchange makes two operations a transaction
+_new_op = tuple.__new__
+
+
 class ReadPacer:
     """When a slow reader may read next, and how much."""
 
@@ -112,12 +117,12 @@ def _talk(session, pacer: ReadPacer, clock):
             else:
                 # a new Op each time: a driver tells operations apart by identity (the
                 # selectors model starts an operation's timeout when it first sees it)
-                data = yield Op(READ, RECV)
+                data = yield _new_op(Op, (READ, RECV, IDLE_S))
             if not data:
                 return (yield from _leaving(session))
             reply = session.received(data)
             while reply:                # rr responses owed go out before the next read
-                yield Op(SEND, reply, CLOSE_WAIT_S if session.error else IDLE_S)
+                yield _new_op(Op, (SEND, reply, CLOSE_WAIT_S if session.error else IDLE_S))
                 reply = session.more()
             if session.error:
                 return "error"

@@ -293,7 +293,7 @@ class Session:
         self.bytes_in = 0
         self.responses = 0
         self._response_size = 0
-        self._response_body: bytes | None = None
+        self._reply: bytearray | None = None      # rr: one response, made in place
         self._owed: deque[tuple[int, int]] = deque()      # rr requests not yet answered
         self.file: FileSink | None = None
         self.file_result: dict | None = None
@@ -336,16 +336,25 @@ class Session:
     def more(self) -> bytes:
         """The next responses owed to rr requests already received, about RESPONSE_BUDGET
         bytes of them (at least one); b'' when none are owed."""
-        if not self.pending:
+        owed = self._owed
+        if not owed or self.error is not None:
             return b""
-        if self._response_body is None:
-            self._response_body = bytes(self._response_size)
-        body = self._response_body
+        size = self._response_size
+        if self._reply is None:
+            self._reply = bytearray(wire.HEADER_LEN + size)
+        if len(owed) == 1:
+            # the usual case, one request answered at a time: its header packed in place
+            # into the one buffer kept for it (a transaction is tens of microseconds)
+            flow, seq = owed.popleft()
+            wire.pack_header_into(self._reply, 0, flow, seq, time.time_ns(), size,
+                                  wire.KIND_RESPONSE)
+            self.responses += 1
+            return bytes(self._reply)
+        body = memoryview(self._reply)[wire.HEADER_LEN:]       # zeros
         out = bytearray()
-        while self._owed and len(out) < RESPONSE_BUDGET:
-            flow, seq = self._owed.popleft()
-            out += wire.Header(flow, seq, time.time_ns(), len(body),
-                               wire.KIND_RESPONSE).pack()
+        while owed and len(out) < RESPONSE_BUDGET:
+            flow, seq = owed.popleft()
+            out += wire.Header(flow, seq, time.time_ns(), size, wire.KIND_RESPONSE).pack()
             out += body
             self.responses += 1
         return bytes(out)
