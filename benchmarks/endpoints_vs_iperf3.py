@@ -21,10 +21,16 @@ Prints each pair and the ratio (labkit / reference); the last line is machine-re
 
     tcp_ratio=R udp64_pps_ratio=R udp1400_pps_ratio=R rr_ratio=R rr_split_ratio=R
 
+With --rounds N each row is N pairs, the two tools taking turns at going first (a machine
+that speeds up or slows down during a pair favours neither): each tool's median, and the
+median of the N pair ratios, with every pair's ratio listed. On this project's 2-vCPU
+machine one pair can differ from the next by 2x, more than the differences sought.
+
 Without privileges for a lab it runs on loopback and says so (no loss or pacing rows).
 Everything is bounded in time (--seconds per measurement) and removed on exit.
 
-    sudo .venv/bin/python benchmarks/endpoints_vs_iperf3.py [--seconds 3] [--loopback]
+    sudo .venv/bin/python benchmarks/endpoints_vs_iperf3.py [--seconds 3] [--rounds 1]
+                                                             [--loopback]
 """
 
 from __future__ import annotations
@@ -253,13 +259,39 @@ def pacing_pair(lab, secs, tmp):
     return out
 
 
+def rounds_of(n: int, ours, ref) -> tuple[list, list]:
+    """Each tool n times, labkit first in the odd rounds and the reference first in the
+    even ones: ([labkit's results], [the reference's])."""
+    a, b = [], []
+    for i in range(n):
+        if i % 2 == 0:
+            a.append(ours())
+            b.append(ref())
+        else:
+            b.append(ref())
+            a.append(ours())
+    return a, b
+
+
+def row(name: str, unit: str, ours: list[float], ref: list[float]) -> tuple:
+    """(name, unit, labkit's median, the reference's median, median pair ratio, ratios)."""
+    ratios = [o / r for o, r in zip(ours, ref)]
+    return (name, unit, float(np.median(ours)), float(np.median(ref)),
+            float(np.median(ratios)), ratios)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="pairs per row, alternating which tool goes first; medians "
+                         "(default 1)")
     ap.add_argument("--loopback", action="store_true",
                     help="measure on this host's loopback even where a lab can be built")
     args = ap.parse_args()
-    secs = args.seconds
+    secs, n = args.seconds, args.rounds
+    if n < 1:
+        ap.error(f"--rounds {n}: at least 1")
     if secs < 1:
         # iperf3 reads -t 0.5 as 0, which is "forever"
         ap.error(f"--seconds {secs:g}: at least 1 (iperf3 counts whole seconds)")
@@ -281,35 +313,43 @@ def main() -> int:
             except netlab.PrivilegeError as e:
                 ctx, lab, where = None, Loopback(), f"loopback ({e})"
         try:
-            print(f"path: {where}; {secs:g} s per measurement")
-            tcp = (labkit_tcp(lab, secs, tmp), iperf3_tcp(lab, secs))
-            rows.append(("tcp", "Mbit/s", tcp[0] / 1e6, tcp[1] / 1e6))
+            print(f"path: {where}; {secs:g} s per measurement"
+                  + (f"; {n} rounds, medians" if n > 1 else ""))
+            tcp = rounds_of(n, lambda: labkit_tcp(lab, secs, tmp) / 1e6,
+                            lambda: iperf3_tcp(lab, secs) / 1e6)
+            rows.append(row("tcp", "Mbit/s", *tcp))
             if ctx is not None:
                 # the same with GSO/TSO/GRO on: 64 KB segments, the machine's own speed
                 with netlab.up(netlab.default_topology(offloads=True)) as fast:
-                    on = (labkit_tcp(fast, secs, tmp), iperf3_tcp(fast, secs))
-                rows.append(("tcp_offl", "Mbit/s", on[0] / 1e6, on[1] / 1e6))
-            u64 = (labkit_udp(lab, secs, 64, tmp), iperf3_udp(lab, secs, 64))
-            rows.append(("udp64", "pkt/s", u64[0]["pps"], u64[1]["pps"]))
-            u1400 = (labkit_udp(lab, secs, 1400, tmp), iperf3_udp(lab, secs, 1400))
-            rows.append(("udp1400", "pkt/s", u1400[0]["pps"], u1400[1]["pps"]))
-            rr = (labkit_rr(lab, secs, tmp), sockperf_rr(lab, secs))
-            rows.append(("rr", "trans/s", rr[0], rr[1]))
+                    on = rounds_of(n, lambda: labkit_tcp(fast, secs, tmp) / 1e6,
+                                   lambda: iperf3_tcp(fast, secs) / 1e6)
+                rows.append(row("tcp_offl", "Mbit/s", *on))
+            sent = {}
+            for length in (64, 1400):
+                u = rounds_of(n, lambda length=length: labkit_udp(lab, secs, length, tmp),
+                              lambda length=length: iperf3_udp(lab, secs, length))
+                rows.append(row(f"udp{length}", "pkt/s", *([r["pps"] for r in tool]
+                                                           for tool in u)))
+                sent[length] = [float(np.median([r["sent"] / r["seconds"] for r in tool]))
+                                for tool in u]
+            rows.append(row("rr", "trans/s", *rounds_of(n, lambda: labkit_rr(lab, secs, tmp),
+                                                        lambda: sockperf_rr(lab, secs))))
             if SPLIT_CPUS:
                 # each side on its own CPU, as on two hosts. Left to the scheduler, the
                 # two may share one CPU or not, and which it does decides the rate: on
                 # this project's 2-vCPU machine, on loopback, sockperf made 81k/s with
                 # both on one CPU and 14k/s on two, labkit 24k/s and 9.5k/s
-                split = (labkit_rr(lab, secs, tmp, SPLIT_CPUS),
-                         sockperf_rr(lab, secs, SPLIT_CPUS))
-                rows.append(("rr_split", "trans/s", split[0], split[1]))
-            print(f"{'':10} {'unit':8} {'labkit':>14} {'reference':>14} {'ratio':>7}")
-            for name, unit, ours, ref in rows:
-                print(f"{name:10} {unit:8} {ours:14,.0f} {ref:14,.0f} {ours / ref:7.2f}")
-            print(f"  udp64 sent: labkit {u64[0]['sent'] / u64[0]['seconds']:,.0f}/s, iperf3 "
-                  f"{u64[1]['sent'] / u64[1]['seconds']:,.0f}/s")
-            print(f"  udp1400 sent: labkit {u1400[0]['sent'] / u1400[0]['seconds']:,.0f}/s, "
-                  f"iperf3 {u1400[1]['sent'] / u1400[1]['seconds']:,.0f}/s")
+                rows.append(row("rr_split", "trans/s", *rounds_of(
+                    n, lambda: labkit_rr(lab, secs, tmp, SPLIT_CPUS),
+                    lambda: sockperf_rr(lab, secs, SPLIT_CPUS))))
+            print(f"{'':10} {'unit':8} {'labkit':>14} {'reference':>14} {'ratio':>7}"
+                  + ("  pair ratios" if n > 1 else ""))
+            for name, unit, ours, ref, ratio, ratios in rows:
+                print(f"{name:10} {unit:8} {ours:14,.0f} {ref:14,.0f} {ratio:7.2f}"
+                      + ("  " + " ".join(f"{r:.2f}" for r in ratios) if n > 1 else ""))
+            for length in (64, 1400):
+                print(f"  udp{length} sent: labkit {sent[length][0]:,.0f}/s, iperf3 "
+                      f"{sent[length][1]:,.0f}/s")
             if ctx is not None:
                 loss = loss_pair(lab, secs, tmp)
                 for tool, r in loss.items():
@@ -327,7 +367,7 @@ def main() -> int:
                 ctx.__exit__(None, None, None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ratio = {name: ours / ref for name, _, ours, ref in rows}
+    ratio = {r[0]: r[4] for r in rows}
     if "tcp_offl" in ratio:
         print(f"tcp_offloads_on_ratio={ratio['tcp_offl']:.3f}")
     print(f"tcp_ratio={ratio['tcp']:.3f} udp64_pps_ratio={ratio['udp64']:.3f} "

@@ -39,8 +39,35 @@ def run(*args) -> dict:
 
 def test_the_endpoint_benchmark_runs_to_the_end_on_loopback():
     tools_or_skip()
-    out = run("--loopback")
-    assert "path: loopback (--loopback)" in out["stdout"]
+    out = run("--loopback", "--rounds", "2")
+    assert "path: loopback (--loopback); 1 s per measurement; 2 rounds" in out["stdout"]
+    rows = [ln.split() for ln in out["stdout"].splitlines()
+            if ln.split()[:1] and ln.split()[0] in ("tcp", "udp64", "udp1400", "rr")
+            and "sent:" not in ln]
+    assert len(rows) == 4 and all(len(r) == 7 for r in rows), rows   # and two pair ratios
+    for r in rows:
+        pairs = sorted(float(x) for x in r[5:])
+        assert pairs[0] <= float(r[4]) <= pairs[1], r                 # their median
+
+
+def _bench():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("endpoints_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_rounds_take_turns_at_going_first_and_rows_take_medians():
+    bench = _bench()
+    order = []
+    ours, ref = bench.rounds_of(3, lambda: order.append("labkit") or 3.0,
+                                lambda: order.append("ref") or 2.0)
+    assert order == ["labkit", "ref", "ref", "labkit", "labkit", "ref"]
+    assert ours == [3.0] * 3 and ref == [2.0] * 3
+    name, unit, o, r, ratio, ratios = bench.row("tcp", "Mbit/s", [1.0, 9.0, 4.0],
+                                                [2.0, 3.0, 8.0])
+    assert (o, r, ratios) == (4.0, 3.0, [0.5, 3.0, 0.5]) and ratio == 0.5
 
 
 @pytest.mark.root
@@ -58,12 +85,9 @@ def test_iperf3_failing_once_is_run_again_and_failing_always_is_said(monkeypatch
     """iperf3 itself once ended a UDP test in an idle CI run with no summary ("unable to
     read from stream socket: Resource temporarily unavailable"): the reference's failure,
     run again; three in a row stop the benchmark with iperf3's errors."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("endpoints_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     monkeypatch.setattr(bench, "_server", lambda lab, argv, **kw: None)
     monkeypatch.setattr(bench, "_stop", lambda srv: None)
     failed = {"error": "unable to read from stream socket: Resource temporarily unavailable",
