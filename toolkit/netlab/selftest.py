@@ -28,10 +28,10 @@ Timing. The rtt, jitter and rate checks depend on the machine keeping time. The 
 engine counts how late it sent each frame (forwarder.timing_report), and the TCP pair of
 the rate phase how long each waited for a CPU (traffic.run_queue_wait_s), with either
 engine. When the engine or the pair could not keep time the result says so (`timing`:
-reliable false, with notes) and a timing check that fails
-in the direction lateness explains (RTT too long, jitter too high, goodput too low) is
-"unreliable", not "fail"; one failing the other way (an RTT shorter than configured, a rate
-above it) still fails. The loss and engine checks do not depend on timing.
+reliable false, with notes) and a timing check that fails in the direction lateness
+explains (RTT too long, jitter too high, goodput too low) is "unreliable", not "fail"; one
+failing the other way (an RTT shorter than configured, a rate above it) still fails. The
+loss and engine checks do not depend on timing.
 """
 
 from __future__ import annotations
@@ -320,6 +320,7 @@ def judge_engine(engine_stats: dict) -> Check:
     return Check("engine", "0 overruns", f"{overruns} overruns, {late} late", ok, detail)
 
 
+# a TCP sender or receiver that waited for a CPU longer than this share of its transfer
 WAIT_SHARE_RELIABLE = RATE_TOLERANCE / 2
 
 
