@@ -213,3 +213,20 @@ def test_functions_of_a_module_outside_the_build_run_just_in_time(tmp_path):
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads(p.stdout.splitlines()[-1]) == [2 * (30 + 5), 5 + 6, True]
+
+
+def test_numba_version_is_read_without_importing_it(tmp_path, monkeypatch):
+    # the index is checked against numba's version on every command: read from its
+    # dist-info folder's name, as importlib.metadata would say, and by metadata where
+    # there is no such folder beside the package
+    from importlib.metadata import version
+    pytest.importorskip("numba")
+    assert jit._numba_version() == version("numba")
+    fake = tmp_path / "numba" / "__init__.py"
+    fake.parent.mkdir()
+    fake.touch()
+    spec = type("Spec", (), {"origin": str(fake)})()
+    monkeypatch.setattr(jit.importlib.util, "find_spec", lambda name: spec)
+    assert jit._numba_version() == version("numba")          # no dist-info: metadata's
+    (tmp_path / "numba-9.9.9.dist-info").mkdir()
+    assert jit._numba_version() == "9.9.9"
