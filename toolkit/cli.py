@@ -316,8 +316,8 @@ def _freeze_long_lived() -> None:
     Every full collection walks them all, and so does the interpreter's exit: 0.3-0.4 s of
     a `labkit analyze` run. gc.freeze() puts them in a generation the collector skips; only
     reference cycles among them would never be collected, which a command that exits soon
-    does not mind. Once, after the first
-    analysis: what later files of the same command create is collected as usual."""
+    does not mind. Once, after the first analysis: what later files of the same command
+    create is collected as usual."""
     global _frozen
     if not _frozen:
         import gc

@@ -96,7 +96,6 @@ def address_codes(cols: dict, rows: np.ndarray, side: str) -> tuple[np.ndarray, 
 # the per-segment fields columns() takes as int64, in the order of _segment_fields' `wide`
 WIDE = ("tcp_stream", "seq", "ack", "window", "duplicate_ack_num", "duplicate_ack_frame",
         "acks_frame", "bytes_in_flight", "ack_rtt_ns")
-_MASKS = np.array(list(V.VERDICTS.values()), np.int64)
 
 
 @kernel
@@ -134,7 +133,7 @@ def _segment_fields(rows, seg_rows, stream, rel_seq, rel_ack, window, dupnum, du
             tcp_len[r] = paylen_in[i]
         else:
             wide[0, r] = -1
-            for j in range(1, 9):
+            for j in range(1, wide.shape[0]):
                 wide[j, r] = 0
             for v in range(n_masks):
                 bits[v, r] = 0
@@ -151,13 +150,13 @@ def columns(a, rows: np.ndarray) -> dict:
     k = len(rows)
     l4 = cols["l4"][rows]
     wide = np.empty((len(WIDE), k), np.int64)
-    bits = np.empty((len(_MASKS), k), np.uint8)
+    bits = np.empty((len(V.MASKS), k), np.uint8)
     raw = {name: np.empty(k, cols[src].dtype) for name, src in (
         ("tcp_flags", "tcp_flags"), ("seq_raw", "seq"), ("ack_raw", "ack"),
         ("tcp_len", "paylen"))}
     _segment_fields(rows, seg.rows, seg.stream, seg.rel_seq, seg.rel_ack, seg.window,
                     seg.dupack_num, seg.dupack_frame, seg.acked_frame, seg.bytes_in_flight,
-                    seg.ack_rtt_ns, seg.analysis, _MASKS, cols["tcp_flags"], cols["seq"],
+                    seg.ack_rtt_ns, seg.analysis, V.MASKS, cols["tcp_flags"], cols["seq"],
                     cols["ack"], cols["paylen"], wide, bits, raw["tcp_flags"],
                     raw["seq_raw"], raw["ack_raw"], raw["tcp_len"])
     t0 = int(cols["ts_ns"][0]) if len(cols["ts_ns"]) else 0

@@ -202,7 +202,6 @@ class TextFormat:
             _u8(end.encode())
         self.row_bound = (len(self.start) + len(self.end) + len(self.pre) +
                           len(names) * max(_FIELD_MAX, len(self.null)))
-        self.masks = np.array(list(V.VERDICTS.values()), np.int64)
         self.kinds = np.array([TEXT if n in ("src", "dst", "proto") else
                                SECONDS if n in ("time_s", "ack_rtt_s") else
                                BIT if n in V.VERDICTS else INT for n in names], np.int8)
@@ -245,7 +244,7 @@ class TextFormat:
                        rel_ack=seg.rel_ack, window=seg.window, analysis=seg.analysis,
                        dupnum=seg.dupack_num, dupframe=seg.dupack_frame,
                        acked=seg.acked_frame, rtt_ns=seg.ack_rtt_ns,
-                       bif=seg.bytes_in_flight, masks=self.masks, kinds=self.kinds,
+                       bif=seg.bytes_in_flight, masks=V.MASKS, kinds=self.kinds,
                        src_code=src, dst_code=dst, texts=text, text_off=text_off,
                        pre=self.pre, pre_off=self.pre_off, null=self.null,
                        start=self.start, end=self.end, pairs=_PAIRS, out=buf)

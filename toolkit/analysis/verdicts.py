@@ -49,6 +49,10 @@ VERDICTS: dict[str, int] = {
 }
 
 
+# each exported verdict's bits, in VERDICTS' order: what the compiled per-packet writers test
+MASKS = np.array(list(VERDICTS.values()), np.int64)
+
+
 def verdict_column(analysis: np.ndarray, name: str) -> np.ndarray:
     """0/1 uint8 column of one verdict from the packed `analysis` bits."""
     return ((analysis & VERDICTS[name]) != 0).astype(np.uint8)

@@ -13,8 +13,8 @@ Two ways to run a kernel:
   llvmlite and LLVM are never imported, which saved 0.5 s and 107 MB of each analysis
   of a 1M-packet capture here (numba's import alone peaks at 90 MB resident, the LLVM it
   links cached code through at more). The index names the versions it was built with and
-  a hash of the analyzer's sources: after any change to them (or to numpy, numba, Python) it is not
-  used until rebuilt. `LABKIT_AOT=0` turns it off.
+  a hash of the analyzer's sources: after any change to them (or to numpy, numba, Python)
+  it is not used until rebuilt. `LABKIT_AOT=0` turns it off.
 - Just in time, for any call the module has no function for (argument types never seen at
   build time, no build, a C compiler missing): numba is imported then, every declared
   function becomes an njit dispatcher (cache=True: compiled once per machine, next to the
