@@ -171,8 +171,8 @@ def test_judge_timing_from_the_engines_report(stats, reliable):
 
 @pytest.mark.parametrize("recv_waited,send_waited,note", [
     (0.01, 0.001, None),
-    (0.15, None, None),            # 5% of 3 s is the bound; no count from the sender
-    (0.16, 0.0, "rate a>b: the TCP receiver waited 0.16 s for a CPU during its 3.00 s"),
+    (0.30, None, None),            # 10% of 3 s is the bound; no count from the sender
+    (0.31, 0.0, "rate a>b: the TCP receiver waited 0.31 s for a CPU during its 3.00 s"),
     (0.0, 0.4, "rate a>b: the TCP sender waited 0.40 s for a CPU during its 3.00 s"),
 ])
 def test_judge_timing_from_the_tcp_pairs_wait_for_a_cpu(recv_waited, send_waited, note):
@@ -318,10 +318,12 @@ def test_userspace_engine_loss_delay_and_rate_match_the_configuration():
         assert abs(good - 20e6) <= 2e6 and abs(back - 20e6) <= 2e6
         assert status == 0 and out["ok"] is True
     else:
-        # a busy machine made the engine late: the report says so, a timing check may be
-        # "unreliable", but only in the direction lateness explains (an RTT never shorter
-        # than configured, a rate never above it), and the rest still passes
-        assert any("late" in n or "queue" in n for n in timing["notes"]), timing
+        # a busy machine made the engine late or the TCP pair wait: the report says so, a
+        # timing check may be "unreliable", but only in the direction lateness explains
+        # (an RTT never shorter than configured, a rate never above it), and the rest
+        # still passes
+        assert all("late" in n or "queue" in n or "for a CPU" in n
+                   for n in timing["notes"]), timing
         for c in out["checks"]:
             assert c["status"] in ("pass", "unreliable"), c
             assert c["status"] == "pass" or c["timing"]

@@ -320,8 +320,10 @@ def judge_engine(engine_stats: dict) -> Check:
     return Check("engine", "0 overruns", f"{overruns} overruns, {late} late", ok, detail)
 
 
-# a TCP sender or receiver that waited for a CPU longer than this share of its transfer
-WAIT_SHARE_RELIABLE = RATE_TOLERANCE / 2
+# a TCP sender or receiver that waited for a CPU longer than this share of its transfer:
+# a wait w at the end of a transfer of T stamps its last byte late, a shortfall of
+# w / (T + w), so a shorter wait cannot explain a goodput the rate check fails
+WAIT_SHARE_RELIABLE = RATE_TOLERANCE
 
 
 def judge_timing(engine_stats: dict, queue_drops: int = 0,
@@ -330,8 +332,8 @@ def judge_timing(engine_stats: dict, queue_drops: int = 0,
     rate phase's TCP pair (`transfers`: "a>b" -> measure_goodput's result): reliable when
     every phase kept time. A receiver held back at the end of its transfer stamps its last
     byte late, and the goodput falls with it (tbf or the engine kept the rate all along):
-    so a sender or receiver that waited for a CPU more than half the rate check's
-    tolerance of the transfer's time did not keep time. `queue_drops`: the loss phase's
+    so a sender or receiver that waited for a CPU more than the rate check's tolerance of
+    the transfer's time did not keep time. `queue_drops`: the loss phase's
     datagrams dropped at the engine's queue (its senders fell behind and caught up in
     bursts)."""
     from .forwarder import timing_report
