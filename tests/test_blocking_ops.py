@@ -209,3 +209,102 @@ def test_a_request_response_client_times_out_on_a_silent_server(monkeypatch):
     assert 0.25 <= time.monotonic() - t0 < 5
     sock.close()
     lst.close()
+
+
+def _flood(sock, total, then=b"", pause_s=0.0, linger_s=0.0, sent_at=None):
+    """Send `total` bytes as fast as the socket takes them; after `pause_s`, `then`
+    (noting when in sent_at); `linger_s` later, close."""
+    block = bytes(1 << 20)
+    for _ in range(total // len(block)):
+        sock.sendall(block)
+    if then:
+        time.sleep(pause_s)
+        if sent_at is not None:
+            sent_at.append(time.monotonic())
+        sock.sendall(then)
+    time.sleep(linger_s)
+    sock.shutdown(socket.SHUT_WR)
+
+
+def _read_all(carry_out, timeout_s=10.0):
+    """Read until the peer's FIN: (bytes, sizes of the reads, when the last data came,
+    the most SO_RCVLOWAT the reader set)."""
+    view = memoryview(bytearray(pacing.RECV))
+    got, sizes, last, most = 0, [], 0.0, 1
+    while True:
+        n = len(carry_out(pacing.Op(pacing.READ, pacing.RECV, timeout_s), view))
+        most = max(most, carry_out.lowat)
+        if not n:
+            return got, sizes, last, most
+        got, last = got + n, time.monotonic()
+        sizes.append(n)
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_RCVLOWAT"), reason="no SO_RCVLOWAT here")
+def test_a_stream_that_outruns_the_reader_is_read_in_batches_and_a_pause_is_not_held(pair):
+    """A fast stream (loopback's 64 KB segments) is read in whole batches, and the batching
+    passes its trial; bytes that come after a pause arrive when sent, not at the read's
+    timeout or the FIN (the batch's short kernel timeout returns them)."""
+    client, conn = pair
+    carry_out = _Blocking(conn)
+    total, sent_at = 64 << 20, []
+    sender = threading.Thread(target=_flood, args=(client, total, b"t" * 100, 0.3, 3.0,
+                                                   sent_at))
+    sender.start()
+    got, sizes, last, most = _read_all(carry_out)
+    sender.join(timeout=30)
+    assert got == total + 100
+    assert most > _Blocking.BATCH_FROM and carry_out.proven and carry_out.may_batch
+    # most of the stream came in whole batches
+    assert sum(n for n in sizes if n >= _Blocking.BATCH_FROM) > total / 2
+    # the 100 bytes after the pause: read well before the FIN (3 s after them)
+    assert last - sent_at[0] < 1.5, last - sent_at[0]
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_RCVLOWAT"), reason="no SO_RCVLOWAT here")
+def test_no_batches_where_the_receive_buffer_is_small(pair):
+    """A batch is at most an eighth of the receive buffer (a larger mark would clamp the
+    window): with the buffer fixed at 128 KB (256 KB as the kernel counts it), none."""
+    client, conn = pair
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 << 10)
+    carry_out = _Blocking(conn)
+    sender = threading.Thread(target=_flood, args=(client, 16 << 20))
+    sender.start()
+    got, _, _, most = _read_all(carry_out)
+    sender.join(timeout=30)
+    assert got == 16 << 20 and most == 1 and carry_out.trial is None
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_RCVLOWAT"), reason="no SO_RCVLOWAT here")
+@pytest.mark.parametrize("bytes_per_segment,keeps", [(3600, False), (64 << 10, True)])
+def test_batching_stops_for_good_where_it_multiplies_the_acks(pair, monkeypatch,
+                                                              bytes_per_segment, keeps):
+    """The trial's verdict from the kernel's counts (faked here: loopback's segments are
+    64 KB, and 1500-byte ones need a lab): one segment sent back per 3.6 KB received ends
+    batching for the connection; one per 64 KB keeps it."""
+    from toolkit.endpoints import servers
+    counts = {"received": 0}
+
+    def fake(sock):
+        # every call: the bytes read so far, and the segments those would have cost
+        return counts["received"], counts["received"] // bytes_per_segment
+
+    monkeypatch.setattr(servers.tcpinfo, "received_and_sent", fake)
+    client, conn = pair
+    carry_out = _Blocking(conn)
+    sender = threading.Thread(target=_flood, args=(client, 64 << 20))
+    sender.start()
+    view = memoryview(bytearray(pacing.RECV))
+    lowats, reads = [], 0
+    while n := len(carry_out(pacing.Op(pacing.READ, pacing.RECV, 10.0), view)):
+        counts["received"] += n
+        lowats.append(carry_out.lowat)
+        reads += 1
+    sender.join(timeout=30)
+    assert max(lowats) > 1                              # it did try
+    assert carry_out.may_batch is keeps and carry_out.proven is keeps
+    if not keeps:
+        # back to plain reads after the trial, and never batching again: most of the
+        # stream came after the last batch
+        last = max(i for i, lowat in enumerate(lowats) if lowat > 1)
+        assert len(lowats) - last > 40, (last, len(lowats))

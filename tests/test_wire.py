@@ -100,16 +100,26 @@ SPLITS = [
 ]
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["bodies", "skipped"])
 @pytest.mark.parametrize("name,cuts", SPLITS, ids=[s[0] for s in SPLITS])
-def test_deframer_split_and_glued(name, cuts):
+def test_deframer_split_and_glued(name, cuts, keep):
+    """The same messages however the stream is cut, whether the bodies are kept or (a
+    counting receiver's heads()) hopped over."""
     msgs = _messages()
-    d, got = wire.Deframer(), []
+    d, got, offsets = wire.Deframer(keep_bodies=keep), [], []
     for piece in _pieces(_stream(msgs), cuts):
         got += d.feed(piece)
+        offsets.append(d.offset)
     d.close()
     assert [(h.seq, h.send_ns, h.length, b) for h, b in got] == [
-        (h.seq, h.send_ns, len(b), b) for h, b in msgs]
+        (h.seq, h.send_ns, len(b), b if keep else b"") for h, b in msgs]
     assert d.buffered == 0
+    # heads() alone, on the same pieces: the same headers, and the same offsets as it goes
+    d2, heads = wire.Deframer(keep_bodies=False), []
+    for piece, offset in zip(_pieces(_stream(msgs), cuts), offsets):
+        heads += d2.heads(piece)
+        assert d2.offset == offset
+    assert heads == [h for h, _ in got]
 
 
 def test_a_read_of_one_whole_frame_gives_what_pieces_give():
@@ -164,11 +174,12 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["bodies", "skipped"])
 @pytest.mark.parametrize("name,data,limit,words", BAD, ids=[b[0] for b in BAD])
-def test_deframer_rejects(name, data, limit, words):
+def test_deframer_rejects(name, data, limit, words, keep):
     with pytest.raises(wire.FramingError, match=words):
-        wire.Deframer(limit).feed(data)
-    d = wire.Deframer(limit)
+        wire.Deframer(limit, keep_bodies=keep).feed(data)
+    d = wire.Deframer(limit, keep_bodies=keep)
     with pytest.raises(wire.FramingError, match=words):
         for i in range(len(data)):
             d.feed(data[i:i + 1])
@@ -187,8 +198,9 @@ def test_length_at_the_limit_is_accepted():
     (wire.encode_message(1, 0, 0, b"abc")[:-1], r"inside a message body \(2 of 3"),
     (wire.encode_message(1, 0, 0, b"abc") + b"LB", r"at stream byte 35: .*header"),
 ])
-def test_truncated_stream_at_close(data, words):
-    d = wire.Deframer()
+@pytest.mark.parametrize("keep", [True, False], ids=["bodies", "skipped"])
+def test_truncated_stream_at_close(data, words, keep):
+    d = wire.Deframer(keep_bodies=keep)
     d.feed(data)
     with pytest.raises(wire.FramingError, match=words):
         d.close()

@@ -190,69 +190,112 @@ class Deframer:
         return self._error
 
     def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
+        if not self.keep_bodies:
+            return [(h, b"") for h in self.heads(data)]
         if self._error is not None:
             raise self._error
-        h = self._header
-        if h is not None and not self.keep_bodies and self._skipped + len(data) < h.length:
-            # the usual bulk read: inside a body being skipped, and not its end
-            self._skipped += len(data)
-            return []
-        if h is None and not self._buf and len(data) >= HEADER_LEN:
+        if self._header is None and not self._buf and len(data) >= HEADER_LEN:
             # a read that is exactly one whole frame, as a request/response exchange's are:
             # parsed without the loop below (which says what is wrong when this is not it)
             magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
             if len(data) == HEADER_LEN + length and length <= self.limit and \
                     magic == MAGIC and version == VERSION:
                 self.offset += HEADER_LEN + length
-                body = bytes(data[HEADER_LEN:]) if self.keep_bodies else b""
-                return [(_new_header(Header, (flow, seq, send_ns, length, kind)), body)]
+                return [(_new_header(Header, (flow, seq, send_ns, length, kind)),
+                         bytes(data[HEADER_LEN:]))]
         out: list[tuple[Header, bytes]] = []
         view = memoryview(data).cast("B")
         pos, end = 0, len(view)
         while pos < end:
             if self._header is None:
-                try:
-                    if not self._buf and end - pos >= HEADER_LEN:
-                        # the usual case: a whole header in this read, parsed in place
-                        h = Header.unpack(view, pos)
-                        pos += HEADER_LEN
-                    else:
-                        take = min(HEADER_LEN - len(self._buf), end - pos)
-                        self._buf += view[pos:pos + take]
-                        pos += take
-                        if len(self._buf) < HEADER_LEN:
-                            break
-                        h = Header.unpack(self._buf)
-                except FramingError as e:
-                    raise self._fail(str(e)) from None
-                if h.length > self.limit:
-                    raise self._fail(f"message length {h.length} exceeds the limit of "
-                                     f"{self.limit}")
-                self._header = h
-                self._buf.clear()
+                if not self._buf and end - pos >= HEADER_LEN:
+                    # the usual case: a whole header in this read, parsed in place
+                    self._start(view, pos)
+                    pos += HEADER_LEN
+                else:
+                    pos = self._gather(view, pos)
+                    if self._header is None:
+                        break
             h = self._header
-            body = b""
-            if not self.keep_bodies:
-                take = min(h.length - self._skipped, end - pos)
-                self._skipped += take
-                done = self._skipped == h.length
-            elif not self._buf and end - pos >= h.length:
+            if not self._buf and end - pos >= h.length:
                 take, done = h.length, True        # a whole body in this read: one copy
                 body = bytes(view[pos:pos + take])
             else:
                 take = min(h.length - len(self._buf), end - pos)
                 self._buf += view[pos:pos + take]
                 done = len(self._buf) == h.length
-                if done:
-                    body = bytes(self._buf)
+                body = bytes(self._buf) if done else b""
             pos += take
             if done:
                 out.append((h, body))
                 self.offset += HEADER_LEN + h.length
                 self._header = None
                 self._buf.clear()
-                self._skipped = 0
         return out
+
+    def heads(self, data: bytes) -> list[Header]:
+        """For a deframer that skips bodies (keep_bodies=False): the headers of the frames
+        that end in `data`, in order. A counting receiver (bulk, stream, rr) needs no more,
+        and this hops from one header to the next without looking at the bytes between:
+        per read, the few operations a read inside a body needs, and per frame one
+        unpack."""
+        if self._error is not None:
+            raise self._error
+        h = self._header
+        end = len(data)
+        if h is not None and self._skipped + end < h.length:
+            # the usual bulk read: inside a body, and not its end
+            self._skipped += end
+            return []
+        out: list[Header] = []
+        pos = 0
+        while True:
+            if h is not None:
+                left = h.length - self._skipped
+                if end - pos < left:
+                    self._skipped += end - pos
+                    return out
+                pos += left
+                out.append(h)
+                self.offset += HEADER_LEN + h.length
+                h = self._header = None
+                self._skipped = 0
+            if pos == end:
+                return out
+            if not self._buf and end - pos >= HEADER_LEN:
+                magic, version, kind, _, flow, seq, send_ns, length = \
+                    STRUCT.unpack_from(data, pos)
+                if magic == MAGIC and version == VERSION and length <= self.limit:
+                    h = _new_header(Header, (flow, seq, send_ns, length, kind))
+                else:
+                    self._start(data, pos)             # raises, saying what is wrong
+                pos += HEADER_LEN
+            else:
+                pos = self._gather(data, pos)
+                if self._header is None:
+                    return out
+                h = self._header
+            self._header = h
+
+    def _start(self, data, pos: int) -> None:
+        """The header at `pos` in `data` begins the next frame (FramingError if it is none)."""
+        try:
+            h = Header.unpack(data, pos)
+        except FramingError as e:
+            raise self._fail(str(e)) from None
+        if h.length > self.limit:
+            raise self._fail(f"message length {h.length} exceeds the limit of {self.limit}")
+        self._header = h
+
+    def _gather(self, data, pos: int) -> int:
+        """Header bytes from `data` at `pos` into the buffer, as many as it lacks; once it
+        holds a whole header, that header begins the next frame. Returns the new pos."""
+        take = min(HEADER_LEN - len(self._buf), len(data) - pos)
+        self._buf += memoryview(data).cast("B")[pos:pos + take]
+        if len(self._buf) == HEADER_LEN:
+            self._start(self._buf, 0)
+            self._buf.clear()
+        return pos + take
 
     def close(self) -> None:
         """The stream ended: anything left over is a truncated header or message."""

@@ -62,3 +62,19 @@ def sample(sock: socket.socket) -> dict | None:
         return parse(sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, _SIZE))
     except OSError:
         return None
+
+
+_COUNTS = struct.Struct("=QI")              # bytes_received (offset 128), segs_out (136)
+
+
+def received_and_sent(sock: socket.socket) -> tuple[int, int] | None:
+    """(bytes_received, segs_out) alone, in one call that parses nothing else: a receiver
+    checks what its reading costs in segments sent back (ACKs). None where the kernel's
+    struct is shorter (before Linux 4.2) or there is no TCP_INFO."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 140)
+    except OSError:
+        return None
+    return _COUNTS.unpack_from(raw, 128) if len(raw) >= 140 else None
