@@ -192,17 +192,11 @@ class Deframer:
     def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
         if not self.keep_bodies:
             return [(h, b"") for h in self.heads(data)]
+        h = self.one(data)
+        if h is not None:
+            return [(h, bytes(data[HEADER_LEN:]))]
         if self._error is not None:
             raise self._error
-        if self._header is None and not self._buf and len(data) >= HEADER_LEN:
-            # a read that is exactly one whole frame, as a request/response exchange's are:
-            # parsed without the loop below (which says what is wrong when this is not it)
-            magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
-            if len(data) == HEADER_LEN + length and length <= self.limit and \
-                    magic == MAGIC and version == VERSION:
-                self.offset += HEADER_LEN + length
-                return [(_new_header(Header, (flow, seq, send_ns, length, kind)),
-                         bytes(data[HEADER_LEN:]))]
         out: list[tuple[Header, bytes]] = []
         view = memoryview(data).cast("B")
         pos, end = 0, len(view)
@@ -232,6 +226,20 @@ class Deframer:
                 self._header = None
                 self._buf.clear()
         return out
+
+    def one(self, data: bytes) -> Header | None:
+        """`data` as exactly one whole frame, as a request/response exchange's reads are:
+        its header, the stream offset moved past it. None, with nothing taken, when it is
+        anything else (feed and heads then take it, and say what is wrong with it)."""
+        if self._header is not None or self._buf or self._error is not None or \
+                len(data) < HEADER_LEN:
+            return None
+        magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
+        if len(data) != HEADER_LEN + length or length > self.limit or magic != MAGIC or \
+                version != VERSION:
+            return None
+        self.offset += HEADER_LEN + length
+        return _new_header(Header, (flow, seq, send_ns, length, kind))
 
     def heads(self, data: bytes) -> list[Header]:
         """For a deframer that skips bodies (keep_bodies=False): the headers of the frames

@@ -92,10 +92,17 @@ class Conversation:
         self.how: str | None = None
         self.op: Op | None = None
         self._steps = _talk(session, pacer, clock)
-        self._next(self._steps.send, None)
+        self._send = self._steps.send
+        self._next(self._send, None)
 
     def done(self, result=None) -> Op | None:
-        return self._next(self._steps.send, result)
+        # _next's work inline: two of these a request/response transaction
+        try:
+            self.op = op = self._send(result)
+        except StopIteration as end:
+            self.op, self.how = None, end.value
+            return None
+        return op
 
     def failed(self, error: BaseException) -> Op | None:
         return self._next(self._steps.throw, error)

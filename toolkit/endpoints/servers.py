@@ -493,8 +493,7 @@ class _Blocking:
         self.conn.setsockopt(socket.SOL_SOCKET, _LOWAT, nbytes)
         self.lowat = nbytes
 
-    def _read(self, op: pacing.Op, view: memoryview) -> memoryview:
-        size = op.arg
+    def _read(self, size: int, timeout: float, view: memoryview) -> memoryview:
         if self.lowat > 1:
             try:
                 n = self.conn.recv_into(view, size)
@@ -508,7 +507,8 @@ class _Blocking:
             self.trial = None
             if n >= 0:
                 return view[:n]
-        self._set_timeout(op.timeout)
+        if self.read_timeout != timeout:
+            self._set_timeout(timeout)
         n = self.conn.recv_into(view, size)
         if n >= self.BATCH_FROM and self.may_batch:
             self._batch(size)
@@ -543,12 +543,12 @@ class _Blocking:
             self.proven = True
 
     def __call__(self, op: pacing.Op, view: memoryview):
-        kind = op.kind
+        kind, arg, timeout = op
         try:
             if kind == pacing.READ:             # first: a bulk transfer is reads
-                return self._read(op, view)
+                return self._read(arg, timeout, view)
             if kind == pacing.SEND:
-                data = op.arg
+                data = arg
                 if _DONTWAIT:
                     # a reply usually fits the send buffer whole: one call that cannot
                     # block, where the timed send below is four (two ioctls, poll, send)
@@ -563,16 +563,16 @@ class _Blocking:
                 # the timeout bounds the whole send, as in the other models: Python's
                 # timeout mode for it (the kernel's would restart at each part a slow
                 # reader takes)
-                self.conn.settimeout(op.timeout)
+                self.conn.settimeout(timeout)
                 try:
                     self.conn.sendall(data)
                 finally:
                     self.conn.settimeout(None)
                 return None
         except BlockingIOError:
-            raise TimeoutError(f"timed out ({op.timeout:g} s)") from None
+            raise TimeoutError(f"timed out ({timeout:g} s)") from None
         if kind == pacing.WAIT:
-            time.sleep(op.arg)
+            time.sleep(arg)
         elif kind == pacing.SHUTDOWN:
             self.conn.shutdown(socket.SHUT_WR)
         return None

@@ -295,6 +295,7 @@ class Session:
         self.responses = 0
         self._response_size = 0
         self._reply: bytearray | None = None      # rr: one response, made in place
+        self._answering = False                   # rr: a lone request answered at once
         self._owed: deque[tuple[int, int]] = deque()      # rr requests not yet answered
         self.file: FileSink | None = None
         self.file_result: dict | None = None
@@ -313,6 +314,10 @@ class Session:
         self.bytes_in += len(data)
         self.read_count += 1
         try:
+            if self._answering and not self._owed:
+                h = self._deframer.one(data)
+                if h is not None:               # rr's usual read: one whole request
+                    return self._answer(h, now_ns)
             out = b""
             if self.hello is None:
                 got = self._hello.feed(data)
@@ -340,17 +345,9 @@ class Session:
         owed = self._owed
         if not owed or self.error is not None:
             return b""
-        size = self._response_size
-        if self._reply is None:
-            self._reply = bytearray(wire.HEADER_LEN + size)
         if len(owed) == 1:
-            # the usual case, one request answered at a time: its header packed in place
-            # into the one buffer kept for it (a transaction is tens of microseconds)
-            flow, seq = owed.popleft()
-            wire.pack_header_into(self._reply, 0, flow, seq, time.time_ns(), size,
-                                  wire.KIND_RESPONSE)
-            self.responses += 1
-            return bytes(self._reply)
+            return self._respond(*owed.popleft())
+        size = self._response_size
         body = memoryview(self._reply)[wire.HEADER_LEN:]       # zeros
         out = bytearray()
         while owed and len(out) < RESPONSE_BUDGET:
@@ -433,6 +430,8 @@ class Session:
                 raise ProtocolError(f"response_size {shown(size)} out of range (0 to {top} "
                                     f"bytes, the server's limit)")
             self._response_size = size
+            self._reply = bytearray(wire.HEADER_LEN + size)
+            self._answering = True
         if mode == "file":
             if self.receive_dir is None:
                 raise ProtocolError("file mode refused: this server does not receive files "
@@ -508,6 +507,24 @@ class Session:
         if len(seqs) >= HELD_ROWS:
             self._take_held()
         return self.more() if rr else b""
+
+    def _answer(self, h: wire.Header, now_ns: int) -> bytes:
+        """rr: the response to request `h`, which came alone in a read with nothing owed
+        before it: what _count and more() do for any number of requests, without their
+        lists and queue (a transaction is tens of microseconds, and Python's part of it
+        runs with caches the kernel's wake-up has just emptied)."""
+        flow, seq, send_ns, length, kind = h
+        if kind != wire.KIND_REQUEST:
+            raise ProtocolError(f"rr expects requests, got kind {kind}")
+        self._hold(seq, send_ns, now_ns, wire.HEADER_LEN + length)
+        return self._respond(flow, seq)
+
+    def _respond(self, flow: int, seq: int) -> bytes:
+        """One rr response: its header packed in place into the one buffer kept for it."""
+        wire.pack_header_into(self._reply, 0, flow, seq, time.time_ns(), self._response_size,
+                              wire.KIND_RESPONSE)
+        self.responses += 1
+        return bytes(self._reply)
 
     def _hold(self, seq: int, send_ns: int, recv_ns: int, size: int) -> None:
         """One message for the statistics (see _count)."""
