@@ -58,6 +58,12 @@ for _name, _code in _CODES:
     _off += _size
 OFFSET = {name: off for name, _, off, _ in FIELDS}
 assert HEADER_LEN == _off == 32, "the header must fit the 32 captured head bytes"
+# flow, seq and send_ns, adjacent in the header from IDS_AT: an endpoint that keeps one
+# message buffer rewrites only these (the rest of its header is the same every time), in a
+# request/response exchange twice a transaction
+IDS = struct.Struct("!IQq")
+IDS_AT = OFFSET["flow"]
+assert IDS_AT + IDS.size == OFFSET["length"] and OFFSET["seq"] == IDS_AT + 4
 
 
 class FramingError(ValueError):

@@ -75,6 +75,7 @@ RESPONSE_BUDGET = 1 << 20         # rr: bytes of responses made per call; more()
 # 0.5 us a message, and at most 8 KB held a connection
 HELD_ROWS = 256
 SEQ_TOP = 1 << 63                  # the first seq that is no int64
+_pack_ids = wire.IDS.pack_into
 MAX_MESSAGE_SIZES = 4096          # unframed: how many sizes a hello may promise
 MAX_UNFRAMED_SIZE = (1 << 32) - 1
 MAX_NAME_BYTES = 255              # NAME_MAX of Linux filesystems
@@ -431,6 +432,7 @@ class Session:
                                     f"bytes, the server's limit)")
             self._response_size = size
             self._reply = bytearray(wire.HEADER_LEN + size)
+            wire.pack_header_into(self._reply, 0, 0, 0, 0, size, wire.KIND_RESPONSE)
             self._answering = True
         if mode == "file":
             if self.receive_dir is None:
@@ -520,9 +522,9 @@ class Session:
         return self._respond(flow, seq)
 
     def _respond(self, flow: int, seq: int) -> bytes:
-        """One rr response: its header packed in place into the one buffer kept for it."""
-        wire.pack_header_into(self._reply, 0, flow, seq, time.time_ns(), self._response_size,
-                              wire.KIND_RESPONSE)
+        """One rr response, in the one buffer kept for it: its header was made whole at the
+        hello, and only flow, seq and send time change."""
+        _pack_ids(self._reply, wire.IDS_AT, flow, seq, time.time_ns())
         self.responses += 1
         return bytes(self._reply)
 

@@ -360,9 +360,11 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
     # transaction, and Python's share of one runs with caches the wake-up has just emptied
     tps = cfg.tps
     monotonic, perf_counter, time_ns = time.monotonic, time.perf_counter, time.time_ns
-    pack, one = wire.pack_header_into, deframer.one
+    # the request's header whole once; then only its flow, seq and send time change
+    wire.pack_header_into(request, 0, flow, 0, 0, body_len, wire.KIND_REQUEST)
+    pack, ids_at, one = wire.IDS.pack_into, wire.IDS_AT, deframer.one
     sendall, recv_into, keep = sock.sendall, sock.recv_into, latencies.append
-    HEADER_LEN, REQUEST, RESPONSE = wire.HEADER_LEN, wire.KIND_REQUEST, wire.KIND_RESPONSE
+    HEADER_LEN, RESPONSE = wire.HEADER_LEN, wire.KIND_RESPONSE
     tick_at = clock.next
     now = start
     while (count is None or seq < count) and (deadline is None or now < deadline):
@@ -374,7 +376,7 @@ def _rr(cfg: TcpSendConfig, sock: socket.socket, flow: int, report: Report) -> d
             body = rng.randbytes(body_len)
             request[HEADER_LEN:] = body
         t0 = perf_counter()
-        pack(request, 0, flow, seq, time_ns(), body_len, REQUEST)
+        pack(request, ids_at, flow, seq, time_ns())
         got = None
         try:
             sendall(request)
