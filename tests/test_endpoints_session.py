@@ -93,6 +93,37 @@ def test_rr_answers_each_request_with_its_sequence_number():
     assert s.responses == 2
 
 
+
+def test_rr_a_request_alone_in_a_read_is_answered_as_any_other():
+    """A read of one whole request (the usual one) is answered at once (Session._answer);
+    the same requests glued in one read go through the deframer and the queue. The same
+    responses, field by field but the send time, and the same statistics."""
+    reqs = [wire.frame(wire.Header(flow, seq, 1_000 + seq, 0, wire.KIND_REQUEST), b"q" * 20)
+            for flow, seq in ((7, 0), (7, 1), (9, 2), (7, 4), (7, 3))]
+    lone, glued = Session(), Session()
+    for s in (lone, glued):
+        s.received(hello("rr", response_size=48))
+    alone = b"".join(lone.received(r, now_ns=5_000) for r in reqs)
+    together = glued.received(b"".join(reqs), now_ns=5_000)
+    while glued.pending:
+        together += glued.more()
+
+    def fields(raw):
+        return [(h.flow, h.seq, h.length, h.kind, b) for h, b in wire.Deframer().feed(raw)]
+
+    assert fields(alone) == fields(together) == [
+        (flow, seq, 48, wire.KIND_RESPONSE, bytes(48)) for flow, seq in
+        ((7, 0), (7, 1), (9, 2), (7, 4), (7, 3))]
+    assert lone.responses == glued.responses == 5 and lone.read_count == 6
+    for s in (lone, glued):
+        s.peer_closed()
+    assert lone.report()["messages"] == glued.report()["messages"]
+    # a lone frame of another kind: a protocol error, said to the client
+    bad = Session()
+    bad.received(hello("rr", response_size=48))
+    said = controls(bad.received(data(0)))
+    assert bad.error == "rr expects requests, got kind 0" and said[0]["type"] == "error"
+
 MALFORMED = [
     (b"GET / HTTP/1.1\r\n\r\n" + b"x" * 20, "bad magic"),
     (hello("bulk") + b"LBK1\x09" + bytes(27), "unsupported header version 9"),
