@@ -308,3 +308,17 @@ def test_batching_stops_for_good_where_it_multiplies_the_acks(pair, monkeypatch,
         # stream came after the last batch
         last = max(i for i, lowat in enumerate(lowats) if lowat > 1)
         assert len(lowats) - last > 40, (last, len(lowats))
+
+
+def test_received_and_sent_are_the_kernels_counts(pair):
+    """The trial's two counts, read alone, agree with the whole struct's parse."""
+    from toolkit.endpoints import tcpinfo
+    client, conn = pair
+    client.sendall(b"z" * 100_000)
+    got = 0
+    while got < 100_000:
+        got += len(conn.recv(1 << 20))
+    received, sent = tcpinfo.received_and_sent(conn)
+    whole = tcpinfo.sample(conn)
+    assert received == whole["bytes_received"] == 100_000
+    assert sent == whole["segs_out"] and sent >= 2            # the SYN-ACK and some ACKs

@@ -507,8 +507,7 @@ class _Blocking:
             self.trial = None
             if n >= 0:
                 return view[:n]
-        if self.read_timeout != timeout:
-            self._set_timeout(timeout)
+        self._set_timeout(timeout)
         n = self.conn.recv_into(view, size)
         if n >= self.BATCH_FROM and self.may_batch:
             self._batch(size)
@@ -534,9 +533,9 @@ class _Blocking:
         if trial[2] < self.TRIAL_READS:
             return
         self.trial = None
-        received, sent = tcpinfo.received_and_sent(self.conn)
-        received, sent = received - trial[0], sent - trial[1]
-        if sent and received / sent < self.ACK_BYTES:
+        counts = tcpinfo.received_and_sent(self.conn)
+        received, sent = (counts[0] - trial[0], counts[1] - trial[1]) if counts else (0, 1)
+        if sent and received / sent < self.ACK_BYTES:       # (no counts: no verdict, stop)
             self.may_batch = False
             self._set_lowat(1)
         else:
