@@ -228,35 +228,53 @@ def _flood(sock, total, then=b"", pause_s=0.0, linger_s=0.0, sent_at=None):
 
 def _read_all(carry_out, timeout_s=10.0):
     """Read until the peer's FIN: (bytes, sizes of the reads, when the last data came,
-    the most SO_RCVLOWAT the reader set)."""
+    the largest batch and the largest SO_RCVLOWAT the reader asked for)."""
     view = memoryview(bytearray(pacing.RECV))
-    got, sizes, last, most = 0, [], 0.0, 1
+    got, sizes, last, batch, lowat = 0, [], 0.0, 0, 1
     while True:
         n = len(carry_out(pacing.Op(pacing.READ, pacing.RECV, timeout_s), view))
-        most = max(most, carry_out.lowat)
+        batch, lowat = max(batch, carry_out.batch), max(lowat, carry_out.lowat)
         if not n:
-            return got, sizes, last, most
+            return got, sizes, last, batch, lowat
         got, last = got + n, time.monotonic()
         sizes.append(n)
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_RCVLOWAT"), reason="no SO_RCVLOWAT here")
-def test_a_stream_that_outruns_the_reader_is_read_in_batches_and_a_pause_is_not_held(pair):
-    """A fast stream (loopback's 64 KB segments) is read in whole batches, and the batching
-    passes its trial; bytes that come after a pause arrive when sent, not at the read's
-    timeout or the FIN (the batch's short kernel timeout returns them)."""
+@pytest.mark.parametrize("way", ["lowat", "waitall"])
+def test_a_stream_that_outruns_the_reader_is_read_in_batches_and_a_pause_is_not_held(
+        pair, monkeypatch, way):
+    """A fast stream (loopback's 64 KB segments) is read in whole batches, asked for with
+    the low-water mark (which passes its trial) or, where there is none, MSG_WAITALL; bytes
+    that come after a pause arrive when sent, not at the read's timeout or the FIN (the
+    batch's short kernel timeout returns them)."""
+    from toolkit.endpoints import servers
+    if way == "waitall":
+        monkeypatch.setattr(servers, "_LOWAT", 0)
     client, conn = pair
-    carry_out = _Blocking(conn)
+    asked = []                                  # the flags of every read
+
+    class Recording(Counting):
+        def recv_into(self, view, size, flags=0):
+            asked.append(flags)
+            return conn.recv_into(view, size, flags)
+
+    carry_out = _Blocking(Recording(conn))
     total, sent_at = 64 << 20, []
     sender = threading.Thread(target=_flood, args=(client, total, b"t" * 100, 0.3, 3.0,
                                                    sent_at))
     sender.start()
-    got, sizes, last, most = _read_all(carry_out)
+    got, sizes, last, batch, lowat = _read_all(carry_out)
     sender.join(timeout=30)
-    assert got == total + 100
-    assert most > _Blocking.BATCH_FROM and carry_out.proven and carry_out.may_batch
+    assert got == total + 100 and carry_out.way == way
+    assert batch >= _Blocking.BATCH_FROM
+    if way == "lowat":
+        assert lowat == batch and carry_out.proven and set(asked) == {0}
+    else:                           # the batches asked for with MSG_WAITALL
+        assert lowat == 1 and not carry_out.proven
+        assert asked.count(socket.MSG_WAITALL) > len(asked) / 2
     # most of the stream came in whole batches
-    assert sum(n for n in sizes if n >= _Blocking.BATCH_FROM) > total / 2
+    assert sum(n for n in sizes if n >= batch) > total / 2
     # the 100 bytes after the pause: read well before the FIN (3 s after them)
     assert last - sent_at[0] < 1.5, last - sent_at[0]
 
@@ -270,18 +288,19 @@ def test_no_batches_where_the_receive_buffer_is_small(pair):
     carry_out = _Blocking(conn)
     sender = threading.Thread(target=_flood, args=(client, 16 << 20))
     sender.start()
-    got, _, _, most = _read_all(carry_out)
+    got, _, _, batch, lowat = _read_all(carry_out)
     sender.join(timeout=30)
-    assert got == 16 << 20 and most == 1 and carry_out.trial is None
+    assert got == 16 << 20 and batch == 0 and lowat == 1 and carry_out.trial is None
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_RCVLOWAT"), reason="no SO_RCVLOWAT here")
 @pytest.mark.parametrize("bytes_per_segment,keeps", [(3600, False), (64 << 10, True)])
-def test_batching_stops_for_good_where_it_multiplies_the_acks(pair, monkeypatch,
-                                                              bytes_per_segment, keeps):
+def test_a_mark_that_multiplies_the_acks_gives_way_to_msg_waitall(pair, monkeypatch,
+                                                                 bytes_per_segment, keeps):
     """The trial's verdict from the kernel's counts (faked here: loopback's segments are
     64 KB, and 1500-byte ones need a lab): one segment sent back per 3.6 KB received ends
-    batching for the connection; one per 64 KB keeps it."""
+    the low-water mark for the connection, whose batches are asked for with MSG_WAITALL
+    from then on; one per 64 KB keeps the mark."""
     from toolkit.endpoints import servers
     counts = {"received": 0}
 
@@ -295,19 +314,20 @@ def test_batching_stops_for_good_where_it_multiplies_the_acks(pair, monkeypatch,
     sender = threading.Thread(target=_flood, args=(client, 64 << 20))
     sender.start()
     view = memoryview(bytearray(pacing.RECV))
-    lowats, reads = [], 0
+    ways = []                                   # (lowat, batch) after each read
     while n := len(carry_out(pacing.Op(pacing.READ, pacing.RECV, 10.0), view)):
         counts["received"] += n
-        lowats.append(carry_out.lowat)
-        reads += 1
+        ways.append((carry_out.lowat, carry_out.batch))
     sender.join(timeout=30)
-    assert max(lowats) > 1                              # it did try
-    assert carry_out.may_batch is keeps and carry_out.proven is keeps
+    assert max(lowat for lowat, _ in ways) > 1                  # the mark was tried
+    assert carry_out.proven is keeps
+    assert carry_out.way == ("lowat" if keeps else "waitall")
     if not keeps:
-        # back to plain reads after the trial, and never batching again: most of the
-        # stream came after the last batch
-        last = max(i for i, lowat in enumerate(lowats) if lowat > 1)
-        assert len(lowats) - last > 40, (last, len(lowats))
+        # never the mark again after the verdict, and batches all the same
+        last = max(i for i, (lowat, _) in enumerate(ways) if lowat > 1)
+        after = ways[last + 1:]
+        assert len(after) > 40, (last, len(ways))
+        assert sum(1 for _, batch in after if batch) > len(after) / 2
 
 
 def test_received_and_sent_are_the_kernels_counts(pair):
