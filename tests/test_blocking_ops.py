@@ -342,3 +342,30 @@ def test_received_and_sent_are_the_kernels_counts(pair):
     whole = tcpinfo.sample(conn)
     assert received == whole["bytes_received"] == 100_000
     assert sent == whole["segs_out"] and sent >= 2            # the SYN-ACK and some ACKs
+
+
+def test_a_bulk_connection_record_says_how_its_reads_were_batched(tmp_path):
+    """A fast bulk client on loopback: the server's connection record has `read_batches`
+    (the way and how many reads got a whole batch); a request/response one, whose reads are
+    small, has none."""
+    from toolkit.endpoints import tcp
+    from toolkit.endpoints.report import Report
+    from toolkit.endpoints.servers import Server, ServerConfig
+
+    server = Server(ServerConfig(port=0, host="127.0.0.1", model="thread", max_connections=2),
+                    Report("server", "tcp", "thread", quiet=True))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        tcp.send(tcp.TcpSendConfig("127.0.0.1", server.port, "bulk", seconds=1.5),
+                 Report("sender", "tcp", "bulk", quiet=True))
+        tcp.send(_rr_config(server.port, 300), Report("sender", "tcp", "rr", quiet=True))
+    finally:
+        thread.join(timeout=30)
+        server.stop()
+    bulk, rr = server.report.doc["connections"]
+    assert bulk["mode"] == "bulk" and rr["mode"] == "rr"
+    if hasattr(socket, "SO_RCVLOWAT"):
+        assert bulk["read_batches"]["way"] in ("lowat", "waitall")
+        assert 0 < bulk["read_batches"]["reads"] <= bulk["reads"]
+    assert "read_batches" not in rr

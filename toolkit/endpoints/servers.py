@@ -164,8 +164,8 @@ class Server:
         session = self._new_session(peer)
         talk = self._conversation(session)
         view = memoryview(bytearray(pacing.RECV))
+        carry_out = _Blocking(conn)
         try:
-            carry_out = _Blocking(conn)
             while (op := talk.op) is not None:
                 try:
                     talk.done(carry_out(op, view))
@@ -174,6 +174,8 @@ class Server:
         finally:
             session.release()
             conn.close()
+            if carry_out.batches:
+                session.read_batches = {"way": carry_out.way, "reads": carry_out.batches}
         return session, talk.how
 
     def run(self) -> dict:
@@ -495,6 +497,7 @@ class _Blocking:
         self.way = "lowat" if _LOWAT else ("waitall" if _WAITALL else None)
         self.proven = False                     # the mark passed its trial
         self.trial: list[int] | None = None     # bytes received, segments sent, batches
+        self.batches = 0                        # reads that got a whole batch
         conn.settimeout(None)
 
     def _set_timeout(self, seconds: float) -> None:
@@ -515,6 +518,7 @@ class _Blocking:
             except BlockingIOError:             # BATCH_WAIT_S and nothing: a pause
                 n = -1
             if n >= batch:
+                self.batches += 1
                 if self.trial is not None:
                     self._judge()
                 return view[:n]
