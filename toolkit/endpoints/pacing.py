@@ -35,7 +35,8 @@ from typing import Callable, NamedTuple
 
 # bytes a read asks for: a bulk receiver's reads, batched to this size (servers._Blocking),
 # were 0.98x iperf3's goodput at 256 KiB and 1.10x at 512 KiB (offloads on, three pairs
-# each, interleaved); the buffer's pages are touched only as far as reads fill them
+# each, interleaved). The blocking models read into an anonymous map, whose pages exist
+# only as far as reads have filled them; selectors' recv() allocates without zeroing.
 RECV = 1 << 19
 SLOW_READ = 4096                 # a slow reader's read, so that its pacing is smooth
 IDLE_S = 60.0                    # a read or a send that waits longer has failed

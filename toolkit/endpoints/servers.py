@@ -28,6 +28,7 @@ import errno
 import heapq
 import itertools
 import json
+import mmap
 import os
 import selectors
 import socket
@@ -35,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import wire
 from ..readiness import readable
@@ -53,6 +55,10 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _LOWAT = getattr(socket, "SO_RCVLOWAT", 0)
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 SWEEP_S = 0.25                   # selectors: how often reads and sends are checked for timeouts
+# asyncio: bytes its stream reader holds before it stops reading (2x this); a paused
+# reader's window closes once they are held
+ASYNCIO_LIMIT = 1 << 18
+BATCHED_MODES = ("bulk", "stream")   # _Blocking's batched reads, see there
 
 
 @dataclass
@@ -163,8 +169,16 @@ class Server:
         sockopts.accepted(conn, self.cfg.options)
         session = self._new_session(peer)
         talk = self._conversation(session)
-        view = memoryview(bytearray(pacing.RECV))
-        carry_out = _Blocking(conn)
+        # an anonymous map, not a bytearray (which zero-fills, so every connection would
+        # hold RECV bytes resident): its pages exist only once reads have filled them
+        # (freed with the last view of it: the session and the conversation may still hold
+        # slices of it here, so it is not closed)
+        view = memoryview(mmap.mmap(-1, pacing.RECV))
+        # batches only where the client streams as fast as TCP takes it: a request/response
+        # client waits for its answer, so a batch would wait out its timeout on every large
+        # request; a paced one's messages would arrive late; unframed reads are the lesson
+        carry_out = _Blocking(conn, lambda: session.mode in BATCHED_MODES)
+        session.read_batches = carry_out.batching
         try:
             while (op := talk.op) is not None:
                 try:
@@ -174,8 +188,6 @@ class Server:
         finally:
             session.release()
             conn.close()
-            if carry_out.batches:
-                session.read_batches = {"way": carry_out.way, "reads": carry_out.batches}
         return session, talk.how
 
     def run(self) -> dict:
@@ -417,7 +429,7 @@ class Server:
         # backlog of 100 unless told otherwise: a burst of clients beyond that would see
         # dropped SYNs and handshake ACKs, and wait seconds on retransmission timers
         server = await asyncio.start_server(self._asyncio_client, sock=self.sock,
-                                            limit=pacing.RECV,
+                                            limit=ASYNCIO_LIMIT,
                                             backlog=self.cfg.options.backlog)
         tasks: set[asyncio.Task] = set()
         self._tasks = tasks
@@ -455,15 +467,17 @@ class _Blocking:
     comes, so the kernel's timeout (from the call's start) is the operation's; its expiry,
     EAGAIN, is reported as the TimeoutError it is.
 
-    Reads in batches while a stream outruns us. A read that returns BATCH_FROM bytes or
-    more found data waiting: the sender is faster than this reader, and each read costs its
-    Python work (most of a bulk receiver's own CPU). Then each read asks the kernel for a
-    whole batch (up to RECV, at most an eighth of the receive buffer), with a read timeout
-    of BATCH_WAIT_S: if the stream pauses, what came is returned after at most that, never
-    held for the operation's whole timeout. A read shorter than the batch (the stream
-    slowed, paused or ended) goes back to plain reads. A message's arrival time is its
-    read's, so batching delays it by at most BATCH_WAIT_S, and only while the receiver is
-    behind.
+    Reads in batches while a stream outruns us (where `may_batch()` says the client
+    streams: bulk and stream modes). A read that returns BATCH_FROM bytes or more found data
+    waiting: the sender is faster than this reader, and each read costs its Python work
+    (most of a bulk receiver's own CPU). Then each read asks the kernel for a whole batch
+    (up to RECV, at most an eighth of the receive buffer), with a read timeout of
+    BATCH_WAIT_S: if the stream pauses, what came is returned then, never held for the
+    operation's whole timeout. The kernel counts that timeout in timer ticks (socket(7):
+    rounded up, and a tick more), so it is 4-8 ms at 250 Hz (measured: up to 16 ms). A
+    read shorter than the batch (the stream slowed, paused or ended) goes back to plain
+    reads. A message's arrival time is its read's, so batching can stamp a message that
+    late, and only while the receiver is behind and the stream pauses.
 
     Two ways to ask for a batch, and a trial picks one per connection:
     - SO_RCVLOWAT (socket(7)): the kernel wakes the reader only once the batch has come. The
@@ -471,15 +485,17 @@ class _Blocking:
       plain reads. But below the mark Linux acknowledges every second full-sized segment
       at once (__tcp_ack_snd_check), where a reader that is behind otherwise acknowledges
       as it reads: with 1500-byte segments that was ten times the ACKs (one per 3.6 KB
-      received against one per 46 KB) and a third less goodput. (The mark is at most an
-      eighth of the buffer because a larger one has Linux clamp the window to it.)
+      received against one per 46 KB) and a third less goodput. (The mark stays well below
+      the buffer: Linux grows a buffer too small for its mark, and clamps the window to it.)
     - MSG_WAITALL (recv(2)): the read returns once the batch has come, but the kernel
       still wakes the reader as segments arrive, and acknowledges as it copies (one ACK
       per 24 KB): with 1500-byte segments 6-30% more goodput than plain reads, with 64 KB
       segments none (the wake-ups are what cost there).
-    The first TRIAL_READS batches use the mark; a connection whose trial shows one segment
-    sent back per less than ACK_BYTES received asks with MSG_WAITALL from then on (where
-    the kernel's counts cannot be read, from the start)."""
+    The mark is on trial for the connection's first TRIAL_READS whole batches, counted
+    across breaks: one whose batches sent back a segment per less than ACK_BYTES received
+    asks with MSG_WAITALL from then on (where the kernel's counts cannot be read, from the
+    start). `batching` ({"way", "reads"}: reads that got a whole batch) goes into the
+    connection's record."""
 
     BATCH_FROM = 1 << 16
     BATCH_WAIT_S = 0.001
@@ -487,17 +503,22 @@ class _Blocking:
     TRIAL_READS = 16
     ACK_BYTES = 16 << 10
 
-    def __init__(self, conn: socket.socket):
+    def __init__(self, conn: socket.socket, may_batch: Callable[[], bool] = lambda: True):
         self.conn = conn
+        self.may_batch = may_batch
         self.read_timeout: float | None = None
         self.batch = 0                          # bytes a batch is; 0: plain reads
         self.lowat = 1                          # SO_RCVLOWAT as set: the batch, or 1
-        # how a batch is asked for: the mark until a trial says otherwise, or MSG_WAITALL
-        # (None: no batching, where the platform has neither)
-        self.way = "lowat" if _LOWAT else ("waitall" if _WAITALL else None)
         self.proven = False                     # the mark passed its trial
-        self.trial: list[int] | None = None     # bytes received, segments sent, batches
-        self.batches = 0                        # reads that got a whole batch
+        # the trial: whole batches so far, and the bytes received and segments sent in
+        # them (counts at the current run of batches' start, and the sums of runs before)
+        self.trial_batches = 0
+        self.trial_start: tuple[int, int] | None = None
+        self.trial_sums = [0, 0]
+        # how a batch is asked for: the mark until the trial says otherwise, or
+        # MSG_WAITALL (None: no batching, where the platform has neither)
+        self.batching = {"way": "lowat" if _LOWAT else ("waitall" if _WAITALL else None),
+                         "reads": 0}
         conn.settimeout(None)
 
     def _set_timeout(self, seconds: float) -> None:
@@ -514,12 +535,12 @@ class _Blocking:
         if batch:
             try:
                 n = (self.conn.recv_into(view, size) if self.lowat > 1 else
-                     self.conn.recv_into(view, batch, _WAITALL))
-            except BlockingIOError:             # BATCH_WAIT_S and nothing: a pause
+                     self.conn.recv_into(view, min(size, batch), _WAITALL))
+            except BlockingIOError:             # the batch's timeout and nothing: a pause
                 n = -1
             if n >= batch:
-                self.batches += 1
-                if self.trial is not None:
+                self.batching["reads"] += 1
+                if self.trial_start is not None:
                     self._judge()
                 return view[:n]
             self._unbatch()                     # slower than a batch: plain reads again
@@ -527,7 +548,7 @@ class _Blocking:
                 return view[:n]
         self._set_timeout(timeout)
         n = self.conn.recv_into(view, size)
-        if n >= self.BATCH_FROM and self.way:
+        if n >= self.BATCH_FROM and self.batching["way"] and self.may_batch():
             self._start_batches(size)
         return view[:n]
 
@@ -536,15 +557,14 @@ class _Blocking:
                     // self.BUFFER_SHARE)
         if batch < self.BATCH_FROM:
             return
-        if self.way == "lowat" and not self.proven:
-            counts = tcpinfo.received_and_sent(self.conn)
-            if counts is not None:
-                self.trial = [*counts, 0]
-            else:                               # nothing to judge the mark by
-                self.way = "waitall" if _WAITALL else None
-                if self.way is None:
-                    return
-        if self.way == "lowat":
+        if self.batching["way"] == "lowat" and not self.proven:
+            self.trial_start = tcpinfo.received_and_sent(self.conn)
+            if self.trial_start is None:        # nothing to judge the mark by
+                self._give_up_the_mark()
+        way = self.batching["way"]
+        if way is None:
+            return
+        if way == "lowat":
             self._set_lowat(batch)
         self.batch = batch
         self._set_timeout(self.BATCH_WAIT_S)
@@ -553,25 +573,37 @@ class _Blocking:
         self.batch = 0
         if self.lowat > 1:
             self._set_lowat(1)
-        self.trial = None                       # a trial counts unbroken batches
+        if self.trial_start is not None:        # this run of batches into the trial's sums
+            self._add_to_trial()
+            self.trial_start = None
+
+    def _add_to_trial(self) -> bool:
+        now = tcpinfo.received_and_sent(self.conn)
+        if now is None:
+            return False
+        self.trial_sums[0] += now[0] - self.trial_start[0]
+        self.trial_sums[1] += now[1] - self.trial_start[1]
+        return True
 
     def _judge(self) -> None:
-        """After TRIAL_READS batches with the mark: keep it, or (too many segments sent
-        back for the bytes received) ask with MSG_WAITALL from now on."""
-        trial = self.trial
-        trial[2] += 1
-        if trial[2] < self.TRIAL_READS:
+        """After TRIAL_READS whole batches with the mark: keep it, or (too many segments
+        sent back for the bytes received) ask with MSG_WAITALL from now on."""
+        self.trial_batches += 1
+        if self.trial_batches < self.TRIAL_READS:
             return
-        self.trial = None
-        counts = tcpinfo.received_and_sent(self.conn)
-        received, sent = (counts[0] - trial[0], counts[1] - trial[1]) if counts else (0, 1)
-        if sent and received / sent < self.ACK_BYTES:       # (no counts: no verdict)
+        counted = self._add_to_trial()
+        self.trial_start = None
+        received, sent = self.trial_sums
+        if not counted or (sent and received / sent < self.ACK_BYTES):
             self._set_lowat(1)
-            self.way = "waitall" if _WAITALL else None
-            if self.way is None:
+            self._give_up_the_mark()
+            if self.batching["way"] is None:
                 self.batch = 0
         else:
             self.proven = True
+
+    def _give_up_the_mark(self) -> None:
+        self.batching["way"] = "waitall" if _WAITALL else None
 
     def __call__(self, op: pacing.Op, view: memoryview):
         kind, arg, timeout = op

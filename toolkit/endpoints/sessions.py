@@ -303,7 +303,8 @@ class Session:
         self.error: str | None = None
         self.ended: str | None = None       # "closed", "half-closed", "reset", "error"
         self.ended_ns: int | None = None
-        # how the server's reads were batched, when they were (servers._Blocking says)
+        # how the server's reads were batched, when they were: servers._Blocking's
+        # {"way", "reads"}, which it keeps up to date
         self.read_batches: dict | None = None
 
     # ---- events from the connection ----
@@ -566,6 +567,6 @@ class Session:
             out["responses"] = self.responses
         if self.file_result is not None:
             out["file"] = self.file_result
-        if self.read_batches is not None:
-            out["read_batches"] = self.read_batches
+        if self.read_batches and self.read_batches["reads"]:
+            out["read_batches"] = dict(self.read_batches)
         return out
