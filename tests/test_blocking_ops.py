@@ -362,7 +362,7 @@ def test_the_marks_trial_counts_whole_batches_across_breaks(monkeypatch, bytes_p
     # the mark set at each run's start (and cleared at the break), the timeouts switched
     assert sock.lowats[:3] == [big, 1, big]
     assert sock.timeouts[:4] == [7.0, 0.001, 7.0, 0.001]
-    assert carry_out.batching["reads"] == 19
+    assert carry_out.batching["reads"] == 19 and carry_out.batching["runs"] == 2
     if keeps:
         assert carry_out.proven and carry_out.batching["way"] == "lowat"
         assert sock.lowats == [big, 1, big] and set(f for _, f in sock.reads) == {0}
@@ -392,7 +392,8 @@ def test_no_counts_means_msg_waitall_and_no_mode_means_no_batches(monkeypatch):
     sock, carry_out = _scripted(monkeypatch, [100_000, pacing.RECV, pacing.RECV],
                                 counts=False)
     _play(carry_out, sock)
-    assert carry_out.batching == {"way": "waitall", "reads": 2} and sock.lowats == []
+    assert carry_out.batching == {"way": "waitall", "runs": 1, "reads": 2}
+    assert sock.lowats == []
     assert sock.reads[1:] == [(pacing.RECV, socket.MSG_WAITALL)] * 2
     sock, carry_out = _scripted(monkeypatch, [100_000] * 5, may_batch=lambda: False)
     _play(carry_out, sock)
@@ -438,4 +439,30 @@ def test_a_bulk_connection_record_says_how_its_reads_were_batched(tmp_path):
     if hasattr(socket, "SO_RCVLOWAT"):
         assert bulk["read_batches"]["way"] in ("lowat", "waitall")
         assert 0 < bulk["read_batches"]["reads"] <= bulk["reads"]
+        assert bulk["read_batches"]["runs"] >= 1
     assert "read_batches" not in rr
+
+
+def test_large_requests_are_not_read_in_batches(tmp_path):
+    """A request/response client waits for its answer, so a batch would wait out its
+    timeout on every request of 64 KiB or more (4-8 ms a transaction where a batch's
+    timer ticks at 250 Hz): such a session never batches, and its transactions stay fast."""
+    from toolkit.endpoints import tcp
+    from toolkit.endpoints.report import Report
+    from toolkit.endpoints.servers import Server, ServerConfig
+
+    server = Server(ServerConfig(port=0, host="127.0.0.1", model="thread", max_connections=1),
+                    Report("server", "tcp", "thread", quiet=True))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        cfg = tcp.TcpSendConfig("127.0.0.1", server.port, "rr", count=200,
+                                lengths=[256 << 10], response_size=64)
+        doc = tcp.send(cfg, Report("sender", "tcp", "rr", quiet=True))
+    finally:
+        thread.join(timeout=30)
+        server.stop()
+    rec, = server.report.doc["connections"]
+    assert rec["mode"] == "rr" and rec["responses"] == 200
+    assert doc["end"]["transactions"] == 200
+    assert "read_batches" not in rec                # no batch was ever begun

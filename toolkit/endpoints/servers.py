@@ -494,8 +494,8 @@ class _Blocking:
     The mark is on trial for the connection's first TRIAL_READS whole batches, counted
     across breaks: one whose batches sent back a segment per less than ACK_BYTES received
     asks with MSG_WAITALL from then on (where the kernel's counts cannot be read, from the
-    start). `batching` ({"way", "reads"}: reads that got a whole batch) goes into the
-    connection's record."""
+    start). `batching` ({"way", "runs": how often batches began, "reads": reads that got a
+    whole batch}) goes into the connection's record."""
 
     BATCH_FROM = 1 << 16
     BATCH_WAIT_S = 0.001
@@ -518,7 +518,7 @@ class _Blocking:
         # how a batch is asked for: the mark until the trial says otherwise, or
         # MSG_WAITALL (None: no batching, where the platform has neither)
         self.batching = {"way": "lowat" if _LOWAT else ("waitall" if _WAITALL else None),
-                         "reads": 0}
+                         "runs": 0, "reads": 0}
         conn.settimeout(None)
 
     def _set_timeout(self, seconds: float) -> None:
@@ -567,6 +567,7 @@ class _Blocking:
         if way == "lowat":
             self._set_lowat(batch)
         self.batch = batch
+        self.batching["runs"] += 1
         self._set_timeout(self.BATCH_WAIT_S)
 
     def _unbatch(self) -> None:

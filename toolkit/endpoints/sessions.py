@@ -304,7 +304,7 @@ class Session:
         self.ended: str | None = None       # "closed", "half-closed", "reset", "error"
         self.ended_ns: int | None = None
         # how the server's reads were batched, when they were: servers._Blocking's
-        # {"way", "reads"}, which it keeps up to date
+        # {"way", "runs", "reads"}, which it keeps up to date
         self.read_batches: dict | None = None
 
     # ---- events from the connection ----
@@ -567,6 +567,6 @@ class Session:
             out["responses"] = self.responses
         if self.file_result is not None:
             out["file"] = self.file_result
-        if self.read_batches and self.read_batches["reads"]:
+        if self.read_batches and self.read_batches["runs"]:
             out["read_batches"] = dict(self.read_batches)
         return out
