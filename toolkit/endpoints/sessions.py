@@ -295,8 +295,8 @@ class Session:
         self.bytes_in = 0
         self.responses = 0
         self._response_size = 0
-        self._reply: bytearray | None = None      # rr: one response, made in place
-        self._answering = False                   # rr: a lone request answered at once
+        # rr: the one response buffer, its header made whole at the hello (None: not rr)
+        self._reply: bytearray | None = None
         self._owed: deque[tuple[int, int]] = deque()      # rr requests not yet answered
         self.file: FileSink | None = None
         self.file_result: dict | None = None
@@ -318,7 +318,7 @@ class Session:
         self.bytes_in += len(data)
         self.read_count += 1
         try:
-            if self._answering and not self._owed:
+            if self._reply is not None and not self._owed:
                 h = self._deframer.one(data)
                 if h is not None:               # rr's usual read: one whole request
                     return self._answer(h, now_ns)
@@ -351,14 +351,9 @@ class Session:
             return b""
         if len(owed) == 1:
             return self._respond(*owed.popleft())
-        size = self._response_size
-        body = memoryview(self._reply)[wire.HEADER_LEN:]       # zeros
         out = bytearray()
         while owed and len(out) < RESPONSE_BUDGET:
-            flow, seq = owed.popleft()
-            out += wire.Header(flow, seq, time.time_ns(), size, wire.KIND_RESPONSE).pack()
-            out += body
-            self.responses += 1
+            out += self._respond(*owed.popleft())
         return bytes(out)
 
     def peer_closed(self, now_ns: int | None = None) -> bytes:
@@ -436,7 +431,6 @@ class Session:
             self._response_size = size
             self._reply = bytearray(wire.HEADER_LEN + size)
             wire.pack_header_into(self._reply, 0, 0, 0, 0, size, wire.KIND_RESPONSE)
-            self._answering = True
         if mode == "file":
             if self.receive_dir is None:
                 raise ProtocolError("file mode refused: this server does not receive files "
