@@ -466,3 +466,52 @@ def test_large_requests_are_not_read_in_batches(tmp_path):
     assert rec["mode"] == "rr" and rec["responses"] == 200
     assert doc["end"]["transactions"] == 200
     assert "read_batches" not in rec                # no batch was ever begun
+
+
+@pytest.mark.parametrize("model", ["iterative", "thread", "process"])
+def test_a_fault_serving_one_connection_is_its_error_and_the_server_goes_on(monkeypatch,
+                                                                           model):
+    """Something other than the peer's doing raised while one connection was served: that
+    connection is recorded as an error saying what, the next one is served, and the server
+    still ends after its --clients count (before, a thread model's thread died unrecorded
+    and the server never reached its count; the iterative model died with a traceback)."""
+    from toolkit.endpoints import servers, tcp
+    from toolkit.endpoints.report import Report
+    from toolkit.endpoints.servers import Server, ServerConfig
+
+    doomed: set[int] = set()
+    accepted = servers.sockopts.accepted
+
+    def faulty(conn, options):
+        if conn.getpeername()[1] in doomed:
+            raise RuntimeError("a fault for the test")
+        return accepted(conn, options)
+
+    monkeypatch.setattr(servers.sockopts, "accepted", faulty)
+    server = Server(ServerConfig(port=0, host="127.0.0.1", model=model, max_connections=2),
+                    Report("server", "tcp", model, quiet=True))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        first = socket.socket()
+        first.bind(("127.0.0.1", 0))
+        doomed.add(first.getsockname()[1])
+        first.settimeout(10)
+        first.connect(("127.0.0.1", server.port))
+        try:
+            assert first.recv(1) == b""           # the server closed it
+        except ConnectionResetError:
+            pass
+        first.close()
+        doc = tcp.send(_rr_config(server.port, 20), Report("sender", "tcp", "rr", quiet=True))
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the server did not end after its two connections"
+    finally:
+        server.stop()
+        thread.join(timeout=30)
+    assert doc["end"]["transactions"] == 20
+    by_how = {rec["how"]: rec for rec in server.report.doc["connections"]}
+    assert sorted(by_how) == ["error", "half-close"]
+    assert by_how["error"]["error"] == ("internal error serving this connection: "
+                                        "RuntimeError: a fault for the test")
+    assert by_how["half-close"]["responses"] == 20

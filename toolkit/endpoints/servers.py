@@ -166,29 +166,40 @@ class Server:
                                                              time.monotonic()))
 
     def _serve_blocking(self, conn: socket.socket, peer) -> tuple[Session, str]:
-        sockopts.accepted(conn, self.cfg.options)
+        """One connection, start to end, recorded however it ends. The peer's doings (a
+        reset, a timeout: OSError) are the conversation's to judge; anything else raised
+        here is a fault in serving this one connection. It becomes that connection's
+        error, so the other connections go on, a thread never dies unrecorded and
+        `--clients N` still counts it."""
         session = self._new_session(peer)
-        talk = self._conversation(session)
-        # an anonymous map, not a bytearray (which zero-fills, so every connection would
-        # hold RECV bytes resident): its pages exist only once reads have filled them
-        # (freed with the last view of it: the session and the conversation may still hold
-        # slices of it here, so it is not closed)
-        view = memoryview(mmap.mmap(-1, pacing.RECV))
-        # batches only where the client streams as fast as TCP takes it: a request/response
-        # client waits for its answer, so a batch would wait out its timeout on every large
-        # request; a paced one's messages would arrive late; unframed reads are the lesson
-        carry_out = _Blocking(conn, lambda: session.mode in BATCHED_MODES)
-        session.read_batches = carry_out.batching
+        how = "error"
         try:
+            sockopts.accepted(conn, self.cfg.options)
+            talk = self._conversation(session)
+            # an anonymous map, not a bytearray (which zero-fills, so every connection
+            # would hold RECV bytes resident): its pages exist only once reads have filled
+            # them (freed with the last view of it: the session and the conversation may
+            # still hold slices of it here, so it is not closed)
+            view = memoryview(mmap.mmap(-1, pacing.RECV))
+            # batches only where the client streams as fast as TCP takes it: a
+            # request/response client waits for its answer, so a batch would wait out its
+            # timeout on every large request; a paced one's messages would arrive late;
+            # unframed reads are the lesson
+            carry_out = _Blocking(conn, lambda: session.mode in BATCHED_MODES)
+            session.read_batches = carry_out.batching
             while (op := talk.op) is not None:
                 try:
                     talk.done(carry_out(op, view))
                 except OSError as e:
                     talk.failed(e)
+            how = talk.how
+        except Exception as e:
+            what = "" if isinstance(e, OSError) else "internal error serving this connection: "
+            session.error = session.error or f"{what}{type(e).__name__}: {e}"
         finally:
             session.release()
             conn.close()
-        return session, talk.how
+        return session, how
 
     def run(self) -> dict:
         ticker = threading.Thread(target=self._ticker, daemon=True)
