@@ -468,41 +468,62 @@ def test_large_requests_are_not_read_in_batches(tmp_path):
     assert "read_batches" not in rec                # no batch was ever begun
 
 
-@pytest.mark.parametrize("model", ["iterative", "thread", "process"])
+@pytest.mark.parametrize("where", ["conversation", "report"])
+@pytest.mark.parametrize("model", ["iterative", "thread", "process", "selectors", "asyncio"])
 def test_a_fault_serving_one_connection_is_its_error_and_the_server_goes_on(monkeypatch,
-                                                                           model):
-    """Something other than the peer's doing raised while one connection was served: that
-    connection is recorded as an error saying what, the next one is served, and the server
-    still ends after its --clients count (before, a thread model's thread died unrecorded
-    and the server never reached its count; the iterative model died with a traceback)."""
-    from toolkit.endpoints import servers, tcp
+                                                                           model, where):
+    """Something other than the peer's doing raised while one connection was served, in its
+    conversation or in making its record: that connection is recorded as an error saying
+    what, the next one is served, and the server still ends after its --clients count
+    (before, a thread model's thread died unrecorded and the server never reached its
+    count; the iterative and selectors models died with a traceback)."""
+    from toolkit.endpoints import pacing, tcp
     from toolkit.endpoints.report import Report
     from toolkit.endpoints.servers import Server, ServerConfig
+    from toolkit.endpoints.sessions import Session
 
-    doomed: set[int] = set()
-    accepted = servers.sockopts.accepted
+    doomed: set[str] = set()
 
-    def faulty(conn, options):
-        if conn.getpeername()[1] in doomed:
+    class Faulty(pacing.Conversation):
+        def done(self, result=None):
             raise RuntimeError("a fault for the test")
-        return accepted(conn, options)
 
-    monkeypatch.setattr(servers.sockopts, "accepted", faulty)
+    if where == "conversation":
+        conversation = Server._conversation
+
+        def faulty(self, session):
+            talk = conversation(self, session)
+            if session.peer in doomed:
+                talk.__class__ = Faulty
+            return talk
+
+        monkeypatch.setattr(Server, "_conversation", faulty)
+    else:
+        report = Session.report
+
+        def faulty(self):
+            if self.peer in doomed:
+                raise RuntimeError("a fault for the test")
+            return report(self)
+
+        monkeypatch.setattr(Session, "report", faulty)
     server = Server(ServerConfig(port=0, host="127.0.0.1", model=model, max_connections=2),
                     Report("server", "tcp", model, quiet=True))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        first = socket.socket()
-        first.bind(("127.0.0.1", 0))
-        doomed.add(first.getsockname()[1])
-        first.settimeout(10)
-        first.connect(("127.0.0.1", server.port))
-        try:
-            assert first.recv(1) == b""           # the server closed it
-        except ConnectionResetError:
-            pass
-        first.close()
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            doomed.add("127.0.0.1:%d" % first.getsockname()[1])
+            first.settimeout(10)
+            first.connect(("127.0.0.1", server.port))
+            first.sendall(b"x")
+            first.shutdown(socket.SHUT_WR)
+            try:
+                while first.recv(4096):               # until the server closes it
+                    pass
+            except ConnectionResetError:
+                pass
         doc = tcp.send(_rr_config(server.port, 20), Report("sender", "tcp", "rr", quiet=True))
         thread.join(timeout=30)
         assert not thread.is_alive(), "the server did not end after its two connections"
@@ -510,8 +531,14 @@ def test_a_fault_serving_one_connection_is_its_error_and_the_server_goes_on(monk
         server.stop()
         thread.join(timeout=30)
     assert doc["end"]["transactions"] == 20
-    by_how = {rec["how"]: rec for rec in server.report.doc["connections"]}
-    assert sorted(by_how) == ["error", "half-close"]
-    assert by_how["error"]["error"] == ("internal error serving this connection: "
-                                        "RuntimeError: a fault for the test")
-    assert by_how["half-close"]["responses"] == 20
+    faulted, served = sorted(server.report.doc["connections"],
+                             key=lambda rec: rec["peer"] not in doomed)
+    assert faulted["peer"] in doomed and served["peer"] not in doomed
+    if where == "conversation":
+        assert faulted["how"] == "error" and faulted["ended"] == "error"
+        assert faulted["error"] == ("internal error serving this connection: "
+                                    "RuntimeError: 'a fault for the test'")
+    else:
+        assert faulted["error"] == ("internal error in the report: "
+                                    "RuntimeError: 'a fault for the test'")
+    assert served["how"] == "half-close" and served["responses"] == 20 and not served["error"]

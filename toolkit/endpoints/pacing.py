@@ -108,6 +108,12 @@ class Conversation:
     def failed(self, error: BaseException) -> Op | None:
         return self._next(self._steps.throw, error)
 
+    def abandon(self) -> None:
+        """The driver could not carry the conversation on (a fault in serving it, not the
+        peer's doing): it ends here, as an error."""
+        self._steps.close()
+        self.op, self.how = None, "error"
+
     def _next(self, step, value) -> Op | None:
         try:
             self.op = step(value)

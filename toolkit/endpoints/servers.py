@@ -41,6 +41,7 @@ from typing import Callable
 from .. import wire
 from ..readiness import readable
 from . import pacing, resources, sockopts, tcpinfo
+from .control import shown
 from .report import Report
 from .sessions import Session
 
@@ -106,8 +107,7 @@ class Server:
     # ---- bookkeeping shared by every model ----
 
     def _finished(self, session: Session, how: str) -> None:
-        rec = session.report()
-        rec["how"] = how
+        rec = _record(session, how)
         with self.lock:
             self.live.discard(session)
             self.report.doc["connections"].append(rec)
@@ -166,11 +166,8 @@ class Server:
                                                              time.monotonic()))
 
     def _serve_blocking(self, conn: socket.socket, peer) -> tuple[Session, str]:
-        """One connection, start to end, recorded however it ends. The peer's doings (a
-        reset, a timeout: OSError) are the conversation's to judge; anything else raised
-        here is a fault in serving this one connection. It becomes that connection's
-        error, so the other connections go on, a thread never dies unrecorded and
-        `--clients N` still counts it."""
+        """One connection, start to end, however it ends (a fault in serving it is its
+        error: _fault), so a thread never dies unrecorded."""
         session = self._new_session(peer)
         how = "error"
         try:
@@ -193,9 +190,8 @@ class Server:
                 except OSError as e:
                     talk.failed(e)
             how = talk.how
-        except Exception as e:
-            what = "" if isinstance(e, OSError) else "internal error serving this connection: "
-            session.error = session.error or f"{what}{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - this connection's error, not the server's end
+            _fault(session, e)
         finally:
             session.release()
             conn.close()
@@ -328,9 +324,7 @@ class Server:
                         # fork() copies only the calling thread: a lock another thread
                         # (the ticker) held at that moment would stay held in the child
                         self.lock = threading.Lock()
-                        session, how = self._serve_blocking(conn, peer)
-                        rec = session.report()
-                        rec["how"] = how
+                        rec = _record(*self._serve_blocking(conn, peer))
                         os.write(wfd, json.dumps(rec, default=str).encode())
                     except BaseException:
                         code = 1
@@ -362,7 +356,11 @@ class Server:
         next_sweep = 0.0             # when reads and sends are next checked for timeouts
 
         def step(c: _Conn, ready: int) -> None:
-            c.step(ready, time.monotonic())
+            try:
+                c.step(ready, time.monotonic())
+            except Exception as e:  # noqa: BLE001 - this connection's error, not the server's
+                _fault(c.session, e)
+                c.talk.abandon()
             if c.talk.op is None:
                 if c.events:
                     sel.unregister(c.sock)
@@ -464,10 +462,38 @@ class Server:
                     talk.done(await _coroutine(reader, writer, op))
                 except OSError as e:
                     talk.failed(e)
+        except Exception as e:  # noqa: BLE001 - this connection's error, not the server's end
+            _fault(session, e)
         finally:
             writer.close()
             self._finished(session, talk.how or "error")
             self._tasks.discard(task)
+
+
+def _fault(session: Session, e: Exception) -> None:
+    """Something raised while one connection was served. The peer's doings (a reset, a
+    timeout: OSError) are the conversation's to judge where it can; anything else is a
+    fault in serving that connection, and becomes its error: the other connections go on,
+    and the server still counts this one toward its --clients."""
+    what = "" if isinstance(e, OSError) else "internal error serving this connection: "
+    session.error = session.error or f"{what}{type(e).__name__}: {shown(str(e), 200)}"
+    session.ended = session.ended or "error"
+    session.ended_ns = session.ended_ns or time.time_ns()
+
+
+def _record(session: Session, how: str) -> dict:
+    """A finished connection's record. Its report is the session's; one that fails to
+    be made (a fault in it, never the peer's doing) still leaves a record of what is
+    known, so the connection is counted and the server goes on."""
+    try:
+        rec = session.report()
+    except Exception as e:  # noqa: BLE001 - one connection's report never ends the server
+        rec = {"peer": session.peer, "mode": session.mode, "payload_bytes": session.bytes_in,
+               "ended": session.ended,
+               "error": f"internal error in the report: {type(e).__name__}: "
+                        f"{shown(str(e), 200)}"}
+    rec["how"] = how
+    return rec
 
 
 class _Blocking:
