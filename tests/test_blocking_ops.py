@@ -542,3 +542,83 @@ def test_a_fault_serving_one_connection_is_its_error_and_the_server_goes_on(monk
         assert faulted["error"] == ("internal error in the report: "
                                     "RuntimeError: 'a fault for the test'")
     assert served["how"] == "half-close" and served["responses"] == 20 and not served["error"]
+
+
+def test_requests_are_answered_in_a_loop_of_one_read_and_one_send_each(pair):
+    """answer_requests: each read that answer() takes is answered with one send (no
+    timeout mode switched on, no poll); the first read it does not take is returned."""
+    client, conn = pair
+    counting = Counting(conn)
+    carry_out = _Blocking(counting)
+    answered = []
+
+    def answer(data):
+        if bytes(data[:1]) != b"Q":
+            return None
+        answered.append(bytes(data))
+        return b"R" + bytes(data[1:])
+
+    def talk():
+        for i in range(5):
+            client.sendall(b"Q%d" % i)
+            assert client.recv(16) == b"R%d" % i
+        client.sendall(b"bye")
+
+    peer = threading.Thread(target=talk)
+    peer.start()
+    left = carry_out.answer_requests(answer, memoryview(bytearray(pacing.RECV)), 5.0)
+    peer.join(timeout=10)
+    assert bytes(left) == b"bye" and answered == [b"Q%d" % i for i in range(5)]
+    # besides: blocking mode at the start and the kernel's read timeout set once
+    assert counting.calls == {"settimeout": 1, "setsockopt": 1, "recv_into": 6, "send": 5}
+    assert conn.gettimeout() is None
+    # a silent peer: the read's own timeout, as a TimeoutError
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        carry_out.answer_requests(answer, memoryview(bytearray(pacing.RECV)), 0.2)
+    assert 0.15 < time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("slow_read_bps", [0, 1e6])
+def test_a_request_response_server_answers_lone_requests_in_its_loop(monkeypatch,
+                                                                    slow_read_bps):
+    """The blocking models answer request/response's lone requests in answer_requests,
+    without the conversation's steps (every transaction but none of the hello); a server
+    told to read slowly keeps its pace instead, and answers each through the conversation."""
+    from toolkit.endpoints import tcp
+    from toolkit.endpoints.report import Report
+    from toolkit.endpoints.servers import Server, ServerConfig
+    from toolkit.endpoints.sessions import Session
+
+    calls = {"answered": 0, "received": 0}
+    answer, received = Session.answer, Session.received
+
+    def counted_answer(self, data, now_ns=None):
+        reply = answer(self, data, now_ns)
+        calls["answered"] += reply is not None
+        return reply
+
+    def counted_received(self, data, now_ns=None):
+        calls["received"] += 1
+        return received(self, data, now_ns)
+
+    monkeypatch.setattr(Session, "answer", counted_answer)
+    monkeypatch.setattr(Session, "received", counted_received)
+    server = Server(ServerConfig(port=0, host="127.0.0.1", model="thread", max_connections=1,
+                                 slow_read_bps=slow_read_bps),
+                    Report("server", "tcp", "thread", quiet=True))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        doc = tcp.send(_rr_config(server.port, 200), Report("sender", "tcp", "rr", quiet=True))
+        thread.join(timeout=30)
+    finally:
+        server.stop()
+        thread.join(timeout=30)
+    rec, = server.report.doc["connections"]
+    assert doc["end"]["transactions"] == 200 and rec["responses"] == 200
+    if slow_read_bps:
+        assert calls["received"] >= 200          # the hello, then each request
+    else:
+        # the hello's read (the first request may come in it too), then the loop's
+        assert calls["received"] == 1 and calls["answered"] >= 199

@@ -95,17 +95,25 @@ def test_rr_answers_each_request_with_its_sequence_number():
 
 
 def test_rr_a_request_alone_in_a_read_is_answered_as_any_other():
-    """A read of one whole request (the usual one) is answered at once (Session._answer);
-    the same requests glued in one read go through the deframer and the queue. The same
-    responses, field by field but the send time, and the same statistics."""
+    """A read of one whole request (the usual one) is answered at once (Session.answer,
+    which the blocking server models also call on their own); the same requests glued in
+    one read go through the deframer and the queue. The same responses, field by field but
+    the send time, and the same statistics."""
     reqs = [wire.frame(wire.Header(flow, seq, 1_000 + seq, 0, wire.KIND_REQUEST), b"q" * 20)
             for flow, seq in ((7, 0), (7, 1), (9, 2), (7, 4), (7, 3))]
     lone, glued = Session(), Session()
     for s in (lone, glued):
         s.received(hello("rr", response_size=48))
     answered = []                               # the fast path, taken for each lone one
-    answer = lone._answer
-    lone._answer = lambda h, now_ns: answered.append(h.seq) or answer(h, now_ns)
+    answer = lone.answer
+
+    def counted(data, now_ns=None):
+        reply = answer(data, now_ns)
+        if reply is not None:
+            answered.append(wire.STRUCT.unpack_from(data)[5])
+        return reply
+
+    lone.answer = counted
     alone = b"".join(lone.received(r, now_ns=5_000) for r in reqs)
     assert answered == [0, 1, 2, 4, 3]
     together = glued.received(b"".join(reqs), now_ns=5_000)
@@ -127,6 +135,36 @@ def test_rr_a_request_alone_in_a_read_is_answered_as_any_other():
     bad.received(hello("rr", response_size=48))
     said = controls(bad.received(data(0)))
     assert bad.error == "rr expects requests, got kind 0" and said[0]["type"] == "error"
+
+
+@pytest.mark.parametrize("read", [
+    pytest.param(lambda req: req + req, id="two requests"),
+    pytest.param(lambda req: req[:20], id="a request's start"),
+    pytest.param(lambda req: data(0, b"q" * 20), id="a data message"),
+    pytest.param(lambda req: req[:-1], id="a frame one byte short"),
+])
+def test_answer_takes_nothing_but_one_whole_request(read):
+    """answer() answers a read of exactly one whole request; any other read gets None and
+    leaves the session as it was, so received() then takes the read as it would have."""
+    req = wire.frame(wire.Header(7, 0, 1_000, 0, wire.KIND_REQUEST), b"q" * 20)
+    tried, fresh = Session(), Session()
+    for s in (tried, fresh):
+        s.received(hello("rr", response_size=48))
+    assert Session().answer(req) is None                # no hello yet: not rr
+    assert tried.answer(read(req)) is None
+    assert tried.read_count == fresh.read_count and tried.bytes_in == fresh.bytes_in
+    def fields(raw):                            # all but the send time
+        return [(h.flow, h.seq, h.length, h.kind, b) for h, b in wire.Deframer().feed(raw)]
+
+    assert fields(tried.received(read(req))) == fields(fresh.received(read(req)))
+    assert (tried.error, tried.responses, tried.pending) == \
+        (fresh.error, fresh.responses, fresh.pending)
+    lone = Session()
+    lone.received(hello("rr", response_size=48))
+    reply = lone.answer(req)
+    (h, body), = wire.Deframer().feed(reply)
+    assert (h.flow, h.seq, h.kind, body) == (7, 0, wire.KIND_RESPONSE, bytes(48))
+    assert lone.read_count == 2 and lone.responses == 1
 
 MALFORMED = [
     (b"GET / HTTP/1.1\r\n\r\n" + b"x" * 20, "bad magic"),

@@ -233,19 +233,19 @@ class Deframer:
                 self._buf.clear()
         return out
 
-    def one(self, data: bytes) -> Header | None:
+    def one(self, data: bytes, kind: int | None = None) -> Header | None:
         """`data` as exactly one whole frame, as a request/response exchange's reads are:
         its header, the stream offset moved past it. None, with nothing taken, when it is
         anything else (feed and heads then take it, and say what is wrong with it)."""
         if self._header is not None or self._buf or self._error is not None or \
                 len(data) < HEADER_LEN:
             return None
-        magic, version, kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
+        magic, version, frame_kind, _, flow, seq, send_ns, length = STRUCT.unpack_from(data)
         if len(data) != HEADER_LEN + length or length > self.limit or magic != MAGIC or \
-                version != VERSION:
+                version != VERSION or (kind is not None and frame_kind != kind):
             return None
         self.offset += HEADER_LEN + length
-        return _new_header(Header, (flow, seq, send_ns, length, kind))
+        return _new_header(Header, (flow, seq, send_ns, length, frame_kind))
 
     def heads(self, data: bytes) -> list[Header]:
         """For a deframer that skips bodies (keep_bodies=False): the headers of the frames

@@ -92,9 +92,15 @@ class Conversation:
                  clock: Callable[[], float] = time.monotonic):
         self.how: str | None = None
         self.op: Op | None = None
+        self._pacer = pacer
         self._steps = _talk(session, pacer, clock)
         self._send = self._steps.send
         self._next(self._send, None)
+
+    @property
+    def free(self) -> bool:
+        """Reads go unpaced (no --pause or --slow-read left to keep)."""
+        return not self._pacer.active
 
     def done(self, result=None) -> Op | None:
         # _next's work inline: two of these a request/response transaction

@@ -315,13 +315,12 @@ class Session:
         if self.error or not data:
             return b""
         now_ns = now_ns or time.time_ns()
-        self.bytes_in += len(data)
-        self.read_count += 1
         try:
-            if self._reply is not None and not self._owed:
-                h = self._deframer.one(data)
-                if h is not None:               # rr's usual read: one whole request
-                    return self._answer(h, now_ns)
+            reply = self.answer(data, now_ns)    # rr's usual read: one whole request
+            if reply is not None:
+                return reply
+            self.bytes_in += len(data)
+            self.read_count += 1
             out = b""
             if self.hello is None:
                 got = self._hello.feed(data)
@@ -337,6 +336,28 @@ class Session:
         except Exception as e:    # noqa: BLE001 - no input may take the server down
             return self._fail(f"internal error on this input: {type(e).__name__}: "
                               f"{shown(str(e), 200)}")
+
+    @property
+    def answering(self) -> bool:
+        """rr, with nothing owed: a read of one whole request may go to answer()."""
+        return self._reply is not None and not self._owed and self.error is None
+
+    def answer(self, data, now_ns: int | None = None) -> bytes | None:
+        """received() for request/response's usual read: exactly one whole request, with
+        nothing owed before it. Its response, without the deframer's lists and the queue
+        (a transaction is tens of microseconds, and Python's part of it runs with caches
+        the kernel's wake-up has just emptied). None, with nothing taken, for any other
+        read: give that to received()."""
+        if not self.answering:
+            return None
+        h = self._deframer.one(data, wire.KIND_REQUEST)
+        if h is None:
+            return None
+        self.bytes_in += len(data)
+        self.read_count += 1
+        flow, seq, send_ns, length, _ = h
+        self._hold(seq, send_ns, now_ns or time.time_ns(), wire.HEADER_LEN + length)
+        return self._respond(flow, seq)
 
     @property
     def pending(self) -> bool:
@@ -506,17 +527,6 @@ class Session:
         if len(seqs) >= HELD_ROWS:
             self._take_held()
         return self.more() if rr else b""
-
-    def _answer(self, h: wire.Header, now_ns: int) -> bytes:
-        """rr: the response to request `h`, which came alone in a read with nothing owed
-        before it: what _count and more() do for any number of requests, without their
-        lists and queue (a transaction is tens of microseconds, and Python's part of it
-        runs with caches the kernel's wake-up has just emptied)."""
-        flow, seq, send_ns, length, kind = h
-        if kind != wire.KIND_REQUEST:
-            raise ProtocolError(f"rr expects requests, got kind {kind}")
-        self._hold(seq, send_ns, now_ns, wire.HEADER_LEN + length)
-        return self._respond(flow, seq)
 
     def _respond(self, flow: int, seq: int) -> bytes:
         """One rr response, in the one buffer kept for it: its header was made whole at the
