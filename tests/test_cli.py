@@ -207,3 +207,53 @@ def test_no_progress_bar_when_stderr_is_a_pipe(tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0 and json.loads(out)["summary"]["frames"] > 0
     assert err == b""
+
+
+@pytest.mark.parametrize("fmt,packets,make,words", [
+    ("parquet", False, "file", "exists and is not a folder"),
+    ("parquet", True, "file", "exists and is not a folder"),
+    ("csv", True, "dir", "is a folder"),
+    ("json", True, "dir", "is a folder"),
+    ("json", False, "dir", "is a folder"),
+])
+def test_an_output_of_the_wrong_kind_is_refused_before_anything_is_written(
+        capsys, small, tmp_path, fmt, packets, make, words):
+    out = tmp_path / "out"
+    if make == "file":
+        out.write_text("mine")
+    else:
+        out.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc, _, err = run(capsys, "analyze", str(small), "--format", fmt, "-o", str(out),
+                     *(["--packets"] if packets else []))
+    assert rc == 2 and f"--output {out}: {words}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before      # no .part left
+    assert out.is_dir() or out.read_text() == "mine"
+
+
+def test_a_path_the_command_cannot_make_is_said_with_its_path(capsys, small, tmp_path):
+    """Any file system refusal (here a folder inside a file) is one line naming the path,
+    exit 2, never a traceback."""
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / "afile" / "tables"
+    rc, _, err = run(capsys, "analyze", str(small), "--format", "parquet", "-o", str(target))
+    assert rc == 2 and f"{target}: Not a directory" in err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["serve", "-p", "99999", "-t", "1"], "-p/--port 99999: a port is 0..65535"),
+    (["send", "127.0.0.1", "-p", "99999", "-t", "1"], "-p/--port 99999: a port is 1..65535"),
+    (["send", "127.0.0.1", "-p", "0", "-t", "1"], "-p/--port 0: a port is 1..65535"),
+])
+def test_a_port_out_of_range_is_refused(capsys, argv, words):
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2 and words in err
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_before_the_lab_runs(capsys,
+                                                                          tmp_path):
+    (tmp_path / "afile").write_text("")
+    for flag in ("--out", "--save"):
+        rc, _, err = run(capsys, "run", "01-handshake", flag, str(tmp_path / "afile" / "x"))
+        assert rc == 2 and f"{flag} {tmp_path / 'afile' / 'x'}: cannot write there" in err
+    assert not (tmp_path / "afile" / "x").exists()

@@ -185,3 +185,18 @@ def test_a_scenario_option_its_mode_ignores_is_refused_when_the_lab_loads(scenar
                               '{close = "fin", wait = "1s"}'),
              "backlog": ('{accepts = 2, accept_after = "1s"}', "{}")}[scenario]
     load(SCENARIO_LAB.format(scenario=scenario, serve=fixed[0], send=fixed[1]))
+
+
+@pytest.mark.parametrize("override,words", [
+    ("flow[1].send.rate=2Q", "flow[1].send: --rate: rate '2Q': unknown unit 'q'"),
+    ("flow[0].send.interval=3x", "flow[0].send: --interval: "),
+    ("flow[0].serve.slow_read=5Q", "flow[0].serve: --slow-read"),
+    ("flow[0].send.length=0", "flow[0].send: --length 0: sizes must be above zero"),
+])
+def test_a_flows_option_values_are_checked_when_the_lab_is_loaded(override, words):
+    """A value the command's parser takes but the command refuses (a rate of '2Q') is
+    refused when the lab loads, naming the flow and the option, not when the flow starts
+    inside a lab that then runs to the end."""
+    with pytest.raises(S.LabError) as e:
+        S.load(S.find("04-loss"), overrides=(override,))
+    assert words in str(e.value)

@@ -62,6 +62,14 @@ def cmd_analyze(args) -> int:
     if args.output and args.format != "parquet" and not Path(args.output).parent.is_dir():
         _err(f"--output {args.output}: no such directory {Path(args.output).parent}")
         return EXIT_INPUT
+    if args.output and args.format != "parquet" and Path(args.output).is_dir():
+        _err(f"--output {args.output}: is a folder; --format {args.format} writes one file")
+        return EXIT_INPUT
+    if args.output and args.format == "parquet" and Path(args.output).exists() and \
+            not Path(args.output).is_dir():
+        _err(f"--output {args.output}: exists and is not a folder (--format parquet writes "
+             f"a folder of tables)")
+        return EXIT_INPUT
     if args.jobs is not None and args.jobs < 1:
         _err(f"--jobs {args.jobs}: expected at least 1")
         return EXIT_INPUT
@@ -140,9 +148,10 @@ class _RowSink:
         self.f.flush()
         if self.tmp:
             self.f.close()
-            if self.files:
-                os.replace(self.tmp, self.path)
-            else:                        # no input could be read: no output file either
+            try:
+                if self.files:
+                    os.replace(self.tmp, self.path)
+            finally:                     # no input could be read: no output file either
                 self.tmp.unlink(missing_ok=True)
 
     def abandon(self) -> None:
@@ -347,6 +356,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return EXIT_OK
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file or folder a command could not make, read or write (no permission, no room,
+        # a file where a folder goes): said with its path, never a traceback; what was
+        # written before stays
+        _err(f"{e.filename2 if e.filename2 is not None else e.filename}: {e.strerror or e}")
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

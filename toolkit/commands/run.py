@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -33,7 +34,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
 
     from ..labs import runner
     from ..labs import spec as S
@@ -47,6 +47,15 @@ def run(args) -> int:
         return 2
     if args.seed is not None and args.seed < 0:
         print("labkit run: --seed: a seed is a non-negative integer", file=sys.stderr)
+        return 2
+    # where the results go must take them: said now, not after the lab has run
+    for flag, folder in (("--save", args.save), ("--out", args.out)):
+        if folder and not _writable(Path(folder)):
+            print(f"labkit run: {flag} {folder}: cannot write there", file=sys.stderr)
+            return 2
+    if not args.out and not _writable(Path("runs")):
+        print(f"labkit run: cannot write the run folder under {Path('runs').resolve()} "
+              f"(give --out DIR)", file=sys.stderr)
         return 2
     try:
         path = S.find(args.lab)
@@ -82,3 +91,11 @@ def run(args) -> int:
         if status in (runner.EXIT_INPUT, runner.EXIT_CANNOT, runner.EXIT_INTERRUPTED):
             return status
     return worst
+
+
+def _writable(folder: Path) -> bool:
+    """Could a folder be made and written here? (The nearest existing ancestor decides.)"""
+    import os
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)

@@ -95,91 +95,120 @@ def _refuse_ignored(args, mode: str) -> None:
                             f"size")
 
 
-def run(args) -> int:
+def check(args) -> str | None:
+    """What is wrong with these options, as `labkit send` would refuse them (exit 2), or
+    None: a lab's flows are checked so when the lab is loaded, not when a flow starts."""
+    from ..endpoints.quantities import QuantityError
+    try:
+        config(args, files=False)
+    except (QuantityError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def config(args, files: bool = True):
+    """The sender's (mode, configuration) from its options; QuantityError or ValueError
+    saying which option is wrong. Nothing is opened or sent. `files`: check that --file is
+    a readable file (a lab's is made when it runs)."""
     from pathlib import Path
 
     from .. import units
     from ..endpoints import quantities as q
-    from ..endpoints.report import Report
 
     mode = args.mode or ("file" if args.file else "bulk")
-    try:
-        _refuse_ignored(args, mode)
-        opts = socket_options(args)
-        lengths = ([units.option(units.size, x, "--length") for x in args.length.split(",")]
-                   if args.length else None)
-        if lengths is not None and any(n <= 0 for n in lengths):
-            raise q.QuantityError(f"--length {args.length}: sizes must be above zero")
-        seconds = units.option(q.seconds, args.time, "--time")
-        total = units.option(units.size, args.bytes, "--bytes")
-        interval = units.option(q.seconds, args.interval, "--interval")
-        if interval <= 0:
-            raise q.QuantityError("--interval must be above zero")
-        if mode == "file":
-            if args.proto != "tcp":
-                raise q.QuantityError("--mode file is TCP only")
-            if not args.file or not Path(args.file).is_file():
-                raise q.QuantityError(f"--file {args.file}: not a readable file")
-        if mode == "echo" and args.proto != "tcp":
-            raise q.QuantityError("--mode echo is TCP only (UDP: use rr)")
-        if args.no_framing and (args.proto != "tcp" or mode not in ("bulk", "stream")):
-            raise q.QuantityError(f"--no-framing applies to TCP bulk and stream modes (this "
+    _refuse_ignored(args, mode)
+    opts = socket_options(args)
+    lengths = ([units.option(units.size, x, "--length") for x in args.length.split(",")]
+               if args.length else None)
+    if lengths is not None and any(n <= 0 for n in lengths):
+        raise q.QuantityError(f"--length {args.length}: sizes must be above zero")
+    seconds = units.option(q.seconds, args.time, "--time")
+    total = units.option(units.size, args.bytes, "--bytes")
+    interval = units.option(q.seconds, args.interval, "--interval")
+    if interval <= 0:
+        raise q.QuantityError("--interval must be above zero")
+    if mode == "file":
+        if args.proto != "tcp":
+            raise q.QuantityError("--mode file is TCP only")
+        if not args.file or (files and not Path(args.file).is_file()):
+            raise q.QuantityError(f"--file {args.file}: not a readable file")
+    if mode == "echo" and args.proto != "tcp":
+        raise q.QuantityError("--mode echo is TCP only (UDP: use rr)")
+    if args.no_framing and (args.proto != "tcp" or mode not in ("bulk", "stream")):
+        raise q.QuantityError(f"--no-framing applies to TCP bulk and stream modes (this "
+                              f"is --proto {args.proto}, mode {mode})")
+    if mode == "paced" and not args.rate:
+        raise q.QuantityError("--mode paced needs --rate")
+    # an option that would be read in another mode only is refused, not ignored
+    transactions = mode in ("rr", "echo")
+    if args.proto == "tcp" and args.count is not None and not transactions:
+        raise q.QuantityError(f"-k/--count: TCP counts transactions in rr and echo modes "
+                              f"only; mode {mode} sends for -t seconds or -n bytes")
+    if args.proto == "tcp" and total is not None and transactions:
+        raise q.QuantityError(f"-n/--bytes: mode {mode} counts transactions (-k) or "
+                              f"time (-t), not bytes")
+    for flag, given in (("--tps", args.tps), ("--response-size", args.response_size)):
+        if given and mode != "rr" and not (flag == "--tps" and mode == "echo"):
+            raise q.QuantityError(f"{flag}: applies to --mode rr only (this is mode "
+                                  f"{mode})")
+    if not 1 <= args.port <= 65535:
+        raise q.QuantityError(f"-p/--port {args.port}: a port is 1..65535")
+    if args.cport is not None and not 1 <= args.cport <= 65535:
+        raise q.QuantityError(f"--cport {args.cport}: a port is 1..65535")
+    if args.parallel is not None:
+        from ..endpoints.parallel import MAX_PARALLEL
+        if args.proto != "tcp" or mode == "file":
+            raise q.QuantityError(f"--parallel: TCP only, and not with --mode file (this "
                                   f"is --proto {args.proto}, mode {mode})")
-        if mode == "paced" and not args.rate:
-            raise q.QuantityError("--mode paced needs --rate")
-        # an option that would be read in another mode only is refused, not ignored
-        transactions = mode in ("rr", "echo")
-        if args.proto == "tcp" and args.count is not None and not transactions:
-            raise q.QuantityError(f"-k/--count: TCP counts transactions in rr and echo modes "
-                                  f"only; mode {mode} sends for -t seconds or -n bytes")
-        if args.proto == "tcp" and total is not None and transactions:
-            raise q.QuantityError(f"-n/--bytes: mode {mode} counts transactions (-k) or "
-                                  f"time (-t), not bytes")
-        for flag, given in (("--tps", args.tps), ("--response-size", args.response_size)):
-            if given and mode != "rr" and not (flag == "--tps" and mode == "echo"):
-                raise q.QuantityError(f"{flag}: applies to --mode rr only (this is mode "
-                                      f"{mode})")
-        if args.cport is not None and not 1 <= args.cport <= 65535:
-            raise q.QuantityError(f"--cport {args.cport}: a port is 1..65535")
-        if args.parallel is not None:
-            from ..endpoints.parallel import MAX_PARALLEL
-            if args.proto != "tcp" or mode == "file":
-                raise q.QuantityError(f"--parallel: TCP only, and not with --mode file (this "
-                                      f"is --proto {args.proto}, mode {mode})")
-            if not 1 <= args.parallel <= MAX_PARALLEL:
-                raise q.QuantityError(f"--parallel {args.parallel}: expected 1 to "
-                                      f"{MAX_PARALLEL}")
-            if args.cport is not None and args.cport + args.parallel - 1 > 65535:
-                raise q.QuantityError(f"--cport {args.cport} --parallel {args.parallel}: "
-                                      f"ports cport to cport+N-1 must all be ports")
-        response_size = units.option(units.size, args.response_size, "--response-size", 128)
-        report = Report("sender", args.proto, mode, quiet=args.quiet or args.json)
-        if args.proto == "tcp":
-            from ..endpoints.tcp import TcpSendConfig, send
-            cfg = TcpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
-                                rate_bps=units.option(q.rate, args.rate, "--rate", 0),
-                                lengths=lengths or ([128] if mode in ("rr", "echo")
-                                                    else [128 << 10]),
-                                response_size=response_size, count=args.count,
-                                tps=args.tps, file=Path(args.file) if args.file else None,
-                                framing=not args.no_framing, interval=interval,
-                                flow=args.flow, options=opts, cport=args.cport)
-        else:
-            from ..endpoints.udp import UdpSendConfig, check_rr, send
-            if mode == "paced":
-                mode = "bulk"
-            if mode == "rr":
-                check_rr(lengths or [64], response_size)
-            cfg = UdpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
-                                count=args.count,
-                                rate_bps=units.option(q.rate, args.rate, "--rate", 1_000_000),
-                                lengths=lengths or [1400 if mode != "rr" else 64],
-                                response_size=response_size, tps=args.tps,
-                                interval=interval, flow=args.flow, gso=not args.no_gso,
-                                options=opts, cport=args.cport)
-    except (q.QuantityError, ValueError) as e:
+        if not 1 <= args.parallel <= MAX_PARALLEL:
+            raise q.QuantityError(f"--parallel {args.parallel}: expected 1 to "
+                                  f"{MAX_PARALLEL}")
+        if args.cport is not None and args.cport + args.parallel - 1 > 65535:
+            raise q.QuantityError(f"--cport {args.cport} --parallel {args.parallel}: "
+                                  f"ports cport to cport+N-1 must all be ports")
+    response_size = units.option(units.size, args.response_size, "--response-size", 128)
+    if args.proto == "tcp":
+        from ..endpoints.tcp import TcpSendConfig
+        cfg = TcpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
+                            rate_bps=units.option(q.rate, args.rate, "--rate", 0),
+                            lengths=lengths or ([128] if mode in ("rr", "echo")
+                                                else [128 << 10]),
+                            response_size=response_size, count=args.count,
+                            tps=args.tps, file=Path(args.file) if args.file else None,
+                            framing=not args.no_framing, interval=interval,
+                            flow=args.flow, options=opts, cport=args.cport)
+    else:
+        from ..endpoints.udp import UdpSendConfig, check_rr
+        if mode == "paced":
+            mode = "bulk"
+        if mode == "rr":
+            check_rr(lengths or [64], response_size)
+        cfg = UdpSendConfig(args.host, args.port, mode, seconds=seconds, total_bytes=total,
+                            count=args.count,
+                            rate_bps=units.option(q.rate, args.rate, "--rate", 1_000_000),
+                            lengths=lengths or [1400 if mode != "rr" else 64],
+                            response_size=response_size, tps=args.tps,
+                            interval=interval, flow=args.flow, gso=not args.no_gso,
+                            options=opts, cport=args.cport)
+    return mode, cfg
+
+
+def run(args) -> int:
+    from ..endpoints.quantities import QuantityError
+    from ..endpoints.report import Report
+
+    try:
+        mode, cfg = config(args)
+    except (QuantityError, ValueError) as e:
         print(f"labkit send: {e}", file=sys.stderr)
         return 2
+    if args.proto == "tcp":
+        from ..endpoints.tcp import send
+    else:
+        from ..endpoints.udp import send
+    # the report names the mode asked for (a UDP sender's paced is its bulk, paced)
+    report = Report("sender", args.proto, args.mode or ("file" if args.file else "bulk"),
+                    quiet=args.quiet or args.json)
     report.say(f"Connecting to host {args.host}, {args.proto.upper()} port {args.port}, "
                f"mode {mode}")
     from ..endpoints.control import ProtocolError, clean

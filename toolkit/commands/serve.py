@@ -93,62 +93,87 @@ def _refuse_other_proto(args) -> None:
                                 f"this is --proto {args.proto} ({WHY[flag]})")
 
 
-def run(args) -> int:
+def check(args) -> str | None:
+    """What is wrong with these options, as `labkit serve` would refuse them (exit 2), or
+    None: a lab's servers are checked so when the lab is loaded, not when they start."""
+    from ..endpoints.quantities import QuantityError
+    try:
+        settings(args, files=False)
+    except (QuantityError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def settings(args, files: bool = True) -> dict:
+    """The server's settings from its options; QuantityError or ValueError saying which
+    option is wrong. Nothing is opened. `files`: check that --receive-dir is a writable
+    folder (a lab's is made when it runs)."""
     import os
-    import signal
     from pathlib import Path
 
-    _raise_fd_limit()
     from .. import units
     from .. import wire
+    from ..endpoints import quantities as q
+
+    _refuse_other_proto(args)
+    if not 0 <= args.port <= 65535:
+        raise q.QuantityError(f"-p/--port {args.port}: a port is 0..65535 (0: any free one)")
+    interval = units.option(q.seconds, args.interval, "--interval")
+    if interval <= 0:
+        raise q.QuantityError("--interval must be above zero")
+    receive_dir = None
+    if args.receive_dir is not None:
+        receive_dir = Path(args.receive_dir).resolve()
+        if files and not receive_dir.is_dir():
+            raise q.QuantityError(f"--receive-dir {args.receive_dir}: not a directory")
+        if files and not os.access(receive_dir, os.W_OK | os.X_OK):
+            raise q.QuantityError(f"--receive-dir {args.receive_dir}: not writable")
+    idle_s = units.option(q.seconds, args.idle, "--idle", 5.0)
+    if idle_s <= 0:
+        raise q.QuantityError(f"--idle {args.idle}: expected seconds above zero")
+    slow_read_bps = units.option(q.rate, args.slow_read, "--slow-read", 0.0)
+    if args.slow_read is not None and slow_read_bps <= 0:
+        raise q.QuantityError(f"--slow-read {args.slow_read}: expected a rate above zero "
+                              f"(e.g. 500K bits/s)")
+    return {"model": args.model or "thread", "options": socket_options(args),
+            "max_clients": 1 if args.one_off else args.clients,
+            "seconds": units.option(q.seconds, args.time, "--time"), "interval": interval,
+            "receive_dir": receive_dir,
+            "pause_s": units.option(q.seconds, args.pause, "--pause", 0.0),
+            "slow_read_bps": slow_read_bps, "idle_s": idle_s,
+            "limit": units.option(units.size, args.limit, "--limit", wire.DEFAULT_LIMIT)}
+
+
+def run(args) -> int:
+    import signal
+
+    _raise_fd_limit()
     from ..endpoints import quantities as q
     from ..endpoints.report import Report
     from ..endpoints.servers import Server, ServerConfig
     from ..endpoints.udp import UdpReceiver
 
     try:
-        _refuse_other_proto(args)
-        model = args.model or "thread"
-        opts = socket_options(args)
-        max_clients = 1 if args.one_off else args.clients
-        seconds = units.option(q.seconds, args.time, "--time")
-        interval = units.option(q.seconds, args.interval, "--interval")
-        if interval <= 0:
-            raise q.QuantityError("--interval must be above zero")
+        st = settings(args)
+        model, opts = st["model"], st["options"]
         report = Report("server" if args.proto == "tcp" else "receiver", args.proto,
                         model if args.proto == "tcp" else "udp",
                         quiet=args.quiet or args.json)
-        receive_dir = None
-        if args.receive_dir is not None:
-            receive_dir = Path(args.receive_dir).resolve()
-            if not receive_dir.is_dir():
-                raise q.QuantityError(f"--receive-dir {args.receive_dir}: not a directory")
-            if not os.access(receive_dir, os.W_OK | os.X_OK):
-                raise q.QuantityError(f"--receive-dir {args.receive_dir}: not writable")
-        pause_s = units.option(q.seconds, args.pause, "--pause", 0.0)
-        slow_read_bps = units.option(q.rate, args.slow_read, "--slow-read", 0.0)
-        idle_s = units.option(q.seconds, args.idle, "--idle", 5.0)
-        if idle_s <= 0:
-            raise q.QuantityError(f"--idle {args.idle}: expected seconds above zero")
-        if args.slow_read is not None and slow_read_bps <= 0:
-            raise q.QuantityError(f"--slow-read {args.slow_read}: expected a rate above zero "
-                                  f"(e.g. 500K bits/s)")
         if args.proto == "tcp":
             server = Server(ServerConfig(
-                port=args.port, host=args.bind, model=model,
-                limit=units.option(units.size, args.limit, "--limit", wire.DEFAULT_LIMIT),
-                receive_dir=receive_dir, options=opts, pause_s=pause_s,
-                slow_read_bps=slow_read_bps,
-                max_connections=max_clients, max_seconds=seconds, interval=interval), report)
+                port=args.port, host=args.bind, model=model, limit=st["limit"],
+                receive_dir=st["receive_dir"], options=opts, pause_s=st["pause_s"],
+                slow_read_bps=st["slow_read_bps"], max_connections=st["max_clients"],
+                max_seconds=st["seconds"], interval=st["interval"]), report)
         else:
             if opts.rcvbuf is None:
                 opts.rcvbuf = 8 << 20
             # the slow reader works for UDP too: with a small --rcvbuf the socket's buffer
             # overflows and the kernel drops datagrams inside this host (UdpRcvbufErrors)
             server = UdpReceiver(args.port, args.bind, options=opts, report=report,
-                                 max_flows=max_clients, max_seconds=seconds, interval=interval,
-                                 pause_s=pause_s, slow_read_bps=slow_read_bps,
-                                 idle_end_s=idle_s)
+                                 max_flows=st["max_clients"], max_seconds=st["seconds"],
+                                 interval=st["interval"], pause_s=st["pause_s"],
+                                 slow_read_bps=st["slow_read_bps"], idle_end_s=st["idle_s"])
     except (q.QuantityError, ValueError) as e:
         print(f"labkit serve: {e}", file=sys.stderr)
         return 2
@@ -165,8 +190,8 @@ def run(args) -> int:
     print(f"Server listening on {args.proto.upper()} port {server.port}"
           + (f" ({model} model)" if args.proto == "tcp" else ""), flush=True,
           file=sys.stderr if args.json else sys.stdout)
-    if receive_dir is not None:
-        report.say(f"Receiving files into {receive_dir}")
+    if st["receive_dir"] is not None:
+        report.say(f"Receiving files into {st['receive_dir']}")
     doc = server.run()
     report.emit(args)
     return 0 if doc else 1

@@ -499,14 +499,16 @@ def _parse_error(argv: list[str]) -> str | None:
         return str(e)
     except SystemExit:
         return "refused by the command's parser"
+    # what a parser takes but the command refuses (a rate of '2Q', --hold with --close
+    # first): refused here, when the lab is loaded, not when its flow starts
     if argv[0].startswith("scenario "):
-        # options a role's parser takes but refuses together (--hold with --close first):
-        # refused here, when the lab is loaded, not when its flow starts
         from .. import scenarios
         _, name, role = argv[0].split()
         check = scenarios.roles(name)[role].check
-        return check(args) if check else None
-    return None
+    else:
+        import importlib
+        check = getattr(importlib.import_module(f"toolkit.commands.{argv[0]}"), "check", None)
+    return check(args) if check else None
 
 
 # ---- overrides and parameters ----
