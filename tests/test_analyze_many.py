@@ -171,4 +171,6 @@ def test_a_capture_read_up_to_damage_is_written_and_the_exit_status_says_so(tmp_
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2, done.stderr
     assert "1 read up to damage" in done.stderr and "cut.pcap" in done.stderr
+    said, = [line for line in done.stderr.splitlines() if line.startswith("labkit: ")]
+    assert said.count(str(src / "cut.pcap")) == 1, said       # the path once, not twice
     assert len(pd.read_parquet(tmp_path / "out" / "tcp_conversations")) == 1

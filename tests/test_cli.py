@@ -257,3 +257,22 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_the_lab_runs(caps
         rc, _, err = run(capsys, "run", "01-handshake", flag, str(tmp_path / "afile" / "x"))
         assert rc == 2 and f"{flag} {tmp_path / 'afile' / 'x'}: cannot write there" in err
     assert not (tmp_path / "afile" / "x").exists()
+
+
+def test_conversation_csv_keeps_counts_whole_where_tcp_and_udp_rows_share_it(capsys, tmp_path):
+    """TCP and UDP conversations in one CSV: a column only one protocol has is empty in the
+    other's rows, and its counts stay whole numbers (not 3.0)."""
+    frames = [B.ether(B.ipv4(B.tcp(flags=0x02, seq=100))),
+              B.ether(B.ipv4(B.tcp(sport=80, dport=1234, flags=0x12, seq=500, ack=101),
+                             src="10.0.0.2", dst="10.0.0.1")),
+              B.ether(B.ipv4(B.tcp(flags=0x10, seq=101, ack=501))),
+              B.ether(B.ipv4(B.udp(payload=b"hello"), proto=17))]
+    p = tmp_path / "mixed.pcap"
+    p.write_bytes(B.pcap(frames))
+    rc, out, _ = run(capsys, "analyze", str(p), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rc == 0 and sorted(r["proto"] for r in rows) == ["tcp", "udp"]
+    tcp, udp = sorted(rows, key=lambda r: r["proto"])
+    assert (tcp["packets_a_to_b"], tcp["isn_a"], tcp["retransmissions"]) == ("2", "100", "0")
+    assert (udp["datagrams"], udp["bytes"]) == ("1", "47")
+    assert tcp["datagrams"] == udp["packets_a_to_b"] == ""

@@ -372,3 +372,19 @@ def test_a_syn_floods_streams_are_its_own_and_its_flow_has_no_ladder(tmp_path):
     ft = flows_table(backlog).set_index("flow")
     assert str(ft["client_port"].dtype) == "Int64" and ft.loc["legit-b", "client_port"] == 41001
     assert ft["client_port"].isna().sum() == 2
+
+
+def test_a_figure_that_cannot_be_written_is_said_of_its_own_name(tmp_path):
+    """The figure goes to a temporary file beside it first: a refusal there names the file
+    asked for, and leaves nothing behind."""
+    from toolkit.plot import _mpl
+
+    class Refusing:
+        def savefig(self, path, **kw):
+            raise PermissionError(13, "Permission denied", str(path))
+
+    target = tmp_path / "goodput.png"
+    with pytest.raises(PermissionError) as e:
+        _mpl.save(Refusing(), target)
+    assert e.value.filename == str(target) and e.value.strerror == "Permission denied"
+    assert list(tmp_path.iterdir()) == []

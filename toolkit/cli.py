@@ -130,7 +130,8 @@ def _analyze_many(args) -> int:
           f"datasets in {res.out}/ (one folder a table, partitioned by capture)",
           file=sys.stderr)
     for doc in res.failed + res.damaged:
-        _err(f"{doc['file']}: {doc['error']}" if doc in res.damaged else doc["error"])
+        error = str(doc["error"])
+        _err(error if error.startswith(str(doc["file"])) else f"{doc['file']}: {error}")
     return EXIT_OK if res.ok else EXIT_INPUT
 
 
@@ -230,6 +231,10 @@ def _csv_table(a, args):
     parts = [tcp.assign(proto="tcp")]
     if args.stream is None and len(a.udp):
         parts.append(a.udp.assign(proto="udp"))
+    # counts stay whole numbers where TCP's and UDP's columns differ: pandas' nullable
+    # integers, empty in the other protocol's rows (numpy's would turn to floats: 1387.0)
+    parts = [p.astype({c: ("UInt64" if t.kind == "u" else "Int64")
+                       for c, t in p.dtypes.items() if t.kind in "iu"}) for p in parts]
     df = pd.concat(parts, ignore_index=True)
     return df[["proto"] + [c for c in df.columns if c != "proto"]]
 

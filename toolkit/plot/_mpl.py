@@ -89,6 +89,9 @@ def save(fig, path: str | os.PathLike, fmt: str | None = None) -> Path:
         fig.savefig(tmp, format=fmt, bbox_inches="tight",
                     metadata={"Software": "labkit"} if fmt == "png" else None)
         os.replace(tmp, path)
+    except OSError as e:
+        # said of the file asked for, not of the temporary one beside it
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
