@@ -337,8 +337,9 @@ def main() -> int:
             if SPLIT_CPUS:
                 # each side on its own CPU, as on two hosts. Left to the scheduler, the
                 # two may share one CPU or not, and which it does decides the rate: on
-                # this project's 2-vCPU machine, on loopback, sockperf made 81k/s with
-                # both on one CPU and 14k/s on two, labkit 24k/s and 9.5k/s
+                # this project's 2-vCPU machine, on loopback (2026-12-04), sockperf made
+                # 188-194k/s with both on one CPU, labkit 82-86k/s; each on its own CPU
+                # both about 10-12k/s (the wake-ups)
                 rows.append(row("rr_split", "trans/s", *rounds_of(
                     n, lambda: labkit_rr(lab, secs, tmp, SPLIT_CPUS),
                     lambda: sockperf_rr(lab, secs, SPLIT_CPUS))))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 
 import pytest
 
@@ -253,10 +255,24 @@ def test_a_port_out_of_range_is_refused(capsys, argv, words):
 def test_a_run_folder_that_cannot_be_written_is_refused_before_the_lab_runs(capsys,
                                                                           tmp_path):
     (tmp_path / "afile").write_text("")
-    for flag in ("--out", "--save"):
-        rc, _, err = run(capsys, "run", "01-handshake", flag, str(tmp_path / "afile" / "x"))
-        assert rc == 2 and f"{flag} {tmp_path / 'afile' / 'x'}: cannot write there" in err
+    for argv in (["run", "01-handshake", "--out"], ["run", "01-handshake", "--save"],
+                 ["demo", "--out"]):
+        rc, _, err = run(capsys, *argv, str(tmp_path / "afile" / "x"))
+        assert rc == 2 and f"{argv[-1]} {tmp_path / 'afile' / 'x'}: cannot write there" in err
     assert not (tmp_path / "afile" / "x").exists()
+
+
+@pytest.mark.parametrize("code,status", [(errno.EACCES, 2), (errno.ENOSPC, 1)])
+def test_a_path_refused_is_bad_input_and_a_machine_failure_is_not(capsys, monkeypatch, small,
+                                                                 code, status):
+    import toolkit.cli as cli
+
+    def failing(args):
+        raise OSError(code, os.strerror(code), "/somewhere/out")
+
+    monkeypatch.setattr(cli, "cmd_analyze", failing)
+    rc, _, err = run(capsys, "analyze", str(small))
+    assert rc == status and f"/somewhere/out: {os.strerror(code)}" in err
 
 
 def test_conversation_csv_keeps_counts_whole_where_tcp_and_udp_rows_share_it(capsys, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -255,6 +256,11 @@ def _emit(text: str, output: str | None) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .commands.run import unwritable
+    why = unwritable(args.out)
+    if why:
+        _err(f"demo: {why}")
+        return EXIT_INPUT
     if args.loopback:
         from .demo import run_demo
         out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -342,6 +348,10 @@ def _freeze_long_lived() -> None:
 _frozen = False
 
 
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+                errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
 def main(argv: list[str] | None = None) -> int:
     _process_settings()
     parser = build_parser()
@@ -364,11 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.filename is None:
             raise
-        # a file or folder a command could not make, read or write (no permission, no room,
-        # a file where a folder goes): said with its path, never a traceback; what was
-        # written before stays
+        # a file or folder a command could not make, read or write: said with its path,
+        # never a traceback; what was written before stays. A path the user gave that
+        # cannot be used is bad input (2); the machine failing (no room, I/O) is 1
         _err(f"{e.filename2 if e.filename2 is not None else e.filename}: {e.strerror or e}")
-        return EXIT_INPUT
+        return EXIT_INPUT if e.errno in _PATH_ERRNOS else 1
 
 
 if __name__ == "__main__":

@@ -48,20 +48,15 @@ def run(args) -> int:
     if args.seed is not None and args.seed < 0:
         print("labkit run: --seed: a seed is a non-negative integer", file=sys.stderr)
         return 2
-    # where the results go must take them: said now, not after the lab has run
-    for flag, folder in (("--save", args.save), ("--out", args.out)):
-        if folder and not _writable(Path(folder)):
-            print(f"labkit run: {flag} {folder}: cannot write there", file=sys.stderr)
-            return 2
-    if not args.out and not _writable(Path("runs")):
-        print(f"labkit run: cannot write the run folder under {Path('runs').resolve()} "
-              f"(give --out DIR)", file=sys.stderr)
-        return 2
     try:
         path = S.find(args.lab)
         base = S.load(path, overrides=args.sets)
     except S.LabError as e:
         print(f"labkit run: {e}", file=sys.stderr)
+        return 2
+    why = unwritable(args.out, args.save)
+    if why:
+        print(f"labkit run: {why}", file=sys.stderr)
         return 2
     seed0 = base.seed if args.seed is None else args.seed
     worst = 0
@@ -91,6 +86,17 @@ def run(args) -> int:
         if status in (runner.EXIT_INPUT, runner.EXIT_CANNOT, runner.EXIT_INTERRUPTED):
             return status
     return worst
+
+
+def unwritable(out: str | None, save: str | None = None) -> str | None:
+    """Why the results could not be written where they go (--out, --save, or ./runs by
+    default), or None: said before a lab runs, not after."""
+    for flag, folder in (("--save", save), ("--out", out)):
+        if folder and not _writable(Path(folder)):
+            return f"{flag} {folder}: cannot write there"
+    if not out and not _writable(Path("runs")):
+        return f"cannot write the run folder under {Path('runs').resolve()} (give --out DIR)"
+    return None
 
 
 def _writable(folder: Path) -> bool:

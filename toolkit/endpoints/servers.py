@@ -186,7 +186,8 @@ class Server:
             session.read_batches = carry_out.batching
             while (op := talk.op) is not None:
                 try:
-                    if op.kind == pacing.READ and talk.free and session.answering:
+                    if op.kind == pacing.READ and op.arg == pacing.RECV and talk.free \
+                            and session.answering:
                         talk.done(carry_out.answer_requests(session.answer, view,
                                                             op.timeout))
                     else:
@@ -652,7 +653,8 @@ class _Blocking:
         its response sent, without the conversation's steps between them (a transaction
         is tens of microseconds, and those steps were a fifth of the server's part).
         `answer(data)` is the response, or None for a read that is anything else: that
-        read is returned, for the conversation to take."""
+        read is returned, for the conversation to take. (A fault inside answer(), never
+        the peer's input, ends the connection as a fault: _fault.)"""
         self._set_timeout(timeout)
         recv_into = self.conn.recv_into
         try:

@@ -91,7 +91,9 @@ def save(fig, path: str | os.PathLike, fmt: str | None = None) -> Path:
         os.replace(tmp, path)
     except OSError as e:
         # said of the file asked for, not of the temporary one beside it
-        raise type(e)(e.errno, e.strerror, str(path)) from None
+        if e.filename is not None:
+            e.filename, e.filename2 = str(path), None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
