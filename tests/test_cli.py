@@ -292,3 +292,16 @@ def test_conversation_csv_keeps_counts_whole_where_tcp_and_udp_rows_share_it(cap
     assert (tcp["packets_a_to_b"], tcp["isn_a"], tcp["retransmissions"]) == ("2", "100", "0")
     assert (udp["datagrams"], udp["bytes"]) == ("1", "47")
     assert tcp["datagrams"] == udp["packets_a_to_b"] == ""
+
+
+@pytest.mark.parametrize("argv,usage", [
+    (["analyze", "x.pcap", "--bogus"], "usage: labkit analyze"),
+    (["send", "127.0.0.1", "--frobnicate"], "usage: labkit send"),
+    (["--bogus"], "usage: labkit [-h]"),
+])
+def test_an_unknown_option_is_refused_with_its_commands_usage(capsys, argv, usage):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(usage)
+    assert f"unrecognized arguments: {argv[-1]}" in err

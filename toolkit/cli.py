@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import commands
     for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
+    p.commands = sub.choices                   # each command's own parser, by name
     return p
 
 
@@ -355,7 +356,12 @@ _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOT
 def main(argv: list[str] | None = None) -> int:
     _process_settings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # said by the command's own parser, with its usage (argparse leaves unknown options
+        # to the top level, whose usage lists only the commands)
+        parser.commands.get(args.command, parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
