@@ -326,6 +326,9 @@ def test_gzip_damage_is_reported_in_decompressed_offsets(tmp_path):
     assert cap.compressed and 0 < len(cap) < 50
     assert "gzip" in str(cap.error) and "decompressed" in str(cap.error)
     assert cap.error.offset == 24 + len(cap) * (16 + len(FRAME))
+    # the record where reading stopped, and the damage beyond it, said as two places
+    assert f"at byte {cap.error.offset}: the record here is cut short: gzip stream " \
+        f"damaged after " in str(cap.error)
 
 
 def test_pcap_big_endian_nanoseconds_header_fields(tmp_path):

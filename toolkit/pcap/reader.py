@@ -96,8 +96,11 @@ def read_capture(path: str | os.PathLike, progress=None, threads: int | None = N
     if src.stream_error:
         # the gzip damage is what ended the readable data
         where = src.base + src.filled
-        error = fail(error.offset if error else where, f"gzip stream damaged after {where} "
-                                                       f"bytes: {src.stream_error}")
+        at = error.offset if error else where
+        # two offsets, said apart: the record cut short here, the damage further on
+        cut = "the record here is cut short: " if at < where else ""
+        error = fail(at, f"{cut}gzip stream damaged after {where} bytes: "
+                         f"{src.stream_error}")
     cols = store.finish(n)
     reassemble(cols)
     return Capture(path, fmt, compressed, cols, ifaces, extra[0], extra[1], error)
