@@ -234,9 +234,10 @@ class Deframer:
         return out
 
     def one(self, data: bytes, kind: int | None = None) -> Header | None:
-        """`data` as exactly one whole frame, as a request/response exchange's reads are:
-        its header, the stream offset moved past it. None, with nothing taken, when it is
-        anything else (feed and heads then take it, and say what is wrong with it)."""
+        """`data` as exactly one whole frame (of `kind`, when given), as a request/response
+        exchange's reads are: its header, the stream offset moved past it. None, with
+        nothing taken, when it is anything else (feed and heads then take it, and say what
+        is wrong with it)."""
         if self._header is not None or self._buf or self._error is not None or \
                 len(data) < HEADER_LEN:
             return None

@@ -651,7 +651,7 @@ class _Blocking:
     def answer_requests(self, answer: Callable, view: memoryview, timeout: float):
         """Request/response's usual transactions, each a read of one whole request and
         its response sent, without the conversation's steps between them (a transaction
-        is tens of microseconds, and those steps were a fifth of the server's part).
+        is tens of microseconds, and those steps were a third of the server's instructions).
         `answer(data)` is the response, or None for a read that is anything else: that
         read is returned, for the conversation to take. (A fault inside answer(), never
         the peer's input, ends the connection as a fault: _fault.)"""
