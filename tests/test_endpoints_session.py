@@ -26,6 +26,11 @@ def data(seq, body=b"x" * 10, kind=wire.KIND_DATA, send_ns=1_000):
     return wire.frame(wire.Header(7, seq, send_ns, 0, kind), body)
 
 
+def _fields(raw: bytes) -> list[tuple]:
+    """Each frame's fields and body, all but the send time (which differs run to run)."""
+    return [(h.flow, h.seq, h.length, h.kind, b) for h, b in wire.Deframer().feed(raw)]
+
+
 def controls(raw: bytes) -> list[dict]:
     return [control.decode(h, b) for h, b in wire.Deframer().feed(raw)]
 
@@ -120,10 +125,7 @@ def test_rr_a_request_alone_in_a_read_is_answered_as_any_other():
     while glued.pending:
         together += glued.more()
 
-    def fields(raw):
-        return [(h.flow, h.seq, h.length, h.kind, b) for h, b in wire.Deframer().feed(raw)]
-
-    assert fields(alone) == fields(together) == [
+    assert _fields(alone) == _fields(together) == [
         (flow, seq, 48, wire.KIND_RESPONSE, bytes(48)) for flow, seq in
         ((7, 0), (7, 1), (9, 2), (7, 4), (7, 3))]
     assert lone.responses == glued.responses == 5 and lone.read_count == 6
@@ -153,10 +155,7 @@ def test_answer_takes_nothing_but_one_whole_request(read):
     assert Session().answer(req) is None                # no hello yet: not rr
     assert tried.answer(read(req)) is None
     assert tried.read_count == fresh.read_count and tried.bytes_in == fresh.bytes_in
-    def fields(raw):                            # all but the send time
-        return [(h.flow, h.seq, h.length, h.kind, b) for h, b in wire.Deframer().feed(raw)]
-
-    assert fields(tried.received(read(req))) == fields(fresh.received(read(req)))
+    assert _fields(tried.received(read(req))) == _fields(fresh.received(read(req)))
     assert (tried.error, tried.responses, tried.pending) == \
         (fresh.error, fresh.responses, fresh.pending)
     lone = Session()

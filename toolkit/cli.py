@@ -131,8 +131,7 @@ def _analyze_many(args) -> int:
           f"datasets in {res.out}/ (one folder a table, partitioned by capture)",
           file=sys.stderr)
     for doc in res.failed + res.damaged:
-        error = str(doc["error"])
-        _err(error if error.startswith(str(doc["file"])) else f"{doc['file']}: {error}")
+        _err(doc["error"])                      # each names its file
     return EXIT_OK if res.ok else EXIT_INPUT
 
 

@@ -48,7 +48,8 @@ class ManyResult:
     out: Path
     done: list[dict] = field(default_factory=list)        # analyzed now
     skipped: list[dict] = field(default_factory=list)     # done before (same sha256)
-    failed: list[dict] = field(default_factory=list)      # {"file", "error"}
+    failed: list[dict] = field(default_factory=list)      # {"file", "error"}: an error
+    #                                                       names its file, as CaptureError
 
     @property
     def damaged(self) -> list[dict]:
@@ -138,8 +139,10 @@ def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Pa
     part = f"capture={digest[:16]}"
     try:
         a = analyze(path_, threads=1)
-    except (CaptureError, OSError) as e:
+    except CaptureError as e:                   # says its path and byte itself
         return {"file": path, "sha256": digest, "error": str(e)}
+    except OSError as e:
+        return {"file": path, "sha256": digest, "error": f"{path}: {e.strerror or e}"}
     extra = {"file": path, "sha256": digest}
     import pyarrow.parquet as pq
 
@@ -270,7 +273,7 @@ def _result(get, path: str) -> dict:
     try:
         return get()
     except Exception as e:              # a worker that crashed: this file, not the rest
-        return {"file": path, "error": f"{type(e).__name__}: {e}"}
+        return {"file": path, "error": f"{path}: {type(e).__name__}: {e}"}
 
 
 def print_progress(stream=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -101,7 +102,6 @@ def unwritable(out: str | None, save: str | None = None) -> str | None:
 
 def _writable(folder: Path) -> bool:
     """Could a folder be made and written here? (The nearest existing ancestor decides.)"""
-    import os
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)

@@ -95,6 +95,11 @@ def _refuse_ignored(args, mode: str) -> None:
                             f"size")
 
 
+def _mode(args) -> str:
+    """The mode asked for: --mode, else file with --file, else bulk."""
+    return args.mode or ("file" if args.file else "bulk")
+
+
 def check(args) -> str | None:
     """What is wrong with these options, as `labkit send` would refuse them (exit 2), or
     None: a lab's flows are checked so when the lab is loaded, not when a flow starts."""
@@ -115,7 +120,7 @@ def config(args, files: bool = True):
     from .. import units
     from ..endpoints import quantities as q
 
-    mode = args.mode or ("file" if args.file else "bulk")
+    mode = _mode(args)
     _refuse_ignored(args, mode)
     opts = socket_options(args)
     lengths = ([units.option(units.size, x, "--length") for x in args.length.split(",")]
@@ -207,8 +212,7 @@ def run(args) -> int:
     else:
         from ..endpoints.udp import send
     # the report names the mode asked for (a UDP sender's paced is its bulk, paced)
-    report = Report("sender", args.proto, args.mode or ("file" if args.file else "bulk"),
-                    quiet=args.quiet or args.json)
+    report = Report("sender", args.proto, _mode(args), quiet=args.quiet or args.json)
     report.say(f"Connecting to host {args.host}, {args.proto.upper()} port {args.port}, "
                f"mode {mode}")
     from ..endpoints.control import ProtocolError, clean

@@ -186,8 +186,9 @@ class Server:
             session.read_batches = carry_out.batching
             while (op := talk.op) is not None:
                 try:
-                    if op.kind == pacing.READ and op.arg == pacing.RECV and talk.free \
-                            and session.answering:
+                    # (answering first: a bulk session's reads stop at it)
+                    if op.kind == pacing.READ and op.arg == pacing.RECV and \
+                            session.answering and talk.free:
                         talk.done(carry_out.answer_requests(session.answer, view,
                                                             op.timeout))
                     else:
