@@ -121,10 +121,14 @@ def test_ring_keeps_the_newest_files_each_valid(tmp_path, backend):
     stale = base.with_name(base.name + "7") if backend == "tcpdump" else \
         base.with_name(f"{base.stem}_00042_20200101000000{base.suffix}")
     stale.write_bytes(b"stale")
-    # 16 MiB of kernel buffer: tcpdump in immediate mode lost 10-25 of these 5,000
-    # frames with its default 2 MiB on this busy 2-core machine, ring or no ring
+    # In immediate mode libpcap uses TPACKET_V2, whose ring slots are each as large as the
+    # snapshot length capped at the interface's MTU: lo's 64 KiB MTU left 16 MiB of buffer
+    # at about 250 slots, and lo shows every datagram twice (out and in), so 25 ms without
+    # the CPU lost frames (78 of 5,000 in CI, with both cores busy). 2,048 bytes holds
+    # these 1,042-byte frames whole and gives 30 times the slots.
     with capture.start("lo", base, backend=backend, bpf_filter=f"udp dst port {port}",
-                       ring=ring, comment=f"ring test {backend}", buffer_mib=16) as cap:
+                       ring=ring, comment=f"ring test {backend}", buffer_mib=16,
+                       snaplen=2048) as cap:
         _send(port, n, rate)
     result = cap.result
     assert not stale.exists()
