@@ -22,7 +22,8 @@ import pytest
 
 from toolkit import capture
 from toolkit.capture import files
-from toolkit.capture.backends import BACKENDS, PREFERENCE, permission_hint
+from toolkit.capture.backends import (BACKENDS, IMMEDIATE_MAX_MIB, PREFERENCE,
+                                      immediate_buffer_mib, permission_hint)
 
 # --- counters, from what the backends printed at exit --------------------------------------
 
@@ -111,6 +112,14 @@ def test_command_lines():
     t = BACKENDS["tcpdump"].argv("/usr/sbin/tcpdump", "lo", "/r/a.pcap", 96, "udp", 1, None)
     assert "--immediate-mode" in t and "-U" in t and t[-1] == "udp"
     assert t[t.index("-B") + 1] == "1024"            # tcpdump counts KiB
+
+
+def test_tcpdump_buffer_holds_a_thousand_frames_of_the_interfaces_mtu():
+    # lo: 1,024 frames of 64 KiB would be 64 MiB, and the kernel holds twice that: capped
+    assert immediate_buffer_mib(262144, 65536) == IMMEDIATE_MAX_MIB == 32
+    assert immediate_buffer_mib(262144, 9000) == 9            # jumbo frames
+    assert immediate_buffer_mib(2048, 65536) == 3             # the snaplen is the slot
+    assert immediate_buffer_mib(262144, 1500) is None         # tcpdump's 2 MiB holds them
 
 
 # --- files: every stop leaves a readable file ------------------------------------------------
@@ -290,6 +299,26 @@ def test_readiness_proven_over_20_runs(tmp_path, backend):
         assert cap.returncode == 0 and cap.escalated is None and cap.repaired is None
         assert _frames(path, f"udp.dstport == {port}") == 1, f"run {run}: datagram missing"
         assert cap.counters.captured == 1 and cap.counters.dropped == 0
+
+
+@live
+def test_tcpdump_on_lo_keeps_a_burst_while_it_waits_for_a_cpu(tmp_path):
+    """tcpdump stopped (as a busy machine stops it) while 200 datagrams pass: the kernel's
+    ring holds them all. With tcpdump's default buffer on lo it kept 16."""
+    if "tcpdump" not in capture.probe("lo").usable:
+        pytest.skip(f"tcpdump cannot capture here ({capture.probe('lo').explain()})")
+    port = random.randint(20000, 60999)
+    path = tmp_path / "burst.pcap"
+    with capture.start("lo", path, bpf_filter=f"udp dst port {port}", backend="tcpdump") as cap:
+        os.kill(cap.pid, signal.SIGSTOP)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(200):
+                    s.sendto(i.to_bytes(4, "big") * 250, ("127.0.0.1", port))
+        finally:
+            os.kill(cap.pid, signal.SIGCONT)
+    assert cap.counters.dropped == 0 and cap.counters.captured == 200, cap.counters
+    assert capture.summarize(path).packets == 200
 
 
 @live

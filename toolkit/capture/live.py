@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import (BACKENDS, PREFERENCE, RUNNING_COUNT, CaptureCounters, parse_counters,
-                       permission_hint, ring_sizes)
+                       immediate_buffer_mib, permission_hint, ring_sizes)
 from ..runtime import child_env
 from .files import annotate, repair
 
@@ -293,6 +293,15 @@ class Capture:
         return f"<Capture {self.backend} {self.interface} -> {self.path} {state}>"
 
 
+def interface_mtu(interface: str) -> int | None:
+    """The MTU of an interface of this process's network namespace, or None (another
+    namespace's, or no sysfs)."""
+    try:
+        return int(Path("/sys/class/net", interface, "mtu").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def launch(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
            bpf_filter: str = "", netns: str | None = None, prefix: list[str] | None = None,
            backend: str | None = None, buffer_mib: int | None = None,
@@ -323,6 +332,9 @@ def launch(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
     # so a stale file can never pass for this capture's
     for stale in [out, *(ring_files(out, name) if ring else [])]:
         stale.unlink(missing_ok=True)
+    if name == "tcpdump" and buffer_mib is None and not netns and not prefix:
+        mtu = interface_mtu(interface)
+        buffer_mib = immediate_buffer_mib(snaplen, mtu) if mtu else None
     argv = BACKENDS[name].argv(exe, interface, str(out), snaplen, bpf_filter, buffer_mib,
                                packet_limit, ring=ring, comment=comment)
     where = ""
@@ -358,6 +370,8 @@ def start(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
     the list of files is in stop()'s result. comment: the pcapng section comment
     (Wireshark: Statistics > Capture File Properties); kept in the result for pcap.
     packet_limit: the backend stops by itself after that many packets (Capture.wait).
+    buffer_mib: the kernel buffer; by default the backend's own, except tcpdump on an
+    interface of this namespace, given room for IMMEDIATE_SLOTS frames of its MTU.
     """
     cap = launch(interface, outfile, snaplen=snaplen, bpf_filter=bpf_filter, netns=netns,
                  prefix=prefix, backend=backend, buffer_mib=buffer_mib,
