@@ -145,6 +145,22 @@ def test_labkit_run_refuses_a_broken_spec_with_exit_2(tmp_path):
     assert done.returncode == 2 and "--set nosuch" in done.stderr
 
 
+def test_a_bad_value_given_with_set_is_blamed_on_the_set_not_the_file():
+    lab = S.find("04-loss")
+    with pytest.raises(S.LabError) as e:
+        S.load(lab, overrides=("loss=5x",))
+    assert str(e.value).startswith(f"--set loss=5x (for {lab}): link.both.loss: ")
+    # a good --set beside it is not blamed
+    with pytest.raises(S.LabError) as e:
+        S.load(lab, overrides=("loss=1%", "flow[1].send.rate=2Q"))
+    assert str(e.value).startswith(f"--set flow[1].send.rate=2Q (for {lab}): flow[1].send")
+    # the file's own error stays the file's, whatever --set says
+    text = GOOD.replace('count = "{count}"', 'count = "{count}", speed = 3')
+    with pytest.raises(S.LabError) as e:
+        load(text, overrides=("count=3",))
+    assert str(e.value).startswith("labs/x/lab.toml: flow[0].send.speed")
+
+
 SCENARIO_LAB = """
 [lab]
 title = "t"

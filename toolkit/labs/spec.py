@@ -179,10 +179,29 @@ def loads(source: str, path: Path, *, overrides=()) -> LabSpec:
         raw = tomllib.loads(source)
     except tomllib.TOMLDecodeError as e:
         raise LabError(f"{path}: not valid TOML: {e}") from None
+    overrides = tuple(overrides)
     try:
-        return _build(raw, source, path, tuple(overrides))
+        return _build(raw, source, path, overrides)
     except LabError as e:
-        raise LabError(f"{path}: {e}") from None
+        raise LabError(f"{_blame(raw, source, path, overrides, str(e))}: {e}") from None
+
+
+def _blame(raw: dict, source: str, path: Path, overrides: tuple[str, ...], error: str) -> str:
+    """Where a lab's error comes from: the --set that turns the good file bad (a bad value
+    given on the command line is not the file's fault), else the file. Only on an error:
+    each try builds the lab again."""
+    if not overrides or error.startswith("--set "):     # those name their --set already
+        return str(path)
+    try:
+        _build(raw, source, path, ())
+    except LabError:
+        return str(path)                                # the file is bad by itself
+    for item in overrides:
+        try:
+            _build(raw, source, path, (item,))
+        except LabError:
+            return f"--set {item} (for {path})"
+    return f"--set {' --set '.join(overrides)} together (for {path})"
 
 
 def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> LabSpec:
