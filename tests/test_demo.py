@@ -124,6 +124,8 @@ def test_demo_without_capture_rights_says_what_to_do(tmp_path, monkeypatch):
     assert run_demo(tmp_path / "d", stream=text) == 2
     out = text.getvalue()
     assert "CAP_NET_RAW" in out and "run as root" in out and "labkit analyze" in out
+    assert out.startswith("labkit demo: cannot capture packets here:\n  dumpcap: you are")
+    assert out.count("cannot capture") == 1, out
     assert not (tmp_path / "d").exists()
 
 

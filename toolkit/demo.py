@@ -150,7 +150,8 @@ def _bound(kind: int) -> socket.socket:
 
 
 def _no_capture(reason: str, stream) -> int:
-    print(f"labkit demo: cannot capture packets.\n{reason}\n\n"
+    # the reason says "cannot capture packets here" itself, or why not (no tool, a refusal)
+    print(f"labkit demo: {reason}\n\n"
           "Without capture rights you can still analyze a saved capture:\n"
           "  labkit analyze captures/<file>.pcapng", file=stream)
     return 2
