@@ -91,6 +91,8 @@ def test_a_damaged_file_is_reported_and_skipped_and_a_rerun_skips_what_is_done(f
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert "broken.pcap" in done.stderr and "6 captures analyzed" in done.stderr
+    line, = [ln for ln in done.stderr.splitlines() if ln.startswith("[") and "broken" in ln]
+    assert line.count("broken.pcap") == 1 and ": FAILED: " in line, line   # the path once
     assert len(list((out / "_captures").glob("*.json"))) == 6
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert "0 captures analyzed, 6 done before" in again.stderr
@@ -173,4 +175,6 @@ def test_a_capture_read_up_to_damage_is_written_and_the_exit_status_says_so(tmp_
     assert "1 read up to damage" in done.stderr and "cut.pcap" in done.stderr
     said, = [line for line in done.stderr.splitlines() if line.startswith("labkit: ")]
     assert said.count(str(src / "cut.pcap")) == 1, said       # the path once, not twice
+    line, = [ln for ln in done.stderr.splitlines() if ln.startswith("[1/1] ")]
+    assert line.count("cut.pcap") == 1 and "(damaged: " in line, line
     assert len(pd.read_parquet(tmp_path / "out" / "tcp_conversations")) == 1

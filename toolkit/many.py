@@ -281,15 +281,18 @@ def print_progress(stream=None):
     the line is written, unless `stream` is given)."""
     def show(i: int, total: int, doc: dict) -> None:
         out = stream or sys.stderr
+        # an error names its file (it is printed alone at the end too): once a line here
+        error = doc.get("error") or ""
+        error = error.removeprefix(f"{doc['file']}: ")
         if doc.get("duplicate"):
             what = "the same bytes as another capture of this run, skipped"
         elif doc.get("skipped"):
             what = "done before, skipped"
-        elif doc.get("error") and "frames" not in doc:
-            what = f"FAILED: {doc['error']}"
+        elif error and "frames" not in doc:
+            what = f"FAILED: {error}"
         else:
             what = f"{doc['frames']} frames in {doc['duration_s']:.2f} s" + \
-                (f" (damaged: {doc['error']})" if doc.get("error") else "")
+                (f" (damaged: {error})" if error else "")
         out.write(f"[{i}/{total}] {doc['file']}: {what}\n")
         out.flush()
     return show
