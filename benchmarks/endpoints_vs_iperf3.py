@@ -110,7 +110,9 @@ def iperf3_tcp(lab, secs):
                                    str(secs), "-J"], timeout=secs + 30), "iperf3")
     finally:
         _stop(srv)
-    return doc["end"]["sum_received"]["bits_per_second"]
+    end = doc["end"]
+    return {"bps": end["sum_received"]["bits_per_second"],
+            "retrans": end["sum_sent"].get("retransmits")}
 
 
 def iperf3_udp(lab, secs, length, rate="0", tries=3):
@@ -174,7 +176,15 @@ def labkit_run(lab, secs, server_args, send_args, tmp: Path, cpus=(None, None)):
 def labkit_tcp(lab, secs, tmp):
     client, _ = labkit_run(lab, secs, [], ["-t", str(secs)], tmp)
     m = client["end"]["peer"]["messages"]
-    return m["payload_bytes"] * 8 / m["duration_s"]
+    return {"bps": m["payload_bytes"] * 8 / m["duration_s"],
+            "retrans": client["end"].get("tcp_info", {}).get("total_retrans")}
+
+
+def retransmitted(runs: list[dict]) -> str:
+    """The median of the sender's retransmitted segments (TCP_INFO's total_retrans, which
+    is iperf3's "Retr" too): a pair's ratio far from the others usually had more."""
+    got = [r["retrans"] for r in runs if r["retrans"] is not None]
+    return f"{np.median(got):,.0f}" if got else "n/a"
 
 
 def labkit_udp(lab, secs, length, tmp, rate="0"):
@@ -315,15 +325,19 @@ def main() -> int:
         try:
             print(f"path: {where}; {secs:g} s per measurement"
                   + (f"; {n} rounds, medians" if n > 1 else ""))
-            tcp = rounds_of(n, lambda: labkit_tcp(lab, secs, tmp) / 1e6,
-                            lambda: iperf3_tcp(lab, secs) / 1e6)
-            rows.append(row("tcp", "Mbit/s", *tcp))
+            retrans = {}
+            tcp = rounds_of(n, lambda: labkit_tcp(lab, secs, tmp),
+                            lambda: iperf3_tcp(lab, secs))
+            rows.append(row("tcp", "Mbit/s", *([r["bps"] / 1e6 for r in t] for t in tcp)))
+            retrans["tcp"] = tcp
             if ctx is not None:
                 # the same with GSO/TSO/GRO on: 64 KB segments, the machine's own speed
                 with netlab.up(netlab.default_topology(offloads=True)) as fast:
-                    on = rounds_of(n, lambda: labkit_tcp(fast, secs, tmp) / 1e6,
-                                   lambda: iperf3_tcp(fast, secs) / 1e6)
-                rows.append(row("tcp_offl", "Mbit/s", *on))
+                    on = rounds_of(n, lambda: labkit_tcp(fast, secs, tmp),
+                                   lambda: iperf3_tcp(fast, secs))
+                rows.append(row("tcp_offl", "Mbit/s",
+                                *([r["bps"] / 1e6 for r in t] for t in on)))
+                retrans["tcp_offl"] = on
             sent = {}
             for length in (64, 1400):
                 u = rounds_of(n, lambda length=length: labkit_udp(lab, secs, length, tmp),
@@ -348,6 +362,9 @@ def main() -> int:
             for name, unit, ours, ref, ratio, ratios in rows:
                 print(f"{name:10} {unit:8} {ours:14,.0f} {ref:14,.0f} {ratio:7.2f}"
                       + ("  " + " ".join(f"{r:.2f}" for r in ratios) if n > 1 else ""))
+            for name, (ours, ref) in retrans.items():
+                print(f"  retransmitted segments ({name}, medians): labkit "
+                      f"{retransmitted(ours)}, iperf3 {retransmitted(ref)}")
             for length in (64, 1400):
                 print(f"  udp{length} sent: labkit {sent[length][0]:,.0f}/s, iperf3 "
                       f"{sent[length][1]:,.0f}/s")

@@ -5,6 +5,7 @@ read iperf3's UDP summary, which once crashed it with KeyError: 'sum')."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,9 @@ def test_the_endpoint_benchmark_runs_to_the_end_on_loopback():
     for r in rows:
         pairs = sorted(float(x) for x in r[5:])
         assert pairs[0] <= float(r[4]) <= pairs[1], r                 # their median
+    # each sender's retransmissions, from its own TCP_INFO (iperf3's "Retr")
+    assert re.search(r"^  retransmitted segments \(tcp, medians\): labkit [\d,]+, "
+                     r"iperf3 [\d,]+$", out["stdout"], re.M), out["stdout"]
 
 
 def _bench():
