@@ -282,13 +282,16 @@ def test_no_batches_where_the_receive_buffer_is_small(pair):
     window): with the buffer fixed at 128 KB (256 KB as the kernel counts it), none."""
     client, conn = pair
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 << 10)
-    carry_out = _Blocking(conn)
+    counted = Counting(conn)
+    carry_out = _Blocking(counted, buffer_fixed=True)
     sender = threading.Thread(target=_flood, args=(client, 16 << 20))
     sender.start()
     got, _, _, batch, lowat = _read_all(carry_out)
     sender.join(timeout=30)
     assert got == 16 << 20 and batch == 0 and lowat == 1
-    assert carry_out.batching["reads"] == 0
+    assert carry_out.batching["reads"] == 0 and carry_out.batching["way"] is None
+    # the fixed buffer was looked at once, not at every large read
+    assert counted.calls.get("getsockopt") == 1, counted.calls
 
 
 class Scripted:

@@ -182,7 +182,8 @@ class Server:
             # request/response client waits for its answer, so a batch would wait out its
             # timeout on every large request; a paced one's messages would arrive late;
             # unframed reads are the lesson
-            carry_out = _Blocking(conn, lambda: session.mode in BATCHED_MODES)
+            carry_out = _Blocking(conn, lambda: session.mode in BATCHED_MODES,
+                                  buffer_fixed=bool(self.cfg.options.rcvbuf))
             session.read_batches = carry_out.batching
             while (op := talk.op) is not None:
                 try:
@@ -546,9 +547,12 @@ class _Blocking:
     TRIAL_READS = 16
     ACK_BYTES = 16 << 10
 
-    def __init__(self, conn: socket.socket, may_batch: Callable[[], bool] = lambda: True):
+    def __init__(self, conn: socket.socket, may_batch: Callable[[], bool] = lambda: True,
+                 buffer_fixed: bool = False):
         self.conn = conn
         self.may_batch = may_batch
+        # a receive buffer the user fixed (--rcvbuf) never grows: one look at it is enough
+        self.buffer_fixed = buffer_fixed
         self.read_timeout: float | None = None
         self.batch = 0                          # bytes a batch is; 0: plain reads
         self.lowat = 1                          # SO_RCVLOWAT as set: the batch, or 1
@@ -599,6 +603,8 @@ class _Blocking:
         batch = min(size, self.conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
                     // self.BUFFER_SHARE)
         if batch < self.BATCH_FROM:
+            if self.buffer_fixed:
+                self.batching["way"] = None     # no batches on this connection
             return
         if self.batching["way"] == "lowat" and not self.proven:
             self.trial_start = tcpinfo.received_and_sent(self.conn)
