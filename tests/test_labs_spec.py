@@ -147,18 +147,30 @@ def test_labkit_run_refuses_a_broken_spec_with_exit_2(tmp_path):
 
 def test_a_bad_value_given_with_set_is_blamed_on_the_set_not_the_file():
     lab = S.find("04-loss")
-    with pytest.raises(S.LabError) as e:
-        S.load(lab, overrides=("loss=5x",))
-    assert str(e.value).startswith(f"--set loss=5x (for {lab}): link.both.loss: ")
-    # a good --set beside it is not blamed
-    with pytest.raises(S.LabError) as e:
-        S.load(lab, overrides=("loss=1%", "flow[1].send.rate=2Q"))
-    assert str(e.value).startswith(f"--set flow[1].send.rate=2Q (for {lab}): flow[1].send")
+
+    def said(*overrides):
+        with pytest.raises(S.LabError) as e:
+            S.load(lab, overrides=overrides)
+        return str(e.value)
+    assert said("loss=5x").startswith(f"{lab}: --set loss=5x: link.both.loss: ")
+    # the --set that brings the error in, not a good one beside it, not one that a later
+    # --set undid, not an earlier bad one the lab checks later
+    assert said("loss=1%", "flow[1].send.rate=2Q").startswith(
+        f"{lab}: --set flow[1].send.rate=2Q: flow[1].send: --rate")
+    assert said("loss=5x", "loss=5%", "flow[1].send.rate=2Q").startswith(
+        f"{lab}: --set flow[1].send.rate=2Q: ")
+    first = said("flow[1].send.rate=2Q", "loss=5x")
+    assert first.startswith(f"{lab}: --set loss=5x: link.both.loss"), first
     # the file's own error stays the file's, whatever --set says
     text = GOOD.replace('count = "{count}"', 'count = "{count}", speed = 3')
     with pytest.raises(S.LabError) as e:
         load(text, overrides=("count=3",))
     assert str(e.value).startswith("labs/x/lab.toml: flow[0].send.speed")
+    # and a --set that mends the file's error is not blamed for the next one
+    text = GOOD.replace('rate = "1M"', 'rate = "2Q"')
+    with pytest.raises(S.LabError) as e:
+        load(text, overrides=("flow[0].send.rate=1M", "count=0.5"))
+    assert str(e.value).startswith("labs/x/lab.toml: --set count=0.5: "), str(e.value)
 
 
 SCENARIO_LAB = """

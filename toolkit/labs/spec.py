@@ -183,25 +183,23 @@ def loads(source: str, path: Path, *, overrides=()) -> LabSpec:
     try:
         return _build(raw, source, path, overrides)
     except LabError as e:
-        raise LabError(f"{_blame(raw, source, path, overrides, str(e))}: {e}") from None
+        raise LabError(f"{path}: {_blame(raw, source, path, overrides, str(e))}{e}") from None
 
 
 def _blame(raw: dict, source: str, path: Path, overrides: tuple[str, ...], error: str) -> str:
-    """Where a lab's error comes from: the --set that turns the good file bad (a bad value
-    given on the command line is not the file's fault), else the file. Only on an error:
-    each try builds the lab again."""
-    if not overrides or error.startswith("--set "):     # those name their --set already
-        return str(path)
-    try:
-        _build(raw, source, path, ())
-    except LabError:
-        return str(path)                                # the file is bad by itself
-    for item in overrides:
+    """The --set that brought this error in ("--set KEY=VALUE: "), or "" where the file
+    itself has it (or the error names its --set already): a bad value given on the command
+    line is not the file's fault. The lab is built again with the overrides one more at a
+    time, so a later --set that undoes an earlier one is not blamed; only on an error."""
+    if not overrides or error.startswith("--set "):
+        return ""
+    for k in range(len(overrides) + 1):
         try:
-            _build(raw, source, path, (item,))
-        except LabError:
-            return f"--set {item} (for {path})"
-    return f"--set {' --set '.join(overrides)} together (for {path})"
+            _build(raw, source, path, overrides[:k])
+        except LabError as e:
+            if str(e) == error:
+                return f"--set {overrides[k - 1]}: " if k else ""
+    return ""
 
 
 def _build(raw: dict, source: str, path: Path, overrides: tuple[str, ...]) -> LabSpec:
