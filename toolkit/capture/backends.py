@@ -89,22 +89,24 @@ def _dumpcap_argv(exe: str, interface: str, out: str, snaplen: int, bpf_filter: 
 
 
 # libpcap in immediate mode (tcpdump --immediate-mode) captures through TPACKET_V2, whose
-# kernel ring has slots of one size: the snapshot length capped at the interface's largest
-# frame. tcpdump's default 2 MiB is then some 1,300 slots on a 1500-byte link but 31 on lo
-# (MTU 65536), where each packet takes two (the kernel hands the packet socket both the
-# sent and the received copy; libpcap keeps one): with tcpdump stopped, the 17th datagram
-# was lost (measured: 16 of 300 kept), and a test's 5,000 lost 78 in CI. A slot is a
-# power-of-two block there (128 KiB for 64 KiB frames), so the kernel holds up to twice
-# the buffer: IMMEDIATE_MAX_MIB 32 is 64 MiB while capturing on lo.
+# kernel ring has slots of one size: the snapshot length, capped (libpcap 1.10, Ethernet
+# and lo) at the MTU when the interface's offloads are off, else at 64 KiB, since GRO
+# hands it whole 64 KiB packets. tcpdump's default 2 MiB is then some 1,300 slots on the
+# kit's own lab links (offloads off, MTU 1500) but 31 on lo or a NIC with offloads on, and
+# on lo a packet takes two (the kernel hands the packet socket the sent and the received
+# copy; libpcap keeps one): with tcpdump stopped, 16 of 200 datagrams were kept, and a
+# test's 5,000 lost 78 in CI. A 64 KiB slot takes a 128 KiB block, so the kernel holds
+# twice the buffer there: IMMEDIATE_MAX_MIB 32 is about 510 slots in 64 MiB.
 IMMEDIATE_SLOTS = 1024
 IMMEDIATE_MAX_MIB = 32
-_SLOT_OVERHEAD = 128            # struct tpacket2_hdr, sockaddr_ll, link header, alignment
+_LARGEST_SLOT = 65535 + 18      # libpcap's cap with offloads on: 64 KiB and a link header
+_SLOT_OVERHEAD = 128            # struct tpacket2_hdr, sockaddr_ll, alignment
 
 
-def immediate_buffer_mib(snaplen: int, mtu: int) -> int | None:
-    """tcpdump's -B for IMMEDIATE_SLOTS frames on an interface of this MTU (at most
-    IMMEDIATE_MAX_MIB), or None where its default already holds them."""
-    slot = min(snaplen, mtu) + _SLOT_OVERHEAD
+def immediate_buffer_mib(snaplen: int) -> int | None:
+    """tcpdump's -B for IMMEDIATE_SLOTS frames where the offloads may be on (at most
+    IMMEDIATE_MAX_MIB), or None where its own 2 MiB holds them (a short snapshot)."""
+    slot = min(snaplen, _LARGEST_SLOT) + _SLOT_OVERHEAD
     mib = min(IMMEDIATE_MAX_MIB, math.ceil(IMMEDIATE_SLOTS * slot / (1 << 20)))
     return mib if mib > 2 else None
 

@@ -293,15 +293,6 @@ class Capture:
         return f"<Capture {self.backend} {self.interface} -> {self.path} {state}>"
 
 
-def interface_mtu(interface: str) -> int | None:
-    """The MTU of an interface of this process's network namespace, or None (another
-    namespace's, or no sysfs)."""
-    try:
-        return int(Path("/sys/class/net", interface, "mtu").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def launch(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
            bpf_filter: str = "", netns: str | None = None, prefix: list[str] | None = None,
            backend: str | None = None, buffer_mib: int | None = None,
@@ -333,8 +324,10 @@ def launch(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
     for stale in [out, *(ring_files(out, name) if ring else [])]:
         stale.unlink(missing_ok=True)
     if name == "tcpdump" and buffer_mib is None and not netns and not prefix:
-        mtu = interface_mtu(interface)
-        buffer_mib = immediate_buffer_mib(snaplen, mtu) if mtu else None
+        # an interface the kit did not build (lo, a NIC): its offloads may be on, where
+        # each frame takes a 64 KiB slot (backends.immediate_buffer_mib). The lab's links
+        # (in namespaces) have theirs off, and tcpdump's own buffer holds 1,300 frames
+        buffer_mib = immediate_buffer_mib(snaplen)
     argv = BACKENDS[name].argv(exe, interface, str(out), snaplen, bpf_filter, buffer_mib,
                                packet_limit, ring=ring, comment=comment)
     where = ""
@@ -370,8 +363,9 @@ def start(interface: str, outfile: str | os.PathLike, *, snaplen: int = 262144,
     the list of files is in stop()'s result. comment: the pcapng section comment
     (Wireshark: Statistics > Capture File Properties); kept in the result for pcap.
     packet_limit: the backend stops by itself after that many packets (Capture.wait).
-    buffer_mib: the kernel buffer; by default the backend's own, except tcpdump on an
-    interface of this namespace, given room for IMMEDIATE_SLOTS frames of its MTU.
+    buffer_mib: the kernel buffer; by default the backend's own, except tcpdump outside
+    a namespace (netns=, prefix=): room for 1,024 frames of up to 64 KiB, at most 32 MiB
+    (backends.immediate_buffer_mib).
     """
     cap = launch(interface, outfile, snaplen=snaplen, bpf_filter=bpf_filter, netns=netns,
                  prefix=prefix, backend=backend, buffer_mib=buffer_mib,
