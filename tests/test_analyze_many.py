@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, corpus_file
 from synthetic import bulk_capture
-from toolkit.many import analyze_many, sha256_of
+from toolkit.many import analyze_many, analyze_one, sha256_of
 
 import toolkit
 
@@ -178,3 +178,12 @@ def test_a_capture_read_up_to_damage_is_written_and_the_exit_status_says_so(tmp_
     line, = [ln for ln in done.stderr.splitlines() if ln.startswith("[1/1] ")]
     assert line.count("cut.pcap") == 1 and "(damaged: " in line, line
     assert len(pd.read_parquet(tmp_path / "out" / "tcp_conversations")) == 1
+
+
+def test_an_error_names_the_file_as_given_where_a_worker_read_it_elsewhere(tmp_path):
+    """A Dask worker reads a relative path from its own directory (`source`): the error
+    still names the file as the user gave it, once."""
+    (tmp_path / "junk.pcap").write_bytes(b"hello, not a capture")
+    doc = analyze_one("in/junk.pcap", str(tmp_path / "out"), source=str(tmp_path / "junk.pcap"))
+    assert doc["error"].startswith("in/junk.pcap: at byte 0: not a pcap"), doc
+    assert str(tmp_path) not in doc["error"]

@@ -131,6 +131,13 @@ def analyze_one(path: str, out: str, packets: bool = False, source: str | None =
         claim.unlink(missing_ok=True)
 
 
+def _as_named(error: str, path: str, read: Path) -> str:
+    """A reader's error (which names the file it read) naming the file as the user gave it,
+    where a Dask worker read it under another name."""
+    return f"{path}: {error.removeprefix(f'{read}: ')}" if str(read) != path and \
+        error.startswith(f"{read}: ") else error
+
+
 def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Path,
                      packets: bool, t0: float) -> dict:
     from .api import FORMAT_VERSION, analyze
@@ -140,7 +147,7 @@ def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Pa
     try:
         a = analyze(path_, threads=1)
     except CaptureError as e:                   # says its path and byte itself
-        return {"file": path, "sha256": digest, "error": str(e)}
+        return {"file": path, "sha256": digest, "error": _as_named(str(e), path, path_)}
     except OSError as e:
         return {"file": path, "sha256": digest, "error": f"{path}: {e.strerror or e}"}
     extra = {"file": path, "sha256": digest}
@@ -163,7 +170,7 @@ def _analyze_claimed(path: str, path_: Path, out_: Path, digest: str, record: Pa
                          lambda d: a.write_packets(d / "part-0.parquet", "parquet",
                                                    extra=extra))
     doc = {"file": path, "sha256": digest, "frames": len(a),
-           "error": str(a.error) if a.error else None,
+           "error": _as_named(str(a.error), path, path_) if a.error else None,
            "duration_s": round(time.perf_counter() - t0, 3), "packets": packets,
            "format_version": FORMAT_VERSION}
     record.parent.mkdir(parents=True, exist_ok=True)
