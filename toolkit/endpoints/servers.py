@@ -533,8 +533,9 @@ class _Blocking:
       the buffer: Linux grows a buffer too small for its mark, and clamps the window to it.)
     - MSG_WAITALL (recv(2)): the read returns once the batch has come, but the kernel
       still wakes the reader as segments arrive, and acknowledges as it copies (one ACK
-      per 24 KB): with 1500-byte segments 6-30% more goodput than plain reads, with 64 KB
-      segments none (the wake-ups are what cost there).
+      per 24 KB): with 1500-byte segments 6-30% more goodput than plain reads on
+      2026-12-03, 2% less on 2026-12-04 (within a day's variation), with 64 KB segments
+      none (the wake-ups are what cost there).
     The mark is on trial for the connection's first TRIAL_READS whole batches, counted
     across breaks: one whose batches sent back a segment per less than ACK_BYTES received
     asks with MSG_WAITALL from then on (where the kernel's counts cannot be read, from the
