@@ -165,6 +165,24 @@ def test_answer_takes_nothing_but_one_whole_request(read):
     assert (h.flow, h.seq, h.kind, body) == (7, 0, wire.KIND_RESPONSE, bytes(48))
     assert lone.read_count == 2 and lone.responses == 1
 
+def test_a_fault_inside_answer_is_sent_to_the_peer_as_received_would(monkeypatch):
+    """answer() runs on the blocking servers' own request/response loop, outside
+    received(): a fault inside it (a bug, never the input) gives None, so the loop hands
+    the read to the conversation, and received() then sends the peer the error, once."""
+    req = wire.frame(wire.Header(7, 0, 1_000, 0, wire.KIND_REQUEST), b"q" * 20)
+    s = Session()
+    s.received(hello("rr", response_size=48))
+
+    def broken(*a):
+        raise RuntimeError("no such thing")
+    monkeypatch.setattr(s, "_respond", broken)
+    assert s.answer(req) is None
+    assert s.error == "internal error on this input: RuntimeError: 'no such thing'"
+    said = controls(s.received(req))
+    assert [m["type"] for m in said] == ["error"] and said[0]["error"] == s.error
+    assert s.received(req) == b"" and s.ended == "error"          # said once
+
+
 MALFORMED = [
     (b"GET / HTTP/1.1\r\n\r\n" + b"x" * 20, "bad magic"),
     (hello("bulk") + b"LBK1\x09" + bytes(27), "unsupported header version 9"),

@@ -660,9 +660,9 @@ class _Blocking:
         """Request/response's usual transactions, each a read of one whole request and
         its response sent, without the conversation's steps between them (a transaction
         is tens of microseconds, and those steps were a third of the server's instructions).
-        `answer(data)` is the response, or None for a read that is anything else: that
-        read is returned, for the conversation to take. (A fault inside answer(), never
-        the peer's input, ends the connection as a fault: _fault.)"""
+        `answer(data)` is the response, or None for a read that is anything else (or one
+        that answer() failed on, never for the peer's doing): that read is returned, for
+        the conversation to take (and to send the peer the session's error)."""
         self._set_timeout(timeout)
         recv_into = self.conn.recv_into
         try:

@@ -301,6 +301,7 @@ class Session:
         self.file: FileSink | None = None
         self.file_result: dict | None = None
         self.error: str | None = None
+        self._unsent = b""                  # an error answer() made, for received() to send
         self.ended: str | None = None       # "closed", "half-closed", "reset", "error"
         self.ended_ns: int | None = None
         # how the server's reads were batched, when they were: servers._Blocking's
@@ -313,12 +314,14 @@ class Session:
         """Bytes from recv(); returns the bytes to send back (possibly b''). While `pending`
         is true after it, the server sends what more() returns before reading again."""
         if self.error or not data:
-            return b""
+            return self._take_unsent()
         now_ns = now_ns or time.time_ns()
         try:
             reply = self.answer(data, now_ns)    # rr's usual read: one whole request
             if reply is not None:
                 return reply
+            if self.error:                       # a fault inside answer(): say it
+                return self._take_unsent()
             self.bytes_in += len(data)
             self.read_count += 1
             out = b""
@@ -334,8 +337,15 @@ class Session:
         except (ProtocolError, wire.FramingError, OSError) as e:
             return self._fail(self._explain(e))
         except Exception as e:    # noqa: BLE001 - no input may take the server down
-            return self._fail(f"internal error on this input: {type(e).__name__}: "
-                              f"{shown(str(e), 200)}")
+            return self._internal(e)
+
+    def _internal(self, e: Exception) -> bytes:
+        return self._fail(f"internal error on this input: {type(e).__name__}: "
+                          f"{shown(str(e), 200)}")
+
+    def _take_unsent(self) -> bytes:
+        out, self._unsent = self._unsent, b""
+        return out
 
     @property
     def answering(self) -> bool:
@@ -353,11 +363,17 @@ class Session:
         h = self._deframer.one(data, wire.KIND_REQUEST)
         if h is None:
             return None
-        self.bytes_in += len(data)
-        self.read_count += 1
-        flow, seq, send_ns, length, _ = h
-        self._hold(seq, send_ns, now_ns or time.time_ns(), wire.HEADER_LEN + length)
-        return self._respond(flow, seq)
+        try:
+            self.bytes_in += len(data)
+            self.read_count += 1
+            flow, seq, send_ns, length, _ = h
+            self._hold(seq, send_ns, now_ns or time.time_ns(), wire.HEADER_LEN + length)
+            return self._respond(flow, seq)
+        except Exception as e:  # noqa: BLE001 - as in received(): the session's error
+            # None, as for a read that is not a lone request: the driver gives the read
+            # to received(), which sends the peer this error and ends the conversation
+            self._unsent = self._internal(e)
+            return None
 
     @property
     def pending(self) -> bool:
