@@ -325,19 +325,19 @@ def main() -> int:
         try:
             print(f"path: {where}; {secs:g} s per measurement"
                   + (f"; {n} rounds, medians" if n > 1 else ""))
-            retrans = {}
-            tcp = rounds_of(n, lambda: labkit_tcp(lab, secs, tmp),
-                            lambda: iperf3_tcp(lab, secs))
-            rows.append(row("tcp", "Mbit/s", *([r["bps"] / 1e6 for r in t] for t in tcp)))
-            retrans["tcp"] = tcp
+            tcp_runs = {}               # row name: (labkit's runs, iperf3's)
+
+            def tcp_row(name, path):
+                runs = rounds_of(n, lambda: labkit_tcp(path, secs, tmp),
+                                 lambda: iperf3_tcp(path, secs))
+                rows.append(row(name, "Mbit/s", *([r["bps"] / 1e6 for r in t] for t in runs)))
+                tcp_runs[name] = runs
+
+            tcp_row("tcp", lab)
             if ctx is not None:
                 # the same with GSO/TSO/GRO on: 64 KB segments, the machine's own speed
                 with netlab.up(netlab.default_topology(offloads=True)) as fast:
-                    on = rounds_of(n, lambda: labkit_tcp(fast, secs, tmp),
-                                   lambda: iperf3_tcp(fast, secs))
-                rows.append(row("tcp_offl", "Mbit/s",
-                                *([r["bps"] / 1e6 for r in t] for t in on)))
-                retrans["tcp_offl"] = on
+                    tcp_row("tcp_offl", fast)
             sent = {}
             for length in (64, 1400):
                 u = rounds_of(n, lambda length=length: labkit_udp(lab, secs, length, tmp),
@@ -362,7 +362,7 @@ def main() -> int:
             for name, unit, ours, ref, ratio, ratios in rows:
                 print(f"{name:10} {unit:8} {ours:14,.0f} {ref:14,.0f} {ratio:7.2f}"
                       + ("  " + " ".join(f"{r:.2f}" for r in ratios) if n > 1 else ""))
-            for name, (ours, ref) in retrans.items():
+            for name, (ours, ref) in tcp_runs.items():
                 print(f"  retransmitted segments ({name}, medians): labkit "
                       f"{retransmitted(ours)}, iperf3 {retransmitted(ref)}")
             for length in (64, 1400):

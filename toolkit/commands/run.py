@@ -35,7 +35,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-
     from ..labs import runner
     from ..labs import spec as S
 
